@@ -1,0 +1,1 @@
+"""The comparison harness, the network-namespace lab and the `wiretwin` command line."""

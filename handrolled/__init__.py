@@ -1,0 +1,1 @@
+"""Hand-written ping, traceroute and SMTP clients on plain sockets (standard library only)."""
