@@ -1,0 +1,61 @@
+"""RFC 1071 internet checksum.  Pure: no I/O.
+
+API
+---
+``internet_checksum(data: bytes) -> int``
+    The 16-bit one's complement of the one's complement sum of ``data`` read as big-endian
+    16-bit words (an odd final byte is padded with a zero byte, RFC 1071 §4.1).  The result is
+    the value to store big-endian (``struct.pack("!H", ...)``) in a header's checksum field that
+    was zero while summing.  Over bytes that already carry a correct checksum it returns 0.
+
+``checksum(string: bytes) -> int``
+    The seed assignment's function, kept with its name and semantics: it sums little-endian
+    words into a 32-bit accumulator and swaps the bytes of the result, which on a little-endian
+    host gives the same value as ``internet_checksum`` for any input under 128 KiB.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = ["checksum", "internet_checksum", "ones_complement_sum"]
+
+
+def ones_complement_sum(data: bytes, initial: int = 0) -> int:
+    """Fold ``data`` (big-endian words, odd byte zero-padded) into a 16-bit one's complement sum.
+
+    ``initial`` lets a caller chain a pseudo-header (RFC 8200 §8.1) without concatenating.
+    """
+    if len(data) % 2:
+        data = bytes(data) + b"\x00"  # RFC 1071 §4.1: pad the odd byte on the right
+    total = initial + sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:  # end-around carry (RFC 1071 §2 (B))
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071 checksum of ``data`` as a host integer, to be packed big-endian."""
+    return ~ones_complement_sum(data) & 0xFFFF
+
+
+def checksum(string: bytes) -> int:
+    """The seed's ``checksum``: same algorithm, same 32-bit accumulator, same byte swap.
+
+    The seed then passes the result through ``htons`` and packs it in native order, which on a
+    little-endian host puts the bytes of ``internet_checksum(string)`` on the wire.
+    """
+    csum = 0
+    count_to = (len(string) // 2) * 2
+    count = 0
+    while count < count_to:
+        csum += string[count + 1] * 256 + string[count]
+        csum &= 0xFFFFFFFF
+        count += 2
+    if count_to < len(string):
+        csum += string[len(string) - 1]
+        csum &= 0xFFFFFFFF
+    csum = (csum >> 16) + (csum & 0xFFFF)
+    csum = csum + (csum >> 16)
+    answer = ~csum & 0xFFFF
+    return answer >> 8 | (answer << 8 & 0xFF00)
