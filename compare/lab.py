@@ -78,6 +78,25 @@ END_LINKS = {
 }
 
 
+SILENT_RULES = """
+table inet wiretwin {
+  chain output {
+    type filter hook output priority 0; policy accept;
+    icmp type time-exceeded drop comment "the silent hop: forwards, never says so"
+    icmpv6 type time-exceeded drop
+  }
+}
+"""
+PROHIBITED_RULES = """
+table inet wiretwin {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifname "lo" accept
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+    reject with icmpx type admin-prohibited comment "ICMP 3/13, ICMPv6 1/1 (RFC 1812 5.2.7.1)"
+  }
+}
+"""
 _QUEUE_RULE = ("-t", "mangle", "-A", "PREROUTING", "-i", "up0", "-j", "NFQUEUE", "--queue-num", "0")
 
 
@@ -387,25 +406,8 @@ class Lab:
             )
 
         # Filtering, in nftables.
-        _ns_exec(
-            self.ns(SILENT),
-            ["nft", "-f", "-"],
-            input_text=(
-                "table inet wiretwin {\n chain output {\n  type filter hook output priority 0; policy accept;\n"
-                '  icmp type time-exceeded drop comment "the silent hop"\n'
-                "  icmpv6 type time-exceeded drop\n }\n}\n"
-            ),
-        )
-        _ns_exec(
-            self.ns("prohibited"),
-            ["nft", "-f", "-"],
-            input_text=(
-                "table inet wiretwin {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
-                '  iifname "lo" accept\n'
-                "  icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n"
-                '  reject with icmpx type admin-prohibited comment "the prohibited host"\n }\n}\n'
-            ),
-        )
+        _ns_exec(self.ns(SILENT), ["nft", "-f", "-"], input_text=SILENT_RULES)
+        _ns_exec(self.ns("prohibited"), ["nft", "-f", "-"], input_text=PROHIBITED_RULES)
         # Delay stages: NFQUEUE via iptables-nft (nft's own `queue` needs CONFIG_NFT_QUEUE,
         # which this kernel lacks; the xt NFQUEUE target through nft_compat works).
         queues = []
@@ -554,9 +556,8 @@ class Lab:
             timeout=timeout,
         )
         if proc.returncode != 0 or not proc.stdout:
-            raise LabError(
-                f"lab.call({target}) in {role} failed: {proc.stderr.decode(errors='replace').strip()[-2000:]}"
-            )
+            why = proc.stderr.decode(errors="replace").strip()[-2000:]
+            raise LabError(f"lab.call({target}) in {role} failed: {why}")
         ok, value = pickle.loads(proc.stdout)
         if not ok:
             raise value
@@ -584,7 +585,7 @@ def running_labs() -> list[str]:
 
 
 def reap(lab_id: str | None = None) -> list[str]:
-    """Remove one lab (or, with None, every lab): processes, namespaces, files. Returns what went."""
+    """Remove one lab (None: every lab): processes, namespaces, files; return what went."""
     removed: list[str] = []
     state_files = [STATE_DIR / f"{lab_id}.json"] if lab_id else list(STATE_DIR.glob("*.json"))
     for path in state_files:
@@ -633,7 +634,7 @@ def _call_main() -> int:
         func = getattr(importlib.import_module(module_name), func_name)
         result = (True, func(*args, **kwargs))
         data = pickle.dumps(result)
-    except BaseException as exc:  # noqa: BLE001 - carried to the caller
+    except BaseException as exc:  # carried to the caller
         try:
             data = pickle.dumps((False, exc))
         except Exception:
