@@ -1,0 +1,402 @@
+"""The only hand-rolled module that touches socket, select and time for ICMP.
+
+ICMP sockets (raw or Linux/macOS "ping" datagram sockets, IPv4 and IPv6), TTL / hop limit,
+kernel receive timestamps (SO_TIMESTAMPNS), received TTL (IP_RECVTTL / IPV6_RECVHOPLIMIT), the
+datagram socket's error queue (IP_RECVERR: how a ping socket learns of time-exceeded and
+unreachable), name resolution and clocks.  Times are ``time.time_ns()`` nanoseconds
+(CLOCK_REALTIME, the clock of kernel timestamps and pcaps).
+
+API
+---
+``open_icmp_socket(family, kind="auto", *, ttl=None, ident=None, sock=None,
+icmp_types=None) -> IcmpSocket``
+    ``family``: ``socket.AF_INET`` or ``AF_INET6``.  ``kind``: ``"raw"``, ``"dgram"`` or
+    ``"auto"`` (raw, else dgram).  ``ident``: for a dgram socket, bind to this local port so the
+    kernel's identifier is ours (falls back to any port if taken).  ``sock``: adopt an existing
+    socket (e.g. one made inside a lab namespace).  ``icmp_types``: ICMP types a raw socket
+    accepts (ICMP_FILTER / ICMP6_FILTER); None: ``DEFAULT_FILTER[family]`` (echo reply and the
+    errors), ``range(256)``: every type.  Raises
+    ``RawSocketPermissionError`` (one line naming CAP_NET_RAW / net.ipv4.ping_group_range).
+``IcmpSocket``: ``.sock``, ``.family``, ``.kind`` ("raw"/"dgram"), ``.v6``, ``.ident``
+    (dgram: the identifier the kernel writes, i.e. the local port; raw: None),
+    ``.set_ttl(ttl)``, ``.send(message, address) -> send_ns`` (clock read right before
+    sendto), ``.recv(timeout) -> Received | None`` (None: nothing within ``timeout`` seconds),
+    ``.fileno()``, ``.close()``, context manager.
+``Received``: data (bytes as read: a raw IPv4 socket includes the IP header, ``has_ip_header``),
+    source (canonical address; for a queued error, the router that sent it), recv_ns,
+    kernel_timestamp (recv_ns is the kernel's), ttl (TTL / hop limit of the packet, or None),
+    error (``QueuedError`` for a dgram socket's error queue entry, whose ``data`` is then our own
+    ICMP message that provoked it, else None).
+``QueuedError``: icmp_type, icmp_code, offender, errno, info (from ``sock_extended_err``).
+``resolve(host, family=None) -> (family, address)``: first getaddrinfo answer; ``ResolveError``.
+``reverse_name(address) -> str | None``: PTR / hosts-file name, None when there is none.
+``now_ns()``: wall clock ns (CLOCK_REALTIME); ``monotonic_ns()``: for deadlines.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import select
+import socket
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
+
+__all__ = [
+    "DEFAULT_FILTER",
+    "IcmpSocket",
+    "QueuedError",
+    "Received",
+    "monotonic_ns",
+    "now_ns",
+    "open_icmp_socket",
+    "resolve",
+    "reverse_name",
+]
+
+log = logging.getLogger(__name__)
+
+# Linux values; Python does not export all of them (uapi/asm-generic/socket.h, linux/in.h,
+# linux/in6.h, linux/icmp.h, linux/errqueue.h).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+SOL_RAW = getattr(socket, "SOL_RAW", 255)
+ICMP_FILTER = 1  # SOL_RAW option on IPPROTO_ICMP raw sockets
+ICMP6_FILTER = 1  # IPPROTO_ICMPV6 option
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+
+_TIMESPEC = struct.Struct("@ll")
+_EXTENDED_ERR = struct.Struct("@IBBBBII")  # ee_errno, origin, type, code, pad, info, data
+_INT = struct.Struct("@i")
+
+# Raw sockets see every ICMP message for the host; by default accept only what a ping or an
+# ICMP traceroute can use: echo reply, destination unreachable, time exceeded, parameter problem
+# (and packet too big for ICMPv6).
+DEFAULT_FILTER: dict[int, frozenset[int]] = {
+    socket.AF_INET: frozenset({0, 3, 11, 12}),
+    socket.AF_INET6: frozenset({129, 1, 2, 3, 4}),
+}
+
+PERMISSION_FIX = (
+    "cannot open an ICMP socket: run as root or grant CAP_NET_RAW "
+    "(setcap cap_net_raw+ep), or allow datagram ICMP sockets with "
+    "sysctl -w net.ipv4.ping_group_range='0 2147483647'"
+)
+
+
+def now_ns() -> int:
+    """Wall-clock nanoseconds (CLOCK_REALTIME, as kernel timestamps and pcaps)."""
+    return time.time_ns()
+
+
+def monotonic_ns() -> int:
+    return time.monotonic_ns()
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedError:
+    """An ICMP error a datagram socket learnt of through its error queue (IP_RECVERR)."""
+
+    icmp_type: int
+    icmp_code: int
+    offender: str | None
+    errno: int
+    info: int
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    data: bytes
+    source: str
+    recv_ns: int
+    kernel_timestamp: bool
+    ttl: int | None = None
+    has_ip_header: bool = False
+    error: QueuedError | None = None
+
+
+def _canonical(address: str) -> str:
+    return ipaddress.ip_address(address.split("%", 1)[0]).compressed
+
+
+def _offender(raw: bytes) -> str | None:
+    # SO_EE_OFFENDER: the sockaddr that follows struct sock_extended_err.
+    if len(raw) < 8:
+        return None
+    family = struct.unpack_from("@H", raw)[0]
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8])
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        return _canonical(socket.inet_ntop(socket.AF_INET6, raw[8:24]))
+    return None
+
+
+class IcmpSocket:
+    """An ICMP socket with kernel timestamps and received-TTL reporting switched on."""
+
+    def __init__(self, sock: socket.socket, family: int, kind: str) -> None:
+        self.sock = sock
+        self.family = family
+        self.kind = kind
+        self.v6 = family == socket.AF_INET6
+        self.ident: int | None = None
+        self._cmsg_space = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_INT.size) * 2
+        self._cmsg_space += socket.CMSG_SPACE(_EXTENDED_ERR.size + 28)
+        self._errqueue = False
+        self._setup()
+
+    def _setup(self) -> None:
+        s = self.sock
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError as exc:  # pragma: no cover - every Linux has it
+            log.debug("SO_TIMESTAMPNS unavailable: %s", exc)
+        try:
+            if self.v6:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            else:
+                s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        except OSError as exc:  # pragma: no cover
+            log.debug("received TTL unavailable: %s", exc)
+        if self.kind == "dgram":
+            try:
+                if self.v6:
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+                else:
+                    s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+                self._errqueue = True
+            except OSError as exc:  # pragma: no cover
+                log.debug("IP_RECVERR unavailable: %s", exc)
+        s.setblocking(False)
+
+    def set_icmp_filter(self, accept: Iterable[int] | None) -> None:
+        """Raw sockets only: let the kernel drop ICMP types not in ``accept`` (None: all)."""
+        if self.kind != "raw":
+            return
+        if self.v6:
+            # struct icmp6_filter: 256 bits, a set bit blocks that type (Linux semantics).
+            words = [0 if accept is None else 0xFFFFFFFF] * 8
+            for t in accept or ():
+                words[t >> 5] &= ~(1 << (t & 31)) & 0xFFFFFFFF
+            self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("@8I", *words))
+        else:
+            # ICMP_FILTER: 32-bit mask of blocked types 0..31.
+            mask = 0 if accept is None else 0xFFFFFFFF
+            for t in accept or ():
+                if t < 32:
+                    mask &= ~(1 << t) & 0xFFFFFFFF
+            self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("@I", mask))
+
+    def set_ttl(self, ttl: int) -> None:
+        """Unicast TTL (IPv4) or hop limit (IPv6) of what we send next."""
+        if not 1 <= ttl <= 255:
+            raise UsageError(f"TTL {ttl} out of range 1-255")
+        if self.v6:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+        else:
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+
+    def get_ttl(self) -> int:
+        if self.v6:
+            return self.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS)
+        return self.sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+
+    def bind_ident(self, ident: int | None) -> None:
+        """Dgram sockets: bind so the kernel's identifier (the local port) is ``ident``."""
+        if self.kind != "dgram":
+            return
+        any_addr = "::" if self.v6 else "0.0.0.0"
+        try:
+            self.sock.bind((any_addr, ident or 0))
+        except OSError as exc:
+            if ident is None:
+                raise
+            log.info("identifier %d taken (%s); letting the kernel choose", ident, exc)
+            self.sock.bind((any_addr, 0))
+        self.ident = self.sock.getsockname()[1]
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: bytes, address: str) -> int:
+        """Send ``message`` (an ICMP message) to ``address``; return the send time (ns)."""
+        sent_ns = time.time_ns()
+        self.sock.sendto(message, (address, 0))
+        if self.kind == "dgram" and self.ident is None:
+            self.ident = self.sock.getsockname()[1]  # autobound on the first send
+        return sent_ns
+
+    def _parse(
+        self, data: bytes, ancdata: list, address: tuple | None, error_queue: bool
+    ) -> Received:
+        recv_ns: int | None = None
+        ttl: int | None = None
+        queued: QueuedError | None = None
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack_from(cdata)
+                recv_ns = sec * 1_000_000_000 + nsec
+            elif (level, kind) in (
+                (socket.IPPROTO_IP, socket.IP_TTL),
+                (socket.IPPROTO_IPV6, IPV6_HOPLIMIT),
+            ):
+                ttl = _INT.unpack_from(cdata)[0]
+            elif (level, kind) in (
+                (socket.IPPROTO_IP, IP_RECVERR),
+                (socket.IPPROTO_IPV6, IPV6_RECVERR),
+            ):
+                ee_errno, origin, ee_type, ee_code, _pad, info, _data = _EXTENDED_ERR.unpack_from(
+                    cdata
+                )
+                if origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                    queued = QueuedError(
+                        ee_type, ee_code, _offender(cdata[_EXTENDED_ERR.size :]), ee_errno, info
+                    )
+        kernel = recv_ns is not None
+        if recv_ns is None:
+            recv_ns = time.time_ns()
+        source = _canonical(address[0]) if address else ""
+        has_ip_header = self.kind == "raw" and not self.v6 and not error_queue
+        if has_ip_header and ttl is None and len(data) >= 9:
+            ttl = data[8]  # RFC 791 §3.1: TTL is octet 8 of the header
+        if queued is not None and queued.offender:
+            source = queued.offender
+        return Received(data, source, recv_ns, kernel, ttl, has_ip_header, queued)
+
+    def _try_recv(self, flags: int) -> Received | None:
+        try:
+            data, ancdata, _flags, address = self.sock.recvmsg(65535, self._cmsg_space, flags)
+        except (BlockingIOError, InterruptedError):
+            return None
+        return self._parse(data, ancdata, address, bool(flags & socket.MSG_ERRQUEUE))
+
+    def recv(self, timeout: float) -> Received | None:
+        """The next ICMP message, or None if none arrives within ``timeout`` seconds."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            if self._errqueue:
+                got = self._try_recv(socket.MSG_ERRQUEUE)
+                if got is not None:
+                    return got
+            try:
+                got = self._try_recv(0)
+            except OSError as exc:
+                # A dgram socket may report a pending ICMP error as the errno of recv; the
+                # details are on the error queue, read on the next pass.
+                if self._errqueue and exc.errno in (
+                    errno.EHOSTUNREACH,
+                    errno.ENETUNREACH,
+                    errno.ECONNREFUSED,
+                    errno.EACCES,
+                    errno.EPROTO,
+                ):
+                    continue
+                raise
+            if got is not None:
+                return got
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            readable, _, errored = select.select([self.sock], [], [self.sock], remaining)
+            if not readable and not errored and time.monotonic() >= deadline:
+                return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> IcmpSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _make(family: int, kind: str) -> socket.socket:
+    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+    sock_type = socket.SOCK_RAW if kind == "raw" else socket.SOCK_DGRAM
+    return socket.socket(family, sock_type, proto)
+
+
+def open_icmp_socket(
+    family: int,
+    kind: str = "auto",
+    *,
+    ttl: int | None = None,
+    ident: int | None = None,
+    sock: socket.socket | None = None,
+    icmp_types: Iterable[int] | None = None,
+) -> IcmpSocket:
+    """Open (or adopt) an ICMP socket; see the module docstring."""
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        raise UsageError(f"address family {family} is not AF_INET or AF_INET6")
+    if kind not in ("auto", "raw", "dgram"):
+        raise UsageError(f"socket kind {kind!r}: expected auto, raw or dgram")
+    if sock is not None:
+        kind = "raw" if sock.type == socket.SOCK_RAW else "dgram"
+    else:
+        tried = ["raw", "dgram"] if kind == "auto" else [kind]
+        for attempt in tried:
+            try:
+                sock = _make(family, attempt)
+            except PermissionError as exc:
+                log.debug("%s ICMP socket refused: %s", attempt, exc)
+                last = exc
+                continue
+            kind = attempt
+            break
+        else:
+            if tried == ["raw"]:
+                message = "cannot open a raw ICMP socket: run as root or grant CAP_NET_RAW"
+            elif tried == ["dgram"]:
+                message = (
+                    "cannot open a datagram ICMP socket: allow it with "
+                    "sysctl -w net.ipv4.ping_group_range='0 2147483647'"
+                )
+            else:
+                message = PERMISSION_FIX
+            raise RawSocketPermissionError(message) from last
+    icmp = IcmpSocket(sock, family, kind)
+    try:
+        if kind == "raw":
+            icmp.set_icmp_filter(DEFAULT_FILTER[family] if icmp_types is None else icmp_types)
+        else:
+            icmp.bind_ident(ident)
+        if ttl is not None:
+            icmp.set_ttl(ttl)
+    except BaseException:
+        icmp.close()
+        raise
+    return icmp
+
+
+def resolve(host: str, family: int | None = None) -> tuple[int, str]:
+    """Resolve ``host`` to (family, canonical address): the first getaddrinfo answer."""
+    if family not in (None, socket.AF_INET, socket.AF_INET6):
+        raise UsageError(f"address family {family} is not AF_INET or AF_INET6")
+    try:
+        infos = socket.getaddrinfo(host, None, family or socket.AF_UNSPEC, socket.SOCK_RAW)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ResolveError(host, str(exc.args[-1] if exc.args else exc)) from exc
+    for fam, _type, _proto, _name, sockaddr in infos:
+        if fam in (socket.AF_INET, socket.AF_INET6):
+            return fam, _canonical(sockaddr[0])
+    raise ResolveError(host, "no IPv4 or IPv6 address")
+
+
+def reverse_name(address: str) -> str | None:
+    """The name ``address`` maps back to (hosts file or PTR), or None."""
+    try:
+        name = socket.gethostbyaddr(address)[0]
+    except (OSError, UnicodeError):
+        return None
+    return name or None
