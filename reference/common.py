@@ -1,0 +1,151 @@
+"""Shared plumbing for the scapy references: scapy setup, resolution, sockets, payloads, names.
+
+How scapy picks sockets and interfaces, and what we choose instead
+------------------------------------------------------------------
+- ``sr``/``sr1``/``send`` open ``conf.L3socket`` (``L3PacketSocket`` on Linux): an AF_PACKET
+  socket per output interface, the interface taken from ``conf.route`` for each packet.  That
+  bypasses the kernel's IP output path (scapy does its own ARP / neighbour discovery and the
+  client's netfilter hooks never see the probe).  We use ``L3RawSocket`` / ``L3RawSocket6``
+  instead: the probe goes out through a kernel raw socket (IPv4 ``IP_HDRINCL``; IPv6
+  ``IPPROTO_RAW``) so the kernel routes it exactly as it routes the hand-rolled probes, and
+  replies are read from one unbound AF_PACKET socket (every interface of the namespace) with
+  kernel receive timestamps (SO_TIMESTAMPNS cmsg for IPv4, the SIOCGSTAMP ioctl for IPv6).
+- ``conf.route`` / ``conf.route6`` are read when scapy is imported, from the namespace the
+  process is in then.  Our runners run in a fresh process started with ``ip netns exec``, so
+  the import already happens inside the namespace; :func:`scapy_conf` resyncs the tables
+  anyway (cheap), because scapy still uses them to pick each probe's source address.
+- Loopback: every packet crosses ``lo`` twice for an AF_PACKET socket (once PACKET_OUTGOING,
+  once PACKET_HOST).  scapy drops the outgoing copy, so we see our own request once as an
+  *incoming* packet; matching with ``answers()`` never takes a request for its own reply.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DNS_BUDGET_S = 2.0
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # asm-generic/socket.h
+_SOL_PACKET = 263  # linux/socket.h
+_PACKET_AUXDATA = 8  # linux/if_packet.h
+
+
+def default_payload(size: int) -> bytes:
+    """The reference's fixed payload: byte i is ``i & 0xff`` (iputils' fill, no timestamp)."""
+    if size < 0:
+        raise UsageError(f"payload size must be >= 0, not {size}")
+    return bytes(i & 0xFF for i in range(size))
+
+
+def scapy_conf() -> Any:
+    """Import scapy quietly, refresh its routing tables for this namespace, return ``conf``."""
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+    import scapy.layers.inet
+    import scapy.layers.inet6
+    import scapy.route
+    import scapy.route6  # noqa: F401  (importing these fills conf.route / conf.route6)
+    from scapy.config import conf
+
+    conf.verb = 0
+    for table in (conf.route, conf.route6):
+        if table is not None:
+            table.resync()
+    return conf
+
+
+def family_number(family: int | None) -> int | None:
+    """Accept 4/6 or AF_INET/AF_INET6; return 4, 6 or None."""
+    if family is None:
+        return None
+    if family in (4, socket.AF_INET):
+        return 4
+    if family in (6, socket.AF_INET6):
+        return 6
+    raise UsageError(f"family must be 4 or 6, not {family!r}")
+
+
+def resolve(host: str, family: int | None) -> tuple[str, int]:
+    """Resolve ``host`` (a name or literal) to (canonical address text, 4 or 6)."""
+    fam = family_number(family)
+    af = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[fam]
+    if not host or any(c in host for c in "\r\n\0 "):
+        raise UsageError(f"bad host name {host!r}")
+    try:
+        infos = socket.getaddrinfo(host, None, af, socket.SOCK_RAW)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ResolveError(host, str(exc)) from exc
+    for info_family, *_rest, sockaddr in infos:
+        if info_family in (socket.AF_INET, socket.AF_INET6):
+            addr = ipaddress.ip_address(sockaddr[0].split("%")[0])
+            return addr.compressed, addr.version
+    raise ResolveError(host, "no IPv4 or IPv6 address")
+
+
+def open_l3(version: int) -> Any:
+    """Open scapy's kernel-routed L3 socket for IPv4 or IPv6 (see the module docstring)."""
+    from scapy.supersocket import L3RawSocket, L3RawSocket6
+
+    try:
+        sock = L3RawSocket() if version == 4 else L3RawSocket6()
+    except PermissionError as exc:
+        raise RawSocketPermissionError(
+            "scapy needs raw and packet sockets: run as root or grant CAP_NET_RAW "
+            "(e.g. setcap cap_net_raw+ep on the interpreter)"
+        ) from exc
+    if version == 6:
+        # scapy quirk: L3RawSocket6 skips the SO_TIMESTAMPNS / PACKET_AUXDATA setup that
+        # L3RawSocket does, and falls back to the SIOCGSTAMP ioctl, whose first call only
+        # *enables* stamping: the first reply then gets the ioctl's time (~1-2 ms late, seen
+        # on ::1).  Turn the cmsg timestamps on as scapy does for IPv4.
+        sock.ins.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        sock.ins.setsockopt(_SOL_PACKET, _PACKET_AUXDATA, 1)
+        sock.auxdata_available = True
+    return sock
+
+
+def to_ns(seconds: float) -> int:
+    """scapy's float seconds (``sent_time``, ``pkt.time``) to integer ns; ~0.2 us resolution."""
+    return round(float(seconds) * 1e9)
+
+
+def reverse_names(
+    addresses: Iterable[str], budget_s: float = DEFAULT_DNS_BUDGET_S
+) -> dict[str, str | None]:
+    """Reverse DNS for each distinct address with ``socket.gethostbyaddr``, all within a budget.
+
+    Lookups run in a small thread pool; an address without an answer before the budget ends
+    (or with no name) maps to None.  Threads still blocked are left to finish on their own.
+    """
+    unique = list(dict.fromkeys(addresses))
+    names: dict[str, str | None] = dict.fromkeys(unique)
+    if not unique:
+        return names
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(unique)))
+    futures = {pool.submit(_lookup, addr): addr for addr in unique}
+    deadline = time.monotonic() + budget_s
+    try:
+        for future in concurrent.futures.as_completed(futures, timeout=budget_s):
+            names[futures[future]] = future.result()
+            if time.monotonic() > deadline:
+                break
+    except concurrent.futures.TimeoutError:
+        log.info("reverse DNS budget of %.1fs ran out", budget_s)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return names
+
+
+def _lookup(addr: str) -> str | None:
+    try:
+        return socket.gethostbyaddr(addr)[0]
+    except (OSError, UnicodeError):
+        return None

@@ -1,0 +1,383 @@
+"""Reference ping built with scapy: ``IP()/ICMP()/Raw()`` and ``IPv6()/ICMPv6EchoRequest()``.
+
+Same inputs and result type as ``handrolled.ping.run_ping``; nothing of handrolled's codec is
+used.  Replies are matched the way scapy's ``sndrcv`` matches them: a ``hashret()`` lookup,
+confirmed by ``reply.answers(request)``.  RTT = the capture timestamp the kernel put on the
+reply (``pkt.time``) minus scapy's ``sent_time``, taken right before ``sendto``.
+
+The IP header is built here, not by the kernel, so each field that scapy would default
+differently from Linux is set on purpose (see :func:`build_request`).  Runs inside a lab
+namespace when started there (``ip netns exec``; see reference.common for the routing table).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import select
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from handrolled.errors import UsageError
+from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
+from reference.common import default_payload, open_l3, resolve, scapy_conf, to_ns
+
+log = logging.getLogger(__name__)
+
+# ICMP types that carry a quoted datagram and what they mean for a probe.
+_V4_ERRORS = {11: Outcome.TIME_EXCEEDED, 3: Outcome.UNREACHABLE}  # RFC 792
+_V6_ERRORS = {3: Outcome.TIME_EXCEEDED, 1: Outcome.UNREACHABLE}  # RFC 4443 3.3, 3.1
+_MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
+
+
+def kernel_default_ttl(version: int) -> int:
+    """The TTL / hop limit the kernel of this namespace would put on our probe.
+
+    IPv4: net.ipv4.ip_default_ttl (per namespace).  IPv6: net.ipv6.conf.all.hop_limit (the
+    kernel actually uses the output device's value; they agree unless someone changed one).
+    """
+    path = (
+        "/proc/sys/net/ipv4/ip_default_ttl"
+        if version == 4
+        else "/proc/sys/net/ipv6/conf/all/hop_limit"
+    )
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return 64
+
+
+def build_request(version: int, dst: str, ident: int, seq: int, payload: bytes, ttl: int) -> Any:
+    """One echo request as a scapy packet, every header field chosen deliberately.
+
+    IPv4 (RFC 791) -- what differs from a kernel-built header (iputils ``ping`` over a raw
+    ICMP socket, checked with tcpdump on this kernel: DF set, ttl 64, hashed ID):
+      - ``flags=DF``: scapy's default is no flags; Linux sets DF on raw ICMP sockets because
+        the default PMTU discovery mode is "want" (net.ipv4.ip_no_pmtu_disc = 0).
+      - ``id=seq``: scapy defaults to 1, the kernel draws from a hashed per-destination counter
+        that nobody can reproduce; we use the sequence number so it is deterministic (the
+        one field compare must allow to differ).  An ID of 0 is left to the kernel to fill.
+      - ``ttl``: the caller's, else the namespace's ip_default_ttl (scapy would say 64).
+      - ``tos=0``, no options, checksum and length computed by scapy (and by the kernel again
+        under IP_HDRINCL: same values).
+    IPv6 (RFC 8200): ``tc=0``, ``fl=0`` (Linux puts a hashed flow label on by default,
+    net.ipv6.auto_flowlabels = 1: another field compare must allow to differ), ``hlim`` as
+    ttl above.  The ICMPv6 checksum covers the pseudo-header (RFC 4443 2.3): scapy computes it
+    from the source address its routing table picks.
+    """
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.packet import Raw
+
+    if version == 4:
+        pkt = IP(dst=dst, ttl=ttl, id=seq & 0xFFFF, flags="DF", tos=0) / ICMP(
+            type=8, code=0, id=ident, seq=seq & 0xFFFF
+        )
+        if payload:
+            pkt = pkt / Raw(load=payload)
+    else:
+        pkt = IPv6(dst=dst, hlim=ttl, tc=0, fl=0) / ICMPv6EchoRequest(
+            id=ident, seq=seq & 0xFFFF, data=payload
+        )
+    return pkt
+
+
+def icmp_checksum_ok(reply: Any) -> bool:
+    """Recompute the reply's ICMP / ICMPv6 checksum with scapy and compare."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import IPv6
+
+    if IP in reply and ICMP in reply:
+        layer = reply[ICMP].copy()
+        got = layer.chksum
+        layer.chksum = None
+        return ICMP(bytes(layer)).chksum == got
+    if IPv6 in reply:
+        ip6 = reply[IPv6].copy()
+        icmp = ip6.payload
+        got = getattr(icmp, "cksum", None)
+        icmp.cksum = None
+        return IPv6(bytes(ip6)).payload.cksum == got
+    return True
+
+
+@dataclass
+class _Pending:
+    seq: int
+    request: Any
+    sent: bytes
+    sent_time: float
+    expires: float  # monotonic
+    ttl: int
+    done: Probe | None = None
+    duplicates: list[Probe] = field(default_factory=list)
+
+
+def _classify(version: int, reply: Any) -> tuple[Outcome, int | None, int | None]:
+    """Outcome, ICMP type and code of a reply that answers one of our requests."""
+    from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import _ICMPv6
+
+    if version == 4:
+        icmp = reply[ICMP]
+        outcome = _V4_ERRORS.get(icmp.type, Outcome.REPLY)
+        return outcome, icmp.type, icmp.code
+    icmp6 = reply.getlayer(_ICMPv6)
+    icmp_type = icmp6.type if icmp6 is not None else None
+    code = icmp6.code if icmp6 is not None else None
+    return _V6_ERRORS.get(icmp_type, Outcome.REPLY), icmp_type, code
+
+
+def _corrupt_reason(version: int, reply: Any, pending: _Pending, payload: bytes) -> str:
+    """Why a matched echo reply is not a faithful echo ('' if it is)."""
+    from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import ICMPv6EchoReply
+
+    if version == 4 and ICMP in reply and reply[ICMP].type == 0:
+        echoed = bytes(reply[ICMP].payload)
+    elif version == 6 and ICMPv6EchoReply in reply:
+        echoed = bytes(reply[ICMPv6EchoReply].data)
+    else:
+        return ""
+    if not icmp_checksum_ok(reply):
+        return "bad ICMP checksum"
+    if echoed != payload:
+        return "echoed payload differs from the one sent"
+    return ""
+
+
+def _echo_key(version: int, reply: Any, ident: int) -> int | None:
+    """Sequence number of an echo reply carrying our identifier (for CORRUPT detection only)."""
+    from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import ICMPv6EchoReply
+
+    if version == 4 and ICMP in reply and reply[ICMP].type == 0 and reply[ICMP].id == ident:
+        return reply[ICMP].seq
+    if version == 6 and ICMPv6EchoReply in reply and reply[ICMPv6EchoReply].id == ident:
+        return reply[ICMPv6EchoReply].seq
+    return None
+
+
+def summarize(probes: tuple[Probe, ...] | list[Probe]) -> PingSummary:
+    """iputils-style statistics from raw probes (DUPLICATE entries are not transmissions)."""
+    transmitted = sum(1 for p in probes if p.outcome is not Outcome.DUPLICATE)
+    rtts = [p.rtt_ms for p in probes if p.outcome is Outcome.REPLY and p.rtt_ms is not None]
+    duplicates = sum(1 for p in probes if p.outcome is Outcome.DUPLICATE)
+    errors = sum(
+        1
+        for p in probes
+        if p.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE, Outcome.CORRUPT)
+    )
+    received = len(rtts)
+    loss = 100.0 * (transmitted - received) / transmitted if transmitted else 100.0
+    if not rtts:
+        return PingSummary(transmitted, received, duplicates, errors, loss)
+    avg = statistics.fmean(rtts)
+    return PingSummary(
+        transmitted=transmitted,
+        received=received,
+        duplicates=duplicates,
+        errors=errors,
+        loss_percent=loss,
+        min_ms=min(rtts),
+        avg_ms=avg,
+        max_ms=max(rtts),
+        stdev_ms=statistics.stdev(rtts) if len(rtts) > 1 else 0.0,
+        mdev_ms=statistics.pstdev(rtts),
+    )
+
+
+def _validate(
+    count: int,
+    interval: float,
+    timeout: float,
+    deadline: float | None,
+    ttl: int | None,
+    ident: int | None,
+    socket_kind: str,
+) -> None:
+    if count < 0 or (count == 0 and deadline is None):
+        raise UsageError(f"count must be >= 1 (or 0 with a deadline), not {count}")
+    if not math.isfinite(interval) or interval < 0:
+        raise UsageError(f"interval must be >= 0, not {interval}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise UsageError(f"timeout must be > 0, not {timeout}")
+    if deadline is not None and (not math.isfinite(deadline) or deadline <= 0):
+        raise UsageError(f"deadline must be > 0, not {deadline}")
+    if ttl is not None and not 1 <= ttl <= 255:
+        raise UsageError(f"ttl must be 1..255, not {ttl}")
+    if ident is not None and not 0 <= ident <= 0xFFFF:
+        raise UsageError(f"ident must be 0..65535, not {ident}")
+    if socket_kind not in ("auto", "raw"):
+        raise UsageError(
+            f"socket kind {socket_kind!r}: the scapy reference only sends through raw sockets"
+        )
+
+
+def run_ping(
+    host: str,
+    *,
+    count: int = 4,
+    interval: float = 1.0,
+    timeout: float = 1.0,
+    deadline: float | None = None,
+    size: int = 56,
+    payload: bytes | None = None,
+    ttl: int | None = None,
+    family: int | None = None,
+    ident: int | None = None,
+    seq_start: int = 1,
+    socket_kind: str = "auto",
+    on_probe: Callable[[Probe], None] | None = None,
+) -> PingResult:
+    """Ping ``host`` with scapy; timeouts and ICMP errors are outcomes, not exceptions.
+
+    A probe is sent every ``interval`` s; each waits up to ``timeout`` s for its reply; the run
+    ends when every probe is answered or expired, or when ``deadline`` s have passed since the
+    start.  A second reply to an answered probe is recorded as a DUPLICATE probe.
+    """
+    import os
+
+    _validate(count, interval, timeout, deadline, ttl, ident, socket_kind)
+    if payload is None:
+        payload = default_payload(size)
+    address, version = resolve(host, family)
+    if len(payload) > _MAX_PAYLOAD[version]:
+        raise UsageError(
+            f"payload of {len(payload)} bytes does not fit in one IPv{version} datagram"
+        )
+    ident = (os.getpid() & 0xFFFF) if ident is None else ident
+    hop_limit = ttl if ttl is not None else kernel_default_ttl(version)
+
+    scapy_conf()
+    from scapy.compat import raw
+
+    sock = open_l3(version)
+    started_ns = time.time_ns()
+    start = time.monotonic()
+    end_by = start + deadline if deadline is not None else math.inf
+    pending: dict[int, _Pending] = {}  # by seq, in send order
+    by_hash: dict[bytes, list[_Pending]] = {}
+    finished: list[Probe] = []
+
+    def finish(item: _Pending, probe: Probe) -> None:
+        if item.done is None:
+            item.done = probe
+        else:
+            item.duplicates.append(probe)
+        finished.append(probe)
+        if on_probe is not None:
+            on_probe(probe)
+
+    def probe_for(item: _Pending, outcome: Outcome, reply: Any = None, note: str = "") -> Probe:
+        if reply is None:
+            return Probe(
+                seq=item.seq, ident=ident, ttl=item.ttl, sent=item.sent,
+                send_ns=to_ns(item.sent_time), outcome=outcome, note=note,
+            )  # fmt: skip
+        icmp_outcome, icmp_type, code = _classify(version, reply)
+        recv_time = float(reply.time)
+        return Probe(
+            seq=item.seq,
+            ident=ident,
+            ttl=item.ttl,
+            sent=item.sent,
+            send_ns=to_ns(item.sent_time),
+            outcome=outcome if outcome is not Outcome.REPLY else icmp_outcome,
+            recv_ns=to_ns(recv_time),
+            rtt_ms=(recv_time - item.sent_time) * 1000.0,
+            reply_from=reply.src,
+            reply_ttl=reply.ttl if version == 4 else reply.hlim,
+            icmp_type=icmp_type,
+            icmp_code=code,
+            received=raw(reply),
+            kernel_timestamp=True,
+            note=note,
+        )
+
+    def handle(reply: Any) -> None:
+        for item in by_hash.get(reply.hashret(), ()):
+            if reply.answers(item.request):
+                if item.done is not None and item.done.outcome is Outcome.TIMEOUT:
+                    log.info("late reply for seq %d ignored", item.seq)
+                    return
+                reason = _corrupt_reason(version, reply, item, payload)
+                if item.done is not None:
+                    finish(item, probe_for(item, Outcome.DUPLICATE, reply))
+                elif reason:
+                    finish(item, probe_for(item, Outcome.CORRUPT, reply, reason))
+                else:
+                    finish(item, probe_for(item, Outcome.REPLY, reply))
+                return
+        # scapy's answers() refuses an ICMPv6 echo reply whose data differs, and a corrupted
+        # identifier/sequence hashes elsewhere: look for a damaged echo of ours by ident/seq.
+        seq = _echo_key(version, reply, ident)
+        item = pending.get(seq) if seq is not None else None
+        if item is not None and item.done is None and reply.src == address:
+            reason = _corrupt_reason(version, reply, item, payload) or "reply does not answer"
+            finish(item, probe_for(item, Outcome.CORRUPT, reply, reason))
+
+    try:
+        sent_count = 0
+        next_send = start
+        while True:
+            now = time.monotonic()
+            if now >= end_by:
+                break
+            if (count == 0 or sent_count < count) and now >= next_send:
+                seq = (seq_start + sent_count) & 0xFFFF
+                request = build_request(version, address, ident, seq, payload, hop_limit)
+                wire = raw(request)
+                sock.send(request)  # sets request.sent_time = time.time() right before sendto
+                item = _Pending(
+                    seq=seq,
+                    request=request,
+                    sent=wire,
+                    sent_time=request.sent_time,
+                    expires=time.monotonic() + timeout,
+                    ttl=hop_limit,
+                )
+                pending[seq] = item
+                by_hash.setdefault(request.hashret(), []).append(item)
+                sent_count += 1
+                next_send += interval
+                continue
+            for item in pending.values():
+                if item.done is None and item.expires <= now:
+                    finish(item, probe_for(item, Outcome.TIMEOUT))
+            all_sent = count != 0 and sent_count >= count
+            if all_sent and all(item.done is not None for item in pending.values()):
+                break
+            wake = [end_by] + [i.expires for i in pending.values() if i.done is None]
+            if not all_sent:
+                wake.append(next_send)
+            wait = max(0.0, min(wake) - time.monotonic())
+            readable, _, _ = select.select([sock], [], [], wait)
+            if readable:
+                reply = sock.recv()
+                if reply is not None and getattr(reply, "version", None) == version:
+                    handle(reply)
+    finally:
+        sock.close()
+
+    for item in pending.values():
+        if item.done is None:  # cut short by the deadline
+            finish(item, probe_for(item, Outcome.TIMEOUT, note="deadline"))
+    probes = tuple(p for item in pending.values() for p in (item.done, *item.duplicates) if p)
+    return PingResult(
+        target=host,
+        address=address,
+        family=version,
+        ident=ident,
+        payload=payload,
+        probes=probes,
+        summary=summarize(probes),
+        implementation=Implementation.REFERENCE,
+        socket_kind="raw",
+        started_ns=started_ns,
+        elapsed_ms=(time.monotonic() - start) * 1000.0,
+    )
