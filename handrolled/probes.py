@@ -1,0 +1,242 @@
+"""UDP and TCP probe codecs for traceroute, with their pseudo-header checksums.  Pure: no I/O.
+
+API
+---
+``pseudo_header(src, dst, protocol, length) -> bytes``
+    The IPv4 (RFC 768, RFC 793 §3.1) or IPv6 (RFC 8200 §8.1) pseudo-header that a UDP or TCP
+    checksum covers; the family follows the addresses (canonical text).
+``transport_checksum(src, dst, protocol, segment) -> int``
+    RFC 1071 checksum of pseudo-header + ``segment`` (whose checksum field must be zero).
+``UdpDatagram`` / ``encode_udp(datagram, *, src, dst) -> bytes`` / ``decode_udp(data)``
+    RFC 768.  ``encode_udp`` fills length and checksum when they are None; a computed checksum
+    of 0 is sent as 0xFFFF (RFC 768: zero means "no checksum").  ``decode_udp`` accepts the
+    8-byte header alone, as quoted in an ICMP error (RFC 792: IP header + 64 bits).
+``TcpSegment`` / ``encode_tcp(segment, *, src, dst) -> bytes`` / ``decode_tcp(data)``
+    RFC 793 §3.1 (flags as ``TcpFlags``).  ``decode_tcp`` needs the full 20-byte header.
+``decode_tcp_quoted(data) -> TcpQuoted``
+    The first 8 bytes of a TCP header (ports and sequence number): all an ICMPv4 error has to
+    quote of it (RFC 792).
+``transport_checksum_ok(src, dst, protocol, segment) -> bool``
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from handrolled.checksum import ones_complement_sum
+from handrolled.errors import MalformedPacket, UsageError
+
+__all__ = [
+    "TCP_MIN_HEADER",
+    "UDP_HEADER",
+    "TcpFlags",
+    "TcpQuoted",
+    "TcpSegment",
+    "UdpDatagram",
+    "decode_tcp",
+    "decode_tcp_quoted",
+    "decode_udp",
+    "encode_tcp",
+    "encode_udp",
+    "pseudo_header",
+    "transport_checksum",
+    "transport_checksum_ok",
+]
+
+UDP_HEADER = 8
+TCP_MIN_HEADER = 20
+
+# RFC 768: source port, destination port, length, checksum.
+_UDP = struct.Struct("!HHHH")
+# RFC 793 §3.1: ports, sequence, acknowledgment, data offset/reserved/flags, window,
+# checksum, urgent pointer.
+_TCP = struct.Struct("!HHIIHHHH")
+
+
+class TcpFlags(enum.IntFlag):
+    """The TCP control bits (RFC 793 §3.1, with ECE/CWR from RFC 3168 §6.1)."""
+
+    NONE = 0
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+    ECE = 0x40
+    CWR = 0x80
+
+
+def _packed(addr: str) -> bytes:
+    try:
+        return ipaddress.ip_address(addr).packed
+    except ValueError as exc:
+        raise UsageError(f"not an IP address: {addr!r}") from exc
+
+
+def pseudo_header(src: str, dst: str, protocol: int, length: int) -> bytes:
+    """The pseudo-header a UDP/TCP checksum covers (RFC 768; RFC 8200 §8.1 for IPv6)."""
+    src_b, dst_b = _packed(src), _packed(dst)
+    if len(src_b) != len(dst_b):
+        raise UsageError(f"address families differ: {src} and {dst}")
+    if len(src_b) == 4:
+        # RFC 793 §3.1: source, destination, zero, PTCL, TCP length (16 bits)
+        return src_b + dst_b + struct.pack("!BBH", 0, protocol, length)
+    # RFC 8200 §8.1: source, destination, upper-layer length (32 bits), 3 zero bytes, next header
+    return src_b + dst_b + struct.pack("!I3xB", length, protocol)
+
+
+def transport_checksum(src: str, dst: str, protocol: int, segment: bytes) -> int:
+    """Checksum over pseudo-header + segment (the segment's checksum field zeroed)."""
+    initial = ones_complement_sum(pseudo_header(src, dst, protocol, len(segment)))
+    return ~ones_complement_sum(bytes(segment), initial) & 0xFFFF
+
+
+def transport_checksum_ok(src: str, dst: str, protocol: int, segment: bytes) -> bool:
+    """True when a received segment's checksum verifies (sums to zero with its pseudo-header)."""
+    return transport_checksum(src, dst, protocol, segment) == 0
+
+
+@dataclass(frozen=True, slots=True)
+class UdpDatagram:
+    src_port: int
+    dst_port: int
+    payload: bytes = b""
+    length: int | None = None  # None: encode_udp fills it in (header + payload)
+    checksum: int | None = None  # None: encode_udp computes it
+
+
+_PROTO_UDP = 17
+_PROTO_TCP = 6
+
+
+def encode_udp(datagram: UdpDatagram, *, src: str, dst: str) -> bytes:
+    """Serialise a UDP datagram; the addresses feed the pseudo-header checksum (RFC 768)."""
+    payload = bytes(datagram.payload)
+    length = datagram.length if datagram.length is not None else UDP_HEADER + len(payload)
+    try:
+        header = _UDP.pack(datagram.src_port, datagram.dst_port, length, 0)
+    except struct.error as exc:
+        raise UsageError(f"cannot encode UDP header: {exc}") from exc
+    if datagram.checksum is not None:
+        csum = datagram.checksum
+    else:
+        csum = transport_checksum(src, dst, _PROTO_UDP, header + payload)
+        csum = csum or 0xFFFF  # RFC 768: a computed zero is transmitted as all ones
+    return header[:6] + struct.pack("!H", csum) + payload
+
+
+def decode_udp(data: bytes) -> UdpDatagram:
+    """Decode a UDP header and whatever payload follows it (possibly truncated when quoted)."""
+    data = bytes(data)
+    if len(data) < UDP_HEADER:
+        raise MalformedPacket(f"UDP header needs {UDP_HEADER} bytes, got {len(data)}")
+    src_port, dst_port, length, csum = _UDP.unpack_from(data)
+    if length < UDP_HEADER:
+        raise MalformedPacket(f"UDP length {length} < {UDP_HEADER}")
+    return UdpDatagram(
+        src_port=src_port,
+        dst_port=dst_port,
+        payload=data[UDP_HEADER:length],
+        length=length,
+        checksum=csum,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSegment:
+    src_port: int
+    dst_port: int
+    seq: int = 0
+    ack: int = 0
+    flags: int = TcpFlags.SYN
+    window: int = 0
+    urgent: int = 0
+    options: bytes = b""  # raw option bytes; encode_tcp pads them to 32 bits with zeros (EOL)
+    payload: bytes = b""
+    data_offset: int | None = None  # 32-bit words; None: encode_tcp computes it from options
+    checksum: int | None = None  # None: encode_tcp computes it
+
+    @property
+    def header_length(self) -> int:
+        return (self.data_offset or 5) * 4
+
+
+def encode_tcp(segment: TcpSegment, *, src: str, dst: str) -> bytes:
+    """Serialise a TCP segment; the addresses feed the pseudo-header checksum (RFC 793 §3.1)."""
+    options = bytes(segment.options)
+    if len(options) % 4:  # RFC 793 §3.1: the header is padded to a 32-bit boundary
+        options += b"\x00" * (4 - len(options) % 4)
+    header_length = TCP_MIN_HEADER + len(options)
+    if header_length > 60:
+        raise UsageError(f"TCP options too long: header would be {header_length} bytes")
+    offset = segment.data_offset if segment.data_offset is not None else header_length // 4
+    try:
+        header = _TCP.pack(
+            segment.src_port,
+            segment.dst_port,
+            segment.seq,
+            segment.ack,
+            (offset & 0xF) << 12 | (segment.flags & 0xFF),
+            segment.window,
+            0,
+            segment.urgent,
+        )
+    except struct.error as exc:
+        raise UsageError(f"cannot encode TCP header: {exc}") from exc
+    body = header + options + bytes(segment.payload)
+    if segment.checksum is not None:
+        csum = segment.checksum
+    else:
+        csum = transport_checksum(src, dst, _PROTO_TCP, body)
+    return body[:16] + struct.pack("!H", csum) + body[18:]
+
+
+def decode_tcp(data: bytes) -> TcpSegment:
+    """Decode a TCP header (options kept raw) and its payload."""
+    data = bytes(data)
+    if len(data) < TCP_MIN_HEADER:
+        raise MalformedPacket(f"TCP header needs {TCP_MIN_HEADER} bytes, got {len(data)}")
+    src_port, dst_port, seq, ack, off_flags, window, csum, urgent = _TCP.unpack_from(data)
+    offset = off_flags >> 12
+    header_length = offset * 4
+    if offset < 5:  # RFC 793 §3.1: data offset counts 32-bit words, at least 5
+        raise MalformedPacket(f"TCP data offset {offset} < 5")
+    if header_length > len(data):
+        raise MalformedPacket(f"TCP data offset says {header_length} bytes, got {len(data)}")
+    return TcpSegment(
+        src_port=src_port,
+        dst_port=dst_port,
+        seq=seq,
+        ack=ack,
+        flags=TcpFlags(off_flags & 0xFF),
+        window=window,
+        urgent=urgent,
+        options=data[TCP_MIN_HEADER:header_length],
+        payload=data[header_length:],
+        data_offset=offset,
+        checksum=csum,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TcpQuoted:
+    """The part of a TCP header an ICMPv4 error is sure to quote (RFC 792: 64 bits)."""
+
+    src_port: int
+    dst_port: int
+    seq: int
+
+
+_TCP_QUOTED = struct.Struct("!HHI")
+
+
+def decode_tcp_quoted(data: bytes) -> TcpQuoted:
+    """Ports and sequence number from the first 8 bytes of a (possibly truncated) TCP header."""
+    data = bytes(data)
+    if len(data) < _TCP_QUOTED.size:
+        raise MalformedPacket(f"quoted TCP header needs 8 bytes, got {len(data)}")
+    return TcpQuoted(*_TCP_QUOTED.unpack_from(data))

@@ -1,0 +1,252 @@
+"""Sockets for traceroute: raw senders with a per-probe TTL, raw receivers with kernel timestamps.
+
+The only traceroute module that touches ``socket``/``select``/``time`` besides the driver.  One
+``TraceSockets`` per trace:
+
+- ICMP method: one raw ICMP/ICMPv6 socket sends echo requests and receives everything back;
+- UDP method: a raw UDP socket sends headers we built (so ``Probe.sent`` is exactly the UDP
+  datagram), a bound UDP socket reserves the source port, and the raw ICMP socket receives
+  the errors;
+- TCP method: a raw TCP socket sends SYNs and receives SYN-ACK/RST; one bound TCP socket per
+  probe reserves its source port (bound but never listening, so our kernel resets the
+  destination's SYN-ACK: a half-open probe, as traceroute(8) -T does).
+
+Every receiving socket has SO_TIMESTAMPNS, so receive times come from the kernel; send times
+are ``time.time_ns()`` taken just before ``sendto``.  Raw ICMP sockets carry a type filter
+(ICMP_FILTER / ICMP6_FILTER) so only echo replies and errors wake us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
+from handrolled.results import Method
+
+__all__ = ["Received", "TraceSockets", "resolve_host", "source_address"]
+
+log = logging.getLogger(__name__)
+
+# <linux/icmp.h> / <linux/icmpv6.h>: socket options not exported by Python's socket module.
+_SOL_RAW = 255
+_ICMP_FILTER = 1
+_ICMP6_FILTER = 1
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
+_IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+_IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+_TIMESPEC = struct.Struct("@qq")
+
+# Types we want to hear about: echo reply, destination unreachable, time exceeded.
+_WANTED4 = (0, 3, 11)
+_WANTED6 = (1, 3, 129)  # ICMPv6: destination unreachable, time exceeded, echo reply
+
+
+def resolve_host(host: str, family: int | None) -> tuple[str, int]:
+    """Resolve ``host`` to (canonical address, 4 or 6); the first getaddrinfo answer wins."""
+    if family not in (None, 4, 6):
+        raise UsageError(f"family must be 4, 6 or None, got {family!r}")
+    af = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
+    try:
+        infos = socket.getaddrinfo(host, None, af, socket.SOCK_RAW)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ResolveError(host, getattr(exc, "strerror", None) or str(exc)) from exc
+    for fam, _type, _proto, _name, sockaddr in infos:
+        if fam in (socket.AF_INET, socket.AF_INET6):
+            addr = ipaddress.ip_address(sockaddr[0].split("%")[0])
+            return addr.compressed, addr.version
+    raise ResolveError(host, "no IPv4 or IPv6 address")
+
+
+def source_address(dst: str, family: int) -> str:
+    """The address our kernel would send from to reach ``dst`` (a route lookup, no packet)."""
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    with socket.socket(af, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((dst, 9))
+        except OSError as exc:
+            raise UsageError(f"no route to {dst}: {exc.strerror or exc}") from exc
+        return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]).compressed
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One datagram read from a receiving socket."""
+
+    kind: str  # "icmp" or "tcp": which receiver it came from
+    data: bytes  # IPv4: the whole IP datagram; IPv6: the ICMPv6 message / TCP segment
+    src: str
+    recv_ns: int
+    kernel_timestamp: bool
+    hop_limit: int | None  # IPv6 hop limit from ancillary data (IPv4: read it from the header)
+
+
+def _raw(af: int, proto: int) -> socket.socket:
+    try:
+        return socket.socket(af, socket.SOCK_RAW, proto)
+    except PermissionError as exc:
+        raise RawSocketPermissionError(
+            "traceroute needs raw sockets: run as root or grant CAP_NET_RAW "
+            "(e.g. setcap cap_net_raw+ep on the python binary)"
+        ) from exc
+
+
+class TraceSockets:
+    """The sockets of one trace.  Use as a context manager; everything is closed on exit."""
+
+    def __init__(self, method: Method, family: int, dst: str, src: str) -> None:
+        self.method = method
+        self.family = family
+        self.dst = dst
+        self.src = src
+        self.v6 = family == 6
+        af = socket.AF_INET6 if self.v6 else socket.AF_INET
+        self._af = af
+        self._owned: list[socket.socket] = []
+        self._port_holders: list[socket.socket] = []
+        try:
+            icmp_proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
+            self.icmp = self._own(_raw(af, icmp_proto))
+            self._setup_receiver(self.icmp)
+            self._install_icmp_filter(self.icmp)
+            self.tcp: socket.socket | None = None
+            if method is Method.ICMP:
+                self.sender = self.icmp
+            elif method is Method.UDP:
+                self.sender = self._own(_raw(af, socket.IPPROTO_UDP))
+                # we never read the raw UDP socket: keep its queue (a copy of all UDP) tiny
+                self.sender.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
+            else:
+                self.tcp = self._own(_raw(af, socket.IPPROTO_TCP))
+                self._setup_receiver(self.tcp)
+                self.sender = self.tcp
+            if self.v6:
+                # RFC 4443 §2.3: the kernel fills ICMPv6 checksums; we fill UDP/TCP ones.
+                pass
+        except BaseException:
+            self.close()
+            raise
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _own(self, sock: socket.socket) -> socket.socket:
+        self._owned.append(sock)
+        return sock
+
+    def _setup_receiver(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        if self.v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVHOPLIMIT, 1)
+
+    def _install_icmp_filter(self, sock: socket.socket) -> None:
+        try:
+            if self.v6:
+                # ICMP6_FILTER: 256 bits, a set bit blocks that type (RFC 3542 §3.2)
+                words = [0xFFFFFFFF] * 8
+                for icmp_type in _WANTED6:
+                    words[icmp_type >> 5] &= ~(1 << (icmp_type & 31)) & 0xFFFFFFFF
+                sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("@8I", *words))
+            else:
+                # Linux ICMP_FILTER: a 32-bit mask, a set bit blocks that type
+                mask = 0xFFFFFFFF
+                for icmp_type in _WANTED4:
+                    mask &= ~(1 << icmp_type)
+                sock.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("@I", mask))
+        except OSError as exc:  # a filter is an optimisation: matching does not rely on it
+            log.debug("ICMP filter not installed: %s", exc)
+
+    def reserve_udp_port(self, port: int | None) -> int:
+        """Bind a UDP socket to ``port`` (0/None: the kernel picks) so no one else gets it."""
+        holder = self._own(socket.socket(self._af, socket.SOCK_DGRAM))
+        return self._bind(holder, port)
+
+    def reserve_tcp_port(self, port: int | None) -> int:
+        """Bind (never listen) a TCP socket to hold a source port for one SYN probe."""
+        holder = self._own(socket.socket(self._af, socket.SOCK_STREAM))
+        return self._bind(holder, port)
+
+    def _bind(self, holder: socket.socket, port: int | None) -> int:
+        try:
+            holder.bind((self.src, port or 0))
+        except OSError as exc:
+            if port and exc.errno == errno.EADDRINUSE:
+                log.debug("source port %d in use; probing from it anyway", port)
+                return port
+            raise UsageError(f"cannot bind source port {port}: {exc.strerror or exc}") from exc
+        return holder.getsockname()[1]
+
+    # -- I/O ----------------------------------------------------------------------------------
+
+    def send(self, data: bytes, ttl: int) -> int:
+        """Send ``data`` (ICMP message or transport segment) with ``ttl``; return send time (ns)."""
+        if self.v6:
+            self.sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+        else:
+            self.sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        # raw sockets ignore the port, but AF_INET6 wants a 4-tuple-compatible address
+        address = (self.dst, 0, 0, 0) if self.v6 else (self.dst, 0)
+        send_ns = time.time_ns()
+        try:
+            self.sender.sendto(data, address)
+        except OSError as exc:
+            # EHOSTUNREACH / ENETUNREACH etc.: the local stack refused; treat as a lost probe
+            log.debug("sendto failed with TTL %d: %s", ttl, exc)
+        return send_ns
+
+    def receivers(self) -> list[socket.socket]:
+        return [s for s in (self.icmp, self.tcp) if s is not None]
+
+    def wait(self, timeout: float) -> list[Received]:
+        """Wait up to ``timeout`` seconds; return every datagram then queued on the receivers."""
+        socks = self.receivers()
+        try:
+            ready, _, _ = select.select(socks, [], [], max(timeout, 0.0))
+        except InterruptedError:
+            ready = []
+        out: list[Received] = []
+        for sock in ready:
+            kind = "tcp" if sock is self.tcp else "icmp"
+            for _ in range(256):  # drain, boundedly
+                try:
+                    data, ancdata, _flags, addr = sock.recvmsg(65535, 256)
+                except (BlockingIOError, InterruptedError):
+                    break
+                out.append(self._received(kind, data, ancdata, addr))
+        return out
+
+    def _received(self, kind: str, data: bytes, ancdata: list, addr: tuple) -> Received:
+        recv_ns: int | None = None
+        hop_limit = None
+        for level, ctype, cdata in ancdata:
+            if level == socket.SOL_SOCKET and ctype == _SCM_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack_from(cdata.ljust(_TIMESPEC.size, b"\0"))
+                recv_ns = sec * 1_000_000_000 + nsec
+            elif level == socket.IPPROTO_IPV6 and ctype == _IPV6_HOPLIMIT:
+                hop_limit = struct.unpack_from("@i", cdata.ljust(4, b"\0"))[0]
+        kernel = recv_ns is not None
+        if recv_ns is None:
+            recv_ns = time.time_ns()
+        src = ipaddress.ip_address(addr[0].split("%")[0]).compressed
+        return Received(kind, data, src, recv_ns, kernel, hop_limit)
+
+    def close(self) -> None:
+        for sock in self._owned:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._owned.clear()
+
+    def __enter__(self) -> TraceSockets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

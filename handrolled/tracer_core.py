@@ -1,0 +1,200 @@
+"""Which traceroute probe to send next and when each one gives up.  Pure, clock-injected.
+
+The driver (handrolled/traceroute.py) owns the sockets; this module owns the bookkeeping that
+traceroute(8) keeps in its ``do_it`` loop, so it can be tested with a fake clock:
+
+- probes are numbered ``index = (ttl - first_ttl) * probes_per_hop + i``; they are sent in index
+  order, keeping at most ``sim_queries`` in flight (sent, not yet answered or expired);
+- a probe expires ``timeout_for(index)`` seconds after it was sent, where the timeout follows
+  traceroute(8)'s ``-w MAX,HERE,NEAR``: at most MAX, but only HERE times the RTT of a reply
+  already seen from the same hop, else NEAR times the RTT of a reply to a later probe (a factor
+  of 0 disables that rule); so probes past a silent hop expire after a few RTTs, not MAX;
+- a final reply (the destination answered, or a router said it is unreachable) ends the trace at
+  that probe's hop: later probes are not sent and their replies are ignored;
+- hops are released in TTL order once each of their probes is done (``pop_complete_hops``).
+
+Times are floats in seconds on any monotonic scale the caller chooses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handrolled.errors import UsageError
+
+__all__ = ["WAIT_PRECISION", "Slot", "TraceScheduler", "parse_wait"]
+
+# traceroute(8) adds 1 ms to an observed RTT before scaling it (DEF_WAIT_PREC), so a reply
+# measured at ~0 ms still leaves the next probe a moment to answer.
+WAIT_PRECISION = 0.001
+
+
+def parse_wait(text: str) -> tuple[float, float, float]:
+    """Parse ``MAX[,HERE[,NEAR]]`` (traceroute(8)'s -w); missing parts keep their defaults."""
+    defaults = [5.0, 3.0, 10.0]
+    parts = text.replace("/", ",").split(",")
+    if not 1 <= len(parts) <= 3:
+        raise UsageError(f"bad wait {text!r}: expected MAX[,HERE[,NEAR]]")
+    for i, part in enumerate(parts):
+        try:
+            value = float(part)
+        except ValueError as exc:
+            raise UsageError(f"bad wait {text!r}: {part!r} is not a number") from exc
+        if not value >= 0 or value == float("inf"):
+            raise UsageError(f"bad wait {text!r}: values must be finite and >= 0")
+        defaults[i] = value
+    return defaults[0], defaults[1], defaults[2]
+
+
+@dataclass(slots=True)
+class Slot:
+    """Bookkeeping for one probe."""
+
+    index: int
+    ttl: int
+    sent_at: float | None = None
+    done: bool = False
+    rtt: float | None = None  # seconds, set when a reply matched
+    final: bool = False
+    expired: bool = False
+
+
+class TraceScheduler:
+    """The send/expire/release state machine of a parallel traceroute."""
+
+    def __init__(
+        self,
+        *,
+        first_ttl: int = 1,
+        max_hops: int = 30,
+        probes_per_hop: int = 3,
+        sim_queries: int = 16,
+        wait: tuple[float, float, float] = (5.0, 3.0, 10.0),
+    ) -> None:
+        if not 1 <= first_ttl <= 255 or not 1 <= max_hops <= 255:
+            raise UsageError(f"TTLs must be within 1..255 (first {first_ttl}, max {max_hops})")
+        if first_ttl > max_hops:
+            raise UsageError(f"first TTL {first_ttl} is beyond max hops {max_hops}")
+        if not 1 <= probes_per_hop <= 10:
+            raise UsageError(f"probes per hop must be within 1..10, got {probes_per_hop}")
+        if sim_queries < 1:
+            raise UsageError(f"simultaneous probes must be at least 1, got {sim_queries}")
+        if len(wait) != 3 or any(not w >= 0 for w in wait):
+            raise UsageError(f"bad wait {wait!r}: three values >= 0 expected")
+        self.first_ttl = first_ttl
+        self.max_hops = max_hops
+        self.probes_per_hop = probes_per_hop
+        self.sim_queries = sim_queries
+        self.wait_max, self.here_factor, self.near_factor = (float(w) for w in wait)
+        count = (max_hops - first_ttl + 1) * probes_per_hop
+        self.slots = [Slot(i, first_ttl + i // probes_per_hop) for i in range(count)]
+        self.end = count  # one past the last index that belongs to the trace
+        self._released = 0  # hops already returned by pop_complete_hops
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def ttl_of(self, index: int) -> int:
+        return self.slots[index].ttl
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for s in self.slots[: self.end] if s.sent_at is not None and not s.done)
+
+    @property
+    def finished(self) -> bool:
+        """Every hop of the trace has been released."""
+        return self._released * self.probes_per_hop >= self.end
+
+    @property
+    def reached(self) -> bool:
+        return any(s.final for s in self.slots[: self.end])
+
+    def timeout_for(self, index: int) -> float:
+        """Seconds after its sending at which probe ``index`` gives up (traceroute(8)'s -w)."""
+        if self.here_factor:
+            base = index - index % self.probes_per_hop
+            for slot in self.slots[base : base + self.probes_per_hop]:
+                if slot.rtt is not None and slot.rtt > 0:
+                    return min((slot.rtt + WAIT_PRECISION) * self.here_factor, self.wait_max)
+        if self.near_factor:
+            for slot in self.slots[index + 1 : self.end]:
+                if slot.sent_at is None:
+                    break  # like traceroute(8): look forward over probes already sent
+                if slot.rtt is not None and slot.rtt > 0:
+                    return min((slot.rtt + WAIT_PRECISION) * self.near_factor, self.wait_max)
+        return self.wait_max
+
+    def deadline_of(self, index: int) -> float | None:
+        slot = self.slots[index]
+        if slot.sent_at is None or slot.done:
+            return None
+        return slot.sent_at + self.timeout_for(index)
+
+    def next_deadline(self) -> float | None:
+        """The earliest moment an in-flight probe will expire, or None if none is in flight."""
+        deadlines = [self.deadline_of(s.index) for s in self.slots[: self.end]]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def to_send(self) -> list[int]:
+        """Indexes to send now, in order, keeping at most ``sim_queries`` in flight.
+
+        The caller sends each and reports it with ``mark_sent``.
+        """
+        budget = self.sim_queries - self.in_flight
+        picked: list[int] = []
+        start = self._released * self.probes_per_hop
+        for slot in self.slots[start : self.end]:
+            if budget <= 0:
+                break
+            if slot.sent_at is None:
+                picked.append(slot.index)
+                budget -= 1
+        return picked
+
+    def mark_sent(self, index: int, at: float) -> None:
+        self.slots[index].sent_at = at
+
+    def on_reply(self, index: int, at: float, *, final: bool, sent_at: float | None = None) -> bool:
+        """Record a reply to probe ``index`` received at ``at``; False if it no longer counts.
+
+        ``sent_at`` overrides the recorded send time for the RTT (e.g. a kernel timestamp).
+        """
+        if not 0 <= index < self.end:
+            return False
+        slot = self.slots[index]
+        if slot.sent_at is None or slot.done:
+            return False
+        slot.done = True
+        slot.rtt = max(at - (sent_at if sent_at is not None else slot.sent_at), 0.0)
+        if final:
+            slot.final = True
+            hop_end = (index // self.probes_per_hop + 1) * self.probes_per_hop
+            if hop_end < self.end:
+                self.end = hop_end
+        return True
+
+    def expire(self, now: float) -> list[int]:
+        """Mark every in-flight probe whose deadline has passed as expired; return them."""
+        expired = []
+        for slot in self.slots[: self.end]:
+            deadline = self.deadline_of(slot.index)
+            if deadline is not None and deadline <= now:
+                expired.append(slot.index)
+        for index in expired:  # decide all first: an expiry must not shorten another's wait
+            self.slots[index].done = True
+            self.slots[index].expired = True
+        return expired
+
+    def pop_complete_hops(self) -> list[int]:
+        """TTLs whose probes are all done, in order, each returned once."""
+        ttls = []
+        q = self.probes_per_hop
+        while self._released * q < self.end:
+            hop = self.slots[self._released * q : (self._released + 1) * q]
+            if not all(s.done for s in hop):
+                break
+            ttls.append(hop[0].ttl)
+            self._released += 1
+        return ttls
