@@ -1,0 +1,697 @@
+"""Hand-rolled ping: the Pinger driver, ``run_ping``, the CLI and the seed's ``ping()``.
+
+API
+---
+``run_ping(host, *, count=4, interval=1.0, timeout=1.0, deadline=None, size=56, payload=None,
+ttl=None, family=None, ident=None, seq_start=1, socket_kind="auto", on_probe=None,
+sock=None) -> PingResult``
+    Send ``count`` echo requests ``interval`` s apart (``deadline``: stop everything after that
+    many seconds), each waited for ``timeout`` s after it was sent.  ``payload`` None means
+    ``icmp.default_payload(size)``; ``ident`` None means ``os.getpid() & 0xFFFF`` (a datagram
+    socket binds to it as its local port, the identifier the kernel writes).  ``on_probe`` is
+    called with each Probe as it settles (reply, error, timeout, duplicate).  ``sock``: an
+    ``net.IcmpSocket`` to use instead of opening one.  Raises ResolveError, UsageError,
+    RawSocketPermissionError; timeouts and ICMP errors are outcomes.  On Ctrl-C the
+    KeyboardInterrupt propagates carrying ``.partial_result`` (a PingResult so far).
+``Pinger(sock, address, *, ident, payload, ttl)``: the matching engine: ``send(seq)``,
+    ``handle(received) -> list[Probe]``, ``expire(now_ns) -> list[Probe]``, ``next_deadline()``.
+``summarize(probes) -> PingSummary``: iputils-style statistics from raw probes.
+``ping(host, timeout=1) -> list[str]``: the seed contract ([min, avg, max, stdev] as strings).
+``main(argv=None, runner=None) -> int``: the CLI (``python -m handrolled.ping HOST``).
+
+Replies are matched by source, identifier and sequence; a reply with a bad checksum or a
+payload unlike the one sent is CORRUPT (counted as an error, not as received); a second reply to
+an answered probe is a DUPLICATE; ICMP errors quoting our probe are TIME_EXCEEDED /
+UNREACHABLE.  A reply later than ``timeout`` leaves the probe TIMEOUT (logged, not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import json
+import logging
+import math
+import os
+import socket
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from handrolled import net
+from handrolled.errors import MalformedPacket, UsageError, WiretwinError
+from handrolled.icmp import (
+    EchoMessage,
+    IcmpError,
+    decode_icmp,
+    decode_icmp6,
+    default_payload,
+    encode_echo_request,
+)
+from handrolled.ipv4 import decode_ipv4
+from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
+
+__all__ = ["SEED_NO_ANSWER", "Pinger", "main", "ping", "run_ping", "summarize"]
+
+log = logging.getLogger(__name__)
+
+SEED_NO_ANSWER = ["0", "0.0", "0", "0.0"]
+MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}  # IPv4 total length / IPv6 payload length
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(slots=True)
+class _Sent:
+    seq: int
+    message: bytes
+    send_ns: int
+    deadline_ns: int  # monotonic
+    settled: Probe | None = None
+
+
+class Pinger:
+    """Sends echo requests on one ICMP socket and matches what comes back to them."""
+
+    def __init__(
+        self,
+        sock: net.IcmpSocket,
+        address: str,
+        *,
+        ident: int,
+        payload: bytes,
+        ttl: int,
+        timeout: float = 1.0,
+        clock: Callable[[], int] = net.monotonic_ns,
+    ) -> None:
+        self.sock = sock
+        self.address = address
+        self.payload = payload
+        self.ttl = ttl
+        self.timeout_ns = int(timeout * NS_PER_S)
+        self.clock = clock
+        # A datagram socket's kernel writes its local port as the identifier (and the checksum):
+        # encode that identifier ourselves so ``sent`` is the bytes on the wire.
+        self.ident = sock.ident if sock.kind == "dgram" and sock.ident is not None else ident
+        self.sent: dict[int, _Sent] = {}
+        self.order: list[int] = []
+        self.duplicates: dict[int, list[Probe]] = {}
+
+    # ---- sending ----------------------------------------------------------------------------
+    def send(self, seq: int) -> Probe | None:
+        """Send echo request ``seq``; returns a settled Probe only if sending failed."""
+        seq &= 0xFFFF
+        message = encode_echo_request(self.ident, seq, self.payload, v6=self.sock.v6)
+        deadline = self.clock() + self.timeout_ns
+        try:
+            send_ns = self.sock.send(message, self.address)
+        except OSError as exc:  # e.g. ENETUNREACH: the probe is lost, say why
+            send_ns = net.now_ns()
+            entry = self._track(seq, message, send_ns, deadline)
+            return self._settle(entry, Outcome.TIMEOUT, note=f"sendto: {exc.strerror or exc}")
+        if self.sock.kind == "dgram" and self.sock.ident not in (None, self.ident):
+            # autobound on this first send: re-encode with the identifier the kernel used
+            self.ident = self.sock.ident
+            message = encode_echo_request(self.ident, seq, self.payload, v6=self.sock.v6)
+        self._track(seq, message, send_ns, deadline)
+        return None
+
+    def _track(self, seq: int, message: bytes, send_ns: int, deadline: int) -> _Sent:
+        entry = _Sent(seq, message, send_ns, deadline)
+        if seq in self.sent:
+            self.order.remove(seq)  # sequence wrapped after 65536 probes
+        self.sent[seq] = entry
+        self.order.append(seq)
+        return entry
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for e in self.sent.values() if e.settled is None)
+
+    def next_deadline(self) -> int | None:
+        deadlines = [e.deadline_ns for e in self.sent.values() if e.settled is None]
+        return min(deadlines) if deadlines else None
+
+    # ---- settling ---------------------------------------------------------------------------
+    def _probe(self, entry: _Sent, outcome: Outcome, **fields: object) -> Probe:
+        return Probe(
+            seq=entry.seq,
+            ident=self.ident,
+            ttl=self.ttl,
+            sent=entry.message,
+            send_ns=entry.send_ns,
+            outcome=outcome,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def _settle(self, entry: _Sent, outcome: Outcome, **fields: object) -> Probe:
+        entry.settled = self._probe(entry, outcome, **fields)
+        return entry.settled
+
+    def expire(self, now_ns: int | None = None) -> list[Probe]:
+        """Settle as TIMEOUT every probe whose wait is over (all of them if ``now_ns`` is None)."""
+        out = []
+        for seq in self.order:
+            entry = self.sent[seq]
+            if entry.settled is None and (now_ns is None or now_ns >= entry.deadline_ns):
+                out.append(self._settle(entry, Outcome.TIMEOUT))
+        return out
+
+    def handle(self, received: net.Received) -> list[Probe]:
+        """Match one received message; return the probes it settles (usually zero or one)."""
+        try:
+            return self._handle(received)
+        except MalformedPacket as exc:
+            log.debug("ignoring malformed packet from %s: %s", received.source, exc)
+            return []
+
+    def _handle(self, r: net.Received) -> list[Probe]:
+        common = {
+            "recv_ns": r.recv_ns,
+            "reply_from": r.source,
+            "reply_ttl": r.ttl,
+            "received": r.data,
+            "kernel_timestamp": r.kernel_timestamp,
+        }
+        if r.error is not None:
+            # Datagram socket error queue: r.data is our own echo request that provoked it.
+            msg = decode_icmp6(r.data) if self.sock.v6 else decode_icmp(r.data)
+            if not isinstance(msg, EchoMessage) or msg.ident != self.ident:
+                return []
+            entry = self.sent.get(msg.seq)
+            if entry is None or entry.settled is not None:
+                return []
+            outcome = _error_outcome(r.error.icmp_type, self.sock.v6)
+            if outcome is None:
+                return []
+            return [
+                self._settle(
+                    entry,
+                    outcome,
+                    rtt_ms=(r.recv_ns - entry.send_ns) / 1e6,
+                    icmp_type=r.error.icmp_type,
+                    icmp_code=r.error.icmp_code,
+                    **common,
+                )
+            ]
+        data = r.data
+        if r.has_ip_header:
+            _ip, data = decode_ipv4(data)
+        msg = decode_icmp6(data) if self.sock.v6 else decode_icmp(data)
+        if isinstance(msg, EchoMessage):
+            if not msg.is_reply or msg.ident != self.ident or r.source != self.address:
+                return []  # someone else's (a raw socket sees every ICMP message on the host)
+            entry = self.sent.get(msg.seq)
+            if entry is None:
+                return []
+            fields = dict(
+                common,
+                rtt_ms=(r.recv_ns - entry.send_ns) / 1e6,
+                icmp_type=msg.icmp_type,
+                icmp_code=msg.code,
+            )
+            if entry.settled is not None:
+                if entry.settled.outcome in (Outcome.REPLY, Outcome.CORRUPT):
+                    dup = self._probe(entry, Outcome.DUPLICATE, **fields)
+                    self.duplicates.setdefault(entry.seq, []).append(dup)
+                    return [dup]
+                log.debug("late reply to seq %d from %s ignored", msg.seq, r.source)
+                return []
+            note = ""
+            if msg.checksum_ok is False:
+                note = "bad checksum"
+            elif msg.payload != self.payload:
+                note = _payload_difference(self.payload, msg.payload)
+            outcome = Outcome.CORRUPT if note else Outcome.REPLY
+            return [self._settle(entry, outcome, note=note, **fields)]
+        if isinstance(msg, IcmpError):
+            echo = msg.quoted.echo
+            if echo is None or echo[0] != self.ident or msg.quoted.dst != self.address:
+                return []
+            entry = self.sent.get(echo[1])
+            if entry is None or entry.settled is not None:
+                return []
+            outcome = _error_outcome(msg.icmp_type, msg.v6)
+            if outcome is None:
+                return []
+            return [
+                self._settle(
+                    entry,
+                    outcome,
+                    rtt_ms=(r.recv_ns - entry.send_ns) / 1e6,
+                    icmp_type=msg.icmp_type,
+                    icmp_code=msg.code,
+                    note="" if msg.checksum_ok is not False else "bad checksum on ICMP error",
+                    **common,
+                )
+            ]
+        return []
+
+    def probes(self) -> tuple[Probe, ...]:
+        """Every settled probe in the order sent, each followed by its duplicates."""
+        out: list[Probe] = []
+        for seq in self.order:
+            entry = self.sent[seq]
+            if entry.settled is not None:
+                out.append(entry.settled)
+            out.extend(self.duplicates.get(seq, ()))
+        return tuple(out)
+
+
+def _error_outcome(icmp_type: int, v6: bool) -> Outcome | None:
+    if icmp_type == (3 if v6 else 11):  # RFC 4443 §3.3 / RFC 792 time exceeded
+        return Outcome.TIME_EXCEEDED
+    if icmp_type in ((1, 2, 4) if v6 else (3, 12)):  # unreachable, too big, parameter problem
+        return Outcome.UNREACHABLE
+    return None
+
+
+def _payload_difference(sent: bytes, got: bytes) -> str:
+    if len(sent) != len(got):
+        return f"payload length {len(got)}, sent {len(sent)}"
+    at = next(i for i, (a, b) in enumerate(zip(sent, got, strict=True)) if a != b)
+    return f"payload byte {at} is {got[at]:#04x}, sent {sent[at]:#04x}"
+
+
+def summarize(probes: Sequence[Probe]) -> PingSummary:
+    """iputils-style statistics from raw probes (stdev: statistics.stdev; mdev: population)."""
+    transmitted = sum(1 for p in probes if p.outcome is not Outcome.DUPLICATE)
+    rtts = [p.rtt_ms for p in probes if p.outcome is Outcome.REPLY and p.rtt_ms is not None]
+    duplicates = sum(1 for p in probes if p.outcome is Outcome.DUPLICATE)
+    errors = sum(
+        1
+        for p in probes
+        if p.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE, Outcome.CORRUPT)
+    )
+    loss = 100.0 * (transmitted - len(rtts)) / transmitted if transmitted else 100.0
+    if not rtts:
+        return PingSummary(transmitted, 0, duplicates, errors, loss)
+    return PingSummary(
+        transmitted=transmitted,
+        received=len(rtts),
+        duplicates=duplicates,
+        errors=errors,
+        loss_percent=loss,
+        min_ms=min(rtts),
+        avg_ms=statistics.fmean(rtts),
+        max_ms=max(rtts),
+        stdev_ms=statistics.stdev(rtts) if len(rtts) > 1 else 0.0,
+        mdev_ms=statistics.pstdev(rtts),
+    )
+
+
+def _validate(count: int, interval: float, timeout: float, deadline: float | None) -> None:
+    if count < 1:
+        raise UsageError(f"count {count}: must be at least 1")
+    if not (interval >= 0 and math.isfinite(interval)):
+        raise UsageError(f"interval {interval}: must be a non-negative number of seconds")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise UsageError(f"timeout {timeout}: must be a positive number of seconds")
+    if deadline is not None and not (deadline > 0 and math.isfinite(deadline)):
+        raise UsageError(f"deadline {deadline}: must be a positive number of seconds")
+
+
+def run_ping(
+    host: str,
+    *,
+    count: int = 4,
+    interval: float = 1.0,
+    timeout: float = 1.0,
+    deadline: float | None = None,
+    size: int = 56,
+    payload: bytes | None = None,
+    ttl: int | None = None,
+    family: int | None = None,
+    ident: int | None = None,
+    seq_start: int = 1,
+    socket_kind: str = "auto",
+    on_probe: Callable[[Probe], None] | None = None,
+    sock: net.IcmpSocket | None = None,
+) -> PingResult:
+    """Ping ``host``; see the module docstring."""
+    _validate(count, interval, timeout, deadline)
+    if ttl is not None and not 1 <= ttl <= 255:
+        raise UsageError(f"TTL {ttl}: must be 1-255")
+    if ident is not None and not 0 <= ident <= 0xFFFF:
+        raise UsageError(f"identifier {ident}: must be 0-65535")
+    if family in (4, 6):
+        family = socket.AF_INET if family == 4 else socket.AF_INET6
+    fam, address = net.resolve(host, family if sock is None else sock.family)
+    version = 6 if fam == socket.AF_INET6 else 4
+    if payload is None:
+        if size < 0:
+            raise UsageError(f"size {size}: must not be negative")
+        payload = default_payload(size)
+    if len(payload) > MAX_PAYLOAD[version]:
+        raise UsageError(
+            f"payload of {len(payload)} bytes does not fit an IPv{version} packet "
+            f"(at most {MAX_PAYLOAD[version]})"
+        )
+    chosen = os.getpid() & 0xFFFF if ident is None else ident
+    own = sock is None
+    if sock is None:
+        sock = net.open_icmp_socket(fam, socket_kind, ttl=ttl, ident=chosen)
+    elif ttl is not None:
+        sock.set_ttl(ttl)
+    started_ns = net.now_ns()
+    start = net.monotonic_ns()
+    try:
+        pinger = Pinger(
+            sock,
+            address,
+            ident=chosen,
+            payload=payload,
+            ttl=ttl if ttl is not None else sock.get_ttl(),
+            timeout=timeout,
+        )
+        try:
+            _drive(pinger, count, interval, deadline, seq_start, start, on_probe)
+        except KeyboardInterrupt as exc:
+            # Ctrl-C: what is still in flight is lost; hand the statistics so far to the caller.
+            for probe in pinger.expire():
+                _emit(on_probe, probe)
+            exc.partial_result = _result(  # type: ignore[attr-defined]
+                host, address, version, chosen, payload, pinger, sock, started_ns, start
+            )
+            raise
+    finally:
+        if own:
+            sock.close()
+    return _result(host, address, version, chosen, payload, pinger, sock, started_ns, start)
+
+
+def _emit(on_probe: Callable[[Probe], None] | None, probe: Probe) -> None:
+    if on_probe is not None:
+        on_probe(probe)
+
+
+def _drive(
+    pinger: Pinger,
+    count: int,
+    interval: float,
+    deadline: float | None,
+    seq_start: int,
+    start: int,
+    on_probe: Callable[[Probe], None] | None,
+) -> None:
+    end = start + int(deadline * NS_PER_S) if deadline is not None else None
+    interval_ns = int(interval * NS_PER_S)
+    next_send = start
+    sent = 0
+    while True:  # bounded: count sends, each waited for at most timeout (or the deadline)
+        now = net.monotonic_ns()
+        if end is not None and now >= end:
+            break
+        if sent < count and now >= next_send:
+            failed = pinger.send(seq_start + sent)
+            sent += 1
+            next_send += interval_ns
+            if failed is not None:
+                _emit(on_probe, failed)
+            continue
+        for probe in pinger.expire(now):
+            _emit(on_probe, probe)
+        if sent >= count and pinger.pending == 0:
+            break
+        wake = [t for t in (pinger.next_deadline(), end) if t is not None]
+        if sent < count:
+            wake.append(next_send)
+        received = pinger.sock.recv(max(0, min(wake) - now) / NS_PER_S)
+        if received is not None:
+            for probe in pinger.handle(received):
+                _emit(on_probe, probe)
+    for probe in pinger.expire():
+        _emit(on_probe, probe)
+
+
+def _result(
+    host: str,
+    address: str,
+    version: int,
+    ident: int,
+    payload: bytes,
+    pinger: Pinger,
+    sock: net.IcmpSocket,
+    started_ns: int,
+    start: int,
+) -> PingResult:
+    probes = pinger.probes()
+    return PingResult(
+        target=host,
+        address=address,
+        family=version,
+        ident=ident,
+        payload=payload,
+        probes=probes,
+        summary=summarize(probes),
+        implementation=Implementation.HANDROLLED,
+        socket_kind=sock.kind,
+        started_ns=started_ns,
+        elapsed_ms=(net.monotonic_ns() - start) / 1e6,
+    )
+
+
+# ---- the seed contract --------------------------------------------------------------------------
+def ping(host: str, timeout: float = 1) -> list[str]:
+    """The seed's ping: four echo requests a second apart; [min, avg, max, stdev] in ms, as str.
+
+    An unresolvable host, or one that never answers, gives ``['0', '0.0', '0', '0.0']``.
+    """
+    try:
+        result = run_ping(host, count=4, interval=1.0, timeout=timeout)
+    except (net.ResolveError, UsageError):
+        return list(SEED_NO_ANSWER)
+    rtts = [p.rtt_ms for p in result.probes if p.outcome is Outcome.REPLY and p.rtt_ms is not None]
+    if not rtts:
+        return list(SEED_NO_ANSWER)
+    stdev = statistics.stdev(rtts) if len(rtts) > 1 else 0.0
+    return [
+        str(round(min(rtts), 2)),
+        str(round(sum(rtts) / len(rtts), 2)),
+        str(round(max(rtts), 2)),
+        str(round(stdev, 2)),
+    ]
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+_UNREACH4 = {
+    0: "Destination Net Unreachable",
+    1: "Destination Host Unreachable",
+    2: "Destination Protocol Unreachable",
+    3: "Destination Port Unreachable",
+    4: "Frag needed and DF set",
+    5: "Source Route Failed",
+    6: "Destination Net Unknown",
+    7: "Destination Host Unknown",
+    8: "Source Host Isolated",
+    9: "Destination Net Prohibited",
+    10: "Destination Host Prohibited",
+    11: "Destination Net Unreachable for Type of Service",
+    12: "Destination Host Unreachable for Type of Service",
+    13: "Packet filtered",
+    14: "Precedence Violation",
+    15: "Precedence Cutoff",
+}
+_UNREACH6 = {
+    0: "Destination unreachable: No route",
+    1: "Destination unreachable: Administratively prohibited",
+    2: "Destination unreachable: Beyond scope of source address",
+    3: "Destination unreachable: Address unreachable",
+    4: "Destination unreachable: Port unreachable",
+    5: "Destination unreachable: Source address failed ingress/egress policy",
+    6: "Destination unreachable: Reject route to destination",
+}
+
+
+def describe_error(probe: Probe, v6: bool) -> str:
+    """iputils' wording for an ICMP error outcome."""
+    t, c = probe.icmp_type, probe.icmp_code or 0
+    if probe.outcome is Outcome.TIME_EXCEEDED:
+        if v6:
+            return (
+                "Time exceeded: Hop limit" if c == 0 else "Time exceeded: Defragmentation failure"
+            )
+        return "Time to live exceeded" if c == 0 else "Frag reassembly time exceeded"
+    if v6:
+        if t == 2:
+            return "Packet too big"
+        if t == 4:
+            return "Parameter problem"
+        return _UNREACH6.get(c, f"Destination unreachable: Unknown code {c}")
+    if t == 12:
+        return "Parameter problem"
+    return _UNREACH4.get(c, f"Dest Unreachable, Bad Code: {c}")
+
+
+def _format_ms(rtt_ms: float) -> str:
+    # iputils' precision rule: 3 decimals under 1 ms, 2 under 10, 1 under 100, then none.
+    us = round(rtt_ms * 1000)
+    if us >= 100000 - 50:
+        return f"{(us + 500) // 1000}"
+    if us >= 10000 - 5:
+        return f"{rtt_ms:.1f}"
+    if us >= 1000:
+        return f"{rtt_ms:.2f}"
+    return f"{rtt_ms:.3f}"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like iputils
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ping", description="Hand-rolled ICMP ping (iputils-style options).")
+    p.add_argument("host")
+    p.add_argument("-c", dest="count", type=int, default=None, help="probes to send (default 4)")
+    p.add_argument("-i", dest="interval", type=float, default=1.0, help="seconds between probes")
+    p.add_argument("-W", dest="timeout", type=float, default=1.0, help="seconds to wait per reply")
+    p.add_argument("-w", dest="deadline", type=float, default=None, help="stop after N seconds")
+    p.add_argument("-s", dest="size", type=int, default=56, help="payload bytes (default 56)")
+    p.add_argument("-t", dest="ttl", type=int, default=None, help="IP TTL / hop limit")
+    fam = p.add_mutually_exclusive_group()
+    fam.add_argument("-4", dest="family", action="store_const", const=4, help="IPv4 only")
+    fam.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 only")
+    p.add_argument("-q", dest="quiet", action="store_true", help="only the summary")
+    p.add_argument("-n", dest="numeric", action="store_true", help="no reverse name lookups")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--socket", dest="socket_kind", choices=("auto", "raw", "dgram"), default="auto")
+    p.add_argument("--ident", type=int, default=None, help="echo identifier (default: pid)")
+    return p
+
+
+def _jsonable(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _statistics_lines(host: str, summary: PingSummary, elapsed_ms: float) -> list[str]:
+    parts = [f"{summary.transmitted} packets transmitted", f"{summary.received} received"]
+    if summary.duplicates:
+        parts.append(f"+{summary.duplicates} duplicates")
+    if summary.errors:
+        parts.append(f"+{summary.errors} errors")
+    parts.append(f"{summary.loss_percent:g}% packet loss")
+    parts.append(f"time {elapsed_ms:.0f}ms")
+    lines = ["", f"--- {host} ping statistics ---", ", ".join(parts)]
+    if summary.received:
+        lines.append(
+            f"rtt min/avg/max/mdev = {summary.min_ms:.3f}/{summary.avg_ms:.3f}/"
+            f"{summary.max_ms:.3f}/{summary.mdev_ms:.3f} ms"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None, runner: Callable[..., PingResult] | None = None) -> int:
+    """``ping`` CLI: 0 if any reply came back, 1 if none, 2 on error."""
+    runner = runner or run_ping
+    out = sys.stdout
+    try:
+        args = _parser().parse_args(argv)
+        if args.count is None:
+            # iputils pings forever without -c; we stay bounded: 4 probes, or -w's worth.
+            args.count = (
+                4 if args.deadline is None else int(args.deadline / max(args.interval, 0.001)) + 1
+            )
+        if args.ttl is not None and not 1 <= args.ttl <= 255:
+            raise UsageError(f"ttl {args.ttl} out of range 1-255")
+        if args.size < 0:
+            raise UsageError(f"packet size {args.size} is negative")
+        if args.interval < 0:
+            raise UsageError(f"bad timing interval: {args.interval}")
+        fam, address = net.resolve(
+            args.host, {4: socket.AF_INET, 6: socket.AF_INET6}.get(args.family)
+        )
+        v6 = fam == socket.AF_INET6
+        if args.size > MAX_PAYLOAD[6 if v6 else 4]:
+            raise UsageError(
+                f"packet size {args.size} is too large: at most {MAX_PAYLOAD[6 if v6 else 4]}"
+            )
+        if not args.quiet and not args.json:
+            if v6:
+                print(f"PING {args.host} ({address}) {args.size} data bytes", file=out)
+            else:
+                print(
+                    f"PING {args.host} ({address}) {args.size}({args.size + 28}) bytes of data.",
+                    file=out,
+                )
+            out.flush()
+        collected: list[Probe] = []
+        names: dict[str, str] = {}
+
+        def who(addr: str) -> str:
+            if args.numeric:
+                return addr
+            if addr not in names:
+                name = net.reverse_name(addr)
+                names[addr] = f"{name} ({addr})" if name else addr
+            return names[addr]
+
+        def on_probe(probe: Probe) -> None:
+            collected.append(probe)
+            if args.quiet or args.json:
+                return
+            if probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE, Outcome.CORRUPT):
+                size = len(probe.received or b"") - (0 if v6 or probe.received is None else 20)
+                size = 8 + args.size if size <= 0 else size
+                line = (
+                    f"{size} bytes from {who(probe.reply_from or address)}: icmp_seq={probe.seq}"
+                    f" ttl={probe.reply_ttl} time={_format_ms(probe.rtt_ms or 0.0)} ms"
+                )
+                if probe.outcome is Outcome.DUPLICATE:
+                    line += " (DUP!)"
+                elif probe.outcome is Outcome.CORRUPT:
+                    line += f" ({probe.note.upper() if 'checksum' in probe.note else probe.note})"
+                print(line, file=out)
+            elif probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
+                print(
+                    f"From {who(probe.reply_from or '?')} icmp_seq={probe.seq} "
+                    f"{describe_error(probe, v6)}",
+                    file=out,
+                )
+            out.flush()
+
+        kwargs = dict(
+            count=args.count,
+            interval=args.interval,
+            timeout=args.timeout,
+            deadline=args.deadline,
+            size=args.size,
+            ttl=args.ttl,
+            family=fam,
+            ident=args.ident,
+            socket_kind=args.socket_kind,
+            on_probe=on_probe,
+        )
+        try:
+            result = runner(args.host, **kwargs)
+            summary, elapsed, probes_for_json = result.summary, result.elapsed_ms, result
+        except KeyboardInterrupt as exc:
+            partial = getattr(exc, "partial_result", None)
+            if partial is not None:
+                summary, elapsed, probes_for_json = partial.summary, partial.elapsed_ms, partial
+            else:
+                summary, elapsed, probes_for_json = summarize(collected), 0.0, None
+    except (WiretwinError, OSError) as exc:
+        print(f"ping: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        doc = _jsonable(probes_for_json) if probes_for_json is not None else {}
+        if isinstance(doc, dict):
+            doc["target"] = args.host
+        print(json.dumps(doc, indent=2), file=out)
+    else:
+        print("\n".join(_statistics_lines(args.host, summary, elapsed)), file=out)
+    return 0 if summary.received else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
