@@ -1,0 +1,362 @@
+"""Reference traceroute built with scapy: our own TTL loop, ICMP, UDP and TCP SYN probes.
+
+Not scapy's ``traceroute()``: that one is a TCP traceroute with random source ports and
+``sr()``'s single global timeout.  Here, as in traceroute(8) and the hand-rolled tracer:
+
+- probe ``n`` (0-based) has TTL ``first_ttl + n // probes_per_hop``; probes are sent in that
+  order with at most ``sim_queries`` in flight;
+- a probe expires ``timeout(n)`` seconds after it was sent, where ``-w MAX,HERE,NEAR`` means: at
+  most MAX, but HERE x (RTT + 1 ms) of a reply already seen from the same hop, else NEAR x
+  (RTT + 1 ms) of a reply to a later probe (a factor of 0 disables that rule);
+- a final reply (the destination answered, or anyone said "unreachable") ends the trace at that
+  hop: later probes are not sent, hops beyond it are dropped;
+- replies are matched to probes through the quoted datagram by scapy itself (``hashret()``
+  lookup, then ``reply.answers(probe)``), never by arrival order.
+
+Per-probe identifiers (deterministic, so compare can lay the bytes side by side):
+
+- ICMP: echo identifier ``ident``, sequence ``n + 1``;
+- UDP: source port ``1024 + ident % 64512``, destination port ``port + n`` (33434 by default);
+- TCP: source port ``1024 + (ident + n) % 64512`` (one per probe, as traceroute(8) -T binds a
+  socket per probe), destination ``port`` (80 by default), sequence number ``n + 1``, SYN only,
+  no options, scapy's window of 8192 (a kernel SYN would carry options).  Our own kernel
+  answers the destination's SYN-ACK with a RST (no socket owns the port): a half-open probe.
+- IP header: ID ``n + 1``, DF set and TOS 0 as in reference.ping; IPv6 flow label 0.
+
+Times: send = scapy's ``sent_time`` (right before sendto), receive = the kernel's capture stamp
+(``pkt.time``), both on the wall clock, which also schedules the waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from handrolled.errors import UsageError
+from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
+from reference.common import (
+    DEFAULT_DNS_BUDGET_S,
+    default_payload,
+    open_l3,
+    reverse_names,
+    scapy_conf,
+    to_ns,
+)
+from reference.common import resolve as resolve_host
+
+log = logging.getLogger(__name__)
+
+WAIT_PRECISION = 0.001  # traceroute(8)'s DEF_WAIT_PREC: 1 ms added to an RTT before scaling
+DEFAULT_PORTS = {Method.UDP: 33434, Method.TCP: 80}
+DEFAULT_PAYLOAD_SIZE = {Method.ICMP: 32, Method.UDP: 32, Method.TCP: 0}  # 60-byte IPv4 probes
+
+
+@dataclass
+class _Slot:
+    index: int
+    ttl: int
+    request: Any = None
+    sent: bytes = b""
+    sent_time: float | None = None
+    src_port: int | None = None
+    dst_port: int | None = None
+    probe: Probe | None = None  # set when done
+    rtt: float | None = None  # seconds, for the wait rules
+
+    @property
+    def done(self) -> bool:
+        return self.probe is not None
+
+
+def source_port(method: Method, ident: int, index: int) -> int:
+    """The probe's source port (see the module docstring), always 1024..65535."""
+    step = index if method is Method.TCP else 0
+    return 1024 + (ident + step) % 64512
+
+
+def build_probe(
+    method: Method,
+    version: int,
+    dst: str,
+    *,
+    ttl: int,
+    index: int,
+    ident: int,
+    port: int,
+    payload: bytes,
+) -> Any:
+    """Probe ``index`` as a scapy packet (fields as documented in the module docstring)."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.packet import Raw
+
+    seq = (index + 1) & 0xFFFF
+    if version == 4:
+        ip = IP(dst=dst, ttl=ttl, id=seq, flags="DF", tos=0)
+    else:
+        ip = IPv6(dst=dst, hlim=ttl, tc=0, fl=0)
+    if method is Method.ICMP:
+        if version == 4:
+            pkt = ip / ICMP(type=8, code=0, id=ident, seq=seq)
+        else:
+            return ip / ICMPv6EchoRequest(id=ident, seq=seq, data=payload)
+    elif method is Method.UDP:
+        pkt = ip / UDP(sport=source_port(method, ident, index), dport=(port + index) & 0xFFFF)
+    else:
+        pkt = ip / TCP(
+            sport=source_port(method, ident, index),
+            dport=port,
+            seq=index + 1,
+            flags="S",
+            window=8192,
+            options=[],
+        )
+    return pkt / Raw(load=payload) if payload else pkt
+
+
+def _classify(
+    method: Method, version: int, reply: Any, target: str
+) -> tuple[Outcome, int | None, int | None]:
+    """(outcome, ICMP type, ICMP code) for a reply that answers one of our probes."""
+    from scapy.layers.inet import ICMP, TCP
+    from scapy.layers.inet6 import _ICMPv6
+
+    if version == 4:
+        icmp = reply.getlayer(ICMP)
+        icmp_type = icmp.type if icmp is not None else None
+        code = icmp.code if icmp is not None else None
+        time_exceeded, unreachable, port_unreachable = 11, 3, 3
+    else:
+        icmp6 = reply.getlayer(_ICMPv6)
+        icmp_type = icmp6.type if icmp6 is not None else None
+        code = icmp6.code if icmp6 is not None else None
+        time_exceeded, unreachable, port_unreachable = 3, 1, 4  # RFC 4443 3.3, 3.1
+    if icmp_type is None and TCP in reply:  # SYN-ACK or RST from the destination
+        return Outcome.REPLY, None, None
+    if icmp_type == time_exceeded:
+        return Outcome.TIME_EXCEEDED, icmp_type, code
+    if icmp_type == unreachable:
+        destination_says_port_closed = (
+            method is Method.UDP and code == port_unreachable and reply.src == target
+        )
+        outcome = Outcome.REPLY if destination_says_port_closed else Outcome.UNREACHABLE
+        return outcome, icmp_type, code
+    return Outcome.REPLY, icmp_type, code  # echo reply
+
+
+def _validate(
+    probes_per_hop: int,
+    first_ttl: int,
+    max_hops: int,
+    sim_queries: int,
+    wait: tuple[float, float, float],
+    ident: int | None,
+    port: int | None,
+) -> None:
+    if not 1 <= first_ttl <= 255 or not 1 <= max_hops <= 255:
+        raise UsageError(f"TTLs must be within 1..255 (first {first_ttl}, max {max_hops})")
+    if first_ttl > max_hops:
+        raise UsageError(f"first TTL {first_ttl} is beyond max hops {max_hops}")
+    if not 1 <= probes_per_hop <= 10:
+        raise UsageError(f"probes per hop must be within 1..10, not {probes_per_hop}")
+    if sim_queries < 1:
+        raise UsageError(f"simultaneous probes must be >= 1, not {sim_queries}")
+    if len(wait) != 3 or not all(math.isfinite(w) and w >= 0 for w in wait) or wait[0] <= 0:
+        raise UsageError(f"wait must be (MAX > 0, HERE >= 0, NEAR >= 0), not {wait!r}")
+    if ident is not None and not 0 <= ident <= 0xFFFF:
+        raise UsageError(f"ident must be 0..65535, not {ident}")
+    if port is not None and not 1 <= port <= 0xFFFF:
+        raise UsageError(f"port must be 1..65535, not {port}")
+
+
+def run_trace(
+    host: str,
+    *,
+    method: Method = Method.ICMP,
+    port: int | None = None,
+    probes_per_hop: int = 3,
+    first_ttl: int = 1,
+    max_hops: int = 30,
+    sim_queries: int = 16,
+    wait: tuple[float, float, float] = (5.0, 3.0, 10.0),
+    family: int | None = None,
+    resolve: bool = True,
+    ident: int | None = None,
+    payload: bytes | None = None,
+    on_hop: Callable[[Hop], None] | None = None,
+) -> TraceResult:
+    """Trace the route to ``host`` with scapy probes; silent hops are TIMEOUT probes.
+
+    Payload None means ``DEFAULT_PAYLOAD_SIZE[method]`` bytes of reference.common's pattern.
+    Reverse DNS (``resolve``) runs per distinct address, cached, within a time budget.
+    """
+    _validate(probes_per_hop, first_ttl, max_hops, sim_queries, wait, ident, port)
+    method = Method(method)
+    max_wait, here, near = (float(w) for w in wait)
+    if payload is None:
+        payload = default_payload(DEFAULT_PAYLOAD_SIZE[method])
+    if method is Method.ICMP:
+        port = None
+    elif port is None:
+        port = DEFAULT_PORTS[method]
+    address, version = resolve_host(host, family)
+    ident = (os.getpid() & 0xFFFF) if ident is None else ident
+
+    scapy_conf()
+    from scapy.compat import raw
+
+    total = (max_hops - first_ttl + 1) * probes_per_hop
+    slots = [_Slot(index=n, ttl=first_ttl + n // probes_per_hop) for n in range(total)]
+    by_hash: dict[bytes, list[_Slot]] = {}
+    names: dict[str, str | None] = {}
+    hops: list[Hop] = []
+    end = total  # probes at or past this index are never sent (a final hop was seen)
+    next_index = 0
+    started_ns = time.time_ns()
+    start = time.monotonic()
+
+    def timeout_for(slot: _Slot) -> float:
+        # traceroute(8)'s get_timeout(): HERE looks at the probe's own hop, NEAR forward.
+        if here:
+            first = slot.index - slot.index % probes_per_hop
+            for other in slots[first : first + probes_per_hop]:
+                if other.rtt is not None and other.rtt > 0:
+                    return min(max_wait, (other.rtt + WAIT_PRECISION) * here)
+        if near:
+            for other in slots[slot.index + 1 : next_index]:
+                if other.rtt is not None and other.rtt > 0:
+                    return min(max_wait, (other.rtt + WAIT_PRECISION) * near)
+        return max_wait
+
+    def probe_for(slot: _Slot, outcome: Outcome, reply: Any = None) -> Probe:
+        common = {
+            "seq": (slot.index + 1) & 0xFFFF,
+            "ident": ident,
+            "ttl": slot.ttl,
+            "sent": slot.sent,
+            "send_ns": to_ns(slot.sent_time or 0.0),
+            "method": method,
+            "src_port": slot.src_port,
+            "dst_port": slot.dst_port,
+        }
+        if reply is None:
+            return Probe(outcome=outcome, **common)
+        outcome, icmp_type, code = _classify(method, version, reply, address)
+        recv_time = float(reply.time)
+        return Probe(
+            outcome=outcome,
+            recv_ns=to_ns(recv_time),
+            rtt_ms=(recv_time - slot.sent_time) * 1000.0,
+            reply_from=reply.src,
+            reply_ttl=reply.ttl if version == 4 else reply.hlim,
+            icmp_type=icmp_type,
+            icmp_code=code,
+            received=raw(reply),
+            kernel_timestamp=True,
+            **common,
+        )
+
+    def handle(reply: Any) -> None:
+        nonlocal end
+        for slot in by_hash.get(reply.hashret(), ()):
+            if slot.index >= end or slot.done or not reply.answers(slot.request):
+                continue
+            if float(reply.time) > slot.sent_time + timeout_for(slot):
+                continue  # stamped after its wait ran out: traceroute(8) would not count it
+            slot.probe = probe_for(slot, Outcome.REPLY, reply)
+            slot.rtt = float(reply.time) - slot.sent_time
+            if slot.probe.outcome in (Outcome.REPLY, Outcome.UNREACHABLE):
+                hop_end = (slot.ttl - first_ttl + 1) * probes_per_hop
+                end = min(end, hop_end)
+            return
+
+    def release_hops() -> None:
+        # Hops leave in TTL order once every probe of theirs is done (or was never sent).
+        while True:
+            first = (len(hops)) * probes_per_hop
+            if first >= end:
+                return
+            members = slots[first : first + probes_per_hop]
+            if not all(s.done for s in members):
+                return
+            probes = tuple(s.probe for s in members if s.probe is not None)
+            if resolve:
+                wanted = [
+                    p.reply_from for p in probes if p.reply_from and p.reply_from not in names
+                ]
+                if wanted:
+                    names.update(reverse_names(wanted, DEFAULT_DNS_BUDGET_S))
+                probes = tuple(
+                    replace(p, reply_name=names.get(p.reply_from)) if p.reply_from else p
+                    for p in probes
+                )
+            hop = Hop(ttl=members[0].ttl, probes=probes)
+            hops.append(hop)
+            if on_hop is not None:
+                on_hop(hop)
+
+    sock = open_l3(version)
+    try:
+        while True:
+            # 1. Drain what has arrived before judging any probe expired (its stamp decides).
+            while select.select([sock], [], [], 0)[0]:
+                reply = sock.recv()
+                if reply is not None and getattr(reply, "version", None) == version:
+                    handle(reply)
+            now = time.time()
+            in_flight = [s for s in slots[:next_index] if not s.done and s.index < end]
+            for slot in in_flight:
+                if now >= slot.sent_time + timeout_for(slot):
+                    slot.probe = probe_for(slot, Outcome.TIMEOUT)
+            in_flight = [s for s in in_flight if not s.done]
+            release_hops()
+            if next_index >= end and not in_flight:
+                break
+            # 2. Send while fewer than sim_queries probes are in flight.
+            if next_index < end and len(in_flight) < sim_queries:
+                slot = slots[next_index]
+                request = build_probe(
+                    method,
+                    version,
+                    address,
+                    ttl=slot.ttl,
+                    index=slot.index,
+                    ident=ident,
+                    port=port or 0,
+                    payload=payload,
+                )
+                slot.request = request
+                slot.sent = raw(request)
+                if method is not Method.ICMP:
+                    slot.src_port, slot.dst_port = request.payload.sport, request.payload.dport
+                sock.send(request)  # sets request.sent_time right before sendto
+                slot.sent_time = request.sent_time
+                by_hash.setdefault(request.hashret(), []).append(slot)
+                next_index += 1
+                continue
+            # 3. Sleep until a reply or the earliest expiry.
+            wake = min(s.sent_time + timeout_for(s) for s in in_flight)
+            select.select([sock], [], [], max(0.0, wake - time.time()))
+    finally:
+        sock.close()
+    reached = any(
+        p.outcome is Outcome.REPLY and p.reply_from == address for hop in hops for p in hop.probes
+    )
+    return TraceResult(
+        target=host,
+        address=address,
+        family=version,
+        method=method,
+        hops=tuple(hops),
+        reached=reached,
+        implementation=Implementation.REFERENCE,
+        port=port,
+        started_ns=started_ns,
+        elapsed_ms=(time.monotonic() - start) * 1000.0,
+    )
