@@ -506,10 +506,7 @@ class Lab:
         path = STATE_DIR / f"{self.lab_id}.json"
         with contextlib.suppress(OSError, ValueError, KeyError):
             pid = json.loads(path.read_text())["delay_pid"]
-            if pid is None:
-                return True
-            os.kill(pid, 0)
-            return True
+            return pid is None or pid_alive(pid)
         return False
 
     def down(self) -> None:
@@ -613,12 +610,22 @@ def reap(lab_id: str | None = None) -> list[str]:
     return removed
 
 
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, which no parent has reaped yet, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGTERM)
         for _ in range(50):
+            if not pid_alive(pid):
+                return
             time.sleep(0.02)
-            os.kill(pid, 0)
         os.kill(pid, signal.SIGKILL)
 
 
