@@ -1,0 +1,38 @@
+SHELL := /bin/bash
+# The two commands the README opens with:
+#   make report   set everything up and run the main job (the comparison report on the lab)
+#   make test     lint and run the test suite
+PY := .venv/bin/python
+REPORTS := reports
+
+.PHONY: setup report test lint format lab-selftest clean
+
+setup:
+	bash .ci/setup
+
+report: setup
+	@mkdir -p $(REPORTS)
+	@if $(PY) -c 'import compare.harness' 2>/dev/null; then \
+		$(PY) -m compare.cli compare all --lab --json $(REPORTS)/report.json --pcap $(REPORTS)/pcap \
+			| tee $(REPORTS)/report.txt; exit $${PIPESTATUS[0]}; \
+	else \
+		$(PY) -m compare.cli lab selftest | tee $(REPORTS)/lab-selftest.txt; exit $${PIPESTATUS[0]}; \
+	fi
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: setup lint
+	$(PY) -m pytest
+
+format:
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+lab-selftest: setup
+	$(PY) -m compare.cli lab selftest
+
+clean:
+	-$(PY) -m compare.cli lab down --all
+	rm -rf $(REPORTS) .pytest_cache .ruff_cache .hypothesis
