@@ -11,9 +11,9 @@ The only traceroute module that touches ``socket``/``select``/``time`` besides t
   probe reserves its source port (bound but never listening, so our kernel resets the
   destination's SYN-ACK: a half-open probe, as traceroute(8) -T does).
 
-Every receiving socket has SO_TIMESTAMPNS, so receive times come from the kernel; send times
-are ``time.time_ns()`` taken just before ``sendto``.  Raw ICMP sockets carry a type filter
-(ICMP_FILTER / ICMP6_FILTER) so only echo replies and errors wake us.
+The raw ICMP socket is ``handrolled.net``'s (kernel timestamps, received TTL, a type filter so
+only echo replies and errors wake us); the raw TCP receiver gets the same SO_TIMESTAMPNS here.
+Send times are ``time.time_ns()`` taken just before ``sendto``.
 """
 
 from __future__ import annotations
@@ -28,42 +28,29 @@ import struct
 import time
 from dataclasses import dataclass
 
-from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
+from handrolled import net
+from handrolled.errors import RawSocketPermissionError, UsageError
 from handrolled.results import Method
 
 __all__ = ["Received", "TraceSockets", "resolve_host", "source_address"]
 
 log = logging.getLogger(__name__)
 
-# <linux/icmp.h> / <linux/icmpv6.h>: socket options not exported by Python's socket module.
-_SOL_RAW = 255
-_ICMP_FILTER = 1
-_ICMP6_FILTER = 1
+# <asm-generic/socket.h>, <linux/in6.h>: not all exported by Python's socket module.
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
 _IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 _TIMESPEC = struct.Struct("@qq")
 
-# Types we want to hear about: echo reply, destination unreachable, time exceeded.
-_WANTED4 = (0, 3, 11)
-_WANTED6 = (1, 3, 129)  # ICMPv6: destination unreachable, time exceeded, echo reply
-
 
 def resolve_host(host: str, family: int | None) -> tuple[str, int]:
-    """Resolve ``host`` to (canonical address, 4 or 6); the first getaddrinfo answer wins."""
+    """Resolve ``host`` to (canonical address, 4 or 6): ``net.resolve``'s first answer."""
     if family not in (None, 4, 6):
         raise UsageError(f"family must be 4, 6 or None, got {family!r}")
-    af = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
-    try:
-        infos = socket.getaddrinfo(host, None, af, socket.SOCK_RAW)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ResolveError(host, getattr(exc, "strerror", None) or str(exc)) from exc
-    for fam, _type, _proto, _name, sockaddr in infos:
-        if fam in (socket.AF_INET, socket.AF_INET6):
-            addr = ipaddress.ip_address(sockaddr[0].split("%")[0])
-            return addr.compressed, addr.version
-    raise ResolveError(host, "no IPv4 or IPv6 address")
+    af = {None: None, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
+    fam, address = net.resolve(host, af)
+    return address, 6 if fam == socket.AF_INET6 else 4
 
 
 def source_address(dst: str, family: int) -> str:
@@ -86,7 +73,7 @@ class Received:
     src: str
     recv_ns: int
     kernel_timestamp: bool
-    hop_limit: int | None  # IPv6 hop limit from ancillary data (IPv4: read it from the header)
+    hop_limit: int | None  # TTL / hop limit of the packet, when the kernel reported it
 
 
 def _raw(af: int, proto: int) -> socket.socket:
@@ -113,10 +100,9 @@ class TraceSockets:
         self._owned: list[socket.socket] = []
         self._port_holders: list[socket.socket] = []
         try:
-            icmp_proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
-            self.icmp = self._own(_raw(af, icmp_proto))
-            self._setup_receiver(self.icmp)
-            self._install_icmp_filter(self.icmp)
+            # net.py's raw ICMP socket: kernel timestamps, received TTL, type filter
+            self.icmp_socket = net.open_icmp_socket(af, "raw")
+            self.icmp = self._own(self.icmp_socket.sock)
             self.tcp: socket.socket | None = None
             if method is Method.ICMP:
                 self.sender = self.icmp
@@ -128,9 +114,6 @@ class TraceSockets:
                 self.tcp = self._own(_raw(af, socket.IPPROTO_TCP))
                 self._setup_receiver(self.tcp)
                 self.sender = self.tcp
-            if self.v6:
-                # RFC 4443 §2.3: the kernel fills ICMPv6 checksums; we fill UDP/TCP ones.
-                pass
         except BaseException:
             self.close()
             raise
@@ -147,23 +130,6 @@ class TraceSockets:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         if self.v6:
             sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVHOPLIMIT, 1)
-
-    def _install_icmp_filter(self, sock: socket.socket) -> None:
-        try:
-            if self.v6:
-                # ICMP6_FILTER: 256 bits, a set bit blocks that type (RFC 3542 §3.2)
-                words = [0xFFFFFFFF] * 8
-                for icmp_type in _WANTED6:
-                    words[icmp_type >> 5] &= ~(1 << (icmp_type & 31)) & 0xFFFFFFFF
-                sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("@8I", *words))
-            else:
-                # Linux ICMP_FILTER: a 32-bit mask, a set bit blocks that type
-                mask = 0xFFFFFFFF
-                for icmp_type in _WANTED4:
-                    mask &= ~(1 << icmp_type)
-                sock.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("@I", mask))
-        except OSError as exc:  # a filter is an optimisation: matching does not rely on it
-            log.debug("ICMP filter not installed: %s", exc)
 
     def reserve_udp_port(self, port: int | None) -> int:
         """Bind a UDP socket to ``port`` (0/None: the kernel picks) so no one else gets it."""
@@ -215,13 +181,22 @@ class TraceSockets:
             ready = []
         out: list[Received] = []
         for sock in ready:
-            kind = "tcp" if sock is self.tcp else "icmp"
             for _ in range(256):  # drain, boundedly
-                try:
-                    data, ancdata, _flags, addr = sock.recvmsg(65535, 256)
-                except (BlockingIOError, InterruptedError):
+                if sock is self.tcp:
+                    try:
+                        data, ancdata, _flags, addr = sock.recvmsg(65535, 256)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    out.append(self._received("tcp", data, ancdata, addr))
+                    continue
+                got = self.icmp_socket.recv(0)
+                if got is None:
                     break
-                out.append(self._received(kind, data, ancdata, addr))
+                out.append(
+                    Received(
+                        "icmp", got.data, got.source, got.recv_ns, got.kernel_timestamp, got.ttl
+                    )
+                )
         return out
 
     def _received(self, kind: str, data: bytes, ancdata: list, addr: tuple) -> Received:

@@ -43,15 +43,15 @@ import json
 import logging
 import os
 import queue
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from handrolled import net
 from handrolled import probes as tp
-from handrolled.errors import MalformedPacket, UsageError, WiretwinError
+from handrolled.errors import MalformedPacket, ResolveError, UsageError, WiretwinError
 from handrolled.icmp import (
     DestinationUnreachable,
     EchoMessage,
@@ -135,7 +135,7 @@ def build_packet(ident: int | None = None, seq: int = 1, payload: bytes | None =
 
 
 class ReverseResolver:
-    """``socket.gethostbyaddr`` per distinct address, cached, in a few daemon threads.
+    """``net.reverse_name`` (gethostbyaddr) per distinct address, cached, in a few daemon threads.
 
     ``request`` starts a lookup early (when a reply arrives); ``name`` waits for it at most
     ``per_name`` seconds after it was requested and never more than ``budget`` seconds in
@@ -152,7 +152,7 @@ class ReverseResolver:
     ) -> None:
         self.per_name = per_name
         self.budget = budget
-        self._lookup = lookup or _gethostbyaddr
+        self._lookup = lookup or net.reverse_name
         self._jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._results: dict[str, str | None] = {}
@@ -201,13 +201,6 @@ class ReverseResolver:
             return self._results.get(addr)
 
 
-def _gethostbyaddr(addr: str) -> str | None:
-    try:
-        return socket.gethostbyaddr(addr)[0]
-    except (OSError, UnicodeError):
-        return None
-
-
 # -- the tracer --------------------------------------------------------------------------------
 
 
@@ -247,7 +240,7 @@ class Tracer:
 
     def __init__(
         self,
-        sockets: TraceSockets,
+        sockets: TraceSockets | None,
         scheduler: TraceScheduler,
         *,
         method: Method,
@@ -276,7 +269,10 @@ class Tracer:
         if method is Method.ICMP:
             self.ident = (os.getpid() & 0xFFFF) if ident is None else ident
         elif method is Method.UDP:
-            self.ident = sockets.reserve_udp_port(ident)
+            # hold the source port for the trace (``sockets`` None: pure use, e.g. in tests)
+            self.ident = ident if sockets is None else sockets.reserve_udp_port(ident)
+            if self.ident is None:
+                raise UsageError("a UDP trace without sockets needs an explicit ident (port)")
         else:
             self.ident = ident if ident is not None else 0  # per-probe ports, see _build
 
@@ -398,6 +394,9 @@ class Tracer:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self, on_hop: Callable[[Hop], None] | None = None) -> list[Hop]:
+        sockets = self.sockets
+        if sockets is None:
+            raise UsageError("Tracer.run needs sockets")
         sched = self.sched
         hops: list[Hop] = []
         wait_max = sched.wait_max
@@ -409,14 +408,14 @@ class Tracer:
             for k in sched.to_send():
                 ttl = sched.ttl_of(k)
                 sent = self._build(k, ttl)
-                sent.send_ns = self.sockets.send(sent.data, ttl)
+                sent.send_ns = sockets.send(sent.data, ttl)
                 sent.send_mono = self.clock()
                 sched.mark_sent(k, sent.send_mono)
                 self.sent[k] = sent
             deadline = sched.next_deadline()
             now = self.clock()
             timeout = 0.0 if deadline is None else max(deadline - now, 0.0)
-            for rec in self.sockets.wait(min(timeout, 1.0)):
+            for rec in sockets.wait(min(timeout, 1.0)):
                 self._handle(rec)
             now = self.clock()
             if now >= hard_stop:
@@ -583,9 +582,18 @@ def route_rows(result: TraceResult) -> list[list[str]]:
 def get_route(hostname: str) -> list[list[str]]:
     """The seed's ``get_route``: one ICMP probe per TTL, rows of strings, destination last.
 
+    Like the seed (gethostbyname) it traces the IPv4 address when the name has one.
+
     Raises ``ResolveError`` when ``hostname`` does not resolve.  Prints nothing.
     """
-    result = run_trace(hostname, probes_per_hop=1, max_hops=30, wait=(SEED_TIMEOUT, 3.0, 10.0))
+    try:  # the seed resolves with gethostbyname: IPv4 first
+        resolve_host(hostname, 4)
+        family: int | None = 4
+    except ResolveError:
+        family = None
+    result = run_trace(
+        hostname, probes_per_hop=1, max_hops=30, wait=(SEED_TIMEOUT, 3.0, 10.0), family=family
+    )
     return route_rows(result)
 
 
