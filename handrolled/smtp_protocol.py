@@ -1,0 +1,726 @@
+"""Sans-I/O SMTP client state machine (RFC 5321), in the style of h11.  Pure: no I/O.
+
+The driver (handrolled/smtp.py) owns the socket.  This module turns the client's intentions
+into command bytes and turns the bytes the server sends into complete replies:
+
+    conn = ClientConnection()
+    conn.receive_data(b"220 mx.example ESMTP\\r\\n")
+    conn.next_event()            # -> Answer(command=Command.GREETING, reply=Reply(220, ...))
+    wire = conn.send(Ehlo("client.example"))     # -> b"EHLO client.example\\r\\n"
+
+Every legal move is one entry of ``TRANSITIONS``: sending a command, or receiving the reply to
+one (classified as OK, CHALLENGE or FAIL).  Anything else is a ``LocalProtocolError`` (we misused
+the protocol) or a ``RemoteProtocolError`` (the server did).  Buffers are bounded: an over-long
+reply line, a reply with too many lines or octets, and bytes that arrive when no reply is
+pending are errors, never hangs.
+
+API
+---
+``ClientConnection(pipelining=True)``
+    ``.send(event) -> bytes``; ``.receive_data(data)`` (``b""`` means EOF);
+    ``.next_event() -> Answer | ConnectionClosed | NEED_DATA``; ``.tls_established()``;
+    ``.state``, ``.extensions``, ``.pipelining``, ``.pending``.
+``encode_data(message) -> bytes`` / ``decode_data(wire) -> bytes``
+    The DATA body: CRLF normalisation, dot-stuffing and the final ``.CRLF`` (RFC 5321 §4.5.2).
+``encode_reply(reply) -> bytes`` / ``decode_reply(wire) -> Reply``
+    One whole reply, for tests and tools.
+``parse_ehlo(reply) -> dict[str, str]``
+    EHLO keywords (upper case) to their parameters (RFC 5321 §4.1.1.1).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from handrolled.errors import LocalProtocolError, RemoteProtocolError
+from handrolled.results import Reply
+
+__all__ = [
+    "MAX_REPLY_LINE",
+    "MAX_REPLY_LINES",
+    "MAX_REPLY_OCTETS",
+    "MAX_TEXT_LINE",
+    "NEED_DATA",
+    "TRANSITIONS",
+    "Answer",
+    "Auth",
+    "AuthResponse",
+    "ClientConnection",
+    "Command",
+    "ConnectionClosed",
+    "Content",
+    "Data",
+    "Ehlo",
+    "Helo",
+    "MailFrom",
+    "Noop",
+    "Quit",
+    "RcptTo",
+    "Rset",
+    "StartTls",
+    "State",
+    "Verdict",
+    "check_address",
+    "check_domain",
+    "decode_data",
+    "decode_reply",
+    "encode_data",
+    "encode_reply",
+    "parse_ehlo",
+]
+
+MAX_REPLY_LINE = 512  # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with its CRLF
+MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4; parameters from extensions add to it
+MAX_AUTH_LINE = 12288  # RFC 4954 §4: AUTH lines may be up to 12288 octets
+MAX_TEXT_LINE = 1000  # RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF
+MAX_REPLY_LINES = 100  # our bound on one (multiline) reply
+MAX_REPLY_OCTETS = 16384  # our bound on one reply
+MAX_BUFFER = 1 << 20  # our bound on unread bytes from the server
+
+
+class Command(enum.Enum):
+    """What a reply answers.  GREETING and CONTENT are not commands but are answered."""
+
+    GREETING = "greeting"  # the server's opening reply (RFC 5321 §3.1)
+    EHLO = "EHLO"
+    HELO = "HELO"
+    STARTTLS = "STARTTLS"  # RFC 3207
+    AUTH = "AUTH"  # RFC 4954
+    AUTH_RESPONSE = "auth-response"  # a line answering a 334 challenge (RFC 4954 §4)
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+    CONTENT = "content"  # the message and its final dot (RFC 5321 §4.1.1.4)
+    RSET = "RSET"
+    NOOP = "NOOP"
+    QUIT = "QUIT"
+
+
+class State(enum.Enum):
+    """Where the client is in the dialogue, as of what it has sent."""
+
+    GREETING = "greeting"  # waiting for the server's 220
+    REFUSED = "refused"  # the greeting was not 220: only QUIT is left (RFC 5321 §3.1)
+    HELLO = "hello"  # must say EHLO or HELO (at the start, after a failed EHLO, after TLS)
+    HELLO_SENT = "hello-sent"
+    READY = "ready"  # session open, no mail transaction
+    STARTTLS_SENT = "starttls-sent"
+    TLS = "tls"  # 220 to STARTTLS: the driver must handshake, then call tls_established()
+    AUTH_SENT = "auth-sent"
+    AUTH_CHALLENGE = "auth-challenge"  # 334: send an AuthResponse
+    MAIL_SENT = "mail-sent"
+    RCPT_SENT = "rcpt-sent"  # at least one RCPT sent
+    DATA_SENT = "data-sent"
+    CONTENT = "content"  # 354: send the Content
+    CONTENT_SENT = "content-sent"
+    QUIT_SENT = "quit-sent"
+    CLOSED = "closed"
+    ERROR = "error"  # the server broke the protocol; nothing more may be done
+
+
+class Verdict(enum.Enum):
+    OK = "ok"
+    CHALLENGE = "challenge"  # 334 to AUTH (RFC 4954 §4)
+    FAIL = "fail"
+
+
+# --- events the client sends ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ehlo:
+    name: str
+    command: ClassVar[Command] = Command.EHLO
+
+
+@dataclass(frozen=True, slots=True)
+class Helo:
+    name: str
+    command: ClassVar[Command] = Command.HELO
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    command: ClassVar[Command] = Command.STARTTLS
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """``AUTH mechanism [initial-response]``; the response is already base64 (RFC 4954 §4)."""
+
+    mechanism: str
+    initial_response: str | None = field(default=None, repr=False)
+    command: ClassVar[Command] = Command.AUTH
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    """One base64 line answering a 334 challenge, or ``*`` to cancel (RFC 4954 §4)."""
+
+    response: str = field(repr=False)
+    command: ClassVar[Command] = Command.AUTH_RESPONSE
+
+
+@dataclass(frozen=True, slots=True)
+class MailFrom:
+    """``MAIL FROM:<address> [params]``; ``address`` may be empty (the null reverse-path)."""
+
+    address: str
+    params: tuple[str, ...] = ()
+    command: ClassVar[Command] = Command.MAIL
+
+
+@dataclass(frozen=True, slots=True)
+class RcptTo:
+    address: str
+    params: tuple[str, ...] = ()
+    command: ClassVar[Command] = Command.RCPT
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    command: ClassVar[Command] = Command.DATA
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """The RFC 5322 message as given; ``send`` normalises, dot-stuffs and ends it."""
+
+    message: bytes = field(repr=False)
+    command: ClassVar[Command] = Command.CONTENT
+
+
+@dataclass(frozen=True, slots=True)
+class Rset:
+    command: ClassVar[Command] = Command.RSET
+
+
+@dataclass(frozen=True, slots=True)
+class Noop:
+    command: ClassVar[Command] = Command.NOOP
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    command: ClassVar[Command] = Command.QUIT
+
+
+Event = (
+    Ehlo | Helo | StartTls | Auth | AuthResponse | MailFrom | RcptTo | Data | Content | Rset
+) | (Noop | Quit)
+
+# --- events the client receives -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A complete reply and the command it answers.
+
+    ``argument`` is the address for MAIL/RCPT and the name for EHLO/HELO, so a driver can pair
+    pipelined replies with recipients.  ``raw`` is each reply line exactly as received.
+    """
+
+    command: Command
+    reply: Reply
+    verdict: Verdict
+    argument: str = ""
+    raw: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The server closed the connection where that is allowed (after QUIT, or when idle)."""
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()  # next_event(): no complete reply buffered yet
+
+# --- the transition table -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class _Got:
+    command: Command
+    verdict: Verdict
+
+
+S, C, V = State, Command, Verdict
+_ANY = (V.OK, V.FAIL)
+
+TRANSITIONS: dict[tuple[State, _Send | _Got], State] = {
+    # RFC 5321 §3.1: the session opens with the server's greeting.
+    (S.GREETING, _Got(C.GREETING, V.OK)): S.HELLO,
+    (S.GREETING, _Got(C.GREETING, V.FAIL)): S.REFUSED,
+    (S.REFUSED, _Send(C.QUIT)): S.QUIT_SENT,
+    # §4.1.1.1 / §3.2: EHLO, falling back to HELO when EHLO is refused.
+    (S.HELLO, _Send(C.EHLO)): S.HELLO_SENT,
+    (S.HELLO, _Send(C.HELO)): S.HELLO_SENT,
+    (S.HELLO, _Send(C.QUIT)): S.QUIT_SENT,
+    (S.HELLO_SENT, _Got(C.EHLO, V.OK)): S.READY,
+    (S.HELLO_SENT, _Got(C.EHLO, V.FAIL)): S.HELLO,
+    (S.HELLO_SENT, _Got(C.HELO, V.OK)): S.READY,
+    (S.HELLO_SENT, _Got(C.HELO, V.FAIL)): S.HELLO,
+    (S.READY, _Send(C.EHLO)): S.HELLO_SENT,
+    # RFC 3207: STARTTLS, then a fresh EHLO over TLS (tls_established() takes TLS to HELLO).
+    (S.READY, _Send(C.STARTTLS)): S.STARTTLS_SENT,
+    (S.STARTTLS_SENT, _Got(C.STARTTLS, V.OK)): S.TLS,
+    (S.STARTTLS_SENT, _Got(C.STARTTLS, V.FAIL)): S.READY,
+    # RFC 4954 §4: AUTH, any number of 334 challenges, then 235 or a failure.
+    (S.READY, _Send(C.AUTH)): S.AUTH_SENT,
+    (S.AUTH_SENT, _Got(C.AUTH, V.OK)): S.READY,
+    (S.AUTH_SENT, _Got(C.AUTH, V.CHALLENGE)): S.AUTH_CHALLENGE,
+    (S.AUTH_SENT, _Got(C.AUTH, V.FAIL)): S.READY,
+    (S.AUTH_CHALLENGE, _Send(C.AUTH_RESPONSE)): S.AUTH_SENT,
+    (S.AUTH_SENT, _Got(C.AUTH_RESPONSE, V.OK)): S.READY,
+    (S.AUTH_SENT, _Got(C.AUTH_RESPONSE, V.CHALLENGE)): S.AUTH_CHALLENGE,
+    (S.AUTH_SENT, _Got(C.AUTH_RESPONSE, V.FAIL)): S.READY,
+    # §3.3: a mail transaction.  With PIPELINING (RFC 2920) MAIL, RCPT... and DATA go out as
+    # one group, so replies to MAIL and RCPT may arrive after DATA was sent: they do not move
+    # the state; the reply to DATA does.
+    (S.READY, _Send(C.MAIL)): S.MAIL_SENT,
+    (S.MAIL_SENT, _Got(C.MAIL, V.OK)): S.MAIL_SENT,
+    (S.MAIL_SENT, _Got(C.MAIL, V.FAIL)): S.READY,
+    (S.MAIL_SENT, _Send(C.RCPT)): S.RCPT_SENT,
+    (S.RCPT_SENT, _Send(C.RCPT)): S.RCPT_SENT,
+    (S.RCPT_SENT, _Send(C.DATA)): S.DATA_SENT,
+    **{(S.RCPT_SENT, _Got(C.MAIL, v)): S.RCPT_SENT for v in _ANY},
+    **{(S.RCPT_SENT, _Got(C.RCPT, v)): S.RCPT_SENT for v in _ANY},
+    **{(S.DATA_SENT, _Got(C.MAIL, v)): S.DATA_SENT for v in _ANY},
+    **{(S.DATA_SENT, _Got(C.RCPT, v)): S.DATA_SENT for v in _ANY},
+    (S.DATA_SENT, _Got(C.DATA, V.OK)): S.CONTENT,
+    (S.DATA_SENT, _Got(C.DATA, V.FAIL)): S.READY,
+    (S.CONTENT, _Send(C.CONTENT)): S.CONTENT_SENT,
+    (S.CONTENT_SENT, _Got(C.CONTENT, V.OK)): S.READY,
+    (S.CONTENT_SENT, _Got(C.CONTENT, V.FAIL)): S.READY,
+    # §4.1.1.5 RSET aborts the transaction; §4.1.1.9 NOOP changes nothing.
+    **{(s, _Send(C.RSET)): S.READY for s in (S.READY, S.MAIL_SENT, S.RCPT_SENT)},
+    **{(S.READY, _Got(C.RSET, v)): S.READY for v in _ANY},
+    **{(s, _Send(C.NOOP)): s for s in (S.READY, S.MAIL_SENT, S.RCPT_SENT)},
+    **{(s, _Got(C.NOOP, v)): s for s in (S.READY, S.MAIL_SENT, S.RCPT_SENT) for v in _ANY},
+    # §4.1.1.10 QUIT, from anywhere a command may be sent.
+    **{(s, _Send(C.QUIT)): S.QUIT_SENT for s in (S.READY, S.MAIL_SENT, S.RCPT_SENT)},
+    **{(S.QUIT_SENT, _Got(C.QUIT, v)): S.CLOSED for v in _ANY},
+}
+del S, C, V
+
+# The reply codes that count as success for each command (RFC 5321 §4.3.2, RFC 3207 §4,
+# RFC 4954 §6).  Anything else is FAIL, except 334 to AUTH, which is a CHALLENGE.
+_OK_CODES: dict[Command, frozenset[int]] = {
+    Command.GREETING: frozenset({220}),
+    Command.EHLO: frozenset({250}),
+    Command.HELO: frozenset({250}),
+    Command.STARTTLS: frozenset({220}),
+    Command.AUTH: frozenset({235}),
+    Command.AUTH_RESPONSE: frozenset({235}),
+    Command.MAIL: frozenset({250}),
+    Command.RCPT: frozenset({250, 251}),
+    Command.DATA: frozenset({354}),
+    Command.CONTENT: frozenset({250}),
+    Command.RSET: frozenset({250}),
+    Command.NOOP: frozenset({250}),
+    Command.QUIT: frozenset({221}),
+}
+
+# RFC 2920 §3.1: only these may be followed by another command before their reply arrives;
+# we pipeline exactly one group, MAIL RCPT... DATA.
+_PIPELINE_HEAD = frozenset({Command.MAIL, Command.RCPT})
+_PIPELINE_TAIL = frozenset({Command.RCPT, Command.DATA})
+
+_SECRET = frozenset({Command.AUTH, Command.AUTH_RESPONSE})
+
+
+def verdict_for(command: Command, code: int) -> Verdict:
+    """Classify a reply code as an answer to ``command``."""
+    if code in _OK_CODES[command]:
+        return Verdict.OK
+    if code == 334 and command in _SECRET:
+        return Verdict.CHALLENGE
+    return Verdict.FAIL
+
+
+# --- checks on what we send -----------------------------------------------------------------
+
+
+def _forbidden(value: str) -> str | None:
+    for char, name in (("\r", "CR"), ("\n", "LF"), ("\0", "NUL")):
+        if char in value:
+            return name
+    return None
+
+
+def check_address(address: str, what: str = "address") -> None:
+    """Refuse a mailbox that would break the command line (RFC 5321 §4.1.2)."""
+    bad = _forbidden(address)
+    if bad:
+        raise LocalProtocolError(f"{what} contains {bad}: refused before sending")
+    if any(c in address for c in "<> \t"):
+        raise LocalProtocolError(f"{what} {address!r} contains '<', '>' or white space")
+
+
+def check_domain(name: str) -> None:
+    """Refuse an EHLO/HELO name that is empty, not ASCII, or carries CR/LF/NUL/space."""
+    bad = _forbidden(name)
+    if bad:
+        raise LocalProtocolError(f"HELO name contains {bad}: refused before sending")
+    if not name or not name.isascii() or any(c.isspace() for c in name):
+        raise LocalProtocolError(f"HELO name {name!r} must be non-empty ASCII with no spaces")
+
+
+# --- the DATA body --------------------------------------------------------------------------
+
+
+def _lines(message: bytes) -> list[bytes]:
+    """Split on CRLF, bare CR or bare LF (all become CRLF on the wire, RFC 5321 §2.3.8)."""
+    return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+
+
+def encode_data(message: bytes) -> bytes:
+    """The DATA body for ``message``: CRLF line ends, dot-stuffed, ending ``CRLF.CRLF``.
+
+    RFC 5321 §4.5.2: a line that starts with "." gets one more.  A message that does not end
+    with a line break gets one, so the final dot is on a line of its own (§4.1.1.4).
+    """
+    lines = _lines(message)
+    if lines and lines[-1] == b"":
+        lines.pop()  # the message ended with a line break
+    out = bytearray()
+    for line in lines:
+        if line.startswith(b"."):
+            out += b"."
+        out += line + b"\r\n"
+    out += b".\r\n"
+    return bytes(out)
+
+
+def decode_data(wire: bytes) -> bytes:
+    """Undo ``encode_data`` as a server does: drop the final dot line and one leading dot."""
+    if not (wire == b".\r\n" or wire.endswith(b"\r\n.\r\n")):
+        raise RemoteProtocolError("DATA body does not end with CRLF.CRLF")
+    body = wire[:-3]
+    out = bytearray()
+    for line in body.split(b"\r\n")[:-1]:
+        out += (line[1:] if line.startswith(b".") else line) + b"\r\n"
+    return bytes(out)
+
+
+def _check_text_lines(message: bytes) -> None:
+    for number, line in enumerate(_lines(message), start=1):
+        # +1: a dot-stuffed line may be one octet longer on the wire (§4.5.3.1.6)
+        if len(line) + 2 > MAX_TEXT_LINE:
+            raise LocalProtocolError(
+                f"message line {number} is {len(line)} octets; SMTP allows 998 (RFC 5321 "
+                "§4.5.3.1.6): wrap it or use a transfer encoding"
+            )
+
+
+# --- replies --------------------------------------------------------------------------------
+
+
+def _parse_line(line: bytes) -> tuple[int, bool, str]:
+    """One reply line without its CRLF -> (code, is_last, text).  RFC 5321 §4.2."""
+    head = line[:3]
+    if len(head) != 3 or not head.isdigit() or head[0:1] not in b"2345" or head[1:2] > b"5":
+        raise RemoteProtocolError(f"not an SMTP reply line: {line[:40]!r}")
+    sep = line[3:4]
+    if sep not in (b"", b" ", b"-"):
+        raise RemoteProtocolError(f"bad separator after reply code: {line[:40]!r}")
+    text = line[4:].decode("utf-8", errors="replace")
+    return int(head), sep != b"-", text
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """A reply as a server sends it: ``250-first``... ``250 last`` (RFC 5321 §4.2.1)."""
+    lines = reply.lines or ("",)
+    out = bytearray()
+    for i, text in enumerate(lines):
+        sep = "-" if i < len(lines) - 1 else " "
+        out += f"{reply.code:03d}{sep}{text}\r\n".encode()
+    return bytes(out)
+
+
+def decode_reply(wire: bytes) -> Reply:
+    """Exactly one complete reply -> Reply; trailing bytes or a partial reply are errors."""
+    conn = ClientConnection()
+    conn.receive_data(wire)
+    event = conn.next_event()
+    if not isinstance(event, Answer):
+        raise RemoteProtocolError("incomplete reply")
+    if conn.buffered:
+        raise RemoteProtocolError("trailing data after the reply")
+    return event.reply
+
+
+def parse_ehlo(reply: Reply) -> dict[str, str]:
+    """EHLO reply -> {KEYWORD: parameters}; the first line is the server's name."""
+    extensions: dict[str, str] = {}
+    for text in reply.lines[1:]:
+        keyword, _, params = text.strip().partition(" ")
+        if keyword:
+            extensions[keyword.upper()] = params.strip()
+    return extensions
+
+
+# --- the connection -------------------------------------------------------------------------
+
+
+class ClientConnection:
+    """An SMTP client's side of one session; holds no socket (see module docstring)."""
+
+    def __init__(self, pipelining: bool = True) -> None:
+        self.state = State.GREETING
+        self.want_pipelining = pipelining
+        self.extensions: dict[str, str] = {}
+        self.mail_params: tuple[str, ...] = ()  # of the current transaction
+        self.pending: list[tuple[Command, str]] = [(Command.GREETING, "")]
+        self._buffer = bytearray()
+        self._reply_raw: list[bytes] = []
+        self._reply_lines: list[str] = []
+        self._reply_code: int | None = None
+        self._reply_octets = 0
+        self._eof = False
+
+    @property
+    def pipelining(self) -> bool:
+        """RFC 2920: on when we want it and the server's EHLO offered it."""
+        return self.want_pipelining and "PIPELINING" in self.extensions
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def send(self, event: Event) -> bytes:
+        """Bytes for ``event``; raises LocalProtocolError when it is not allowed now."""
+        command = event.command
+        self._check_usable()
+        if self.pending and not (
+            self.pipelining
+            and command in _PIPELINE_TAIL
+            and all(c in _PIPELINE_HEAD for c, _ in self.pending)
+        ):
+            waiting = self.pending[0][0].value
+            raise LocalProtocolError(
+                f"cannot send {command.value} while the reply to {waiting} is outstanding"
+            )
+        new_state = self._transition(_Send(command))
+        wire, argument = self._encode(event)
+        self.state = new_state
+        if isinstance(event, MailFrom):
+            self.mail_params = event.params
+        self.pending.append((command, argument))
+        return wire
+
+    def _encode(self, event: Event) -> tuple[bytes, str]:
+        limit = MAX_COMMAND_LINE
+        match event:
+            case Ehlo(name) | Helo(name):
+                check_domain(name)
+                line, argument = f"{event.command.value} {name}", name
+            case StartTls() | Data() | Rset() | Noop() | Quit():
+                line, argument = event.command.value, ""
+            case Auth(mechanism, initial):
+                if not mechanism.isascii() or not mechanism.replace("-", "").isalnum():
+                    raise LocalProtocolError(f"bad SASL mechanism name {mechanism!r}")
+                line = f"AUTH {mechanism.upper()}" + ("" if initial is None else f" {initial}")
+                argument, limit = mechanism.upper(), MAX_AUTH_LINE
+                self._check_b64(initial)
+            case AuthResponse(response):
+                self._check_b64(response)
+                line, argument, limit = response, "", MAX_AUTH_LINE
+            case MailFrom(address, params) | RcptTo(address, params):
+                what = "sender" if isinstance(event, MailFrom) else "recipient"
+                if isinstance(event, RcptTo) or address:
+                    check_address(address, what)
+                self._check_params(params)
+                self._check_utf8(address, params if isinstance(event, MailFrom) else None)
+                verb = "MAIL FROM" if isinstance(event, MailFrom) else "RCPT TO"
+                line = f"{verb}:<{address}>" + "".join(f" {p}" for p in params)
+                argument = address
+                limit += sum(len(p) + 1 for p in params)  # RFC 5321 §4.5.3.1.4 allowance
+            case Content(message):
+                return self._encode_content(message), ""
+            case _:
+                raise LocalProtocolError(f"not an SMTP client event: {event!r}")
+        wire = line.encode("utf-8") + b"\r\n"
+        if len(wire) > limit:
+            raise LocalProtocolError(
+                f"{event.command.value} line is {len(wire)} octets; the limit is {limit}"
+            )
+        return wire, argument
+
+    @staticmethod
+    def _check_b64(value: str | None) -> None:
+        if value is None:
+            return
+        bad = _forbidden(value)
+        if bad or not value.isascii() or " " in value:
+            raise LocalProtocolError("AUTH data must be one line of base64")
+
+    def _check_params(self, params: tuple[str, ...]) -> None:
+        for param in params:
+            bad = _forbidden(param)
+            if bad or " " in param or not param:
+                raise LocalProtocolError(f"bad MAIL/RCPT parameter {param!r}")
+            keyword = param.partition("=")[0].upper()
+            needs = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8"}.get(keyword)
+            if needs and needs not in self.extensions:
+                raise LocalProtocolError(f"{param} needs the server to offer {needs}")
+
+    def _check_utf8(self, address: str, mail_params: tuple[str, ...] | None) -> None:
+        params = self.mail_params if mail_params is None else mail_params
+        if not address.isascii() and "SMTPUTF8" not in (p.upper() for p in params):
+            raise LocalProtocolError(
+                f"address {address!r} is not ASCII: the transaction needs SMTPUTF8 (RFC 6531)"
+            )
+
+    def _encode_content(self, message: bytes) -> bytes:
+        _check_text_lines(message)
+        eight_bit = any(b > 0x7F for b in message)
+        if eight_bit and not any(p.upper() == "BODY=8BITMIME" for p in self.mail_params):
+            raise LocalProtocolError(
+                "the message has 8-bit octets: MAIL needs BODY=8BITMIME (RFC 6152)"
+            )
+        return encode_data(message)
+
+    def tls_established(self) -> None:
+        """The driver finished the TLS handshake after 220 to STARTTLS.
+
+        RFC 3207 §4.2: forget everything learnt before TLS and say EHLO again.
+        """
+        self._check_usable()
+        if self.state is not State.TLS:
+            raise LocalProtocolError(f"tls_established() in state {self.state.value}")
+        self.extensions = {}
+        self.state = State.HELLO
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the server; ``b""`` means it closed the connection."""
+        if not data:
+            self._eof = True
+            return
+        self._buffer += data
+
+    def next_event(self) -> Answer | ConnectionClosed | _NeedData:
+        """The next complete reply, ConnectionClosed, or NEED_DATA."""
+        self._check_usable()
+        try:
+            return self._next_event()
+        except RemoteProtocolError:
+            self.state = State.ERROR
+            raise
+
+    def _next_event(self) -> Answer | ConnectionClosed | _NeedData:
+        if len(self._buffer) > MAX_BUFFER:
+            raise RemoteProtocolError(f"more than {MAX_BUFFER} unread octets from the server")
+        if self._buffer and not self.pending:
+            # RFC 3207 §5 / RFC 2920: bytes nobody asked for (after 220 to STARTTLS they would
+            # be read as if they came over TLS) are the server's error.
+            raise RemoteProtocolError(
+                f"unexpected data from the server in state {self.state.value}: "
+                f"{bytes(self._buffer[:40])!r}"
+            )
+        while True:
+            end = self._buffer.find(b"\n", 0, MAX_REPLY_LINE)
+            if end < 0:
+                if len(self._buffer) >= MAX_REPLY_LINE:
+                    raise RemoteProtocolError(
+                        f"reply line longer than {MAX_REPLY_LINE} octets (RFC 5321 §4.5.3.1.5)"
+                    )
+                return self._at_end_of_buffer()
+            if end == 0 or self._buffer[end - 1] != 0x0D:
+                raise RemoteProtocolError(
+                    "reply line ends in a bare LF, not CRLF (RFC 5321 §2.3.8)"
+                )
+            raw = bytes(self._buffer[: end + 1])
+            del self._buffer[: end + 1]
+            answer = self._take_line(raw)
+            if answer is not None:
+                if self._buffer and self.state is State.TLS:
+                    raise RemoteProtocolError(
+                        "data after 220 to STARTTLS, before the TLS handshake (RFC 3207 §5)"
+                    )
+                return answer
+
+    def _at_end_of_buffer(self) -> ConnectionClosed | _NeedData:
+        if not self._eof:
+            return NEED_DATA
+        if self._buffer or self._reply_raw:
+            raise RemoteProtocolError("connection closed in the middle of a reply")
+        if self.pending and self.state is not State.QUIT_SENT:
+            raise RemoteProtocolError(
+                f"connection closed while waiting for the reply to {self.pending[0][0].value}"
+            )
+        self.pending.clear()
+        self.state = State.CLOSED
+        return ConnectionClosed()
+
+    def _take_line(self, raw: bytes) -> Answer | None:
+        code, last, text = _parse_line(raw[:-2])
+        if self._reply_code is not None and code != self._reply_code:
+            raise RemoteProtocolError(
+                f"reply code changed from {self._reply_code} to {code} inside one reply"
+            )
+        self._reply_code = code
+        self._reply_raw.append(raw)
+        self._reply_lines.append(text)
+        self._reply_octets += len(raw)
+        if len(self._reply_raw) > MAX_REPLY_LINES or self._reply_octets > MAX_REPLY_OCTETS:
+            raise RemoteProtocolError(
+                f"reply longer than {MAX_REPLY_LINES} lines or {MAX_REPLY_OCTETS} octets"
+            )
+        if not last:
+            return None
+        reply = Reply(code, tuple(self._reply_lines))
+        raw_lines = tuple(self._reply_raw)
+        self._reply_raw, self._reply_lines, self._reply_code = [], [], None
+        self._reply_octets = 0
+        return self._answer(reply, raw_lines)
+
+    def _answer(self, reply: Reply, raw: tuple[bytes, ...]) -> Answer:
+        command, argument = self.pending.pop(0)
+        verdict = verdict_for(command, reply.code)
+        answer = Answer(command, reply, verdict, argument, raw)
+        if reply.code == 421 and command is not Command.QUIT:
+            # RFC 5321 §3.8: the server is closing the channel; no other reply will come.
+            self.pending.clear()
+            self.state = State.CLOSED
+            return answer
+        self.state = self._transition(_Got(command, verdict), remote=True)
+        if command is Command.EHLO and verdict is Verdict.OK:
+            self.extensions = parse_ehlo(reply)
+        if command in (Command.EHLO, Command.HELO) and verdict is Verdict.FAIL:
+            self.extensions = {}
+        if self.state is State.READY:
+            self.mail_params = ()  # no transaction open
+        return answer
+
+    def _transition(self, symbol: _Send | _Got, remote: bool = False) -> State:
+        try:
+            return TRANSITIONS[self.state, symbol]
+        except KeyError:
+            if remote:
+                raise RemoteProtocolError(
+                    f"reply {symbol.verdict.value} to {symbol.command.value} "
+                    f"makes no sense in state {self.state.value}"
+                ) from None
+            raise LocalProtocolError(
+                f"cannot send {symbol.command.value} in state {self.state.value}"
+            ) from None
+
+    def _check_usable(self) -> None:
+        if self.state is State.ERROR:
+            raise LocalProtocolError("the connection is in the ERROR state")

@@ -1,0 +1,567 @@
+"""Real SMTP servers for tests: aiosmtpd in-process, scripted misbehaving servers, the lab.
+
+Imported by tests/conftest.py (``from smtpd_fixtures import *``).  Everything listens on
+127.0.0.1 on a port the kernel picks, or inside the lab's target namespace; nothing else.
+
+Fixtures
+--------
+``smtp_server``            recording aiosmtpd (SIZE, 8BITMIME, SMTPUTF8, PIPELINING), plain TCP
+``smtp_plain_server``      the same without PIPELINING in its EHLO reply
+``smtp_tls_server``        STARTTLS with a certificate from ``smtp_test_ca``; AUTH after TLS
+``smtp_implicit_tls_server``  TLS from the first byte (port-465 style), AUTH allowed
+``smtp_auth_server``       AUTH PLAIN/LOGIN over plain TCP (for allow_plain_auth tests)
+``smtp_test_ca``           a throwaway CA (``cryptography``) that issues server certificates
+``scripted_smtp_server``   factory: ``start(script)`` runs ``script(peer)`` for one connection
+``lab_smtp_server``        the recording server listening in the lab's target namespace
+Helpers: ``SmtpdServer`` (aiosmtpd on a socket we made, via ``create_server(sock=...)``),
+``RecordingHandler``, ``ScriptedServer``, ``ScriptPeer``, ``happy_script``, ``free_port``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+__all__ = [
+    "AUTH_PASSWORD",
+    "AUTH_USER",
+    "SERVER_NAME",
+    "ReceivedMessage",
+    "RecordingHandler",
+    "ScriptPeer",
+    "ScriptedServer",
+    "SmtpdServer",
+    "TestCA",
+    "free_port",
+    "happy_script",
+    "lab_smtp_server",
+    "scripted_smtp_server",
+    "smtp_auth_server",
+    "smtp_implicit_tls_server",
+    "smtp_plain_server",
+    "smtp_server",
+    "smtp_test_ca",
+    "smtp_tls_server",
+]
+
+SERVER_NAME = "smtpd.wiretwin.test"  # given to aiosmtpd so it never calls getfqdn() (DNS)
+AUTH_USER = "alice"
+AUTH_PASSWORD = "s3cret-Pa55w0rd-never-logged"
+STEP_TIMEOUT = 10.0  # seconds: every wait in these helpers is bounded
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (prefer passing a bound socket where possible)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(16)
+    return sock
+
+
+# --- aiosmtpd -------------------------------------------------------------------------------
+
+
+@dataclass
+class ReceivedMessage:
+    """One message as the server got it, after it undid the dot-stuffing."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    mail_options: list[str]
+    rcpt_options: list[str]
+    smtp_utf8: bool
+    tls: bool
+    authenticated: bool
+
+
+@dataclass
+class RecordingHandler:
+    """aiosmtpd handler that records every message; refuses recipients in ``refuse``."""
+
+    pipelining: bool = True
+    refuse: set[str] = field(default_factory=set)
+    messages: list[ReceivedMessage] = field(default_factory=list)
+    helo_names: list[str] = field(default_factory=list)
+    auth_attempts: list[tuple[str, bytes]] = field(default_factory=list)  # (mechanism, login)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.helo_names.append(hostname)
+        session.host_name = hostname
+        if self.pipelining:  # aiosmtpd reads line by line, so it copes; it just never says so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_HELO(self, server, session, envelope, hostname):
+        self.helo_names.append(hostname)
+        session.host_name = hostname
+        return f"250 {SERVER_NAME}"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            ReceivedMessage(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                content=envelope.original_content,
+                mail_options=list(envelope.mail_options),
+                rcpt_options=list(envelope.rcpt_options),
+                smtp_utf8=envelope.smtp_utf8,
+                tls=session.ssl is not None,
+                authenticated=bool(session.authenticated),
+            )
+        )
+        return "250 2.0.0 Message accepted for delivery"
+
+    def authenticator(self, server, session, envelope, mechanism, auth_data):
+        if isinstance(auth_data, LoginPassword):
+            self.auth_attempts.append((mechanism, auth_data.login))
+            ok = auth_data.login == AUTH_USER.encode() and (
+                auth_data.password == AUTH_PASSWORD.encode()
+            )
+            return AuthResult(success=ok)
+        return AuthResult(success=False)
+
+
+class SmtpdServer:
+    """aiosmtpd serving ``sock`` (already bound, e.g. inside a namespace) from a thread.
+
+    Uses the asyncio ``create_server(sock=...)`` path, so the socket may come from anywhere.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        handler: RecordingHandler,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        **smtp_kwargs: object,
+    ) -> None:
+        self.sock = sock
+        self.host, self.port = sock.getsockname()[:2]
+        self.handler = handler
+        self.ssl_context = ssl_context
+        self.smtp_kwargs = {"hostname": SERVER_NAME, "enable_SMTPUTF8": True, **smtp_kwargs}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        return self.handler.messages
+
+    def __enter__(self) -> SmtpdServer:
+        self._thread = threading.Thread(target=self._serve, name="smtpd", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(STEP_TIMEOUT):
+            raise RuntimeError("aiosmtpd did not start")
+        if self._error is not None:
+            raise RuntimeError(f"aiosmtpd failed to start: {self._error}") from self._error
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(STEP_TIMEOUT)
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+
+            def factory() -> SMTP:
+                return SMTP(self.handler, loop=loop, **self.smtp_kwargs)
+
+            server = loop.run_until_complete(
+                loop.create_server(factory, sock=self.sock, ssl=self.ssl_context)
+            )
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            loop.run_until_complete(server.wait_closed())
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+@contextlib.contextmanager
+def serve_recording(
+    handler: RecordingHandler | None = None,
+    *,
+    sock: socket.socket | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    **smtp_kwargs: object,
+) -> Iterator[SmtpdServer]:
+    """A recording aiosmtpd on ``sock`` (default: 127.0.0.1, a port the kernel picks)."""
+    sock = sock or _listening_socket()
+    with (
+        sock,
+        SmtpdServer(
+            sock, handler or RecordingHandler(), ssl_context=ssl_context, **smtp_kwargs
+        ) as server,
+    ):
+        yield server
+
+
+# --- a throwaway CA -------------------------------------------------------------------------
+
+
+class TestCA:
+    """A CA made in the test (``cryptography``); ``issue`` makes server certificates."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, directory: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._x509, self._hashes, self._ec, self._oid = x509, hashes, ec, NameOID
+        self._serialization = serialization
+        self.directory = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wiretwin test CA")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cafile = directory / "ca.pem"
+        self.cafile.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, names: list[str], stem: str = "server") -> tuple[Path, Path]:
+        """A certificate for ``names`` (DNS names and IP addresses) -> (certfile, keyfile)."""
+        x509, oid = self._x509, self._oid
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        alt: list[x509.GeneralName] = []
+        for n in names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+            except ValueError:
+                alt.append(x509.DNSName(n))
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(oid.COMMON_NAME, names[0])]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .sign(self.key, self._hashes.SHA256())
+        )
+        ser = self._serialization
+        certfile = self.directory / f"{stem}.pem"
+        keyfile = self.directory / f"{stem}.key"
+        certfile.write_bytes(cert.public_bytes(ser.Encoding.PEM))
+        keyfile.write_bytes(
+            key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+        )
+        return certfile, keyfile
+
+    def server_context(self, names: list[str]) -> ssl.SSLContext:
+        certfile, keyfile = self.issue(names, stem="-".join(names)[:60].replace(":", "_"))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certfile, keyfile)
+        return context
+
+
+@pytest.fixture(scope="session")
+def smtp_test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("smtp-ca"))
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpdServer]:
+    """Recording aiosmtpd on 127.0.0.1: SIZE, 8BITMIME, SMTPUTF8 and PIPELINING."""
+    with serve_recording() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_plain_server() -> Iterator[SmtpdServer]:
+    """Recording aiosmtpd that does not offer PIPELINING."""
+    with serve_recording(RecordingHandler(pipelining=False)) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_tls_server(smtp_test_ca: TestCA) -> Iterator[SmtpdServer]:
+    """STARTTLS (required before MAIL) with a certificate for 127.0.0.1 and localhost."""
+    handler = RecordingHandler()
+    context = smtp_test_ca.server_context(["localhost", "127.0.0.1"])
+    with serve_recording(
+        handler,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=handler.authenticator,
+        auth_require_tls=True,
+    ) as server:
+        server.cafile = str(smtp_test_ca.cafile)  # type: ignore[attr-defined]
+        yield server
+
+
+@pytest.fixture
+def smtp_implicit_tls_server(smtp_test_ca: TestCA) -> Iterator[SmtpdServer]:
+    """TLS from the first byte; AUTH offered (the link is encrypted)."""
+    handler = RecordingHandler()
+    context = smtp_test_ca.server_context(["localhost", "127.0.0.1"])
+    with serve_recording(
+        handler,
+        ssl_context=context,
+        authenticator=handler.authenticator,
+        auth_require_tls=False,  # aiosmtpd only knows about STARTTLS-made TLS
+    ) as server:
+        server.cafile = str(smtp_test_ca.cafile)  # type: ignore[attr-defined]
+        yield server
+
+
+@pytest.fixture
+def smtp_auth_server() -> Iterator[SmtpdServer]:
+    """AUTH PLAIN and LOGIN over plain TCP, credentials AUTH_USER / AUTH_PASSWORD."""
+    handler = RecordingHandler()
+    with serve_recording(
+        handler, authenticator=handler.authenticator, auth_require_tls=False
+    ) as server:
+        yield server
+
+
+# --- scripted misbehaving servers -----------------------------------------------------------
+
+
+class ScriptPeer:
+    """The server's end of one connection, for scripts; every read is bounded in time."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.conn.settimeout(STEP_TIMEOUT)
+        self._buffer = b""
+        self.received: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.conn.sendall(data)
+
+    def readline(self) -> bytes:
+        """One line from the client, CRLF included; b"" if it closed."""
+        while b"\n" not in self._buffer:
+            chunk = self.conn.recv(4096)
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                if line:
+                    self.received.append(line)
+                return line
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        line += b"\n"
+        self.received.append(line)
+        return line
+
+    def read_data(self) -> bytes:
+        """The DATA body up to and including the final ``.CRLF``."""
+        body = b""
+        while True:
+            line = self.readline()
+            body += line
+            if not line or line == b".\r\n":
+                return body
+
+    def expect(self, verb: bytes) -> bytes:
+        line = self.readline()
+        if not line.upper().startswith(verb):
+            raise AssertionError(f"expected {verb!r} from the client, got {line!r}")
+        return line
+
+    def shutdown_write(self) -> None:
+        """EOF towards the client, connection left half-open."""
+        self.conn.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class ScriptedServer:
+    """Accepts one connection on 127.0.0.1 and runs ``script(peer)`` on it, in a thread."""
+
+    def __init__(self, script: Callable[[ScriptPeer], None]) -> None:
+        self.script = script
+        self.sock = _listening_socket()
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.peer: ScriptPeer | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="scripted-smtp", daemon=True)
+        self._thread.start()
+
+    @property
+    def received(self) -> list[bytes]:
+        return self.peer.received if self.peer else []
+
+    def _run(self) -> None:
+        self.sock.settimeout(STEP_TIMEOUT)
+        try:
+            conn, _ = self.sock.accept()
+        except OSError as exc:
+            self.error = exc
+            return
+        self.peer = ScriptPeer(conn)
+        try:
+            self.script(self.peer)
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def finish(self) -> None:
+        """Wait for the script; re-raise what it raised (a broken script is a broken test)."""
+        self._thread.join(STEP_TIMEOUT * 2)
+        self.sock.close()
+        if self.error is not None and not isinstance(self.error, OSError):
+            raise self.error
+
+
+def happy_script(
+    fail_at: str | None = None,
+    reply: bytes = b"",
+    *,
+    ehlo_lines: tuple[bytes, ...] = (b"SIZE 1000000", b"8BITMIME"),
+    after: Callable[[ScriptPeer], None] | None = None,
+) -> Callable[[ScriptPeer], None]:
+    """A well-behaved SMTP server that answers ``reply`` at stage ``fail_at``.
+
+    Stages: greeting, EHLO, HELO, MAIL, RCPT, DATA, dot, QUIT.  After a failing reply the
+    script keeps serving (as real servers do) until QUIT or EOF.  No PIPELINING.
+    """
+
+    def answer(stage: str, normal: bytes) -> bytes:
+        return reply if stage == fail_at else normal
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(answer("greeting", b"220 scripted.test ESMTP\r\n"))
+        for _ in range(50):  # bounded: a test dialogue is a handful of commands
+            line = peer.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                ext = b"".join(b"250-" + e + b"\r\n" for e in ehlo_lines)
+                peer.send(answer("EHLO", b"250-scripted.test\r\n" + ext + b"250 HELP\r\n"))
+            elif verb == b"HELO":
+                peer.send(answer("HELO", b"250 scripted.test\r\n"))
+            elif verb == b"MAIL":
+                peer.send(answer("MAIL", b"250 2.1.0 OK\r\n"))
+            elif verb == b"RCPT":
+                peer.send(answer("RCPT", b"250 2.1.5 OK\r\n"))
+            elif verb == b"DATA":
+                out = answer("DATA", b"354 go ahead\r\n")
+                peer.send(out)
+                if out.startswith(b"354"):
+                    peer.read_data()
+                    peer.send(answer("dot", b"250 2.0.0 queued\r\n"))
+            elif verb == b"RSET":
+                peer.send(b"250 OK\r\n")
+            elif verb == b"QUIT":
+                peer.send(answer("QUIT", b"221 bye\r\n"))
+                if after:
+                    after(peer)
+                return
+            else:
+                peer.send(b"502 5.5.2 command not recognised\r\n")
+
+    return script
+
+
+@pytest.fixture
+def scripted_smtp_server() -> Iterator[Callable[[Callable[[ScriptPeer], None]], ScriptedServer]]:
+    """Factory: ``server = scripted_smtp_server(script)``; the script's errors fail the test."""
+    servers: list[ScriptedServer] = []
+
+    def start(script: Callable[[ScriptPeer], None]) -> ScriptedServer:
+        server = ScriptedServer(script)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.finish()
+
+
+# --- the lab --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lab_smtp_server(lab) -> Iterator[SmtpdServer]:
+    """The recording server listening on the lab target's IPv4 address, port 25.
+
+    The socket is made inside the target namespace (``lab.socket``) and served by aiosmtpd
+    in this process through ``create_server(sock=...)``.
+    """
+    sock = lab.socket("target", socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((lab.target.addr4, 25))
+    sock.listen(16)
+    with serve_recording(sock=sock) as server:
+        yield server
