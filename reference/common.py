@@ -112,6 +112,22 @@ def open_l3(version: int) -> Any:
     return sock
 
 
+def icmp6_layer(pkt: Any) -> Any:
+    """The first ICMPv6 layer of ``pkt`` or None.
+
+    scapy quirk: ``pkt.getlayer(_ICMPv6)`` matches the exact class only, so it never finds an
+    ``ICMPv6TimeExceeded`` or ``ICMPv6DestUnreach``; walk the layers with isinstance instead.
+    """
+    from scapy.layers.inet6 import _ICMPv6
+
+    layer = pkt
+    while layer is not None and layer.__class__.__name__ != "NoPayload":
+        if isinstance(layer, _ICMPv6):
+            return layer
+        layer = layer.payload
+    return None
+
+
 def to_ns(seconds: float) -> int:
     """scapy's float seconds (``sent_time``, ``pkt.time``) to integer ns; ~0.2 us resolution."""
     return round(float(seconds) * 1e9)

@@ -23,7 +23,7 @@ from typing import Any
 
 from handrolled.errors import UsageError
 from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
-from reference.common import default_payload, open_l3, resolve, scapy_conf, to_ns
+from reference.common import default_payload, icmp6_layer, open_l3, resolve, scapy_conf, to_ns
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,12 @@ class _Pending:
 def _classify(version: int, reply: Any) -> tuple[Outcome, int | None, int | None]:
     """Outcome, ICMP type and code of a reply that answers one of our requests."""
     from scapy.layers.inet import ICMP
-    from scapy.layers.inet6 import _ICMPv6
 
     if version == 4:
         icmp = reply[ICMP]
         outcome = _V4_ERRORS.get(icmp.type, Outcome.REPLY)
         return outcome, icmp.type, icmp.code
-    icmp6 = reply.getlayer(_ICMPv6)
+    icmp6 = icmp6_layer(reply)
     icmp_type = icmp6.type if icmp6 is not None else None
     code = icmp6.code if icmp6 is not None else None
     return _V6_ERRORS.get(icmp_type, Outcome.REPLY), icmp_type, code

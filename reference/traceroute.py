@@ -43,6 +43,7 @@ from handrolled.results import Hop, Implementation, Method, Outcome, Probe, Trac
 from reference.common import (
     DEFAULT_DNS_BUDGET_S,
     default_payload,
+    icmp6_layer,
     open_l3,
     reverse_names,
     scapy_conf,
@@ -125,7 +126,6 @@ def _classify(
 ) -> tuple[Outcome, int | None, int | None]:
     """(outcome, ICMP type, ICMP code) for a reply that answers one of our probes."""
     from scapy.layers.inet import ICMP, TCP
-    from scapy.layers.inet6 import _ICMPv6
 
     if version == 4:
         icmp = reply.getlayer(ICMP)
@@ -133,7 +133,7 @@ def _classify(
         code = icmp.code if icmp is not None else None
         time_exceeded, unreachable, port_unreachable = 11, 3, 3
     else:
-        icmp6 = reply.getlayer(_ICMPv6)
+        icmp6 = icmp6_layer(reply)
         icmp_type = icmp6.type if icmp6 is not None else None
         code = icmp6.code if icmp6 is not None else None
         time_exceeded, unreachable, port_unreachable = 3, 1, 4  # RFC 4443 3.3, 3.1
