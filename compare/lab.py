@@ -539,18 +539,29 @@ class Lab:
     def popen(self, role: str, argv: Sequence[str], **kw) -> subprocess.Popen:
         return subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], **kw)
 
-    def call(self, role: str, target: str, *args, timeout: float = 120, **kwargs):
+    def call(
+        self,
+        role: str,
+        target: str,
+        *args,
+        call_timeout: float = 120,
+        call_env: dict[str, str] | None = None,
+        **kwargs,
+    ):
         """Call ``"pkg.module:function"`` in a fresh Python inside the node; return its result.
 
         The call crosses as a pickle on stdin and stdout; an exception raised there is raised
         here (the same type when it pickles).  Output the function writes goes to stderr.
+        ``call_env`` adds environment variables (e.g. PYTHONPATH, to run a patched copy).
         """
         payload = pickle.dumps((target, args, kwargs))
+        env = {**os.environ, **(call_env or {})}
         proc = subprocess.run(
             ["ip", "netns", "exec", self.ns(role), sys.executable, "-m", "compare.lab", "--call"],
             input=payload,
             capture_output=True,
-            timeout=timeout,
+            timeout=call_timeout,
+            env=env,
         )
         if proc.returncode != 0 or not proc.stdout:
             why = proc.stderr.decode(errors="replace").strip()[-2000:]
