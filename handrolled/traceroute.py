@@ -699,6 +699,13 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
     try:
         args = _parser().parse_args(argv)
         wait = parse_wait(args.wait)
+        TraceScheduler(  # validate every option before printing anything
+            first_ttl=args.first,
+            max_hops=args.max_hops,
+            probes_per_hop=args.queries,
+            sim_queries=args.sim_queries,
+            wait=wait,
+        )
         if args.json:
             on_hop = None
         else:
