@@ -1,0 +1,568 @@
+"""Reference SMTP clients: scapy's StreamSocket with our SMTP layers, and smtplib as a witness.
+
+``send_mail`` drives the dialogue (RFC 5321) with :mod:`reference.smtp_layers` packets over a
+kernel TCP socket wrapped in scapy's ``StreamSocket``: greeting, EHLO (HELO fallback),
+STARTTLS (RFC 3207) or implicit TLS, AUTH PLAIN/LOGIN (RFC 4954), MAIL with SIZE (RFC 1870),
+BODY=8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531) when needed, RCPT per recipient,
+PIPELINING (RFC 2920) when offered, DATA with CRLF normalisation and dot-stuffing, QUIT.
+Commands go out in upper case (RFC 5321 2.4).
+
+``send_mail_smtplib`` does the same job with the standard library's smtplib and records its
+transcript by wrapping its send and its reply file.  smtplib sends lower-case commands
+(``ehlo``, ``mail FROM:``, ``rcpt TO:``, ``data``, ``quit``), ``size=`` in lower case, no
+pipelining, and sends a bytes message as is (no bare-LF normalisation): differences compare
+must name, not hide.
+
+Both follow the hand-rolled contract: bad arguments raise before anything is sent; everything
+from the connection attempt on is reported in the SmtpResult (``error``), and ``delivered`` is
+True only when the server answered the final dot with 250.  AUTH secrets never reach the
+transcript, the log or an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from handrolled.errors import RemoteProtocolError, SmtpReplyError, UsageError, WiretwinTimeout
+from handrolled.results import (
+    Direction,
+    Implementation,
+    RecipientOutcome,
+    Reply,
+    SmtpResult,
+    TranscriptLine,
+)
+from reference.smtp_layers import MAX_REPLY_LINE, SMTPCommand, SmtpStreamSocket
+
+log = logging.getLogger(__name__)
+
+REDACTED = b"<redacted>"
+MAX_REPLY_LINES = 100  # a reply longer than this is the server misbehaving
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+
+def encode_body(message: bytes) -> bytes:
+    """The DATA body: every line end made CRLF (bare CR and LF too, RFC 5321 2.3.8), lines
+    starting with "." doubled (4.5.2), then the terminating ``.CRLF``."""
+    lines = _LINE_END.split(message)
+    if lines and lines[-1] == b"":
+        lines.pop()
+    stuffed = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+    return stuffed + b".\r\n"
+
+
+def message_size(message: bytes) -> int:
+    """RFC 1870 6.1: octets with CRLF line ends, without dot-stuffing or the final dot."""
+    lines = _LINE_END.split(message)
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return sum(len(line) + 2 for line in lines)
+
+
+def _check_text(value: str, what: str) -> None:
+    if any(c in value for c in "\r\n\0"):
+        raise UsageError(f"the {what} contains CR, LF or NUL")
+
+
+def _validate(
+    mail_from: str,
+    recipients: Sequence[str],
+    helo_name: str,
+    starttls: bool,
+    tls: bool,
+    auth: tuple[str, str] | None,
+    allow_plain_auth: bool,
+    timeout: float,
+) -> None:
+    if isinstance(recipients, str | bytes):
+        raise UsageError("recipients must be a sequence of addresses, not one string")
+    if not recipients:
+        raise UsageError("at least one recipient is needed")
+    if starttls and tls:
+        raise UsageError("choose one of STARTTLS and implicit TLS, not both")
+    if not timeout > 0:
+        raise UsageError("timeout must be positive")
+    if not helo_name or " " in helo_name:
+        raise UsageError(f"bad HELO name {helo_name!r}")
+    _check_text(helo_name, "HELO name")
+    _check_text(mail_from, "sender")
+    for address in (mail_from, *recipients):
+        if any(c in address for c in "<> "):
+            raise UsageError(f"bad address {address!r}")
+    for address in recipients:
+        _check_text(address, "recipient")
+        if not address:
+            raise UsageError("an empty recipient address")
+    if auth is not None:
+        _check_text(auth[0], "user name")
+        _check_text(auth[1], "password")
+        if not (starttls or tls) and not allow_plain_auth:
+            raise UsageError(
+                "refusing AUTH over an unencrypted connection: use STARTTLS or TLS "
+                "(or allow_plain_auth if you really mean it)"
+            )
+
+
+def _tls_context(insecure: bool, cafile: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cafile)
+    if insecure:
+        log.warning("TLS certificate verification is OFF (insecure): the server is not checked")
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _mail_params(
+    extensions: dict[str, str], mail_from: str, recipients: Sequence[str], message: bytes
+) -> list[str]:
+    """MAIL FROM parameters, or SmtpReplyError-free refusal (ValueError) if the server can't."""
+    params = []
+    size = message_size(message)
+    if "SIZE" in extensions:
+        limit = extensions["SIZE"].strip()
+        if limit.isdigit() and int(limit) and size > int(limit):
+            raise ValueError(f"the message is {size} octets; the server accepts at most {limit}")
+        params.append(f"SIZE={size}")
+    if any(b > 0x7F for b in message):
+        if "8BITMIME" not in extensions:
+            raise ValueError("the message has 8-bit content and the server lacks 8BITMIME")
+        params.append("BODY=8BITMIME")
+    if not all(a.isascii() for a in (mail_from, *recipients)):
+        if "SMTPUTF8" not in extensions:
+            raise ValueError("an address is not ASCII and the server lacks SMTPUTF8")
+        params.append("SMTPUTF8")
+    return params
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).replace("\r", " ").replace("\n", " ").strip()
+    return text or type(exc).__name__
+
+
+# --- scapy StreamSocket client ------------------------------------------------------------------
+
+
+class _Dialogue:
+    """One SMTP connection over scapy's StreamSocket, keeping the transcript."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        sock.settimeout(timeout)
+        self.sock = sock
+        self.stream = SmtpStreamSocket(sock)
+        self.timeout = timeout
+        self.transcript: list[TranscriptLine] = []
+
+    def _record(self, direction: Direction, data: bytes, redacted: bool = False) -> None:
+        self.transcript.append(TranscriptLine(direction, data, time.time_ns(), redacted))
+
+    def send(self, *commands: tuple[str, str], shown: bytes | None = None) -> None:
+        """Send one or more (verb, argument) commands as one write (a pipelined group)."""
+        wire = b""
+        for verb, argument in commands:
+            pkt = SMTPCommand(verb=verb.encode("ascii"), argument=argument.encode("utf-8"))
+            data = bytes(pkt)
+            wire += data
+            self._record(Direction.SENT, shown or data, redacted=shown is not None)
+        self._write(wire)
+
+    def send_secret(self, verb: str, secret: str, prefix: str = "") -> None:
+        """A line carrying an AUTH secret: the transcript gets a placeholder."""
+        pkt = SMTPCommand(verb=verb.encode("ascii"), argument=secret.encode("ascii"))
+        if not verb:  # a bare response line to a 334 challenge
+            pkt = SMTPCommand(verb=secret.encode("ascii"))
+        placeholder = (prefix.encode() + b" " if prefix else b"") + REDACTED + b"\r\n"
+        self._record(Direction.SENT, placeholder, redacted=True)
+        self._write(bytes(pkt))
+
+    def send_body(self, body: bytes) -> None:
+        self._record(Direction.SENT, body)
+        self._write(body)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.stream.outs.sendall(data)
+        except TimeoutError as exc:
+            raise WiretwinTimeout(f"timed out after {self.timeout:g} s sending") from exc
+
+    def reply(self) -> Reply:
+        """Read one whole reply (RFC 5321 4.2.1: ``code-`` lines, then ``code SP``)."""
+        code: int | None = None
+        lines: list[str] = []
+        while True:
+            try:
+                line = self.stream.recv()
+            except TimeoutError as exc:
+                raise WiretwinTimeout(f"no complete reply within {self.timeout:g} s") from exc
+            except EOFError as exc:
+                raise RemoteProtocolError("the server closed the connection") from exc
+            raw = bytes(line)
+            self._record(Direction.RECEIVED, raw)
+            if line.eol != b"\r\n":
+                raise RemoteProtocolError(f"reply line does not end in CRLF: {raw[:60]!r}")
+            if len(raw) > MAX_REPLY_LINE:
+                raise RemoteProtocolError(f"reply line of {len(raw)} octets (limit 512)")
+            this_code = line.reply_code
+            if this_code is None or (line.separator == b"" and line.text):
+                raise RemoteProtocolError(f"not an SMTP reply line: {raw[:60]!r}")
+            if code is not None and this_code != code:
+                raise RemoteProtocolError(f"reply code changed from {code} to {this_code}")
+            code = this_code
+            lines.append(bytes(line.text).decode("utf-8", errors="replace"))
+            if line.is_last:
+                return Reply(code, tuple(lines))
+            if len(lines) >= MAX_REPLY_LINES:
+                raise RemoteProtocolError(f"reply of more than {MAX_REPLY_LINES} lines")
+
+    def command(self, verb: str, argument: str = "") -> Reply:
+        self.send((verb, argument))
+        return self.reply()
+
+    def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        if self.stream.pending:
+            # RFC 3207 5: anything the server sent before the handshake must not survive it
+            # (the STARTTLS command-injection class of bugs).
+            raise RemoteProtocolError("the server sent data after its 220 to STARTTLS")
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        self.stream.rewrap(self.sock)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError as exc:
+            log.debug("close: %s", exc)
+
+
+def _extensions(reply: Reply) -> dict[str, str]:
+    """EHLO keywords (upper case) and their parameters (RFC 5321 4.1.1.1)."""
+    found: dict[str, str] = {}
+    for line in reply.lines[1:]:
+        keyword, _, params = line.strip().partition(" ")
+        if keyword:
+            found[keyword.upper()] = params
+    return found
+
+
+def _expect(reply: Reply, stage: str, *codes: int) -> Reply:
+    if reply.code not in codes:
+        raise SmtpReplyError(reply.code, reply.lines, stage)
+    return reply
+
+
+def _hello(d: _Dialogue, helo_name: str) -> dict[str, str]:
+    reply = d.command("EHLO", helo_name)
+    if reply.code == 250:
+        return _extensions(reply)
+    if 500 <= reply.code < 600:  # RFC 5321 4.1.4: an old server; fall back to HELO
+        _expect(d.command("HELO", helo_name), "HELO", 250)
+        return {}
+    raise SmtpReplyError(reply.code, reply.lines, "EHLO")
+
+
+def _authenticate(d: _Dialogue, extensions: dict[str, str], user: str, password: str) -> None:
+    offered = extensions.get("AUTH", "").upper().split()
+    if "PLAIN" in offered:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        d.send_secret("AUTH", f"PLAIN {token}", prefix="AUTH PLAIN")
+        _expect(d.reply(), "AUTH", 235)
+    elif "LOGIN" in offered:
+        _expect(d.command("AUTH", "LOGIN"), "AUTH", 334)
+        d.send_secret("", base64.b64encode(user.encode()).decode())
+        _expect(d.reply(), "AUTH", 334)
+        d.send_secret("", base64.b64encode(password.encode()).decode())
+        _expect(d.reply(), "AUTH", 235)
+    else:
+        raise ValueError("the server offers neither AUTH PLAIN nor AUTH LOGIN")
+
+
+def send_mail(
+    server: str,
+    port: int,
+    *,
+    mail_from: str,
+    recipients: Sequence[str],
+    message: bytes,
+    helo_name: str = "wiretwin.invalid",
+    starttls: bool = False,
+    tls: bool = False,
+    auth: tuple[str, str] | None = None,
+    allow_plain_auth: bool = False,
+    insecure: bool = False,
+    cafile: str | None = None,
+    timeout: float = 30.0,
+    pipelining: bool = True,
+) -> SmtpResult:
+    """Deliver ``message`` (RFC 5322, before dot-stuffing) with scapy SMTP packets."""
+    _validate(mail_from, recipients, helo_name, starttls, tls, auth, allow_plain_auth, timeout)
+    context = _tls_context(insecure, cafile) if (tls or starttls) else None
+    started_ns = time.time_ns()
+    start = time.monotonic()
+    state: dict[str, Any] = {
+        "outcomes": [],
+        "final": None,
+        "extensions": {},
+        "tls": None,
+        "error": None,
+    }
+    d: _Dialogue | None = None
+    try:
+        sock = socket.create_connection((server, port), timeout=timeout)
+        if tls and context is not None:
+            sock = context.wrap_socket(sock, server_hostname=server)
+            state["tls"] = "implicit"
+        d = _Dialogue(sock, timeout)
+        _transaction(d, state, server, context, starttls, auth, helo_name, pipelining,
+                     mail_from, recipients, message)  # fmt: skip
+    except (OSError, ssl.SSLError, RemoteProtocolError, SmtpReplyError, ValueError) as exc:
+        if isinstance(exc, TimeoutError) and not isinstance(exc, WiretwinTimeout):
+            exc = WiretwinTimeout(f"timed out after {timeout:g} s")
+        state["error"] = _one_line(exc)
+        log.info("smtp (reference) failed: %s", state["error"])
+    finally:
+        if d is not None:
+            _quit(d)
+    transcript = tuple(d.transcript) if d is not None else ()
+    final: Reply | None = state["final"]
+    return SmtpResult(
+        server=server,
+        port=port,
+        mail_from=mail_from,
+        recipients=tuple(state["outcomes"]),
+        transcript=transcript,
+        delivered=final is not None and final.code == 250 and state["error"] is None,
+        implementation=Implementation.REFERENCE,
+        final_reply=final,
+        extensions=tuple(state["extensions"].items()),
+        tls=state["tls"],
+        error=state["error"],
+        started_ns=started_ns,
+        elapsed_ms=(time.monotonic() - start) * 1000.0,
+    )
+
+
+def _transaction(
+    d: _Dialogue,
+    state: dict[str, Any],
+    server: str,
+    context: ssl.SSLContext | None,
+    starttls: bool,
+    auth: tuple[str, str] | None,
+    helo_name: str,
+    pipelining: bool,
+    mail_from: str,
+    recipients: Sequence[str],
+    message: bytes,
+) -> None:
+    _expect(d.reply(), "greeting", 220)
+    extensions = state["extensions"] = _hello(d, helo_name)
+    if starttls and context is not None:
+        if "STARTTLS" not in extensions:  # asked for: no silent downgrade
+            raise ValueError("the server does not offer STARTTLS")
+        _expect(d.command("STARTTLS"), "STARTTLS", 220)
+        d.start_tls(context, server)
+        state["tls"] = "starttls"
+        extensions = state["extensions"] = _hello(d, helo_name)  # RFC 3207 4.2: forget, ask again
+    if auth is not None:
+        _authenticate(d, extensions, *auth)
+    params = _mail_params(extensions, mail_from, recipients, message)
+    mail_arg = " ".join([f"FROM:<{mail_from}>", *params])
+    rcpts = [("RCPT", f"TO:<{rcpt}>") for rcpt in recipients]
+    outcomes: list[RecipientOutcome] = state["outcomes"]
+    if pipelining and "PIPELINING" in extensions:
+        d.send(("MAIL", mail_arg), *rcpts, ("DATA", ""))  # RFC 2920 3.1: DATA ends the group
+        mail_reply = d.reply()
+        for rcpt in recipients:
+            reply = d.reply()
+            outcomes.append(RecipientOutcome(rcpt, reply, 200 <= reply.code < 300))
+        data_reply = d.reply()
+        _expect(mail_reply, "MAIL", 250)
+        if data_reply.code == 354 and not any(o.accepted for o in outcomes):
+            d.send_body(b".\r\n")  # RFC 2920 3.1: DATA went through, nobody to deliver to
+            d.reply()
+            raise ValueError("every recipient was refused")
+        if not any(o.accepted for o in outcomes):
+            raise ValueError("every recipient was refused")
+    else:
+        _expect(d.command("MAIL", mail_arg), "MAIL", 250)
+        for rcpt, (verb, arg) in zip(recipients, rcpts, strict=True):
+            reply = d.command(verb, arg)
+            outcomes.append(RecipientOutcome(rcpt, reply, 200 <= reply.code < 300))
+        if not any(o.accepted for o in outcomes):
+            raise ValueError("every recipient was refused")
+        data_reply = d.command("DATA")
+    _expect(data_reply, "DATA", 354)
+    d.send_body(encode_body(message))
+    state["final"] = final = d.reply()
+    _expect(final, "the message (final dot)", 250)
+
+
+def _quit(d: _Dialogue) -> None:
+    try:
+        d.send(("QUIT", ""))
+        d.reply()
+    except (OSError, RemoteProtocolError, ssl.SSLError) as exc:
+        log.debug("QUIT: %s", exc)
+    finally:
+        d.close()
+
+
+# --- smtplib witness ------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """Wraps smtplib's reply file (``sock.makefile('rb')``) to record each line read."""
+
+    def __init__(self, file: Any, transcript: list[TranscriptLine]) -> None:
+        self.file = file
+        self.transcript = transcript
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.file.readline(limit)
+        if line:
+            self.transcript.append(TranscriptLine(Direction.RECEIVED, line, time.time_ns()))
+        return line
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _recording(base: type[smtplib.SMTP]) -> type[smtplib.SMTP]:
+    class Recording(base):  # type: ignore[valid-type, misc]
+        """smtplib with its transcript recorded; debuglevel stays 0 (it would print)."""
+
+        transcript: list[TranscriptLine]
+        redact_auth = False
+
+        def send(self, s: bytes | str) -> None:
+            data = s.encode("ascii") if isinstance(s, str) else s
+            shown, redacted = data, False
+            if self.redact_auth:  # AUTH secrets (and LOGIN's challenge answers) never recorded
+                head = data.split(b" ")[:2] if data[:4].upper() == b"AUTH" else []
+                shown = (b" ".join(head) + b" " if len(head) == 2 else b"") + REDACTED + b"\r\n"
+                if data.strip().upper() in (b"AUTH LOGIN", b"AUTH CRAM-MD5"):
+                    shown = data
+                redacted = shown != data
+            self.transcript.append(TranscriptLine(Direction.SENT, shown, time.time_ns(), redacted))
+            super().send(s)
+
+        def getreply(self) -> tuple[int, bytes]:
+            if self.file is None and self.sock is not None:
+                self.file = _Recorder(self.sock.makefile("rb"), self.transcript)
+            return super().getreply()
+
+    return Recording
+
+
+def _smtplib_reply(code: int, text: bytes | str) -> Reply:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return Reply(code, tuple(text.split("\n")))
+
+
+def send_mail_smtplib(
+    server: str,
+    port: int,
+    *,
+    mail_from: str,
+    recipients: Sequence[str],
+    message: bytes,
+    helo_name: str = "wiretwin.invalid",
+    starttls: bool = False,
+    tls: bool = False,
+    auth: tuple[str, str] | None = None,
+    allow_plain_auth: bool = False,
+    insecure: bool = False,
+    cafile: str | None = None,
+    timeout: float = 30.0,
+    pipelining: bool = True,
+) -> SmtpResult:
+    """The same job through ``smtplib`` (the second witness); ``pipelining`` is ignored:
+    smtplib never pipelines.  The message bytes go to ``SMTP.data`` as they are."""
+    _validate(mail_from, recipients, helo_name, starttls, tls, auth, allow_plain_auth, timeout)
+    context = _tls_context(insecure, cafile) if (tls or starttls) else None
+    transcript: list[TranscriptLine] = []
+    outcomes: list[RecipientOutcome] = []
+    final: Reply | None = None
+    error: str | None = None
+    tls_mode: str | None = "implicit" if tls else None
+    extensions: dict[str, str] = {}
+    started_ns = time.time_ns()
+    start = time.monotonic()
+    cls = _recording(smtplib.SMTP_SSL if tls else smtplib.SMTP)
+    client = cls(local_hostname=helo_name, timeout=timeout, **({"context": context} if tls else {}))
+    client.transcript = transcript
+    try:
+        code, text = client.connect(server, port)
+        if code != 220:
+            raise SmtpReplyError(code, _smtplib_reply(code, text).lines, "greeting")
+        client.ehlo_or_helo_if_needed()
+        if starttls and context is not None:
+            if not client.has_extn("starttls"):
+                raise ValueError("the server does not offer STARTTLS")
+            client.starttls(context=context)
+            tls_mode = "starttls"
+            client.ehlo()
+        extensions = {k.upper(): v for k, v in client.esmtp_features.items()}
+        if auth is not None:
+            client.redact_auth = True
+            try:
+                client.login(*auth)
+            finally:
+                client.redact_auth = False
+        options = []
+        if client.does_esmtp and client.has_extn("size"):  # as smtplib.sendmail does
+            options.append(f"size={len(message)}")
+        if any(b > 0x7F for b in message) and client.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if not all(a.isascii() for a in (mail_from, *recipients)):
+            options.append("SMTPUTF8")
+        code, text = client.mail(mail_from, options)
+        if code != 250:
+            raise SmtpReplyError(code, _smtplib_reply(code, text).lines, "MAIL")
+        for rcpt in recipients:
+            code, text = client.rcpt(rcpt)
+            outcomes.append(RecipientOutcome(rcpt, _smtplib_reply(code, text), 200 <= code < 300))
+        if not any(o.accepted for o in outcomes):
+            raise ValueError("every recipient was refused")
+        code, text = client.data(message)
+        final = _smtplib_reply(code, text)
+        if code != 250:
+            raise SmtpReplyError(code, final.lines, "the message (final dot)")
+    except smtplib.SMTPDataError as exc:
+        error = _one_line(SmtpReplyError(exc.smtp_code, _smtplib_reply(0, exc.smtp_error).lines))
+    except (smtplib.SMTPException, OSError, ValueError, SmtpReplyError) as exc:
+        error = _one_line(exc)
+    finally:
+        try:
+            if client.sock is not None:
+                client.quit()
+        except (smtplib.SMTPException, OSError) as exc:
+            log.debug("QUIT: %s", exc)
+        client.close()
+    if error is not None:
+        log.info("smtp (smtplib) failed: %s", error)
+    return SmtpResult(
+        server=server,
+        port=port,
+        mail_from=mail_from,
+        recipients=tuple(outcomes),
+        transcript=tuple(transcript),
+        delivered=final is not None and final.code == 250 and error is None,
+        implementation=Implementation.SMTPLIB,
+        final_reply=final,
+        extensions=tuple(extensions.items()),
+        tls=tls_mode,
+        error=error,
+        started_ns=started_ns,
+        elapsed_ms=(time.monotonic() - start) * 1000.0,
+    )
