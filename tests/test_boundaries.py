@@ -1,0 +1,80 @@
+"""Import boundaries, checked on the source with ``ast`` (nothing is imported to check it).
+
+- Pure handrolled modules import no socket, select, time, random or scapy (DESIGN.md).
+- reference/ imports nothing from handrolled except the shared contract (results, errors):
+  independence is the point of a reference implementation.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PURE = ["checksum", "ipv4", "icmp", "probes", "smtp_protocol", "results", "errors"]
+FORBIDDEN_IN_PURE = {"socket", "select", "time", "random", "scapy"}
+ALLOWED_FROM_HANDROLLED = {"handrolled.results", "handrolled.errors"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module name an ``import`` or ``from ... import`` in ``path`` names (absolute)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            # "from handrolled import checksum" imports handrolled.checksum
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_imported_modules_sees_every_import_form(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text(
+        "import socket\nimport os.path as p\nfrom time import monotonic\n"
+        "def f():\n    import scapy.all\n    from handrolled import icmp\n"
+    )
+    found = imported_modules(src)
+    assert {"socket", "os.path", "time", "scapy.all", "handrolled.icmp"} <= found
+
+
+@pytest.mark.parametrize("name", PURE)
+def test_pure_modules_touch_no_io(name: str) -> None:
+    path = ROOT / "handrolled" / f"{name}.py"
+    if not path.exists():
+        pytest.skip(f"handrolled/{name}.py does not exist yet")
+    bad = {m for m in imported_modules(path) if m.split(".")[0] in FORBIDDEN_IN_PURE}
+    assert not bad, f"handrolled/{name}.py is pure but imports {sorted(bad)}"
+
+
+REFERENCE_FILES = sorted((ROOT / "reference").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", REFERENCE_FILES, ids=lambda p: p.name)
+def test_reference_is_independent_of_handrolled(path: Path) -> None:
+    bad = set()
+    for module in imported_modules(path):
+        # The bare package name comes with every "from handrolled import x"; x is what counts.
+        if module.startswith("handrolled."):
+            top = ".".join(module.split(".")[:2])
+            if top not in ALLOWED_FROM_HANDROLLED:
+                bad.add(module)
+    assert not bad, f"reference/{path.name} imports {sorted(bad)} from handrolled"
+
+
+def test_the_independence_check_catches_a_codec_import(tmp_path: Path) -> None:
+    src = tmp_path / "r.py"
+    src.write_text("from handrolled import checksum\nfrom handrolled.results import Probe\n")
+    found = {m for m in imported_modules(src) if m.startswith("handrolled.")}
+    assert {m for m in found if ".".join(m.split(".")[:2]) not in ALLOWED_FROM_HANDROLLED} == {
+        "handrolled.checksum"
+    }
+
+
+def test_reference_package_has_the_three_runners() -> None:
+    names = {p.name for p in REFERENCE_FILES}
+    assert {"ping.py", "traceroute.py", "smtp.py"} <= names
