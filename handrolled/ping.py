@@ -601,12 +601,11 @@ def main(argv: list[str] | None = None, runner: Callable[..., PingResult] | None
             args.count = (
                 4 if args.deadline is None else int(args.deadline / max(args.interval, 0.001)) + 1
             )
+        _validate(args.count, args.interval, args.timeout, args.deadline)
         if args.ttl is not None and not 1 <= args.ttl <= 255:
             raise UsageError(f"ttl {args.ttl} out of range 1-255")
         if args.size < 0:
             raise UsageError(f"packet size {args.size} is negative")
-        if args.interval < 0:
-            raise UsageError(f"bad timing interval: {args.interval}")
         fam, address = net.resolve(
             args.host, {4: socket.AF_INET, 6: socket.AF_INET6}.get(args.family)
         )
