@@ -25,6 +25,7 @@ import datetime
 import ipaddress
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -244,84 +245,154 @@ def serve_recording(
 
 
 class TestCA:
-    """A CA made in the test (``cryptography``); ``issue`` makes server certificates."""
+    """A CA made in the test; ``issue`` makes server certificates signed by it.
+
+    Uses the ``cryptography`` package when it is importable, else the ``openssl`` CLI.
+    """
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, backend: str | None = None) -> None:
+        self.directory = directory
+        self.cafile = directory / "ca.pem"
+        self._cakey = directory / "ca.key"
+        if backend is None:
+            try:
+                import cryptography  # noqa: F401
+            except ImportError:
+                backend = "openssl"
+            else:
+                backend = "cryptography"
+        self.backend = backend
+        if backend == "cryptography":
+            self._crypto_ca()
+        else:
+            self._openssl_ca()
+
+    def issue(self, names: list[str], stem: str = "server") -> tuple[Path, Path]:
+        """A certificate for ``names`` (DNS names and IP addresses) -> (certfile, keyfile)."""
+        certfile = self.directory / f"{stem}.pem"
+        keyfile = self.directory / f"{stem}.key"
+        if self.backend == "cryptography":
+            self._crypto_issue(names, certfile, keyfile)
+        else:
+            self._openssl_issue(names, certfile, keyfile)
+        return certfile, keyfile
+
+    # --- cryptography -----------------------------------------------------------------------
+
+    @staticmethod
+    def _builder(subject, issuer, public_key):  # type: ignore[no-untyped-def]
+        from cryptography import x509
+
+        now = datetime.datetime.now(datetime.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    def _crypto_ca(self) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
 
-        self._x509, self._hashes, self._ec, self._oid = x509, hashes, ec, NameOID
-        self._serialization = serialization
-        self.directory = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
+        key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wiretwin test CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self.key, hashes.SHA256())
+        usage = x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=True,
+            crl_sign=True,
+            encipher_only=False,
+            decipher_only=False,
         )
-        self.cafile = directory / "ca.pem"
-        self.cafile.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        cert = (
+            self._builder(name, name, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(usage, critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        self._crypto = (key, cert)
+        self.cafile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, names: list[str], stem: str = "server") -> tuple[Path, Path]:
-        """A certificate for ``names`` (DNS names and IP addresses) -> (certfile, keyfile)."""
-        x509, oid = self._x509, self._oid
-        key = self._ec.generate_private_key(self._ec.SECP256R1())
+    def _crypto_issue(self, names: list[str], certfile: Path, keyfile: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        ca_key, ca_cert = self._crypto
+        key = ec.generate_private_key(ec.SECP256R1())
         alt: list[x509.GeneralName] = []
         for n in names:
             try:
                 alt.append(x509.IPAddress(ipaddress.ip_address(n)))
             except ValueError:
                 alt.append(x509.DNSName(n))
-        now = datetime.datetime.now(datetime.UTC)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(oid.COMMON_NAME, names[0])]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            self._builder(subject, ca_cert.subject, key.public_key())
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .sign(self.key, self._hashes.SHA256())
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
         )
-        ser = self._serialization
-        certfile = self.directory / f"{stem}.pem"
-        keyfile = self.directory / f"{stem}.key"
-        certfile.write_bytes(cert.public_bytes(ser.Encoding.PEM))
+        certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         keyfile.write_bytes(
-            key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
-        return certfile, keyfile
+
+    # --- openssl CLI ------------------------------------------------------------------------
+
+    @staticmethod
+    def _openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    def _openssl_ca(self) -> None:
+        self._openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(self._cakey), "-out", str(self.cafile), "-days", "1",
+            "-subj", "/CN=wiretwin test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+
+    def _openssl_issue(self, names: list[str], certfile: Path, keyfile: Path) -> None:
+        alt = []
+        for n in names:
+            try:
+                ipaddress.ip_address(n)
+            except ValueError:
+                alt.append(f"DNS:{n}")
+            else:
+                alt.append(f"IP:{n}")
+        csr = certfile.with_suffix(".csr")
+        ext = certfile.with_suffix(".ext")
+        ext.write_text(
+            f"subjectAltName={','.join(alt)}\nbasicConstraints=critical,CA:FALSE\n"
+            "extendedKeyUsage=serverAuth\n"
+        )
+        self._openssl(
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(keyfile), "-out", str(csr), "-subj", f"/CN={names[0]}",
+        )  # fmt: skip
+        self._openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(self.cafile), "-CAkey", str(self._cakey),
+            "-CAcreateserial", "-out", str(certfile), "-days", "1", "-extfile", str(ext),
+        )  # fmt: skip
 
     def server_context(self, names: list[str]) -> ssl.SSLContext:
         certfile, keyfile = self.issue(names, stem="-".join(names)[:60].replace(":", "_"))

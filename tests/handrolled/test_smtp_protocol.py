@@ -1,0 +1,591 @@
+"""handrolled.smtp_protocol: the pure SMTP client state machine, fed bytes like h11's tests."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from handrolled import smtp_protocol as sp
+from handrolled.errors import LocalProtocolError, RemoteProtocolError
+from handrolled.results import Reply
+from handrolled.smtp_protocol import (
+    NEED_DATA,
+    Answer,
+    Auth,
+    AuthResponse,
+    ClientConnection,
+    Command,
+    ConnectionClosed,
+    Content,
+    Data,
+    Ehlo,
+    Helo,
+    MailFrom,
+    Noop,
+    Quit,
+    RcptTo,
+    Rset,
+    StartTls,
+    State,
+    Verdict,
+)
+
+EHLO_REPLY = (
+    b"250-mx.test greets you\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
+    b"250-SMTPUTF8\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 HELP\r\n"
+)
+
+
+def events(conn: ClientConnection) -> list[object]:
+    """Every event the buffered bytes make, up to NEED_DATA or ConnectionClosed."""
+    out: list[object] = []
+    for _ in range(1000):
+        event = conn.next_event()
+        if event is NEED_DATA:
+            return out
+        out.append(event)
+        if isinstance(event, ConnectionClosed):
+            return out
+    raise AssertionError("next_event() never ran dry")
+
+
+def feed(conn: ClientConnection, data: bytes, how: str = "whole") -> list[object]:
+    """Feed ``data`` whole or byte by byte; collect the events."""
+    if how == "whole":
+        conn.receive_data(data)
+        return events(conn)
+    out: list[object] = []
+    for i in range(len(data)):
+        conn.receive_data(data[i : i + 1])
+        out.extend(events(conn))
+    return out
+
+
+def answer(conn: ClientConnection, data: bytes) -> Answer:
+    (event,) = feed(conn, data)
+    assert isinstance(event, Answer)
+    return event
+
+
+def ready(pipelining: bool = True, ehlo: bytes = EHLO_REPLY) -> ClientConnection:
+    conn = ClientConnection(pipelining=pipelining)
+    answer(conn, b"220 mx.test ESMTP\r\n")
+    conn.send(Ehlo("client.test"))
+    answer(conn, ehlo)
+    assert conn.state is State.READY
+    return conn
+
+
+# --- purity ---------------------------------------------------------------------------------
+
+
+def test_module_is_pure():
+    tree = ast.parse(inspect.getsource(sp))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"socket", "select", "time", "random", "scapy", "ssl", "selectors"}
+
+
+# --- commands out: golden bytes (RFC 5321 §4.1.1, upper-case verbs §2.4) ---------------------
+
+
+def test_command_bytes_golden():
+    conn = ready(pipelining=False)
+    assert conn.send(MailFrom("a@x.test", ("SIZE=12", "BODY=8BITMIME"))) == (
+        b"MAIL FROM:<a@x.test> SIZE=12 BODY=8BITMIME\r\n"
+    )
+    answer(conn, b"250 ok\r\n")
+    assert conn.send(RcptTo("b@y.test")) == b"RCPT TO:<b@y.test>\r\n"
+    answer(conn, b"250 ok\r\n")
+    assert conn.send(Noop()) == b"NOOP\r\n"
+    answer(conn, b"250 ok\r\n")
+    assert conn.send(Data()) == b"DATA\r\n"
+    answer(conn, b"354 go\r\n")
+    assert conn.send(Content(b"Subject: x\n\n.hi\nthere")) == (
+        b"Subject: x\r\n\r\n..hi\r\nthere\r\n.\r\n"
+    )
+    answer(conn, b"250 queued\r\n")
+    assert conn.send(Rset()) == b"RSET\r\n"
+    answer(conn, b"250 ok\r\n")
+    assert conn.send(MailFrom("")) == b"MAIL FROM:<>\r\n"  # the null reverse-path
+    answer(conn, b"250 ok\r\n")
+    assert conn.send(Quit()) == b"QUIT\r\n"
+    answer(conn, b"221 bye\r\n")
+    assert conn.state is State.CLOSED
+
+
+def test_hello_starttls_auth_bytes():
+    conn = ClientConnection()
+    answer(conn, b"220 hi\r\n")
+    assert conn.send(Helo("Alice")) == b"HELO Alice\r\n"
+    answer(conn, b"250 hi Alice\r\n")
+    assert conn.send(Ehlo("c.test")) == b"EHLO c.test\r\n"
+    answer(conn, EHLO_REPLY)
+    assert conn.send(StartTls()) == b"STARTTLS\r\n"
+    answer(conn, b"220 go ahead\r\n")
+    assert conn.state is State.TLS
+    conn.tls_established()
+    assert conn.state is State.HELLO and conn.extensions == {}  # RFC 3207 §4.2
+    conn.send(Ehlo("c.test"))
+    answer(conn, EHLO_REPLY)
+    assert conn.send(Auth("plain", "AGEAYg==")) == b"AUTH PLAIN AGEAYg==\r\n"
+    assert answer(conn, b"235 ok\r\n").verdict is Verdict.OK
+    assert conn.state is State.READY
+
+
+def test_auth_login_challenges():
+    conn = ready()
+    assert conn.send(Auth("LOGIN")) == b"AUTH LOGIN\r\n"
+    assert answer(conn, b"334 VXNlcm5hbWU6\r\n").verdict is Verdict.CHALLENGE
+    assert conn.state is State.AUTH_CHALLENGE
+    with pytest.raises(LocalProtocolError):
+        conn.send(MailFrom("a@x.test"))  # a challenge must be answered
+    assert conn.send(AuthResponse("YWxpY2U=")) == b"YWxpY2U=\r\n"
+    answer(conn, b"334 UGFzc3dvcmQ6\r\n")
+    conn.send(AuthResponse("*"))
+    assert answer(conn, b"501 cancelled\r\n").verdict is Verdict.FAIL
+    assert conn.state is State.READY
+
+
+# --- replies in: whole, byte by byte, with trailing data ------------------------------------
+
+
+@pytest.mark.parametrize("how", ["whole", "bytewise"])
+def test_multiline_ehlo(how):
+    conn = ClientConnection()
+    feed(conn, b"220 mx.test\r\n", how)
+    conn.send(Ehlo("c.test"))
+    (event,) = feed(conn, EHLO_REPLY, how)
+    assert event.command is Command.EHLO and event.verdict is Verdict.OK
+    assert event.reply == Reply(
+        250,
+        (
+            "mx.test greets you",
+            "PIPELINING",
+            "SIZE 1000",
+            "8BITMIME",
+            "SMTPUTF8",
+            "STARTTLS",
+            "AUTH PLAIN LOGIN",
+            "HELP",
+        ),
+    )
+    assert b"".join(event.raw) == EHLO_REPLY
+    assert conn.extensions["SIZE"] == "1000" and conn.extensions["AUTH"] == "PLAIN LOGIN"
+    assert conn.pipelining
+
+
+@pytest.mark.parametrize("how", ["whole", "bytewise"])
+def test_pipelined_replies_arrive_together(how):
+    conn = ready()
+    wire = b"".join(
+        conn.send(e) for e in (MailFrom("a@x.test"), RcptTo("b@x"), RcptTo("c@x"), Data())
+    )
+    assert wire.count(b"\r\n") == 4
+    got = feed(conn, b"250 ok\r\n550 no such user\r\n250 ok\r\n354 go\r\n", how)
+    assert [(e.command, e.argument, e.reply.code) for e in got] == [
+        (Command.MAIL, "a@x.test", 250),
+        (Command.RCPT, "b@x", 550),
+        (Command.RCPT, "c@x", 250),
+        (Command.DATA, "", 354),
+    ]
+    assert conn.state is State.CONTENT
+
+
+def test_trailing_partial_reply_waits():
+    conn = ready(pipelining=True)
+    conn.send(MailFrom("a@x.test"))
+    conn.send(RcptTo("b@x"))
+    got = feed(conn, b"250 ok\r\n250-part")
+    assert [e.command for e in got] == [Command.MAIL]
+    assert conn.next_event() is NEED_DATA
+    assert [e.reply.lines for e in feed(conn, b"ial\r\n250 done\r\n")] == [("partial", "done")]
+
+
+def test_reply_without_text_and_utf8_text():
+    conn = ready(pipelining=False)
+    conn.send(Noop())
+    assert answer(conn, b"250\r\n").reply == Reply(250, ("",))
+    conn.send(Noop())
+    assert answer(conn, "250 ok \u2713\r\n".encode()).reply.lines == ("ok \u2713",)
+
+
+# --- the server's errors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wire", "match"),
+    [
+        (b"HELLO THERE\r\n", "not an SMTP reply"),
+        (b"2x0 ok\r\n", "not an SMTP reply"),
+        (b"620 ok\r\n", "not an SMTP reply"),
+        (b"260 ok\r\n", "not an SMTP reply"),
+        (b"220+ok\r\n", "separator"),
+        (b"220-one\r\n221 two\r\n", "changed"),
+        (b"220 ok\n", "bare LF"),
+        (b"\n", "bare LF"),
+        (b"220 " + b"x" * 600, "longer than 512"),
+        (b"220 " + b"x" * 507 + b"\r\n", "longer than 512"),  # 513 octets with CRLF
+        (b"".join(b"220-x\r\n" for _ in range(150)), "longer than 100 lines"),
+        (b"220 ok\r\n250 surprise\r\n", "unexpected data"),
+    ],
+)
+@pytest.mark.parametrize("how", ["whole", "bytewise"])
+def test_remote_protocol_errors(wire, match, how):
+    conn = ClientConnection()
+    with pytest.raises(RemoteProtocolError, match=match):
+        feed(conn, wire, how)
+    assert conn.state is State.ERROR
+    with pytest.raises(LocalProtocolError):
+        conn.send(Quit())
+
+
+def test_longest_legal_reply_line():
+    longest = b"250-" + b"y" * 506 + b"\r\n"  # exactly 512 octets (RFC 5321 §4.5.3.1.5)
+    assert len(longest) == 512
+    conn = ClientConnection()
+    answer(conn, b"220 hi\r\n")
+    conn.send(Ehlo("c.test"))
+    assert answer(conn, longest + b"250 ok\r\n").reply.code == 250
+
+
+def test_reply_octet_bound():
+    conn = ClientConnection()
+    line = b"220-" + b"z" * 400 + b"\r\n"
+    with pytest.raises(RemoteProtocolError, match="octets"):
+        feed(conn, line * 50)
+
+
+def test_data_when_nothing_is_pending():
+    conn = ready()
+    with pytest.raises(RemoteProtocolError, match="unexpected"):
+        feed(conn, b"250 hello?\r\n")
+
+
+def test_data_after_starttls_220_is_an_injection():
+    conn = ready()
+    conn.send(StartTls())
+    with pytest.raises(RemoteProtocolError, match="RFC 3207"):
+        feed(conn, b"220 go ahead\r\n250 injected\r\n")
+
+
+def test_tls_established_only_after_220():
+    conn = ready()
+    with pytest.raises(LocalProtocolError):
+        conn.tls_established()
+    conn.send(StartTls())
+    answer(conn, b"454 TLS not available\r\n")
+    assert conn.state is State.READY
+
+
+def test_eof_rules():
+    conn = ClientConnection()
+    conn.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="closed while waiting"):
+        conn.next_event()
+    conn = ready()
+    conn.send(Quit())
+    conn.receive_data(b"221 bye\r\n")
+    conn.receive_data(b"")
+    assert [type(e) for e in events(conn)] == [Answer, ConnectionClosed]
+    conn = ready()
+    conn.send(Quit())
+    conn.receive_data(b"")  # no 221: tolerated after QUIT
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    conn = ready()
+    conn.send(Noop())
+    conn.receive_data(b"250 o")
+    conn.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="middle of a reply"):
+        conn.next_event()
+    conn = ready()
+    conn.receive_data(b"")  # idle: the server may hang up
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert conn.state is State.CLOSED
+
+
+def test_421_closes_the_session():
+    conn = ready()
+    conn.send(MailFrom("a@x.test"))
+    conn.send(RcptTo("b@x"))
+    event = answer(conn, b"421 4.3.2 shutting down\r\n")
+    assert event.verdict is Verdict.FAIL
+    assert conn.state is State.CLOSED and conn.pending == []
+    with pytest.raises(LocalProtocolError):
+        conn.send(Quit())
+
+
+def test_refused_greeting_allows_only_quit():
+    conn = ClientConnection()
+    assert answer(conn, b"554 no service\r\n").verdict is Verdict.FAIL
+    assert conn.state is State.REFUSED
+    with pytest.raises(LocalProtocolError):
+        conn.send(Ehlo("c.test"))
+    assert conn.send(Quit()) == b"QUIT\r\n"
+
+
+def test_ehlo_refused_then_helo():
+    conn = ClientConnection()
+    answer(conn, b"220 old\r\n")
+    conn.send(Ehlo("c.test"))
+    answer(conn, b"502 what\r\n")
+    assert conn.state is State.HELLO
+    conn.send(Helo("c.test"))
+    answer(conn, b"250 old\r\n")
+    assert conn.state is State.READY and conn.extensions == {} and not conn.pipelining
+
+
+# --- our errors: refused before a byte is produced ------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["a\r@x.test", "a\n@x.test", "a\0@x.test", "a@x>", "<a@x", "a b@x"])
+def test_bad_addresses_refused(bad):
+    conn = ready()
+    with pytest.raises(LocalProtocolError):
+        conn.send(MailFrom(bad))
+    with pytest.raises(LocalProtocolError):
+        conn.send(RcptTo(bad))
+    assert conn.state is State.READY and conn.pending == []
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a\r\nMAIL FROM:<x>", "a\0", "h\u00e9llo"])
+def test_bad_helo_names_refused(bad):
+    conn = ClientConnection()
+    answer(conn, b"220 hi\r\n")
+    with pytest.raises(LocalProtocolError):
+        conn.send(Ehlo(bad))
+    assert conn.state is State.HELLO
+
+
+def test_auth_data_must_be_one_line():
+    conn = ready()
+    with pytest.raises(LocalProtocolError):
+        conn.send(Auth("PLAIN", "AG\r\nRSET"))
+    with pytest.raises(LocalProtocolError):
+        conn.send(Auth("PL AIN"))
+
+
+def test_extensions_must_be_offered():
+    conn = ready(ehlo=b"250-mx\r\n250 HELP\r\n")
+    for param in ("SIZE=10", "BODY=8BITMIME", "SMTPUTF8"):
+        with pytest.raises(LocalProtocolError, match="offer"):
+            conn.send(MailFrom("a@x.test", (param,)))
+
+
+def test_utf8_addresses_need_smtputf8():
+    conn = ready(pipelining=False)
+    with pytest.raises(LocalProtocolError, match="SMTPUTF8"):
+        conn.send(MailFrom("j\u00f6rg@x.test"))
+    conn.send(MailFrom("a@x.test"))
+    answer(conn, b"250 ok\r\n")
+    with pytest.raises(LocalProtocolError, match="SMTPUTF8"):
+        conn.send(RcptTo("\u7528\u6237@\u4f8b\u5b50.test"))
+    conn.send(Rset())
+    answer(conn, b"250 ok\r\n")
+    wire = conn.send(MailFrom("j\u00f6rg@x.test", ("SMTPUTF8",)))
+    assert wire == "MAIL FROM:<j\u00f6rg@x.test> SMTPUTF8\r\n".encode()
+    answer(conn, b"250 ok\r\n")
+    assert conn.send(RcptTo("\u7528@x.test")) == "RCPT TO:<\u7528@x.test>\r\n".encode()
+
+
+def test_8bit_content_needs_body_8bitmime():
+    conn = ready(pipelining=False)
+    conn.send(MailFrom("a@x.test"))
+    answer(conn, b"250 ok\r\n")
+    conn.send(RcptTo("b@x.test"))
+    answer(conn, b"250 ok\r\n")
+    conn.send(Data())
+    answer(conn, b"354 go\r\n")
+    with pytest.raises(LocalProtocolError, match="8BITMIME"):
+        conn.send(Content("caf\u00e9".encode()))
+    with pytest.raises(LocalProtocolError, match="998"):
+        conn.send(Content(b"x" * 999))
+    assert conn.state is State.CONTENT
+    conn.send(Content(b"x" * 998))
+
+
+def test_command_line_length_limit():
+    conn = ready()
+    with pytest.raises(LocalProtocolError, match="limit"):
+        conn.send(MailFrom("a" * 500 + "@x.test"))
+
+
+# --- the transition table -------------------------------------------------------------------
+
+SENDABLE = [
+    Ehlo("c.test"),
+    Helo("c.test"),
+    StartTls(),
+    Auth("PLAIN"),
+    AuthResponse("YQ=="),
+    MailFrom("a@x.test"),
+    RcptTo("b@x.test"),
+    Data(),
+    Content(b"hi"),
+    Rset(),
+    Noop(),
+    Quit(),
+]
+
+
+def test_every_send_not_in_the_table_is_refused():
+    """Walk every state; a send the table does not list raises and changes nothing."""
+    reached: dict[State, ClientConnection] = {}
+
+    def snapshot(conn: ClientConnection) -> None:
+        reached.setdefault(conn.state, conn)
+
+    scripts: list[list[tuple[object, bytes]]] = [
+        [],
+        [(Ehlo("c"), b"502 no\r\n")],
+        [(Ehlo("c"), b"502 no\r\n"), (Helo("c"), b"250 ok\r\n")],
+        [(StartTls(), b"220 go\r\n")],
+        [(Auth("LOGIN"), b"334 VXNlcm5hbWU6\r\n")],
+        [(MailFrom("a@x"), b"250 ok\r\n")],
+        [(MailFrom("a@x"), b"250 ok\r\n"), (RcptTo("b@x"), b"250 ok\r\n")],
+        [(MailFrom("a@x"), b"250 ok\r\n"), (RcptTo("b@x"), b"250 ok\r\n"), (Data(), b"354\r\n")],
+    ]
+    for script in scripts:
+        conn = ClientConnection(pipelining=False)
+        answer(conn, b"220 hi\r\n")
+        if script[:1] != [(Ehlo("c"), b"502 no\r\n")]:
+            conn.send(Ehlo("c"))
+            answer(conn, EHLO_REPLY)
+        for event, reply in script:
+            conn.send(event)
+            answer(conn, reply)
+        snapshot(conn)
+    refused = ClientConnection()
+    answer(refused, b"554 go away\r\n")
+    snapshot(refused)
+    assert {State.HELLO, State.READY, State.TLS, State.AUTH_CHALLENGE, State.MAIL_SENT}.issubset(
+        reached
+    )
+    for state, conn in reached.items():
+        for event in SENDABLE:
+            allowed = (state, sp._Send(event.command)) in sp.TRANSITIONS
+            before = (conn.state, list(conn.pending))
+            if allowed:
+                continue
+            with pytest.raises(LocalProtocolError):
+                conn.send(event)
+            assert (conn.state, conn.pending) == before
+
+
+def test_pipelining_rules():
+    plain = ready(pipelining=False)
+    plain.send(MailFrom("a@x.test"))
+    with pytest.raises(LocalProtocolError, match="outstanding"):
+        plain.send(RcptTo("b@x.test"))  # RFC 2920 not negotiated: wait for each reply
+
+    piped = ready(pipelining=True)
+    piped.send(MailFrom("a@x.test"))
+    piped.send(RcptTo("b@x.test"))
+    piped.send(Data())
+    with pytest.raises(LocalProtocolError):
+        piped.send(Content(b"x"))  # DATA ends the group (RFC 2920 §3.1)
+    with pytest.raises(LocalProtocolError):
+        piped.send(Noop())
+
+    offered_but_off = ready(pipelining=False)
+    assert "PIPELINING" in offered_but_off.extensions and not offered_but_off.pipelining
+
+
+def test_pipelined_group_with_failed_mail():
+    """MAIL refused inside a group: RCPT and DATA get 503s, the DATA reply decides."""
+    conn = ready()
+    for e in (MailFrom("a@x.test"), RcptTo("b@x.test"), Data()):
+        conn.send(e)
+    got = feed(conn, b"550 sender refused\r\n503 need MAIL\r\n503 need RCPT\r\n")
+    assert [e.verdict for e in got] == [Verdict.FAIL] * 3
+    assert conn.state is State.READY and conn.mail_params == ()
+
+
+# --- codecs ---------------------------------------------------------------------------------
+
+
+def test_seed_body_bytes():
+    """The seed's "\\r\\n My message" then "\\r\\n.\\r\\n" is exactly encode_data's output."""
+    assert sp.encode_data(b"\r\n My message") == b"\r\n My message" + b"\r\n.\r\n"
+
+
+@pytest.mark.parametrize(
+    ("message", "wire"),
+    [
+        (b"", b".\r\n"),
+        (b"a", b"a\r\n.\r\n"),
+        (b"a\r\n", b"a\r\n.\r\n"),
+        (b".", b"..\r\n.\r\n"),
+        (b"a\n.\nb", b"a\r\n..\r\nb\r\n.\r\n"),
+        (b"a\rb\r\nc\n", b"a\r\nb\r\nc\r\n.\r\n"),
+        (b"..x\n\n", b"...x\r\n\r\n.\r\n"),
+    ],
+)
+def test_encode_data_golden(message, wire):
+    assert sp.encode_data(message) == wire
+
+
+line_text = st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@given(st.lists(line_text, max_size=20), st.sampled_from([b"\r\n", b"\n", b"\r"]))
+def test_encode_decode_roundtrip(lines, ending):
+    message = ending.join(lines)
+    wire = sp.encode_data(message)
+    assert wire.endswith(b".\r\n")
+    body = wire[:-3]
+    # no body line is a lone dot, so the server cannot end early (RFC 5321 §4.5.2)
+    assert all(line != b"." for line in body.split(b"\r\n")[:-1])
+    assert b"\n" not in body.replace(b"\r\n", b"")
+    assert b"\r" not in body.replace(b"\r\n", b"")
+    expected = b"".join(line + b"\r\n" for line in lines)
+    if lines and lines[-1] == b"":
+        expected = expected[:-2]
+    assert sp.decode_data(wire) == expected
+
+
+reply_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=40
+)
+
+
+@given(
+    st.integers(200, 559).filter(lambda c: c % 100 < 60),
+    st.lists(reply_text, min_size=1, max_size=8),
+)
+def test_reply_roundtrip(code, lines):
+    wire = sp.encode_reply(Reply(code, tuple(lines)))
+    if any(len(line) > sp.MAX_REPLY_LINE for line in wire.split(b"\r\n")):
+        return
+    assert sp.decode_reply(wire) == Reply(code, tuple(lines))
+
+
+def test_decode_reply_rejects_trailing_and_partial():
+    with pytest.raises(RemoteProtocolError, match="trailing"):
+        sp.decode_reply(b"250 ok\r\n250 more\r\n")
+    with pytest.raises(RemoteProtocolError, match="incomplete"):
+        sp.decode_reply(b"250-ok\r\n")
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=2000), st.integers(1, 64))
+def test_arbitrary_bytes_never_hang_or_crash(data, chunk):
+    """Any byte stream gives answers, NEED_DATA or RemoteProtocolError; buffers stay bounded."""
+    conn = ClientConnection()
+    try:
+        for i in range(0, len(data), chunk):
+            conn.receive_data(data[i : i + chunk])
+            for event in events(conn):
+                if isinstance(event, Answer) and conn.state is State.HELLO:
+                    conn.send(Ehlo("c.test"))
+            assert conn.buffered <= sp.MAX_REPLY_LINE + chunk
+    except RemoteProtocolError:
+        assert conn.state is State.ERROR
