@@ -1,0 +1,93 @@
+"""What every comparison scenario shares: check rows, running one side under capture.
+
+A scenario runs the hand-rolled and the reference implementation one after the other against
+the same target with the same inputs, each inside the lab's client namespace (through
+``Lab.call``, i.e. ``ip netns exec``, exactly as a user would run them) while a capture on the
+client's link records what each put on the wire.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from compare.capture import Capture, Frame
+from compare.lab import Lab
+
+OK, FAIL = "ok", "FAIL"
+CLIENT_IFACE = "down0"
+LATE_PACKET_WAIT = 0.1  # seconds the capture stays open after a side returns
+
+
+@dataclass
+class Row:
+    """One line of the report."""
+
+    scenario: str
+    check: str
+    handrolled: str
+    reference: str
+    ok: bool
+    details: list[str] = field(default_factory=list)  # why it failed; allowed differences
+
+    @property
+    def verdict(self) -> str:
+        return OK if self.ok else FAIL
+
+
+@dataclass
+class SideRun:
+    """One implementation's run: its result object and the frames captured meanwhile."""
+
+    impl: str
+    result: Any = None
+    frames: list[Frame] = field(default_factory=list)
+    error: str | None = None  # the side raised instead of returning a result
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Sides:
+    """Where each implementation's runner lives (module:function), and how to import it."""
+
+    handrolled: str
+    reference: str
+    env: dict[str, str] | None = None  # e.g. PYTHONPATH for a patched copy (fault injection)
+
+
+def run_side(
+    lab: Lab, impl: str, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None = None
+) -> SideRun:
+    """Run ``target`` (module:function) in the client namespace while capturing its link."""
+    run = SideRun(impl)
+    started = time.monotonic()
+    with Capture(lab.ns("client"), CLIENT_IFACE) as capture:
+        try:
+            run.result = lab.call("client", target, *args, call_env=env, **kwargs)
+        except Exception as exc:  # a side failing is a finding, reported as a row
+            run.error = f"{type(exc).__name__}: {exc}"
+        time.sleep(LATE_PACKET_WAIT)
+    run.seconds = time.monotonic() - started
+    run.frames = list(capture.frames)
+    return run
+
+
+def both_ran(scenario: str, runs: dict[str, SideRun]) -> Row:
+    """The first row of every scenario: did each side return a result?"""
+    cells = {
+        impl: (f"error: {r.error}" if r.error else f"ran in {r.seconds:.1f} s")
+        for impl, r in runs.items()
+    }
+    ok = all(r.error is None for r in runs.values())
+    details = [f"{impl}: {r.error}" for impl, r in runs.items() if r.error]
+    return Row(scenario, "ran", cells["handrolled"], cells["reference"], ok, details)
+
+
+def compare_values(
+    scenario: str, check: str, left: Any, right: Any, show: Callable[[Any], str] = str
+) -> Row:
+    ok = left == right
+    details = [] if ok else [f"handrolled {show(left)} != reference {show(right)}"]
+    return Row(scenario, check, show(left), show(right), ok, details)

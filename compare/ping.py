@@ -1,0 +1,213 @@
+"""Ping scenarios: the hand-rolled and the scapy pinger, same target, same inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compare import tolerance, wire
+from compare.core import Row, Sides, both_ran, run_side
+from compare.lab import Lab
+from handrolled.results import Outcome, PingResult
+
+IDENT = 0x7774  # "wt": fixed, so both sides' packets can be identical byte for byte
+PAYLOAD = (b"wiretwin:same-inputs-same-bytes:" * 2)[:56]  # fixed and readable in a hex dump
+SIDES = Sides("handrolled.ping:run_ping", "reference.ping:run_ping")
+
+
+@dataclass(frozen=True)
+class PingScenario:
+    name: str
+    host: str
+    family: int
+    expect: Outcome  # what the lab promises every probe meets
+    answerer: str | None  # role of the node that answers (None: nobody)
+    icmp_code: int | None = None
+    kwargs: dict = field(default_factory=dict)
+
+
+def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
+    count = 3 if quick else 5
+    base = {"count": count, "interval": 0.2, "timeout": 1.0, "ttl": 64}
+    return [
+        PingScenario(
+            "ping -4 target", lab.target.hostname, 4, Outcome.REPLY, "target", kwargs=base
+        ),
+        PingScenario(
+            "ping -6 target", lab.target.hostname, 6, Outcome.REPLY, "target", kwargs=base
+        ),
+        PingScenario(
+            "ping -4 -t 2 (time exceeded)",
+            lab.target.addr4,
+            4,
+            Outcome.TIME_EXCEEDED,
+            "r2",
+            kwargs={**base, "ttl": 2},
+        ),
+        PingScenario(
+            "ping -6 -t 4 (time exceeded)",
+            lab.target.addr6,
+            6,
+            Outcome.TIME_EXCEEDED,
+            "r4",
+            kwargs={**base, "ttl": 4},
+        ),
+        PingScenario(
+            "ping -4 prohibited",
+            lab.prohibited.addr4,
+            4,
+            Outcome.UNREACHABLE,
+            "prohibited",
+            13,
+            kwargs=base,
+        ),
+        PingScenario(
+            "ping -6 prohibited",
+            lab.prohibited.addr6,
+            6,
+            Outcome.UNREACHABLE,
+            "prohibited",
+            1,
+            kwargs=base,
+        ),
+        PingScenario(
+            "ping -4 blackhole",
+            lab.blackhole4,
+            4,
+            Outcome.TIMEOUT,
+            None,
+            kwargs={**base, "count": 2, "timeout": 0.5},
+        ),
+    ]
+
+
+def _outcomes(result: PingResult) -> list[tuple]:
+    return [(p.seq, p.outcome.value, p.reply_from, p.icmp_type, p.icmp_code) for p in result.probes]
+
+
+def run(lab: Lab, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
+    kwargs = {
+        **sc.kwargs,
+        "family": sc.family,
+        "ident": IDENT,
+        "payload": PAYLOAD,
+        "socket_kind": "raw",
+    }
+    runs = {
+        "handrolled": run_side(lab, "handrolled", sides.handrolled, (sc.host,), kwargs, sides.env),
+        "reference": run_side(lab, "reference", sides.reference, (sc.host,), kwargs),
+    }
+    rows = [both_ran(sc.name, runs)]
+    if not rows[0].ok:
+        return rows, runs
+    res = {impl: r.result for impl, r in runs.items()}
+
+    # Outcomes: against each other, then against the lab's truth.
+    left, right = _outcomes(res["handrolled"]), _outcomes(res["reference"])
+    rows.append(
+        Row(
+            sc.name,
+            "same outcome per probe",
+            _brief(res["handrolled"]),
+            _brief(res["reference"]),
+            left == right,
+            [] if left == right else [f"handrolled {left}", f"reference {right}"],
+        )
+    )
+    want_from = lab.nodes[sc.answerer].addr(sc.family) if sc.answerer else None
+    cells, details, ok = {}, [], True
+    for impl, result in res.items():
+        bad = [
+            p
+            for p in result.probes
+            if p.outcome is not Outcome.DUPLICATE
+            and (
+                p.outcome is not sc.expect
+                or p.reply_from != want_from
+                or (sc.icmp_code is not None and p.icmp_code != sc.icmp_code)
+            )
+        ]
+        cells[impl] = "as promised" if not bad else f"{len(bad)} differ"
+        ok = ok and not bad and len(result.probes) >= sc.kwargs["count"]
+        details += [
+            f"{impl} seq {p.seq}: {p.outcome.value} from {p.reply_from} code {p.icmp_code}"
+            for p in bad[:3]
+        ]
+    promise = f"{sc.expect.value} from {want_from or 'nobody'}" + (
+        f" code {sc.icmp_code}" if sc.icmp_code is not None else ""
+    )
+    rows.append(
+        Row(
+            sc.name,
+            f"outcomes vs lab truth ({promise})",
+            cells["handrolled"],
+            cells["reference"],
+            ok,
+            details,
+        )
+    )
+
+    # Each side's own summary against a recomputation from its raw probes.
+    cells, details = {}, []
+    for impl, result in res.items():
+        problems = tolerance.summary_mismatches(result.summary, result.probes)
+        cells[impl] = "agrees" if not problems else f"{len(problems)} differ"
+        details += [f"{impl}: {p}" for p in problems]
+    check = f"summary = recomputed from probes (eps {tolerance.SUMMARY_EPS_MS} ms)"
+    rows.append(Row(sc.name, check, cells["handrolled"], cells["reference"], not details, details))
+
+    rows += wire.wire_rows(
+        sc.name, {i: r.probes for i, r in res.items()}, {i: r.frames for i, r in runs.items()}
+    )
+
+    if sc.expect in (Outcome.REPLY, Outcome.TIME_EXCEEDED) and sc.answerer:
+        mins = {
+            impl: r.summary.min_ms if sc.expect is Outcome.REPLY else _min_rtt(r)
+            for impl, r in res.items()
+        }
+        if all(v is not None for v in mins.values()):
+            gap = abs(mins["handrolled"] - mins["reference"])
+            rows.append(
+                Row(
+                    sc.name,
+                    f"min RTT sides agree (|diff| <= {tolerance.SIDES_MIN_MS} ms)",
+                    tolerance.fmt_ms(mins["handrolled"]),
+                    tolerance.fmt_ms(mins["reference"]),
+                    gap <= tolerance.SIDES_MIN_MS,
+                    [] if gap <= tolerance.SIDES_MIN_MS else [f"gap {gap:.3f} ms"],
+                )
+            )
+        node = lab.nodes[sc.answerer]
+        low, high = lab.rtt_tolerance(node)
+        ok = all(v is not None and lab.rtt_ok(v, node) for v in mins.values())
+        rows.append(
+            Row(
+                sc.name,
+                f"min RTT vs lab truth ({node.rtt_ms:.1f} ms, window {low:.2f}..{high:.2f})",
+                tolerance.fmt_ms(mins["handrolled"]),
+                tolerance.fmt_ms(mins["reference"]),
+                ok,
+                []
+                if ok
+                else [
+                    f"{impl}: {tolerance.fmt_ms(v)} outside {low:.2f}..{high:.2f}"
+                    for impl, v in mins.items()
+                ],
+            )
+        )
+    return rows, runs
+
+
+def _min_rtt(result: PingResult) -> float | None:
+    rtts = [
+        p.rtt_ms
+        for p in result.probes
+        if p.rtt_ms is not None and p.outcome is not Outcome.DUPLICATE
+    ]
+    return min(rtts) if rtts else None
+
+
+def _brief(result: PingResult) -> str:
+    counts: dict[str, int] = {}
+    for p in result.probes:
+        counts[p.outcome.value] = counts.get(p.outcome.value, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no probes"

@@ -1,0 +1,102 @@
+"""Result checks within stated tolerances: the harness's own recomputation and RTT judgements.
+
+Every tolerance is a named constant here and is printed in the report beside the check that
+uses it.  RTT noise on these VMs is one-sided (CPU pauses and wake-ups only add time), so RTTs are
+judged by minimums and medians, and a reported RTT is never allowed to be *shorter* than the RTT
+the capture saw for the same probe: the capture's two timestamps lie strictly inside the
+interval the implementation measured.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from handrolled.results import Outcome, PingSummary, Probe
+
+SUMMARY_EPS_MS = 1e-6  # float noise when re-adding the same numbers in another order
+WIRE_EARLY_MS = 0.05  # a reported RTT may undercut the wire RTT by at most this (clock reads)
+WIRE_MEDIAN_MS = 0.5  # median (reported - wire) per side
+SIDES_MIN_MS = 1.5  # |min RTT handrolled - min RTT reference| on the same path
+
+
+@dataclass(frozen=True)
+class Recomputed:
+    transmitted: int
+    received: int
+    duplicates: int
+    errors: int
+    loss_percent: float
+    min_ms: float | None
+    avg_ms: float | None
+    max_ms: float | None
+    stdev_ms: float | None
+    mdev_ms: float | None
+
+
+def recompute(probes: Sequence[Probe]) -> Recomputed:
+    """Statistics from raw probes, computed here from the probes' own send/receive times.
+
+    RTTs come from ``recv_ns - send_ns`` (not from the side's ``rtt_ms``), so a side that
+    reports an RTT different from its own timestamps is caught too.
+    """
+    sent = [p for p in probes if p.outcome is not Outcome.DUPLICATE]
+    replies = [p for p in sent if p.outcome is Outcome.REPLY and p.recv_ns is not None]
+    rtts = [(p.recv_ns - p.send_ns) / 1e6 for p in replies]
+    errors = sum(
+        p.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE, Outcome.CORRUPT) for p in sent
+    )
+    n = len(sent)
+    loss = 100.0 * (n - len(rtts)) / n if n else 100.0
+    if not rtts:
+        return Recomputed(n, 0, len(probes) - n, errors, loss, None, None, None, None, None)
+    mean = math.fsum(rtts) / len(rtts)
+    variance = math.fsum((x - mean) ** 2 for x in rtts)
+    sample = math.sqrt(variance / (len(rtts) - 1)) if len(rtts) > 1 else 0.0
+    return Recomputed(
+        n,
+        len(rtts),
+        len(probes) - n,
+        errors,
+        loss,
+        min(rtts),
+        mean,
+        max(rtts),
+        sample,
+        math.sqrt(variance / len(rtts)),
+    )
+
+
+def summary_mismatches(summary: PingSummary, probes: Sequence[Probe]) -> list[str]:
+    """Where a side's own summary differs from the recomputation (empty: they agree)."""
+    mine = recompute(probes)
+    problems = []
+    for name in ("transmitted", "received", "duplicates", "errors"):
+        if getattr(summary, name) != getattr(mine, name):
+            problems.append(
+                f"{name}: side says {getattr(summary, name)}, probes say {getattr(mine, name)}"
+            )
+    if abs(summary.loss_percent - mine.loss_percent) > 1e-9:
+        problems.append(f"loss: side says {summary.loss_percent}%, probes say {mine.loss_percent}%")
+    for name in ("min_ms", "avg_ms", "max_ms", "stdev_ms", "mdev_ms"):
+        theirs, ours = getattr(summary, name), getattr(mine, name)
+        if (theirs is None) != (ours is None) or (
+            ours is not None and abs(theirs - ours) > SUMMARY_EPS_MS
+        ):
+            problems.append(f"{name}: side says {theirs}, probes say {ours}")
+    for p in probes:
+        if p.rtt_ms is not None and p.recv_ns is not None:
+            own = (p.recv_ns - p.send_ns) / 1e6
+            if abs(own - p.rtt_ms) > SUMMARY_EPS_MS:
+                problems.append(f"seq {p.seq}: rtt_ms {p.rtt_ms} but its timestamps say {own}")
+    return problems
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} ms"

@@ -1,0 +1,203 @@
+"""Checks that hold a side's probes against the frames captured while it ran.
+
+Shared by the ping and traceroute scenarios: find each probe on the wire, check that what the
+side says it sent is what left, diff the two sides' packets field by field, and judge each
+reported RTT against the RTT the capture saw for that same probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from compare import packets, tolerance
+from compare.capture import Frame
+from compare.core import Row
+from handrolled.results import Method, Outcome, Probe
+
+
+@dataclass
+class WireProbe:
+    """A probe as the capture saw it."""
+
+    request: bytes  # the IP datagram that left
+    sent_ns: int
+    reply_ns: int | None = None  # first matching answer on the wire
+
+    @property
+    def rtt_ms(self) -> float | None:
+        return None if self.reply_ns is None else (self.reply_ns - self.sent_ns) / 1e6
+
+
+def probe_key_of(probe: Probe) -> packets.ProbeKey:
+    if probe.method is Method.ICMP:
+        return ("icmp", probe.ident, probe.seq)
+    return (probe.method.value, probe.src_port or 0, probe.dst_port or 0)
+
+
+def index_wire(frames: Sequence[Frame]) -> dict[packets.ProbeKey, WireProbe]:
+    """Outgoing probes by key, each with the first incoming answer that quotes or echoes it."""
+    wire: dict[packets.ProbeKey, WireProbe] = {}
+    for frame in frames:
+        datagram = frame.ip
+        if not datagram:
+            continue
+        if frame.outgoing:
+            key = packets.probe_key(datagram)
+            if key is not None and key not in wire:
+                wire[key] = WireProbe(datagram, frame.time_ns)
+        else:
+            answer = packets.reply_key(datagram)
+            if answer is not None:
+                hit = wire.get(answer[0])
+                if hit is not None and hit.reply_ns is None:
+                    hit.reply_ns = frame.time_ns
+    return wire
+
+
+def sent_bytes_of(probe: Probe, datagram: bytes) -> bytes:
+    """The part of the wire datagram comparable with ``Probe.sent``.
+
+    An ICMP or UDP socket is handed the transport message; a socket with IP_HDRINCL (first byte
+    looks like an IP header of the same version) the whole datagram.
+    """
+    version = datagram[0] >> 4
+    if probe.sent and probe.sent[0] >> 4 == version and len(probe.sent) == len(datagram):
+        return datagram
+    return packets.transport(datagram)
+
+
+def wire_rows(
+    scenario: str, sides: dict[str, Sequence[Probe]], frames: dict[str, Sequence[Frame]]
+) -> list[Row]:
+    """Rows: probes found on the wire, sent == wire, packet diffs, RTT vs wire."""
+    rows: list[Row] = []
+    wires = {impl: index_wire(frames[impl]) for impl in sides}
+    found: dict[str, dict[packets.ProbeKey, tuple[Probe, WireProbe]]] = {}
+    cells, details, ok = {}, [], True
+    for impl, probes in sides.items():
+        found[impl] = {}
+        unique = [p for p in probes if p.outcome is not Outcome.DUPLICATE]
+        missing = []
+        for probe in unique:
+            key = probe_key_of(probe)
+            hit = wires[impl].get(key)
+            if hit is None:
+                missing.append(key)
+            else:
+                found[impl][key] = (probe, hit)
+        cells[impl] = f"{len(found[impl])}/{len(unique)} on the wire"
+        if missing:
+            ok = False
+            details.append(f"{impl}: probes not seen on the wire: {missing[:5]}")
+    rows.append(
+        Row(
+            scenario,
+            "every probe seen on the wire",
+            cells["handrolled"],
+            cells["reference"],
+            ok,
+            details,
+        )
+    )
+
+    cells, details, ok = {}, [], True
+    for impl in sides:
+        bad = []
+        for key, (probe, hit) in found[impl].items():
+            if probe.sent != sent_bytes_of(probe, hit.request):
+                bad.append(key)
+                wire_part = sent_bytes_of(probe, hit.request)
+                for diff in packets.diff_bytes("sent", "bytes", probe.sent, wire_part, 0)[:1]:
+                    details.append(
+                        f"{impl} {key}: reported sent bytes differ from the wire: {diff.describe()}"
+                    )
+        cells[impl] = "identical" if not bad else f"{len(bad)} differ"
+        ok = ok and not bad
+    rows.append(
+        Row(
+            scenario,
+            "reported sent bytes = wire bytes",
+            cells["handrolled"],
+            cells["reference"],
+            ok,
+            details,
+        )
+    )
+
+    # The two sides' packets, pairwise by position (same inputs -> same sequence of probes).
+    def order(pair: tuple[Probe, WireProbe]) -> tuple[int, int]:
+        return pair[0].ttl, pair[0].seq
+
+    left = sorted(found["handrolled"].values(), key=order)
+    right = sorted(found["reference"].values(), key=order)
+    ip_details, transport_details, allowed = [], [], set()
+    ip_ok = transport_ok = len(left) == len(right)
+    if len(left) != len(right):
+        ip_details.append(f"handrolled sent {len(left)} probes, reference {len(right)}")
+    for (probe_l, wire_l), (_probe_r, wire_r) in zip(left, right, strict=False):
+        for diff in packets.diff_datagrams(wire_l.request, wire_r.request):
+            label = f"probe seq {probe_l.seq} ttl {probe_l.ttl}: {diff.describe()}"
+            is_ip = diff.layer in ("ipv4", "ipv6")
+            if diff.allowed:
+                allowed.add(f"{diff.layer}.{diff.field}: {diff.allowed.reason}")
+                continue
+            (ip_details if is_ip else transport_details).append(label)
+            if is_ip:
+                ip_ok = False
+            else:
+                transport_ok = False
+    notes = [f"allowed difference {a}" for a in sorted(allowed)]
+    n = f"{len(left)} pairs"
+    rows.append(
+        Row(
+            scenario,
+            "transport bytes identical (ICMP/UDP/TCP)",
+            n,
+            n,
+            transport_ok,
+            transport_details[:10]
+            + [a for a in notes if not a.startswith("allowed difference ipv")],
+        )
+    )
+    rows.append(
+        Row(
+            scenario,
+            "IP header field by field",
+            n,
+            n,
+            ip_ok,
+            ip_details[:10] + [a for a in notes if a.startswith("allowed difference ipv")],
+        )
+    )
+
+    cells, details, ok = {}, [], True
+    for impl in sides:
+        deltas = []
+        for key, (probe, hit) in found[impl].items():
+            if (
+                probe.outcome in (Outcome.REPLY, Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE)
+                and probe.rtt_ms is not None
+                and hit.rtt_ms is not None
+            ):
+                delta = probe.rtt_ms - hit.rtt_ms
+                deltas.append(delta)
+                if delta < -tolerance.WIRE_EARLY_MS:
+                    ok = False
+                    details.append(
+                        f"{impl} {key}: reported {probe.rtt_ms:.3f} ms < wire {hit.rtt_ms:.3f} ms"
+                    )
+        mid = tolerance.median(deltas)
+        if mid is not None and mid > tolerance.WIRE_MEDIAN_MS:
+            ok = False
+            limit = tolerance.WIRE_MEDIAN_MS
+            details.append(f"{impl}: median (reported - wire) {mid * 1000:.0f} us > {limit} ms")
+        cells[impl] = (
+            "no RTTs"
+            if mid is None
+            else f"median {mid * 1000:+.0f} us, min {min(deltas) * 1000:+.0f} us (n={len(deltas)})"
+        )
+    early, limit = tolerance.WIRE_EARLY_MS, tolerance.WIRE_MEDIAN_MS
+    check = f"RTT vs wire (each >= -{early} ms, median <= {limit} ms)"
+    rows.append(Row(scenario, check, cells["handrolled"], cells["reference"], ok, details))
+    return rows
