@@ -16,7 +16,11 @@ from dataclasses import dataclass
 
 from handrolled.results import Outcome, PingSummary, Probe
 
-SUMMARY_EPS_MS = 1e-6  # float noise when re-adding the same numbers in another order
+# A side's RTTs and summary against the same numbers recomputed here from its integer-ns
+# timestamps.  1 us: scapy keeps times as float seconds, and at today's epoch a double resolves
+# 2**-22 s (0.24 us), so two such reads converted to ns can differ from a float difference by
+# about half a microsecond.  Anything larger is a real disagreement.
+SUMMARY_EPS_MS = 0.001
 WIRE_EARLY_MS = 0.05  # a reported RTT may undercut the wire RTT by at most this (clock reads)
 WIRE_MEDIAN_MS = 0.5  # median (reported - wire) per side
 SIDES_MIN_MS = 1.5  # |min RTT handrolled - min RTT reference| on the same path

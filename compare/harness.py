@@ -1,0 +1,161 @@
+"""`wiretwin compare ping|traceroute|smtp|all`: the product's main job and its CI gate.
+
+Brings a lab up (unless one is named), runs every scenario of the chosen kinds with both
+implementations, prints the table, writes JSON and pcaps when asked, and exits 0 when every
+check agrees, 1 on any mismatch, 2 on an error that stopped the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from compare import report, tolerance
+from compare.core import Row, Sides
+from compare.lab import STAGE_SLACK_MS, Lab
+from handrolled.errors import WiretwinError
+
+KINDS = ("ping", "traceroute", "smtp")
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+
+
+def _modules(kind: str) -> list:
+    names = KINDS if kind == "all" else (kind,)
+    return [importlib.import_module(f"compare.{name}") for name in names]
+
+
+def _progress(text: str, enabled: bool) -> None:
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
+def run_all(
+    lab: Lab,
+    kind: str,
+    *,
+    quick: bool = False,
+    repeat: int = 1,
+    handrolled_path: str | None = None,
+    pcap_dir: str | None = None,
+    progress: bool = True,
+    only: str | None = None,
+) -> list[Row]:
+    """Every scenario of ``kind`` (``repeat`` times); the report's rows."""
+    env = {"PYTHONPATH": handrolled_path} if handrolled_path else None
+    rows: list[Row] = []
+    plan = [(mod, sc) for mod in _modules(kind) for sc in mod.scenarios(lab, quick=quick)]
+    if only:
+        plan = [(mod, sc) for mod, sc in plan if only in sc.name]
+    total = len(plan) * repeat
+    step = 0
+    for round_index in range(repeat):
+        for mod, sc in plan:
+            step += 1
+            _progress(f"[{step}/{total}] {sc.name} ...", progress)
+            started = time.monotonic()
+            sides = Sides(mod.SIDES.handrolled, mod.SIDES.reference, env)
+            new_rows, runs = mod.run(lab, sc, sides)
+            if repeat > 1:
+                for r in new_rows:
+                    r.scenario = f"{r.scenario} #{round_index + 1}"
+            rows += new_rows
+            if pcap_dir:
+                report.write_pcaps(pcap_dir, sc.name, runs, round_index)
+            failed = sum(not r.ok for r in new_rows)
+            verdict = "ok" if not failed else f"{failed} FAILED"
+            _progress(
+                f"[{step}/{total}] {sc.name}: {verdict} ({time.monotonic() - started:.1f} s)",
+                progress,
+            )
+    return rows
+
+
+def tolerances() -> dict[str, str]:
+    return {
+        "summary_eps_ms": f"{tolerance.SUMMARY_EPS_MS} (side summary vs recomputed)",
+        "wire_early_ms": f"{tolerance.WIRE_EARLY_MS} (reported RTT may undercut wire)",
+        "wire_median_ms": f"{tolerance.WIRE_MEDIAN_MS} (median reported - wire RTT per side)",
+        "sides_min_ms": f"{tolerance.SIDES_MIN_MS} (|min RTT handrolled - reference|)",
+        "lab_window": (
+            f"[promised - 0.05, promised + {STAGE_SLACK_MS} ms per delay stage + 1 ms]"
+            " on minimum RTTs"
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wiretwin compare", description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=(*KINDS, "all"))
+    parser.add_argument(
+        "--lab", action="store_true", default=True, help="run on a new lab (the default)"
+    )
+    parser.add_argument("--lab-id", help="use a lab that is already up (wiretwin lab up)")
+    parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    parser.add_argument("--pcap", metavar="DIR", help="write one pcap per scenario and side")
+    parser.add_argument("--quick", action="store_true", help="fewer probes per scenario")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run every scenario N times (flakiness)"
+    )
+    parser.add_argument("--only", metavar="TEXT", help="only scenarios whose name contains TEXT")
+    parser.add_argument(
+        "--handrolled-path", metavar="DIR", help="import handrolled from DIR (fault injection)"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.repeat > 1000:
+        parser.error("--repeat must be 1..1000")
+    if args.handrolled_path and not (Path(args.handrolled_path) / "handrolled").is_dir():
+        parser.error(f"--handrolled-path {args.handrolled_path}: no handrolled/ package there")
+
+    started = time.time()
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.lab_id:
+                lab = Lab.load(args.lab_id)
+            else:
+                _progress("building the lab ...", not args.no_progress)
+                lab = stack.enter_context(Lab.create())
+            rows = run_all(
+                lab,
+                args.kind,
+                quick=args.quick,
+                repeat=args.repeat,
+                handrolled_path=args.handrolled_path,
+                pcap_dir=args.pcap,
+                progress=not args.no_progress,
+                only=args.only,
+            )
+            truth = lab.truth()
+    except WiretwinError as exc:
+        print(f"wiretwin compare: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not rows:
+        print("wiretwin compare: no scenario matched", file=sys.stderr)
+        return EXIT_ERROR
+    print(report.table(rows))
+    notes = report.allowed_notes(rows)
+    if notes:
+        print("\nallowed differences (each field that may differ, and why):")
+        print("\n".join(f"  - {n}" for n in notes))
+    fails = report.failures(rows)
+    if fails:
+        print("\nfailures:\n" + fails)
+    if args.json:
+        meta = {
+            "kind": args.kind,
+            "started": started,
+            "seconds": round(time.time() - started, 1),
+            "repeat": args.repeat,
+            "tolerances": tolerances(),
+            "lab": truth,
+            "handrolled_path": args.handrolled_path,
+            "pid": os.getpid(),
+        }
+        report.write_json(args.json, rows, meta)
+    print("\n" + report.closing_line(rows))
+    return EXIT_OK if all(r.ok for r in rows) else EXIT_MISMATCH
