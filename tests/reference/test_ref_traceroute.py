@@ -1,0 +1,133 @@
+"""reference.traceroute: probe fields, usage errors, loopback, and the lab's promised path."""
+
+from __future__ import annotations
+
+import pytest
+
+from handrolled.errors import UsageError
+from handrolled.results import Method, Outcome
+from reference.common import default_payload
+from reference.traceroute import build_probe, run_trace, source_port
+
+# Produced once with scapy 2.8 (build_probe index 7, ttl 3, ident 0x1234, src set by hand).
+GOLDEN = {
+    Method.ICMP: "450000200008400003011196c6336401cb00710a0800e3bf1234000800010203",
+    Method.UDP: "450000200008400003111186c6336401cb00710a163482a1000cfebc00010203",
+    Method.TCP: "4500002c0008400003061185c6336401cb00710a163b0050000000080000000050022000"
+    "1108000000010203",
+}
+PORT = {Method.ICMP: 0, Method.UDP: 33434, Method.TCP: 80}
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_probe_bytes_match_golden(method: Method) -> None:
+    pkt = build_probe(
+        method, 4, "203.0.113.10", ttl=3, index=7, ident=0x1234, port=PORT[method],
+        payload=default_payload(4),
+    )  # fmt: skip
+    pkt.src = "198.51.100.1"
+    assert bytes(pkt).hex() == GOLDEN[method]
+
+
+def test_ports_follow_the_documented_scheme() -> None:
+    assert source_port(Method.UDP, 0x1234, 5) == 1024 + 0x1234  # fixed per trace
+    assert source_port(Method.TCP, 0x1234, 5) == 1024 + 0x1234 + 5  # one per probe
+    assert source_port(Method.TCP, 0xFFFF, 0) == 1024 + 0xFFFF % 64512
+    udp = build_probe(Method.UDP, 6, "2001:db8::1", ttl=1, index=4, ident=1, port=33434,
+                      payload=b"")  # fmt: skip
+    assert udp.payload.dport == 33438
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"first_ttl": 0},
+        {"max_hops": 256},
+        {"first_ttl": 5, "max_hops": 4},
+        {"probes_per_hop": 0},
+        {"sim_queries": 0},
+        {"wait": (0.0, 3.0, 10.0)},
+        {"wait": (1.0, -1.0, 10.0)},
+        {"port": 0, "method": Method.UDP},
+        {"ident": -1},
+    ],
+)
+def test_bad_input_is_a_usage_error(kwargs: dict) -> None:
+    with pytest.raises(UsageError):
+        run_trace("127.0.0.1", **kwargs)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+@pytest.mark.parametrize("method", list(Method))
+def test_loopback_is_one_hop(host: str, method: Method) -> None:
+    hops = []
+    result = run_trace(host, method=method, max_hops=4, wait=(1.0, 3.0, 10.0), on_hop=hops.append)
+    assert result.reached
+    assert [h.ttl for h in result.hops] == [1]
+    assert list(result.hops) == hops
+    probes = result.hops[0].probes
+    assert [p.outcome for p in probes] == [Outcome.REPLY] * 3
+    assert [p.seq for p in probes] == [1, 2, 3]
+    if method is Method.UDP:
+        assert [p.dst_port for p in probes] == [33434, 33435, 33436]
+        assert {p.icmp_code for p in probes} == {3 if host == "127.0.0.1" else 4}
+    if method is Method.TCP:
+        assert len({p.src_port for p in probes}) == 3
+
+
+# --- in the lab ---------------------------------------------------------------------------------
+
+
+def _trace(lab, host: str, **kwargs):
+    return lab.call("client", "reference.traceroute:run_trace", host, **kwargs)
+
+
+def _check_path(lab, result, family: int, end_role: str = "target") -> None:
+    truth = lab.hops(end_role)
+    assert [h.ttl for h in result.hops] == [n.ttl for n in truth]
+    for hop, node in zip(result.hops, truth, strict=True):
+        outcomes = {p.outcome for p in hop.probes}
+        if not node.answers:
+            assert outcomes == {Outcome.TIMEOUT}, f"hop {hop.ttl} should be silent"
+            continue
+        assert {p.reply_from for p in hop.probes} == {node.addr(family)}, f"hop {hop.ttl}"
+        assert {p.reply_name for p in hop.probes} == {node.hostname}, f"hop {hop.ttl}"
+        rtts = [p.rtt_ms for p in hop.probes if p.rtt_ms is not None]
+        assert lab.rtt_ok(min(rtts), node), (hop.ttl, rtts, node.rtt_ms)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("method", list(Method))
+def test_lab_trace_meets_the_promised_path(lab, family: int, method: Method) -> None:
+    # Warm neighbour caches on every link (the first packet of a fresh path waits for ND/ARP).
+    lab.call("client", "reference.ping:run_ping", lab.target.addr(family), count=1)
+    result = _trace(lab, lab.target.hostname, method=method, family=family, wait=(2, 3, 10))
+    assert result.reached
+    assert result.address == lab.target.addr(family)
+    _check_path(lab, result, family)
+    last = result.hops[-1].probes
+    assert {p.outcome for p in last} == {Outcome.REPLY}
+    assert all(p.method is method for h in result.hops for p in h.probes)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(("family", "code"), [(4, 13), (6, 1)])
+def test_lab_trace_to_prohibited_ends_unreachable(lab, family: int, code: int) -> None:
+    result = _trace(lab, lab.prohibited.addr(family), wait=(2, 3, 10), resolve=False)
+    assert not result.reached
+    assert [h.ttl for h in result.hops] == [n.ttl for n in lab.hops("prohibited")]
+    last = result.hops[-1].probes
+    assert {p.outcome for p in last} == {Outcome.UNREACHABLE}
+    assert {p.icmp_code for p in last} == {code}
+    assert all(p.reply_name is None for h in result.hops for p in h.probes)  # resolve=False
+
+
+@pytest.mark.lab
+def test_lab_first_ttl_and_max_hops_bound_the_trace(lab) -> None:
+    result = _trace(lab, lab.target.addr4, first_ttl=2, max_hops=4, probes_per_hop=1,
+                    wait=(1, 3, 10))  # fmt: skip
+    assert [h.ttl for h in result.hops] == [2, 3, 4]
+    assert not result.reached
+    assert [len(h.probes) for h in result.hops] == [1, 1, 1]
