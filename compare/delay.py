@@ -169,20 +169,25 @@ def serve(queues: list[Queue], stop_after: float | None = None) -> None:
         arrived = time.monotonic_ns()
         for fd in ready:
             queue = by_fd[fd]
-            try:
-                data = queue.sock.recv(65536)
-            except OSError as exc:
-                log.warning("queue %s:%d: %s", queue.ns, queue.number, exc)
-                continue
-            for msg_type, payload in _walk(data):
-                if msg_type & 0xFF != NFQNL_MSG_PACKET or msg_type >> 8 != NFNL_SUBSYS_QUEUE:
-                    continue
-                packet_id = _packet_id(payload)
-                if packet_id is None:
-                    continue
-                order += 1
-                queue.held += 1
-                heapq.heappush(heap, (arrived + queue.delay_ns, order, fd, packet_id))
+            # Drain everything queued so far: packets that arrived together (a traceroute's
+            # burst of probes) are all stamped now, not one per trip round this loop.
+            while True:
+                try:
+                    data = queue.sock.recv(65536, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    log.warning("queue %s:%d: %s", queue.ns, queue.number, exc)
+                    break
+                for msg_type, payload in _walk(data):
+                    if msg_type & 0xFF != NFQNL_MSG_PACKET or msg_type >> 8 != NFNL_SUBSYS_QUEUE:
+                        continue
+                    packet_id = _packet_id(payload)
+                    if packet_id is None:
+                        continue
+                    order += 1
+                    queue.held += 1
+                    heapq.heappush(heap, (arrived + queue.delay_ns, order, fd, packet_id))
 
 
 def parse_queue(text: str) -> Queue:
