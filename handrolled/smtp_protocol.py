@@ -505,6 +505,13 @@ class ClientConnection:
         """Bytes for ``event``; raises LocalProtocolError when it is not allowed now."""
         command = event.command
         self._check_usable()
+        if self._buffer and not self.pending:
+            error = RemoteProtocolError(
+                f"unexpected data from the server in state {self.state.value}: "
+                f"{bytes(self._buffer[:40])!r}"
+            )
+            self.state = State.ERROR
+            raise error
         if self.pending and not (
             self.pipelining
             and command in _PIPELINE_TAIL

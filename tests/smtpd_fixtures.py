@@ -144,8 +144,8 @@ class RecordingHandler:
             ok = auth_data.login == AUTH_USER.encode() and (
                 auth_data.password == AUTH_PASSWORD.encode()
             )
-            return AuthResult(success=ok)
-        return AuthResult(success=False)
+            return AuthResult(success=ok, handled=False)  # aiosmtpd then replies 235/535
+        return AuthResult(success=False, handled=False)
 
 
 class SmtpdServer:

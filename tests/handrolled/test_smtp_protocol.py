@@ -589,3 +589,14 @@ def test_arbitrary_bytes_never_hang_or_crash(data, chunk):
             assert conn.buffered <= sp.MAX_REPLY_LINE + chunk
     except RemoteProtocolError:
         assert conn.state is State.ERROR
+
+
+def test_unexpected_reply_is_caught_before_the_next_command():
+    """A stray line after a complete reply must not be taken as the next command's reply."""
+    conn = ready(pipelining=False)
+    conn.send(Noop())
+    conn.receive_data(b"250 ok\r\n250 nobody asked\r\n")
+    assert conn.next_event().reply.lines == ("ok",)
+    with pytest.raises(RemoteProtocolError, match="unexpected data"):
+        conn.send(MailFrom("a@x.test"))
+    assert conn.state is State.ERROR
