@@ -19,8 +19,10 @@ icmp_types=None) -> IcmpSocket``
     ``RawSocketPermissionError`` (one line naming CAP_NET_RAW / net.ipv4.ping_group_range).
 ``IcmpSocket``: ``.sock``, ``.family``, ``.kind`` ("raw"/"dgram"), ``.v6``, ``.ident``
     (dgram: the identifier the kernel writes, i.e. the local port; raw: None),
-    ``.set_ttl(ttl)``, ``.send(message, address) -> send_ns`` (clock read right before
-    sendto), ``.recv(timeout) -> Received | None`` (None: nothing within ``timeout`` seconds),
+    ``.set_ttl(ttl)``, ``.send(message, address) -> send_ns`` (the kernel's software
+    transmit stamp, SO_TIMESTAMPING, when available as sendto returns, else the clock read right
+    before sendto; ``.last_send_kernel`` says which),
+    ``.recv(timeout) -> Received | None`` (None: nothing within ``timeout`` seconds),
     ``.fileno()``, ``.close()``, context manager.
 ``Received``: data (bytes as read: a raw IPv4 socket includes the IP header, ``has_ip_header``),
     source (canonical address; for a queued error, the router that sent it), recv_ns,
@@ -74,6 +76,11 @@ ICMP_FILTER = 1  # SOL_RAW option on IPPROTO_ICMP raw sockets
 ICMP6_FILTER = 1  # IPPROTO_ICMPV6 option
 SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
+SO_EE_ORIGIN_TIMESTAMPING = 4
+SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)
+# Documentation/networking/timestamping.rst: software transmit stamps (taken by the driver as
+# the packet leaves, where a capture sees it), an ID per packet, no payload echoed back.
+SOF_TIMESTAMPING_TX = (1 << 1) | (1 << 4) | (1 << 7) | (1 << 11)  # TX_SOFTWARE|SOFTWARE|ID|TSONLY
 
 _TIMESPEC = struct.Struct("@ll")
 _EXTENDED_ERR = struct.Struct("@IBBBBII")  # ee_errno, origin, type, code, pad, info, data
@@ -141,6 +148,12 @@ def _offender(raw: bytes) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _TxStamp:
+    key: int  # SOF_TIMESTAMPING_OPT_ID: the packet's number on this socket
+    time_ns: int
+
+
 class IcmpSocket:
     """An ICMP socket with kernel timestamps and received-TTL reporting switched on."""
 
@@ -152,7 +165,12 @@ class IcmpSocket:
         self.ident: int | None = None
         self._cmsg_space = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_INT.size) * 2
         self._cmsg_space += socket.CMSG_SPACE(_EXTENDED_ERR.size + 28)
+        self._cmsg_space += socket.CMSG_SPACE(3 * _TIMESPEC.size)
         self._errqueue = False
+        self._tx_stamps = False
+        self._tx_key = 0
+        self._stash: list[Received] = []
+        self.last_send_kernel = False  # the last send() returned the kernel's transmit stamp
         self._setup()
 
     def _setup(self) -> None:
@@ -168,6 +186,11 @@ class IcmpSocket:
                 s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         except OSError as exc:  # pragma: no cover
             log.debug("received TTL unavailable: %s", exc)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_TX)
+            self._tx_stamps = self._errqueue = True
+        except OSError as exc:  # pragma: no cover
+            log.debug("SO_TIMESTAMPING unavailable: %s", exc)
         if self.kind == "dgram":
             try:
                 if self.v6:
@@ -229,23 +252,47 @@ class IcmpSocket:
         return self.sock.fileno()
 
     def send(self, message: bytes, address: str) -> int:
-        """Send ``message`` (an ICMP message) to ``address``; return the send time (ns)."""
+        """Send ``message`` (an ICMP message) to ``address``; return the send time (ns).
+
+        The kernel's software transmit stamp when it is there by the time sendto returns (it
+        is on veth and loopback: the driver stamps the packet inside the call), else the clock
+        read right before sendto.  ``last_send_kernel`` says which.
+        """
         sent_ns = time.time_ns()
         self.sock.sendto(message, (address, 0))
+        key = self._tx_key
+        self._tx_key += 1
         if self.kind == "dgram" and self.ident is None:
             self.ident = self.sock.getsockname()[1]  # autobound on the first send
+        self.last_send_kernel = False
+        while self._tx_stamps:
+            got = self._try_recv(socket.MSG_ERRQUEUE)
+            if got is None:
+                break
+            if isinstance(got, _TxStamp):
+                self._tx_key = max(self._tx_key, got.key + 1)
+                if got.key >= key:
+                    self.last_send_kernel = True
+                    return got.time_ns
+            else:
+                self._stash.append(got)  # an ICMP error for recv() to hand out
         return sent_ns
 
     def _parse(
         self, data: bytes, ancdata: list, address: tuple | None, error_queue: bool
-    ) -> Received:
+    ) -> Received | _TxStamp:
         recv_ns: int | None = None
+        tx_ns: int | None = None
+        tx_key: int | None = None
         ttl: int | None = None
         queued: QueuedError | None = None
         for level, kind, cdata in ancdata:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 sec, nsec = _TIMESPEC.unpack_from(cdata)
                 recv_ns = sec * 1_000_000_000 + nsec
+            elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+                sec, nsec = _TIMESPEC.unpack_from(cdata)  # ts[0]: the software stamp
+                tx_ns = sec * 1_000_000_000 + nsec
             elif (level, kind) in (
                 (socket.IPPROTO_IP, socket.IP_TTL),
                 (socket.IPPROTO_IPV6, IPV6_HOPLIMIT),
@@ -258,10 +305,14 @@ class IcmpSocket:
                 ee_errno, origin, ee_type, ee_code, _pad, info, _data = _EXTENDED_ERR.unpack_from(
                     cdata
                 )
-                if origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                if origin == SO_EE_ORIGIN_TIMESTAMPING:
+                    tx_key = _data
+                elif origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
                     queued = QueuedError(
                         ee_type, ee_code, _offender(cdata[_EXTENDED_ERR.size :]), ee_errno, info
                     )
+        if error_queue and tx_key is not None:
+            return _TxStamp(tx_key, tx_ns if tx_ns is not None else time.time_ns())
         kernel = recv_ns is not None
         if recv_ns is None:
             recv_ns = time.time_ns()
@@ -273,7 +324,7 @@ class IcmpSocket:
             source = queued.offender
         return Received(data, source, recv_ns, kernel, ttl, has_ip_header, queued)
 
-    def _try_recv(self, flags: int) -> Received | None:
+    def _try_recv(self, flags: int) -> Received | _TxStamp | None:
         try:
             data, ancdata, _flags, address = self.sock.recvmsg(65535, self._cmsg_space, flags)
         except (BlockingIOError, InterruptedError):
@@ -284,8 +335,12 @@ class IcmpSocket:
         """The next ICMP message, or None if none arrives within ``timeout`` seconds."""
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
+            if self._stash:
+                return self._stash.pop(0)
             if self._errqueue:
                 got = self._try_recv(socket.MSG_ERRQUEUE)
+                if isinstance(got, _TxStamp):
+                    continue  # a transmit stamp that came after its send() returned
                 if got is not None:
                     return got
             try:
@@ -300,8 +355,9 @@ class IcmpSocket:
                     errno.EACCES,
                     errno.EPROTO,
                 ):
-                    continue
-                raise
+                    got = None
+                else:
+                    raise
             if got is not None:
                 return got
             remaining = deadline - time.monotonic()

@@ -16,6 +16,7 @@ import threading
 
 import pytest
 
+from handrolled import net
 from handrolled.icmp import (
     EchoMessage,
     decode_icmp,
@@ -112,6 +113,24 @@ def test_loopback_replies(address, family):
         assert 0 < probe.rtt_ms < 1000
         assert probe.rtt_ms == (probe.recv_ns - probe.send_ns) / 1e6
     assert result.summary.received == 3 and result.summary.loss_percent == 0.0
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    ("family", "address"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
+def test_socket_layer_kernel_stamps_both_ways(family, address):
+    with net.open_icmp_socket(family, "raw") as sock:
+        message = encode_echo_request(0x5252, 9, b"stamp", v6=sock.v6)
+        send_ns = sock.send(message, address)
+        assert sock.last_send_kernel  # SO_TIMESTAMPING software transmit stamp
+        got = sock.recv(1.0)
+        while got is not None and got.source != address:
+            got = sock.recv(1.0)
+        assert got is not None and got.kernel_timestamp and got.error is None
+        assert got.has_ip_header == (family == socket.AF_INET)
+        assert 0 < got.recv_ns - send_ns < 1_000_000_000
+        assert sock.recv(0.05) is None  # nothing left over, no stray transmit stamps
 
 
 @pytest.mark.root
@@ -223,8 +242,11 @@ def test_target_rtt_matches_truth_and_iputils(lab, family):
     assert all(p.reply_ttl == 64 - node.ttl + 1 for p in result.probes)
     assert lab.rtt_ok(ours.min_ms, node), (ours.min_ms, lab.rtt_tolerance(node))
     assert lab.rtt_ok(iputils[0], node), (iputils[0], lab.rtt_tolerance(node))
-    # the same path measured by both: averages within the lab's jitter of each other
-    assert abs(ours.avg_ms - iputils[1]) < 2.0, (ours, iputils)
+    # the same path measured by both: minima within the lab's window of each other, averages
+    # within its jitter (a busy 2-core VM only ever adds time)
+    low, high = lab.rtt_tolerance(node)
+    assert abs(ours.min_ms - iputils[0]) <= high - low, (ours, iputils)
+    assert abs(ours.avg_ms - iputils[1]) < 5.0, (ours, iputils)
 
 
 @pytest.mark.lab
@@ -257,12 +279,15 @@ def test_prohibited_host_unreachable(lab, family, code):
 def test_short_ttl_time_exceeded_from_the_right_router(lab, family):
     hops = {node.ttl: node for node in lab.hops()}
     with lab.entered("client"):
-        at_r2 = run_ping(lab.target.addr(family), count=1, timeout=1, ttl=2, ident=0x3333)
+        at_r2 = run_ping(
+            lab.target.addr(family), count=3, interval=0.05, timeout=1, ttl=2, ident=0x3333
+        )
         at_r3 = run_ping(lab.target.addr(family), count=1, timeout=0.5, ttl=3, ident=0x3334)
-    (probe,) = at_r2.probes
-    assert probe.outcome is Outcome.TIME_EXCEEDED and probe.ttl == 2
-    assert probe.reply_from == hops[2].addr(family)
-    assert lab.rtt_ok(probe.rtt_ms, hops[2]), probe.rtt_ms
+    assert [p.outcome for p in at_r2.probes] == [Outcome.TIME_EXCEEDED] * 3
+    assert all(p.ttl == 2 and p.reply_from == hops[2].addr(family) for p in at_r2.probes)
+    assert all(p.icmp_type == (3 if family == 6 else 11) for p in at_r2.probes)
+    fastest = min(p.rtt_ms for p in at_r2.probes)
+    assert lab.rtt_ok(fastest, hops[2]), fastest
     assert [p.outcome for p in at_r3.probes] == [Outcome.TIMEOUT]  # r3 is the silent hop
     argv = [f"-{family}", "-c", "1", "-W", "1", "-t", "2", lab.target.hostname]
     ours, (theirs, _) = _ours_cli(lab, argv), _iputils(lab, argv)
