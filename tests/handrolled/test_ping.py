@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +141,28 @@ def test_cli_loopback_output_shape(capsys):
     assert out.startswith("PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.\n")
     assert len(re.findall(r"^64 bytes from 127\.0\.0\.1: icmp_seq=\d ttl=64 time=", out, re.M)) == 2
     assert "2 packets transmitted, 2 received, 0% packet loss" in out
+    assert RTT.search(out)
+
+
+@pytest.mark.root
+def test_ctrl_c_prints_statistics_so_far():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handrolled.ping", "-c", "50", "-i", "0.1", "-n", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert proc.stdout.readline().startswith("PING 127.0.0.1")
+        assert " icmp_seq=1 " in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err
+    sent, received = (int(x) for x in STATS.search(out).groups())
+    assert 1 <= received <= sent < 50
     assert RTT.search(out)
 
 
