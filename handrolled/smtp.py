@@ -277,8 +277,9 @@ def _mail_params(
     """MAIL parameters, checking SIZE, 8BITMIME and SMTPUTF8 against the server's EHLO."""
     extensions = session.conn.extensions
     params: list[str] = []
-    size = len(proto.encode_data(message))
-    if "SIZE" in extensions:  # RFC 1870
+    # RFC 1870 §4: octets after 354, CRLFs included, without dot-stuffing or the final dot
+    size = len(proto.decode_data(proto.encode_data(message)))
+    if "SIZE" in extensions:
         limit = extensions["SIZE"]
         if limit.isdigit() and int(limit) and size > int(limit):
             raise _Stop(f"the message is {size} octets; the server accepts at most {limit}")

@@ -135,7 +135,8 @@ def test_delivered_message_equals_what_was_sent(name, pipelined, smtp_server, sm
     assert msg.content == expected_content(message)
     assert (msg.mail_from, msg.rcpt_tos) == (SENDER, [RCPT])
     mail = sent(result)[1]
-    assert mail.startswith(b"MAIL FROM:<sender@wiretwin.test> SIZE=")
+    size = len(expected_content(message))  # RFC 1870 §4: unstuffed, no final dot
+    assert mail.startswith(b"MAIL FROM:<sender@wiretwin.test> SIZE=%d" % size)
     assert (b"BODY=8BITMIME" in mail) == any(b > 127 for b in message)
     assert msg.mail_options == [p.decode() for p in mail.split()[2:]]
 
@@ -188,7 +189,7 @@ def test_size_is_declared_and_refused_early():
         assert verbs(result) == [b"EHLO", b"QUIT"]
         ok = send(server, b"Subject: small\r\n\r\nx\r\n")
     assert ok.delivered
-    size = len(b"Subject: small\r\n\r\nx\r\n.\r\n")
+    size = len(b"Subject: small\r\n\r\nx\r\n")  # RFC 1870 §4: no final dot
     assert server.messages[0].mail_options == [f"SIZE={size}"]
 
 
