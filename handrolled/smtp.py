@@ -741,11 +741,14 @@ def main(argv: list[str] | None = None, runner: Callable[..., SmtpResult] | None
     except WiretwinError as exc:
         print(f"wiretwin smtp: error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
     status = exit_status(result)
     if args.json:
         print(json.dumps({"exit_status": status, **_jsonable(result)}, indent=2))  # type: ignore[dict-item]
     elif not args.quiet:
-        print("\n".join(_transcript_text(result)))
+        for line in _transcript_text(result):
+            print(line)
         for r in result.recipients:
             if not r.accepted:
                 print(f"refused: {r.address}: {r.reply.code} {r.reply.text}", file=sys.stderr)

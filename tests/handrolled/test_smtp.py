@@ -686,6 +686,11 @@ def test_cli_delivers_composed_message(smtp_server, capsys):
     assert "-> ..dot line" in out.out  # the transcript shows the wire, stuffed
 
 
+def test_cli_help_returns_0(capsys):
+    assert smtp.main(["--help"]) == 0
+    assert "--starttls" in capsys.readouterr().out
+
+
 def test_cli_json_and_quiet(smtp_server, capsys):
     base = ["--server", "127.0.0.1", "--port", str(smtp_server.port), "--from", SENDER]
     assert smtp.main([*base, "--to", RCPT, "--json"]) == 0
@@ -764,8 +769,9 @@ def test_cli_connection_failure_is_exit_2(capsys):
     sock.close()
     argv = ["--server", "127.0.0.1", "--port", str(port), "--from", SENDER, "--to", RCPT]
     assert smtp.main(argv) == 2
-    err = capsys.readouterr().err
-    assert "connection failed" in err and len(err.strip().splitlines()) == 1
+    out = capsys.readouterr()
+    assert "connection failed" in out.err and len(out.err.strip().splitlines()) == 1
+    assert out.out == ""
 
 
 # --- in the lab -----------------------------------------------------------------------------
