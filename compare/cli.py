@@ -114,7 +114,7 @@ def print_truth(lab, as_json: bool = False) -> None:
     print(tabulate(rows, headers="keys", tablefmt="simple"))
     print(
         "rtt_ms: the RTT the lab promises (sum of per-link delays); a measured minimum RTT must\n"
-        "fall in min_rtt_window_ms (each NFQUEUE delay stage adds up to ~0.5 ms of its own;\n"
+        "fall in min_rtt_window_ms (each NFQUEUE delay stage may add up to 0.3 ms of its own;\n"
         "CPU pauses only ever add time)."
     )
     if not lab.delay_alive():

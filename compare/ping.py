@@ -26,7 +26,7 @@ class PingScenario:
 
 
 def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
-    count = 3 if quick else 5
+    count = 4 if quick else 5
     base = {"count": count, "interval": 0.2, "timeout": 1.0, "ttl": 64}
     return [
         PingScenario(
