@@ -440,8 +440,11 @@ def _recording(base: type[smtplib.SMTP]) -> type[smtplib.SMTP]:
     class Recording(base):  # type: ignore[valid-type, misc]
         """smtplib with its transcript recorded; debuglevel stays 0 (it would print)."""
 
-        transcript: list[TranscriptLine]
         redact_auth = False
+
+        def __init__(self, transcript: list[TranscriptLine], *args: Any, **kwargs: Any) -> None:
+            self.transcript = transcript  # before smtplib connects and reads the greeting
+            super().__init__(*args, **kwargs)
 
         def send(self, s: bytes | str) -> None:
             data = s.encode("ascii") if isinstance(s, str) else s
@@ -499,12 +502,12 @@ def send_mail_smtplib(
     started_ns = time.time_ns()
     start = time.monotonic()
     cls = _recording(smtplib.SMTP_SSL if tls else smtplib.SMTP)
-    client = cls(local_hostname=helo_name, timeout=timeout, **({"context": context} if tls else {}))
-    client.transcript = transcript
+    client: Any = None
     try:
-        code, text = client.connect(server, port)
-        if code != 220:
-            raise SmtpReplyError(code, _smtplib_reply(code, text).lines, "greeting")
+        # Given the host, smtplib connects and reads the greeting in its constructor (and
+        # remembers the host for TLS server_hostname, which connect() alone does not).
+        client = cls(transcript, server, port, local_hostname=helo_name, timeout=timeout,
+                     **({"context": context} if tls else {}))  # fmt: skip
         client.ehlo_or_helo_if_needed()
         if starttls and context is not None:
             if not client.has_extn("starttls"):
@@ -538,17 +541,19 @@ def send_mail_smtplib(
         final = _smtplib_reply(code, text)
         if code != 250:
             raise SmtpReplyError(code, final.lines, "the message (final dot)")
-    except smtplib.SMTPDataError as exc:
-        error = _one_line(SmtpReplyError(exc.smtp_code, _smtplib_reply(0, exc.smtp_error).lines))
+    except smtplib.SMTPResponseException as exc:  # SMTPConnectError, SMTPDataError, ...
+        reply = _smtplib_reply(exc.smtp_code, exc.smtp_error)
+        error = _one_line(SmtpReplyError(reply.code, reply.lines, type(exc).__name__))
     except (smtplib.SMTPException, OSError, ValueError, SmtpReplyError) as exc:
         error = _one_line(exc)
     finally:
-        try:
-            if client.sock is not None:
-                client.quit()
-        except (smtplib.SMTPException, OSError) as exc:
-            log.debug("QUIT: %s", exc)
-        client.close()
+        if client is not None:
+            try:
+                if client.sock is not None:
+                    client.quit()
+            except (smtplib.SMTPException, OSError) as exc:
+                log.debug("QUIT: %s", exc)
+            client.close()
     if error is not None:
         log.info("smtp (smtplib) failed: %s", error)
     return SmtpResult(
