@@ -51,3 +51,6 @@ def lab():
 
     with Lab.create() as the_lab:
         yield the_lab
+
+
+from smtpd_fixtures import *  # noqa: E402, F403  (SMTP servers: aiosmtpd, scripted, in the lab)

@@ -1,0 +1,305 @@
+"""SMTP scenarios: hand-rolled client, scapy client, and smtplib as a second witness.
+
+All three send the same envelope and message to a recording aiosmtpd server in the lab's target
+namespace.  The client-to-server byte streams are rebuilt from the capture and compared command
+by command: the hand-rolled and scapy clients must send identical commands; smtplib's lower-case
+verbs are shown as an allowed difference (RFC 5321 §2.4: verbs are case-insensitive), never
+hidden.  The message the server received must be identical for all three.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from compare import packets
+from compare.capture import Frame
+from compare.core import Row, SideRun, Sides, both_ran, run_side
+from compare.lab import Lab
+from compare.smtpserver import LabSmtpServer
+from handrolled.results import Direction, SmtpResult
+
+PORT = 25
+SIDES = Sides("handrolled.smtp:send_mail", "reference.smtp:send_mail")
+WITNESS = "reference.smtp:send_mail_smtplib"
+HELO = "client.lab.test"
+# Dots at line starts (dot-stuffing), a bare LF (normalisation to CRLF), a long-ish body.
+MESSAGE = (
+    b"From: alice@client.lab.test\r\n"
+    b"To: bob@target.lab.test\r\n"
+    b"Subject: wiretwin compare\r\n"
+    b"Message-ID: <compare@wiretwin.test>\r\n"
+    b"\r\n"
+    b"Same inputs, same bytes.\r\n"
+    b".a line that starts with a dot\r\n"
+    b"..two dots\r\n"
+    b"a bare LF follows\n"
+    b"last line\r\n"
+)
+RFC5321_CASE = "RFC 5321 §2.4: command verbs are case-insensitive; smtplib sends them in lower case"
+
+
+@dataclass(frozen=True)
+class SmtpScenario:
+    name: str
+    recipients: tuple[str, ...]
+    pipelining: bool
+    delivered: bool  # what the lab promises
+
+
+def scenarios(lab: Lab, quick: bool = False) -> list[SmtpScenario]:
+    out = [
+        SmtpScenario(
+            "smtp two recipients", ("bob@target.lab.test", "carol@target.lab.test"), True, True
+        ),
+        SmtpScenario(
+            "smtp one refused recipient",
+            ("bob@target.lab.test", "refused@target.lab.test"),
+            True,
+            True,
+        ),
+        SmtpScenario("smtp all refused", ("refuse-me@target.lab.test",), True, False),
+    ]
+    if not quick:
+        out.append(SmtpScenario("smtp --no-pipelining", ("bob@target.lab.test",), False, True))
+    return out
+
+
+def tcp_stream(frames: list[Frame], port: int, outgoing: bool) -> bytes:
+    """The TCP payload one way (client->server if ``outgoing``) of the connection to ``port``,
+    in sequence order, retransmissions dropped."""
+    segments: dict[int, bytes] = {}
+    for frame in frames:
+        if frame.outgoing != outgoing or not frame.ip:
+            continue
+        try:
+            _ip, _head, proto, body = packets.split_ip(frame.ip)
+        except ValueError:
+            continue
+        if proto != "tcp" or len(body) < 20:
+            continue
+        sport, dport, seq = struct.unpack_from("!HHI", body)
+        if (dport if outgoing else sport) != port:
+            continue
+        payload = body[(body[12] >> 4) * 4 :]
+        if payload and seq not in segments:
+            segments[seq] = payload
+    if not segments:
+        return b""
+    first = min(segments)
+    return b"".join(segments[s] for s in sorted(segments, key=lambda s: (s - first) & 0xFFFFFFFF))
+
+
+def split_commands(stream: bytes) -> list[bytes]:
+    """Client stream -> commands, with the DATA content (up to and including CRLF.CRLF) as one."""
+    out, rest, in_data = [], stream, False
+    while rest:
+        if in_data:
+            end = rest.find(b"\r\n.\r\n")
+            cut = len(rest) if end < 0 else end + 5
+            if rest.startswith(b".\r\n"):
+                cut = 3
+            out.append(rest[:cut])
+            rest, in_data = rest[cut:], False
+            continue
+        end = rest.find(b"\r\n")
+        line = rest if end < 0 else rest[: end + 2]
+        out.append(line)
+        rest = rest[len(line) :]
+        in_data = line.upper() == b"DATA\r\n"
+    return out
+
+
+def _verb(command: bytes) -> bytes:
+    return command.split(b" ", 1)[0].split(b":", 1)[0].rstrip(b"\r\n")
+
+
+def run(lab: Lab, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
+    kwargs = {
+        "mail_from": "alice@client.lab.test",
+        "recipients": list(sc.recipients),
+        "message": MESSAGE,
+        "helo_name": HELO,
+        "pipelining": sc.pipelining,
+        "timeout": 20.0,
+    }
+    host = lab.target.hostname
+    runs: dict[str, SideRun] = {}
+    received = {}
+    targets = {
+        "handrolled": (sides.handrolled, sides.env),
+        "reference": (sides.reference, None),
+        "smtplib": (WITNESS, None),
+    }
+    for impl, (target, env) in targets.items():
+        with LabSmtpServer(lab, "target", PORT) as server:
+            runs[impl] = run_side(lab, impl, target, (host, PORT), kwargs, env)
+        received[impl] = server.messages
+    rows = [both_ran(sc.name, {k: runs[k] for k in ("handrolled", "reference")})]
+    if runs["smtplib"].error:
+        rows.append(Row(sc.name, "smtplib witness ran", "-", runs["smtplib"].error, False))
+    if not rows[0].ok or runs["smtplib"].error:
+        return rows, runs
+    res: dict[str, SmtpResult] = {impl: r.result for impl, r in runs.items()}
+
+    # Client-to-server streams, command by command.
+    streams = {impl: tcp_stream(r.frames, PORT, outgoing=True) for impl, r in runs.items()}
+    cmds = {impl: split_commands(s) for impl, s in streams.items()}
+    same = cmds["handrolled"] == cmds["reference"]
+    details = [] if same else _command_diff(cmds["handrolled"], cmds["reference"], "reference")
+    rows.append(
+        Row(
+            sc.name,
+            "client commands identical (wire)",
+            f"{len(cmds['handrolled'])} commands",
+            f"{len(cmds['reference'])} commands",
+            same,
+            details,
+        )
+    )
+    # The smtplib witness: equal up to the case of verbs (and its own choice of pipelining).
+    witness_ok, notes = _witness(cmds["handrolled"], cmds["smtplib"])
+    rows.append(
+        Row(
+            sc.name,
+            "smtplib witness commands (verbs case-insensitive)",
+            f"{len(cmds['handrolled'])} commands",
+            f"smtplib: {len(cmds['smtplib'])} commands",
+            witness_ok,
+            notes,
+        )
+    )
+
+    # Each side's transcript is what the wire carried, both ways.
+    cells, details, ok = {}, [], True
+    for impl, result in res.items():
+        sent = b"".join(
+            t.data for t in result.transcript if t.direction is Direction.SENT and not t.redacted
+        )
+        got = b"".join(t.data for t in result.transcript if t.direction is Direction.RECEIVED)
+        wire_in = tcp_stream(runs[impl].frames, PORT, outgoing=False)
+        problems = []
+        if sent != streams[impl]:
+            problems.append(
+                f"{impl}: transcript sent {len(sent)} bytes, wire carried {len(streams[impl])}"
+            )
+        if got != wire_in:
+            problems.append(
+                f"{impl}: transcript received {len(got)} bytes, wire carried {len(wire_in)}"
+            )
+        cells[impl] = "matches the wire" if not problems else "differs"
+        ok = ok and not problems
+        details += problems
+    rows.append(
+        Row(
+            sc.name,
+            "transcript = wire (both directions)",
+            cells["handrolled"],
+            f"{cells['reference']}; smtplib {cells['smtplib']}",
+            ok,
+            details,
+        )
+    )
+
+    # The server's view: hand-rolled and scapy identical; the witness identical up to its
+    # bare LF (explained above).
+    views = {
+        impl: [(m.mail_from, tuple(m.rcpt_tos), m.content) for m in msgs]
+        for impl, msgs in received.items()
+    }
+    witness_view = [(f, r, _fix_bare_lf(c)) for f, r, c in views["smtplib"]]
+    expected_count = 1 if sc.delivered else 0
+    ok = views["handrolled"] == views["reference"] and len(views["handrolled"]) == expected_count
+    details = [] if ok else [f"{impl}: {v!r}"[:300] for impl, v in views.items()]
+    if witness_view != views["handrolled"]:
+        ok = False
+        details.append(f"smtplib: {views['smtplib']!r}"[:300])
+    elif views["smtplib"] != views["handrolled"]:
+        details.append(f"allowed difference smtplib.bare_lf: {WITNESS_ALLOWED['bare_lf']}")
+    rows.append(
+        Row(
+            sc.name,
+            "message the server received identical",
+            f"{len(views['handrolled'])} messages",
+            f"{len(views['reference'])} (smtplib {len(views['smtplib'])})",
+            ok,
+            details,
+        )
+    )
+
+    outcome = {
+        impl: (
+            r.delivered,
+            tuple((o.address, o.accepted, o.reply.code) for o in r.recipients),
+            r.final_reply.code if r.final_reply else None,
+        )
+        for impl, r in res.items()
+    }
+    ok = (
+        outcome["handrolled"] == outcome["reference"] == outcome["smtplib"]
+        and outcome["handrolled"][0] == sc.delivered
+    )
+    rows.append(
+        Row(
+            sc.name,
+            f"delivered ({sc.delivered}) and per-recipient outcomes agree",
+            str(outcome["handrolled"][0]),
+            f"{outcome['reference'][0]} (smtplib {outcome['smtplib'][0]})",
+            ok,
+            [] if ok else [f"{impl}: {o}" for impl, o in outcome.items()],
+        )
+    )
+    return rows, runs
+
+
+def _command_diff(left: list[bytes], right: list[bytes], other: str) -> list[str]:
+    for i, (a, b) in enumerate(zip(left, right, strict=False)):
+        if a != b:
+            return [f"command {i + 1}: handrolled {a[:120]!r} vs {other} {b[:120]!r}"]
+    return [f"handrolled sent {len(left)} commands, {other} {len(right)}"]
+
+
+# What the smtplib witness may do differently, each with its reason.  Anything else differing
+# between it and the hand-rolled client is a mismatch.
+WITNESS_ALLOWED = {
+    "verb_case": RFC5321_CASE,
+    "param_case": "RFC 5321 §2.4 / RFC 1870: ESMTP parameter keywords are case-insensitive "
+    "(smtplib writes size=)",
+    "size_value": "smtplib declares SIZE from the message as given, before line ends are fixed; "
+    "we declare the octets actually sent (RFC 1870 §4)",
+    "bare_lf": "smtplib.SMTP.data() fixes line ends only in str messages; a bytes message keeps a "
+    "bare LF, which RFC 5321 §2.3.8 forbids on the wire (we send CRLF)",
+}
+
+
+def _fix_bare_lf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _witness(ours: list[bytes], theirs: list[bytes]) -> tuple[bool, list[str]]:
+    """Compare smtplib's commands with ours, applying only the WITNESS_ALLOWED rules."""
+    notes, used, ok = [], set(), len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=False):
+        if a == b:
+            continue
+        if a.endswith(b"\r\n.\r\n") and _fix_bare_lf(b) == a:
+            used.add("bare_lf")
+            continue
+        a_words, b_words = a.rstrip(b"\r\n").split(b" "), b.rstrip(b"\r\n").split(b" ")
+        same = len(a_words) == len(b_words)
+        for i, (x, y) in enumerate(zip(a_words, b_words, strict=False)):
+            if x == y:
+                continue
+            if x.upper() == y.upper():
+                used.add("verb_case" if i == 0 else "param_case")
+            elif x.upper().startswith(b"SIZE=") and y.upper().startswith(b"SIZE="):
+                used.update({"param_case", "size_value"} if x[:5] != y[:5] else {"size_value"})
+            else:
+                same = False
+        if not same:
+            ok = False
+            notes.append(f"handrolled {a[:100]!r} vs smtplib {b[:100]!r}")
+    if len(ours) != len(theirs):
+        notes.append(f"handrolled sent {len(ours)} commands, smtplib {len(theirs)}")
+    notes += [f"allowed difference smtplib.{k}: {WITNESS_ALLOWED[k]}" for k in sorted(used)]
+    return ok, notes
