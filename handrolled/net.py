@@ -59,6 +59,7 @@ __all__ = [
     "open_icmp_socket",
     "resolve",
     "reverse_name",
+    "source_address",
 ]
 
 log = logging.getLogger(__name__)
@@ -447,6 +448,21 @@ def resolve(host: str, family: int | None = None) -> tuple[int, str]:
         if fam in (socket.AF_INET, socket.AF_INET6):
             return fam, _canonical(sockaddr[0])
     raise ResolveError(host, "no IPv4 or IPv6 address")
+
+
+def source_address(dst: str, family: int) -> str:
+    """The address our kernel would send from to reach ``dst`` (a route lookup, no packet).
+
+    ``family`` is 4 or 6.  Needed wherever we compute a checksum over the pseudo-header
+    ourselves (ICMPv6, UDP, TCP: RFC 8200 §8.1, RFC 768, RFC 9293 §3.1).
+    """
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    with socket.socket(af, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((dst, 9))
+        except OSError as exc:
+            raise UsageError(f"no route to {dst}: {exc.strerror or exc}") from exc
+        return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]).compressed
 
 
 def reverse_name(address: str) -> str | None:

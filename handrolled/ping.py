@@ -94,6 +94,15 @@ class Pinger:
         # A datagram socket's kernel writes its local port as the identifier (and the checksum):
         # encode that identifier ourselves so ``sent`` is the bytes on the wire.
         self.ident = sock.ident if sock.kind == "dgram" and sock.ident is not None else ident
+        # ICMPv6's checksum covers a pseudo-header with our source address (RFC 4443 §2.3).
+        # The kernel fills it in for us anyway; we compute it too, so that ``sent`` is exactly
+        # the bytes on the wire and the checksum can be taught from it.
+        self.src = self.dst = None
+        if sock.v6:
+            try:
+                self.src, self.dst = net.source_address(address, 6), address
+            except UsageError:
+                log.debug("no route to %s yet: the kernel will fill the ICMPv6 checksum", address)
         self.sent: dict[int, _Sent] = {}
         self.order: list[int] = []
         self.duplicates: dict[int, list[Probe]] = {}
@@ -102,7 +111,9 @@ class Pinger:
     def send(self, seq: int) -> Probe | None:
         """Send echo request ``seq``; returns a settled Probe only if sending failed."""
         seq &= 0xFFFF
-        message = encode_echo_request(self.ident, seq, self.payload, v6=self.sock.v6)
+        message = encode_echo_request(
+            self.ident, seq, self.payload, v6=self.sock.v6, src=self.src, dst=self.dst
+        )
         deadline = self.clock() + self.timeout_ns
         try:
             send_ns = self.sock.send(message, self.address)
@@ -113,7 +124,9 @@ class Pinger:
         if self.sock.kind == "dgram" and self.sock.ident not in (None, self.ident):
             # autobound on this first send: re-encode with the identifier the kernel used
             self.ident = self.sock.ident
-            message = encode_echo_request(self.ident, seq, self.payload, v6=self.sock.v6)
+            message = encode_echo_request(
+                self.ident, seq, self.payload, v6=self.sock.v6, src=self.src, dst=self.dst
+            )
         self._track(seq, message, send_ns, deadline)
         return None
 

@@ -44,6 +44,9 @@ _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 _TIMESPEC = struct.Struct("@qq")
 
 
+source_address = net.source_address  # re-exported; it lives with the other socket helpers
+
+
 def resolve_host(host: str, family: int | None) -> tuple[str, int]:
     """Resolve ``host`` to (canonical address, 4 or 6): ``net.resolve``'s first answer."""
     if family not in (None, 4, 6):
@@ -51,17 +54,6 @@ def resolve_host(host: str, family: int | None) -> tuple[str, int]:
     af = {None: None, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
     fam, address = net.resolve(host, af)
     return address, 6 if fam == socket.AF_INET6 else 4
-
-
-def source_address(dst: str, family: int) -> str:
-    """The address our kernel would send from to reach ``dst`` (a route lookup, no packet)."""
-    af = socket.AF_INET if family == 4 else socket.AF_INET6
-    with socket.socket(af, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((dst, 9))
-        except OSError as exc:
-            raise UsageError(f"no route to {dst}: {exc.strerror or exc}") from exc
-        return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]).compressed
 
 
 @dataclass(frozen=True, slots=True)
