@@ -16,10 +16,12 @@ Not scapy's ``traceroute()``: that one is a TCP traceroute with random source po
 Per-probe identifiers (deterministic, so compare can lay the bytes side by side):
 
 - ICMP: echo identifier ``ident``, sequence ``n + 1``;
-- UDP: source port ``1024 + ident % 64512``, destination port ``port + n`` (33434 by default);
-- TCP: source port ``1024 + (ident + n) % 64512`` (one per probe, as traceroute(8) -T binds a
+- UDP: source port ``ident``, destination port ``port + n`` (33434 by default);
+- TCP: source port ``(ident + n) & 0xffff`` (one per probe, as traceroute(8) -T binds a
   socket per probe), destination ``port`` (80 by default), sequence number ``n + 1``, SYN only,
-  no options, scapy's window of 8192 (a kernel SYN would carry options).  Our own kernel
+  no options, window 64240 (what a Linux SYN advertises; scapy's own default is 8192).  The
+  ports and window are the hand-rolled tracer's documented choices too: they are inputs of the
+  comparison, so that the two sides' probes are identical byte for byte.  Our own kernel
   answers the destination's SYN-ACK with a RST (no socket owns the port): a half-open probe.
 - IP header: ID ``n + 1``, DF set and TOS 0 as in reference.ping; IPv6 flow label 0.
 
@@ -53,6 +55,7 @@ from reference.common import resolve as resolve_host
 
 log = logging.getLogger(__name__)
 
+TCP_WINDOW = 64240  # see the module docstring
 WAIT_PRECISION = 0.001  # traceroute(8)'s DEF_WAIT_PREC: 1 ms added to an RTT before scaling
 DEFAULT_PORTS = {Method.UDP: 33434, Method.TCP: 80}
 DEFAULT_PAYLOAD_SIZE = {Method.ICMP: 32, Method.UDP: 32, Method.TCP: 0}  # 60-byte IPv4 probes
@@ -76,9 +79,9 @@ class _Slot:
 
 
 def source_port(method: Method, ident: int, index: int) -> int:
-    """The probe's source port (see the module docstring), always 1024..65535."""
+    """The probe's source port (see the module docstring)."""
     step = index if method is Method.TCP else 0
-    return 1024 + (ident + step) % 64512
+    return (ident + step) & 0xFFFF
 
 
 def build_probe(
@@ -115,7 +118,7 @@ def build_probe(
             dport=port,
             seq=index + 1,
             flags="S",
-            window=8192,
+            window=TCP_WINDOW,
             options=[],
         )
     return pkt / Raw(load=payload) if payload else pkt

@@ -12,9 +12,9 @@ from reference.traceroute import build_probe, run_trace, source_port
 # Produced once with scapy 2.8 (build_probe index 7, ttl 3, ident 0x1234, src set by hand).
 GOLDEN = {
     Method.ICMP: "450000200008400003011196c6336401cb00710a0800e3bf1234000800010203",
-    Method.UDP: "450000200008400003111186c6336401cb00710a163482a1000cfebc00010203",
-    Method.TCP: "4500002c0008400003061185c6336401cb00710a163b0050000000080000000050022000"
-    "1108000000010203",
+    Method.UDP: "450000200008400003111186c6336401cb00710a123482a1000c02bd00010203",
+    Method.TCP: "4500002c0008400003061185c6336401cb00710a123b005000000008000000005002faf0"
+    "3a17000000010203",
 }
 PORT = {Method.ICMP: 0, Method.UDP: 33434, Method.TCP: 80}
 
@@ -30,9 +30,9 @@ def test_probe_bytes_match_golden(method: Method) -> None:
 
 
 def test_ports_follow_the_documented_scheme() -> None:
-    assert source_port(Method.UDP, 0x1234, 5) == 1024 + 0x1234  # fixed per trace
-    assert source_port(Method.TCP, 0x1234, 5) == 1024 + 0x1234 + 5  # one per probe
-    assert source_port(Method.TCP, 0xFFFF, 0) == 1024 + 0xFFFF % 64512
+    assert source_port(Method.UDP, 0x1234, 5) == 0x1234  # fixed per trace
+    assert source_port(Method.TCP, 0x1234, 5) == 0x1234 + 5  # one per probe
+    assert source_port(Method.TCP, 0xFFFF, 1) == 0  # wraps like a 16-bit field
     udp = build_probe(Method.UDP, 6, "2001:db8::1", ttl=1, index=4, ident=1, port=33434,
                       payload=b"")  # fmt: skip
     assert udp.payload.dport == 33438
