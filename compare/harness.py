@@ -17,7 +17,7 @@ from pathlib import Path
 
 from compare import report, tolerance
 from compare.core import Row, Sides
-from compare.lab import STAGE_SLACK_MS, Lab
+from compare.lab import HANDROLLED_PATH_ENV, STAGE_SLACK_MS, Lab
 from handrolled.errors import WiretwinError
 
 KINDS = ("ping", "traceroute", "smtp")
@@ -46,7 +46,7 @@ def run_all(
     only: str | None = None,
 ) -> list[Row]:
     """Every scenario of ``kind`` (``repeat`` times); the report's rows."""
-    env = {"PYTHONPATH": handrolled_path} if handrolled_path else None
+    env = {HANDROLLED_PATH_ENV: str(Path(handrolled_path).resolve())} if handrolled_path else None
     rows: list[Row] = []
     plan = [(mod, sc) for mod in _modules(kind) for sc in mod.scenarios(lab, quick=quick)]
     if only:

@@ -641,12 +641,39 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+HANDROLLED_PATH_ENV = "WIRETWIN_HANDROLLED_PATH"
+
+
+def _import_handrolled_from(root: Path) -> None:
+    """Make ``handrolled`` (and every submodule imported later) come from ``root/handrolled``.
+
+    Used to run a patched copy of the hand-rolled code (the harness's fault injection).  An
+    editable install's import hook outranks PYTHONPATH, so the package is loaded explicitly.
+    """
+    import importlib.util
+
+    for name in [m for m in sys.modules if m == "handrolled" or m.startswith("handrolled.")]:
+        del sys.modules[name]
+    package = root / "handrolled"
+    spec = importlib.util.spec_from_file_location(
+        "handrolled", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    if spec is None or spec.loader is None:
+        raise LabError(f"no handrolled package under {root}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["handrolled"] = module
+    spec.loader.exec_module(module)
+
+
 def _call_main() -> int:
     """Child side of Lab.call: unpickle (target, args, kwargs) from stdin, pickle the result."""
     import importlib
 
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # anything the function prints must not corrupt the pickle
+    override = os.environ.get(HANDROLLED_PATH_ENV)
+    if override:
+        _import_handrolled_from(Path(override))
     target, args, kwargs = pickle.loads(sys.stdin.buffer.read())
     module_name, _, func_name = target.partition(":")
     try:

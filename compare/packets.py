@@ -275,3 +275,15 @@ def reply_key(datagram: bytes) -> tuple[ProbeKey, str] | None:
         sport, dport = struct.unpack_from("!HH", body, 0)
         return ("tcp", dport, sport), "tcp"
     return None
+
+
+def echo_of_reply(received: bytes) -> tuple[int, int, int] | None:
+    """(type, identifier, sequence) of an echo message as an implementation recorded it: with
+    its IP header (an IPv4 raw socket, a scapy packet) or without (an ICMPv6 socket)."""
+    if len(received) >= 28 and received[0] >> 4 in (4, 6):
+        key = icmp_echo_key(received)
+        if key is not None:
+            return key
+    if len(received) >= 8 and received[0] in (0, 8, 128, 129):
+        return struct.unpack_from("!B", received)[0], *struct.unpack_from("!HH", received, 4)
+    return None

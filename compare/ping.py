@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 
-from compare import tolerance, wire
+from compare import packets, tolerance, wire
 from compare.core import Row, Sides, both_ran, run_side
 from compare.lab import Lab
 from handrolled.results import Outcome, PingResult
@@ -23,6 +27,7 @@ class PingScenario:
     answerer: str | None  # role of the node that answers (None: nobody)
     icmp_code: int | None = None
     kwargs: dict = field(default_factory=dict)
+    neighbour: bool = False  # another pinger (iputils) runs in the client meanwhile
 
 
 def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
@@ -70,6 +75,15 @@ def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
             kwargs=base,
         ),
         PingScenario(
+            "ping -4 target beside another pinger",
+            lab.target.addr4,
+            4,
+            Outcome.REPLY,
+            "target",
+            kwargs=base,
+            neighbour=True,
+        ),
+        PingScenario(
             "ping -4 blackhole",
             lab.blackhole4,
             4,
@@ -92,10 +106,13 @@ def run(lab: Lab, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], di
         "payload": PAYLOAD,
         "socket_kind": "raw",
     }
-    runs = {
-        "handrolled": run_side(lab, "handrolled", sides.handrolled, (sc.host,), kwargs, sides.env),
-        "reference": run_side(lab, "reference", sides.reference, (sc.host,), kwargs),
-    }
+    runs = {}
+    for impl, target, env in (
+        ("handrolled", sides.handrolled, sides.env),
+        ("reference", sides.reference, None),
+    ):
+        with _neighbour(lab, sc):
+            runs[impl] = run_side(lab, impl, target, (sc.host,), kwargs, env)
     rows = [both_ran(sc.name, runs)]
     if not rows[0].ok:
         return rows, runs
@@ -142,6 +159,34 @@ def run(lab: Lab, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], di
             cells["handrolled"],
             cells["reference"],
             ok,
+            details,
+        )
+    )
+
+    # Every reply a side accepted must echo that probe's identifier and sequence (a raw socket
+    # sees every ICMP message of the host, the neighbour's replies included).
+    cells, details = {}, []
+    for impl, result in res.items():
+        wrong = []
+        for p in result.probes:
+            if p.outcome in (Outcome.REPLY, Outcome.CORRUPT, Outcome.DUPLICATE) and p.received:
+                key = packets.echo_of_reply(p.received)
+                if key is None:
+                    wrong.append(f"seq {p.seq}: reply is not an echo reply")
+                elif key[1:] != (p.ident, p.seq):
+                    wrong.append(
+                        f"seq {p.seq}: icmp.identifier/sequence of the reply {key[1]}/{key[2]} "
+                        f"!= probe's {p.ident}/{p.seq}"
+                    )
+        cells[impl] = "all match" if not wrong else f"{len(wrong)} wrong"
+        details += [f"{impl} {w}" for w in wrong]
+    rows.append(
+        Row(
+            sc.name,
+            "replies carry the probe's identifier and sequence",
+            cells["handrolled"],
+            cells["reference"],
+            not details,
             details,
         )
     )
@@ -195,6 +240,22 @@ def run(lab: Lab, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], di
             )
         )
     return rows, runs
+
+
+@contextlib.contextmanager
+def _neighbour(lab: Lab, sc: PingScenario):
+    """compare/neighbour.py pinging the same target with another identifier meanwhile."""
+    if not sc.neighbour:
+        yield
+        return
+    argv = [sys.executable, "-m", "compare.neighbour", sc.host, "--payload-hex", PAYLOAD.hex()]
+    proc = lab.popen("client", argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # it is already pinging when our side starts
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
 
 
 def _min_rtt(result: PingResult) -> float | None:

@@ -1,0 +1,219 @@
+"""The comparison harness: clean runs agree, and injected faults are caught and named.
+
+Fault injection copies handrolled/ to a temporary directory, patches one thing in the copy (the
+bugs people really write: the seed skeleton's native-order header, swapped checksum bytes, ...)
+and runs the comparison with the copy as the hand-rolled side.  Each fault must turn the
+verdict to FAIL and the report must name the field or command that differs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from compare import packets, report
+from compare.core import Row
+from compare.harness import run_all
+from compare.smtp import split_commands, tcp_stream
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    file: str
+    old: str
+    new: str
+    kind: str  # ping | smtp
+    scenario: str  # substring of the scenario name to run
+    names: str  # what the failing rows must mention
+
+
+FAULTS = [
+    Fault(
+        "checksum bytes swapped",
+        "icmp.py",
+        'message[:2] + struct.pack("!H", csum) + message[4:]',
+        'message[:2] + struct.pack("<H", csum) + message[4:]',
+        "ping",
+        "ping -4 target",
+        "icmp.checksum",
+    ),
+    Fault(
+        "the seed skeleton's native-order bbHHh header",
+        "icmp.py",
+        '_HEADER = struct.Struct("!BBHHH")',
+        '_HEADER = struct.Struct("bbHHh")',
+        "ping",
+        "ping -4 target",
+        "icmp.identifier",
+    ),
+    Fault(
+        "sequence off by one",
+        "ping.py",
+        "        seq &= 0xFFFF\n",
+        "        seq = (seq + 1) & 0xFFFF\n",
+        "ping",
+        "ping -4 target",
+        "icmp.sequence",
+    ),
+    Fault(
+        "wrong TTL",
+        "net.py",
+        "socket.IP_TTL, ttl)",
+        "socket.IP_TTL, ttl - 1)",
+        "ping",
+        "ping -4 -t 2",
+        "ipv4.ttl",
+    ),
+    Fault(
+        "population instead of sample stdev",
+        "ping.py",
+        "stdev_ms=statistics.stdev(rtts) if len(rtts) > 1 else 0.0,",
+        "stdev_ms=statistics.pstdev(rtts),",
+        "ping",
+        "ping -4 target",
+        "stdev_ms",
+    ),
+    Fault(
+        "a reply accepted from the wrong identifier",
+        "ping.py",
+        "if not msg.is_reply or msg.ident != self.ident or r.source != self.address:",
+        "if not msg.is_reply or r.source != self.address:",
+        "ping",
+        "beside another pinger",
+        "icmp.identifier",
+    ),
+    Fault(
+        "no dot-stuffing",
+        "smtp_protocol.py",
+        'if line.startswith(b"."):\n            out += b"."',
+        'if False:\n            out += b"."',
+        "smtp",
+        "smtp two recipients",
+        "client commands identical",
+    ),
+    Fault(
+        "a lower-case command",
+        "smtp_protocol.py",
+        'verb = "MAIL FROM" if',
+        'verb = "mail FROM" if',
+        "smtp",
+        "smtp two recipients",
+        "b'mail FROM",
+    ),
+]
+
+
+def patched_copy(tmp_path: Path, fault: Fault) -> Path:
+    root = tmp_path / "patched"
+    shutil.copytree(
+        ROOT / "handrolled", root / "handrolled", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    target = root / "handrolled" / fault.file
+    source = target.read_text()
+    assert source.count(fault.old) == 1, f"the fault's anchor moved: {fault.old!r} in {fault.file}"
+    target.write_text(source.replace(fault.old, fault.new))
+    return root
+
+
+def failing_text(rows: list[Row]) -> str:
+    return "\n".join(f"{r.check}: {' | '.join(r.details)}" for r in rows if not r.ok)
+
+
+# ---- pure parts ---------------------------------------------------------------------------------
+def test_diff_names_field_offset_and_values():
+    # Two echo requests differing in sequence and checksum (IPv4, 28 bytes each).
+    a = bytes.fromhex("4500001c00014000400100000a0000010a0000020800f7fe00010000")
+    b = bytes.fromhex("4500001c00024000400100000a0000010a0000020800f7fd00010001")
+    diffs = {d.field: d for d in packets.diff_datagrams(a, b)}
+    assert diffs["identification"].allowed is not None  # named, with its reason
+    assert diffs["sequence"].offset == 26 and diffs["sequence"].allowed is None
+    assert "icmp.sequence at offset 26: 0 (0x0000) vs 1 (0x0001)" in diffs["sequence"].describe()
+    assert diffs["checksum"].allowed is None
+
+
+def test_probe_and_reply_keys_match_through_the_quoted_datagram():
+    request = bytes.fromhex("4500001c00014000020100000a0000010a0000020800f7fe12340007")
+    assert packets.probe_key(request) == ("icmp", 0x1234, 7)
+    # time exceeded quoting that request
+    error = bytes.fromhex("4500003800004000400100000a0000630a0000010b00000000000000") + request
+    assert packets.reply_key(error) == (("icmp", 0x1234, 7), "icmp-error")
+
+
+def test_smtp_stream_split_keeps_the_data_block_whole():
+    stream = b"EHLO x\r\nMAIL FROM:<a@b>\r\nDATA\r\nline\r\n..dot\r\n.\r\nQUIT\r\n"
+    assert split_commands(stream) == [
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@b>\r\n",
+        b"DATA\r\n",
+        b"line\r\n..dot\r\n.\r\n",
+        b"QUIT\r\n",
+    ]
+    assert tcp_stream([], 25, True) == b""
+
+
+def test_report_table_and_closing_line():
+    rows = [Row("s", "c1", "a", "b", True), Row("s", "c2", "a", "b", False, ["why"])]
+    assert "FAIL s: c2\n    why" in report.failures(rows)
+    assert report.closing_line(rows) == "1 passed, 1 failed"
+    assert "verdict" in report.table(rows)
+
+
+# ---- against the lab --------------------------------------------------------------------------
+@pytest.mark.lab
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+def test_injected_fault_is_caught_and_named(lab, tmp_path, fault):
+    copy = patched_copy(tmp_path, fault)
+    rows = run_all(
+        lab, fault.kind, quick=True, handrolled_path=str(copy), progress=False, only=fault.scenario
+    )
+    assert rows, "no scenario matched"
+    failed = failing_text(rows)
+    assert failed, f"compare did not notice: {fault.name}"
+    assert fault.names in failed, (
+        f"{fault.name}: the report does not name {fault.names!r}:\n{failed}"
+    )
+
+
+@pytest.mark.lab
+def test_unpatched_copy_agrees(lab, tmp_path):
+    """The injection path itself is innocent: an unpatched copy agrees."""
+    root = tmp_path / "clean"
+    shutil.copytree(
+        ROOT / "handrolled", root / "handrolled", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    rows = run_all(
+        lab, "ping", quick=True, handrolled_path=str(root), progress=False, only="ping -4 target"
+    )
+    assert rows and all(r.ok for r in rows), failing_text(rows)
+
+
+@pytest.mark.lab
+def test_full_comparison_agrees_from_the_cli(tmp_path):
+    """`wiretwin compare all` on its own lab: exit 0, JSON and pcaps written, nothing failed."""
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "compare.cli", "compare", "all", "--quick", "--json", str(out),
+         "--pcap", str(tmp_path / "pcap"), "--no-progress"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["failed"] == 0 and data["passed"] > 100
+    assert proc.stdout.rstrip().endswith(f"{data['passed']} passed, 0 failed")
+    kinds = {row["scenario"].split()[0] for row in data["rows"]}
+    assert kinds == {"ping", "traceroute", "smtp"}
+    pcaps = list((tmp_path / "pcap").glob("*.pcap"))
+    assert len(pcaps) >= 2 * 20
+    # the pcaps are real: scapy, an independent dissector, reads them back
+    from scapy.utils import rdpcap
+
+    assert len(rdpcap(str(pcaps[0]))) > 0
