@@ -2,9 +2,9 @@
 
 Every tolerance is a named constant here and is printed in the report beside the check that
 uses it.  RTT noise on these VMs is one-sided (CPU pauses and wake-ups only add time), so RTTs are
-judged by minimums and medians, and a reported RTT is never allowed to be *shorter* than the RTT
-the capture saw for the same probe: the capture's two timestamps lie strictly inside the
-interval the implementation measured.
+judged by minimums and medians, and a reported RTT may be *shorter* than the RTT the capture saw
+for the same probe only by WIRE_EARLY_MS: the capture's two stamps lie inside the interval the
+implementation measured, but for the stamps taken in the kernel a little beside the tap.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ from handrolled.results import Outcome, PingSummary, Probe
 # 2**-22 s (0.24 us), so two such reads converted to ns can differ from a float difference by
 # about half a microsecond.  Anything larger is a real disagreement.
 SUMMARY_EPS_MS = 0.001
-WIRE_EARLY_MS = 0.05  # a reported RTT may undercut the wire RTT by at most this (clock reads)
+# How far a reported RTT may undercut the wire RTT.  A send time read in user space precedes
+# the capture's stamp, but a kernel transmit stamp (SO_TIMESTAMPING, which the hand-rolled
+# pinger uses) is taken in the driver, just after the capture tap: normally ~10 us later, more
+# when the CPU is taken away between the two (seen: 140 us).  Anything beyond this is a clock
+# or matching error.
+WIRE_EARLY_MS = 0.5
 WIRE_MEDIAN_MS = 0.5  # median (reported - wire) per side
 SIDES_MIN_MS = 1.5  # |min RTT handrolled - min RTT reference| on the same path
 
