@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 REPORTS := reports
 
-.PHONY: setup report test lint format lab-selftest clean
+.PHONY: setup report test lint format lab-selftest bench clean
 
 setup:
 	bash .ci/setup
@@ -32,6 +32,10 @@ format:
 
 lab-selftest: setup
 	$(PY) -m compare.cli lab selftest
+
+bench: setup
+	$(PY) benchmarks/bench_ping.py
+	$(PY) benchmarks/bench_traceroute.py
 
 clean:
 	-$(PY) -m compare.cli lab down --all
