@@ -18,6 +18,7 @@ from pathlib import Path
 from compare import report, tolerance
 from compare.core import Row, Sides
 from compare.lab import HANDROLLED_PATH_ENV, STAGE_SLACK_MS, Lab
+from compare.traceroute import TRACE_EXCESS_MS
 from handrolled.errors import WiretwinError
 
 KINDS = ("ping", "traceroute", "smtp")
@@ -80,7 +81,8 @@ def tolerances() -> dict[str, str]:
         "summary_eps_ms": f"{tolerance.SUMMARY_EPS_MS} (side summary vs recomputed)",
         "wire_early_ms": f"{tolerance.WIRE_EARLY_MS} (reported RTT may undercut wire)",
         "wire_median_ms": f"{tolerance.WIRE_MEDIAN_MS} (median reported - wire RTT per side)",
-        "sides_min_ms": f"{tolerance.SIDES_MIN_MS} (|min RTT handrolled - reference|)",
+        "sides_min_ms": f"{tolerance.SIDES_MIN_MS} (ping: |min RTT handrolled - reference|)",
+        "trace_excess_ms": f"{TRACE_EXCESS_MS} (traceroute: median over hops of min RTT - promised)",
         "lab_window": (
             f"[promised - 0.05, promised + {STAGE_SLACK_MS} ms per delay stage + 1 ms]"
             " on minimum RTTs"
