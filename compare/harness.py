@@ -82,7 +82,7 @@ def tolerances() -> dict[str, str]:
         "wire_early_ms": f"{tolerance.WIRE_EARLY_MS} (reported RTT may undercut wire)",
         "wire_median_ms": f"{tolerance.WIRE_MEDIAN_MS} (median reported - wire RTT per side)",
         "sides_min_ms": f"{tolerance.SIDES_MIN_MS} (ping: |min RTT handrolled - reference|)",
-        "trace_excess_ms": f"{TRACE_EXCESS_MS} (traceroute: median over hops of min RTT - promised)",
+        "trace_excess_ms": f"{TRACE_EXCESS_MS} (traceroute: median of min RTT - promised)",
         "lab_window": (
             f"[promised - 0.05, promised + {STAGE_SLACK_MS} ms per delay stage + 1 ms]"
             " on minimum RTTs"
