@@ -50,9 +50,13 @@ class Frame:
 
 
 class Capture:
-    """Capture every frame on ``iface`` inside namespace ``ns`` while the context is open."""
+    """Capture every frame on ``iface`` inside namespace ``ns`` while the context is open.
 
-    def __init__(self, ns: str, iface: str) -> None:
+    ``ns`` None: this process's own namespace; ``iface`` None: every interface (on loopback
+    each packet is then seen twice, once leaving and once arriving).
+    """
+
+    def __init__(self, ns: str | None, iface: str | None) -> None:
         self.ns = ns
         self.iface = iface
         self.frames: list[Frame] = []
@@ -61,11 +65,13 @@ class Capture:
         self._stop = threading.Event()
 
     def __enter__(self) -> Capture:
-        sock = netns.netns_socket(
-            self.ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)
-        )
-        with netns.entered(self.ns):
-            sock.bind((self.iface, 0))  # the interface name is looked up in the socket's namespace
+        proto = socket.htons(ETH_P_ALL)
+        if self.ns is None:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, proto)
+        else:
+            sock = netns.netns_socket(self.ns, socket.AF_PACKET, socket.SOCK_RAW, proto)
+        if self.iface is not None:
+            sock.bind((self.iface, 0))  # looked up in the socket's own namespace
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self._sock = sock

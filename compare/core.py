@@ -8,6 +8,7 @@ client's link records what each put on the wire.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,15 +58,101 @@ class Sides:
     env: dict[str, str] | None = None  # e.g. PYTHONPATH for a patched copy (fault injection)
 
 
+class Site:
+    """Where the two sides run and where their packets are captured."""
+
+    name = "site"
+
+    def call(self, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None) -> Any:
+        raise NotImplementedError
+
+    def capture(self) -> Capture:
+        raise NotImplementedError
+
+    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen:
+        raise NotImplementedError
+
+
+@dataclass
+class LabSite(Site):
+    """The lab's client namespace; capture on its only link."""
+
+    lab: Lab
+    name = "lab"
+
+    def call(self, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None) -> Any:
+        return self.lab.call("client", target, *args, call_env=env, **kwargs)
+
+    def capture(self) -> Capture:
+        return Capture(self.lab.ns("client"), CLIENT_IFACE)
+
+    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen:
+        return self.lab.popen("client", argv, **kw)
+
+
+@dataclass
+class LocalSite(Site):
+    """This machine's own namespace, for targets the user names (``--host``, ``--server``)."""
+
+    iface: str | None = None  # None: capture on every interface
+    name = "local"
+
+    def call(self, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None) -> Any:
+        return call_python([], target, args, kwargs, env=env)
+
+    def capture(self) -> Capture:
+        return Capture(None, self.iface)
+
+    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen:
+        return subprocess.Popen(argv, **kw)
+
+
+def call_python(
+    prefix: list[str], target: str, args: tuple, kwargs: dict, *, timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> Any:  # fmt: skip
+    """Call ``module:function`` in a fresh Python (behind ``prefix``, e.g. ``ip netns exec``)."""
+    import os
+    import pickle
+    import sys
+
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "compare.lab", "--call"],
+        input=pickle.dumps((target, args, kwargs)),
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if proc.returncode != 0 or not proc.stdout:
+        why = proc.stderr.decode(errors="replace").strip()[-2000:]
+        raise RuntimeError(f"{target} failed: {why}")
+    ok, value = pickle.loads(proc.stdout)
+    if not ok:
+        raise value
+    return value
+
+
+@dataclass
+class Context:
+    """What a scenario runs against: a site, and the lab's truth when the site is a lab."""
+
+    site: Site
+    lab: Lab | None = None
+
+    @classmethod
+    def of_lab(cls, lab: Lab) -> Context:
+        return cls(LabSite(lab), lab)
+
+
 def run_side(
-    lab: Lab, impl: str, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None = None
+    site: Site, impl: str, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None = None
 ) -> SideRun:
-    """Run ``target`` (module:function) in the client namespace while capturing its link."""
+    """Run ``target`` (module:function) at the site while capturing what it sends."""
     run = SideRun(impl)
     started = time.monotonic()
-    with Capture(lab.ns("client"), CLIENT_IFACE) as capture:
+    with site.capture() as capture:
         try:
-            run.result = lab.call("client", target, *args, call_env=env, **kwargs)
+            run.result = site.call(target, args, kwargs, env)
         except Exception as exc:  # a side failing is a finding, reported as a row
             run.error = f"{type(exc).__name__}: {exc}"
         time.sleep(LATE_PACKET_WAIT)

@@ -13,10 +13,11 @@ import importlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from compare import report, tolerance
-from compare.core import Row, Sides
+from compare.core import Context, LocalSite, Row, Sides
 from compare.lab import HANDROLLED_PATH_ENV, STAGE_SLACK_MS, Lab
 from compare.traceroute import TRACE_EXCESS_MS
 from handrolled.errors import WiretwinError
@@ -35,10 +36,38 @@ def _progress(text: str, enabled: bool) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class Explicit:
+    """Targets the user names instead of the lab (real networks; never used by the tests)."""
+
+    host: str | None = None  # ping and traceroute
+    server: str | None = None  # smtp
+    port: int = 25
+    mail_from: str | None = None
+    recipients: tuple[str, ...] = ()
+    iface: str | None = None  # capture interface; None: every interface
+
+    def plan(self, kind: str, quick: bool) -> list:
+        from compare import ping, smtp, traceroute
+
+        out = []
+        if self.host and kind in ("ping", "all"):
+            out += [(ping, sc) for sc in ping.explicit_scenarios(self.host, quick)]
+        if self.host and kind in ("traceroute", "all"):
+            out += [(traceroute, sc) for sc in traceroute.explicit_scenarios(self.host, quick)]
+        if self.server and kind in ("smtp", "all"):
+            scs = smtp.explicit_scenarios(
+                self.server, self.port, self.mail_from or "", list(self.recipients)
+            )
+            out += [(smtp, sc) for sc in scs]
+        return out
+
+
 def run_all(
-    lab: Lab,
+    target: Lab | Context,
     kind: str,
     *,
+    explicit: Explicit | None = None,
     quick: bool = False,
     repeat: int = 1,
     handrolled_path: str | None = None,
@@ -49,7 +78,12 @@ def run_all(
     """Every scenario of ``kind`` (``repeat`` times); the report's rows."""
     env = {HANDROLLED_PATH_ENV: str(Path(handrolled_path).resolve())} if handrolled_path else None
     rows: list[Row] = []
-    plan = [(mod, sc) for mod in _modules(kind) for sc in mod.scenarios(lab, quick=quick)]
+    ctx = target if isinstance(target, Context) else Context.of_lab(target)
+    if explicit is not None:
+        plan = explicit.plan(kind, quick)
+    else:
+        assert ctx.lab is not None
+        plan = [(mod, sc) for mod in _modules(kind) for sc in mod.scenarios(ctx.lab, quick=quick)]
     if only:
         plan = [(mod, sc) for mod, sc in plan if only in sc.name]
     total = len(plan) * repeat
@@ -60,7 +94,7 @@ def run_all(
             _progress(f"[{step}/{total}] {sc.name} ...", progress)
             started = time.monotonic()
             sides = Sides(mod.SIDES.handrolled, mod.SIDES.reference, env)
-            new_rows, runs = mod.run(lab, sc, sides)
+            new_rows, runs = mod.run(ctx, sc, sides)
             if repeat > 1:
                 for r in new_rows:
                     r.scenario = f"{r.scenario} #{round_index + 1}"
@@ -108,7 +142,26 @@ def main(argv: list[str] | None = None) -> int:
         "--handrolled-path", metavar="DIR", help="import handrolled from DIR (fault injection)"
     )
     parser.add_argument("--no-progress", action="store_true")
+    real = parser.add_argument_group(
+        "explicit targets (real networks: both sides run in this namespace; never used in tests)"
+    )
+    real.add_argument("--host", help="ping / traceroute this host instead of the lab")
+    real.add_argument("--server", metavar="HOST[:PORT]", help="send mail through this server")
+    real.add_argument("--from", dest="mail_from", help="envelope sender for --server")
+    real.add_argument("--to", dest="recipients", action="append", default=[], help="recipient")
+    real.add_argument("--iface", help="capture on this interface only (default: all)")
     args = parser.parse_args(argv)
+    explicit = None
+    if args.host or args.server:
+        if args.lab_id:
+            parser.error("--host/--server and --lab-id exclude each other")
+        if args.server and not (args.mail_from and args.recipients):
+            parser.error("--server needs --from and at least one --to")
+        server, _, port = (args.server or "").partition(":")
+        if port and not port.isdigit():
+            parser.error(f"--server {args.server}: the port must be a number")
+        explicit = Explicit(args.host, server or None, int(port or 25), args.mail_from,
+                            tuple(args.recipients), args.iface)  # fmt: skip
     if args.repeat < 1 or args.repeat > 1000:
         parser.error("--repeat must be 1..1000")
     if args.handrolled_path and not (Path(args.handrolled_path) / "handrolled").is_dir():
@@ -117,14 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         with contextlib.ExitStack() as stack:
-            if args.lab_id:
-                lab = Lab.load(args.lab_id)
+            if explicit is not None:
+                target: Lab | Context = Context(LocalSite(explicit.iface))
+            elif args.lab_id:
+                target = Lab.load(args.lab_id)
             else:
                 _progress("building the lab ...", not args.no_progress)
-                lab = stack.enter_context(Lab.create())
+                target = stack.enter_context(Lab.create())
             rows = run_all(
-                lab,
+                target,
                 args.kind,
+                explicit=explicit,
                 quick=args.quick,
                 repeat=args.repeat,
                 handrolled_path=args.handrolled_path,
@@ -132,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
                 only=args.only,
             )
-            truth = lab.truth()
+            truth = target.truth() if isinstance(target, Lab) else None
     except WiretwinError as exc:
         print(f"wiretwin compare: {exc}", file=sys.stderr)
         return EXIT_ERROR

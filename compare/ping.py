@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
 from compare import packets, tolerance, wire
-from compare.core import Row, Sides, both_ran, run_side
+from compare.core import Context, Row, Sides, both_ran, run_side
 from compare.lab import Lab
+from handrolled.errors import ResolveError
 from handrolled.results import Outcome, PingResult
 
 IDENT = 0x7774  # "wt": fixed, so both sides' packets can be identical byte for byte
@@ -23,7 +25,7 @@ class PingScenario:
     name: str
     host: str
     family: int
-    expect: Outcome  # what the lab promises every probe meets
+    expect: Outcome | None  # what the lab promises every probe meets (None: no promise)
     answerer: str | None  # role of the node that answers (None: nobody)
     icmp_code: int | None = None
     kwargs: dict = field(default_factory=dict)
@@ -94,11 +96,29 @@ def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
     ]
 
 
+def explicit_scenarios(host: str, quick: bool = False) -> list[PingScenario]:
+    """A host the user names: no truth to hold the results against, only each other."""
+    base = {"count": 4 if quick else 5, "interval": 0.2, "timeout": 1.0, "ttl": 64}
+    return [
+        PingScenario(f"ping -{f} {host}", host, f, None, None, kwargs=base)
+        for f in families_of(host)
+    ]
+
+
+def families_of(host: str) -> list[int]:
+    """The IP versions ``host`` resolves to here (a literal: its own)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise ResolveError(host, str(exc)) from exc
+    return sorted({6 if info[0] == socket.AF_INET6 else 4 for info in infos})
+
+
 def _outcomes(result: PingResult) -> list[tuple]:
     return [(p.seq, p.outcome.value, p.reply_from, p.icmp_type, p.icmp_code) for p in result.probes]
 
 
-def run(lab: Lab, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
+def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
     kwargs = {
         **sc.kwargs,
         "family": sc.family,
@@ -111,8 +131,8 @@ def run(lab: Lab, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], di
         ("handrolled", sides.handrolled, sides.env),
         ("reference", sides.reference, None),
     ):
-        with _neighbour(lab, sc):
-            runs[impl] = run_side(lab, impl, target, (sc.host,), kwargs, env)
+        with _neighbour(ctx, sc):
+            runs[impl] = run_side(ctx.site, impl, target, (sc.host,), kwargs, env)
     rows = [both_ran(sc.name, runs)]
     if not rows[0].ok:
         return rows, runs
@@ -130,38 +150,9 @@ def run(lab: Lab, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], di
             [] if left == right else [f"handrolled {left}", f"reference {right}"],
         )
     )
-    want_from = lab.nodes[sc.answerer].addr(sc.family) if sc.answerer else None
-    cells, details, ok = {}, [], True
-    for impl, result in res.items():
-        bad = [
-            p
-            for p in result.probes
-            if p.outcome is not Outcome.DUPLICATE
-            and (
-                p.outcome is not sc.expect
-                or p.reply_from != want_from
-                or (sc.icmp_code is not None and p.icmp_code != sc.icmp_code)
-            )
-        ]
-        cells[impl] = "as promised" if not bad else f"{len(bad)} differ"
-        ok = ok and not bad and len(result.probes) >= sc.kwargs["count"]
-        details += [
-            f"{impl} seq {p.seq}: {p.outcome.value} from {p.reply_from} code {p.icmp_code}"
-            for p in bad[:3]
-        ]
-    promise = f"{sc.expect.value} from {want_from or 'nobody'}" + (
-        f" code {sc.icmp_code}" if sc.icmp_code is not None else ""
-    )
-    rows.append(
-        Row(
-            sc.name,
-            f"outcomes vs lab truth ({promise})",
-            cells["handrolled"],
-            cells["reference"],
-            ok,
-            details,
-        )
-    )
+    lab = ctx.lab
+    if lab is not None and sc.expect is not None:
+        rows.append(_truth_row(lab, sc, res))
 
     # Every reply a side accepted must echo that probe's identifier and sequence (a raw socket
     # sees every ICMP message of the host, the neighbour's replies included).
@@ -204,52 +195,37 @@ def run(lab: Lab, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], di
         sc.name, {i: r.probes for i, r in res.items()}, {i: r.frames for i, r in runs.items()}
     )
 
-    if sc.expect in (Outcome.REPLY, Outcome.TIME_EXCEEDED) and sc.answerer:
-        mins = {
-            impl: r.summary.min_ms if sc.expect is Outcome.REPLY else _min_rtt(r)
-            for impl, r in res.items()
-        }
-        if all(v is not None for v in mins.values()):
-            gap = abs(mins["handrolled"] - mins["reference"])
-            rows.append(
-                Row(
-                    sc.name,
-                    f"min RTT sides agree (|diff| <= {tolerance.SIDES_MIN_MS} ms)",
-                    tolerance.fmt_ms(mins["handrolled"]),
-                    tolerance.fmt_ms(mins["reference"]),
-                    gap <= tolerance.SIDES_MIN_MS,
-                    [] if gap <= tolerance.SIDES_MIN_MS else [f"gap {gap:.3f} ms"],
-                )
-            )
+    mins = {impl: _min_rtt(r) for impl, r in res.items()}
+    if all(v is not None for v in mins.values()):
+        gap = abs(mins["handrolled"] - mins["reference"])
+        ok = gap <= tolerance.SIDES_MIN_MS
+        rows.append(
+            Row(sc.name, f"min RTT sides agree (|diff| <= {tolerance.SIDES_MIN_MS} ms)",
+                tolerance.fmt_ms(mins["handrolled"]), tolerance.fmt_ms(mins["reference"]), ok,
+                [] if ok else [f"gap {gap:.3f} ms"])
+        )  # fmt: skip
+    if lab is not None and sc.answerer and sc.expect in (Outcome.REPLY, Outcome.TIME_EXCEEDED):
         node = lab.nodes[sc.answerer]
         low, high = lab.rtt_tolerance(node)
         ok = all(v is not None and lab.rtt_ok(v, node) for v in mins.values())
+        window = f"{low:.2f}..{high:.2f}"
+        outside = [f"{impl}: {tolerance.fmt_ms(v)} outside {window}" for impl, v in mins.items()]
         rows.append(
-            Row(
-                sc.name,
-                f"min RTT vs lab truth ({node.rtt_ms:.1f} ms, window {low:.2f}..{high:.2f})",
-                tolerance.fmt_ms(mins["handrolled"]),
-                tolerance.fmt_ms(mins["reference"]),
-                ok,
-                []
-                if ok
-                else [
-                    f"{impl}: {tolerance.fmt_ms(v)} outside {low:.2f}..{high:.2f}"
-                    for impl, v in mins.items()
-                ],
-            )
-        )
+            Row(sc.name, f"min RTT vs lab truth ({node.rtt_ms:.1f} ms, window {window})",
+                tolerance.fmt_ms(mins["handrolled"]), tolerance.fmt_ms(mins["reference"]), ok,
+                [] if ok else outside)
+        )  # fmt: skip
     return rows, runs
 
 
 @contextlib.contextmanager
-def _neighbour(lab: Lab, sc: PingScenario):
+def _neighbour(ctx: Context, sc: PingScenario):
     """compare/neighbour.py pinging the same target with another identifier meanwhile."""
     if not sc.neighbour:
         yield
         return
     argv = [sys.executable, "-m", "compare.neighbour", sc.host, "--payload-hex", PAYLOAD.hex()]
-    proc = lab.popen("client", argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = ctx.site.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)  # it is already pinging when our side starts
         yield
@@ -258,11 +234,39 @@ def _neighbour(lab: Lab, sc: PingScenario):
         proc.wait(timeout=5)
 
 
+def _truth_row(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> Row:
+    """Every probe met what the lab promises for this scenario."""
+    want_from = lab.nodes[sc.answerer].addr(sc.family) if sc.answerer else None
+    cells, details, ok = {}, [], True
+    for impl, result in res.items():
+        bad = [
+            p
+            for p in result.probes
+            if p.outcome is not Outcome.DUPLICATE
+            and (
+                p.outcome is not sc.expect
+                or p.reply_from != want_from
+                or (sc.icmp_code is not None and p.icmp_code != sc.icmp_code)
+            )
+        ]
+        cells[impl] = "as promised" if not bad else f"{len(bad)} differ"
+        ok = ok and not bad and len(result.probes) >= sc.kwargs["count"]
+        details += [
+            f"{impl} seq {p.seq}: {p.outcome.value} from {p.reply_from} code {p.icmp_code}"
+            for p in bad[:3]
+        ]
+    code = f" code {sc.icmp_code}" if sc.icmp_code is not None else ""
+    promise = f"{sc.expect.value} from {want_from or 'nobody'}{code}"
+    check = f"outcomes vs lab truth ({promise})"
+    return Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details)
+
+
 def _min_rtt(result: PingResult) -> float | None:
+    """Fastest answer (echo reply or ICMP error) to any probe."""
     rtts = [
         p.rtt_ms
         for p in result.probes
-        if p.rtt_ms is not None and p.outcome is not Outcome.DUPLICATE
+        if p.rtt_ms is not None and p.outcome in (Outcome.REPLY, Outcome.TIME_EXCEEDED)
     ]
     return min(rtts) if rtts else None
 

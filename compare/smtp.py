@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from compare import packets
 from compare.capture import Frame
-from compare.core import Row, SideRun, Sides, both_ran, run_side
+from compare.core import Context, Row, SideRun, Sides, both_ran, run_side
 from compare.lab import Lab
 from compare.smtpserver import LabSmtpServer
 from handrolled.results import Direction, SmtpResult
@@ -44,7 +44,10 @@ class SmtpScenario:
     name: str
     recipients: tuple[str, ...]
     pipelining: bool
-    delivered: bool  # what the lab promises
+    delivered: bool | None  # what the lab promises (None: a server the user named)
+    server: str | None = None  # the user's server (None: the lab's target)
+    port: int = PORT
+    mail_from: str = "alice@client.lab.test"
 
 
 def scenarios(lab: Lab, quick: bool = False) -> list[SmtpScenario]:
@@ -63,6 +66,14 @@ def scenarios(lab: Lab, quick: bool = False) -> list[SmtpScenario]:
     if not quick:
         out.append(SmtpScenario("smtp --no-pipelining", ("bob@target.lab.test",), False, True))
     return out
+
+
+def explicit_scenarios(
+    server: str, port: int, mail_from: str, recipients: list[str]
+) -> list[SmtpScenario]:
+    """A server the user names: each of the three clients delivers the message once."""
+    name = f"smtp {server}:{port}"
+    return [SmtpScenario(name, tuple(recipients), True, None, server, port, mail_from)]
 
 
 def tcp_stream(frames: list[Frame], port: int, outgoing: bool) -> bytes:
@@ -114,16 +125,17 @@ def _verb(command: bytes) -> bytes:
     return command.split(b" ", 1)[0].split(b":", 1)[0].rstrip(b"\r\n")
 
 
-def run(lab: Lab, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
+def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
+    lab = ctx.lab if sc.server is None else None
     kwargs = {
-        "mail_from": "alice@client.lab.test",
+        "mail_from": sc.mail_from,
         "recipients": list(sc.recipients),
         "message": MESSAGE,
         "helo_name": HELO,
         "pipelining": sc.pipelining,
         "timeout": 20.0,
     }
-    host = lab.target.hostname
+    host = lab.target.hostname if lab is not None else sc.server
     runs: dict[str, SideRun] = {}
     received = {}
     targets = {
@@ -132,8 +144,11 @@ def run(lab: Lab, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], di
         "smtplib": (WITNESS, None),
     }
     for impl, (target, env) in targets.items():
-        with LabSmtpServer(lab, "target", PORT) as server:
-            runs[impl] = run_side(lab, impl, target, (host, PORT), kwargs, env)
+        if lab is None:
+            runs[impl] = run_side(ctx.site, impl, target, (host, sc.port), kwargs, env)
+            continue
+        with LabSmtpServer(lab, "target", sc.port) as server:
+            runs[impl] = run_side(ctx.site, impl, target, (host, sc.port), kwargs, env)
         received[impl] = server.messages
     rows = [both_ran(sc.name, {k: runs[k] for k in ("handrolled", "reference")})]
     if runs["smtplib"].error:
@@ -143,7 +158,7 @@ def run(lab: Lab, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], di
     res: dict[str, SmtpResult] = {impl: r.result for impl, r in runs.items()}
 
     # Client-to-server streams, command by command.
-    streams = {impl: tcp_stream(r.frames, PORT, outgoing=True) for impl, r in runs.items()}
+    streams = {impl: tcp_stream(r.frames, sc.port, outgoing=True) for impl, r in runs.items()}
     cmds = {impl: split_commands(s) for impl, s in streams.items()}
     same = cmds["handrolled"] == cmds["reference"]
     details = [] if same else _command_diff(cmds["handrolled"], cmds["reference"], "reference")
@@ -177,7 +192,7 @@ def run(lab: Lab, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], di
             t.data for t in result.transcript if t.direction is Direction.SENT and not t.redacted
         )
         got = b"".join(t.data for t in result.transcript if t.direction is Direction.RECEIVED)
-        wire_in = tcp_stream(runs[impl].frames, PORT, outgoing=False)
+        wire_in = tcp_stream(runs[impl].frames, sc.port, outgoing=False)
         problems = []
         if sent != streams[impl]:
             problems.append(
@@ -201,6 +216,35 @@ def run(lab: Lab, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], di
         )
     )
 
+    if lab is not None:
+        rows.append(_server_view_row(sc, received))
+
+    outcome = {
+        impl: (
+            r.delivered,
+            tuple((o.address, o.accepted, o.reply.code) for o in r.recipients),
+            r.final_reply.code if r.final_reply else None,
+        )
+        for impl, r in res.items()
+    }
+    ok = outcome["handrolled"] == outcome["reference"] == outcome["smtplib"] and (
+        sc.delivered is None or outcome["handrolled"][0] == sc.delivered
+    )
+    rows.append(
+        Row(
+            sc.name,
+            "delivered and per-recipient outcomes agree"
+            + (f" (lab promises {sc.delivered})" if sc.delivered is not None else ""),
+            str(outcome["handrolled"][0]),
+            f"{outcome['reference'][0]} (smtplib {outcome['smtplib'][0]})",
+            ok,
+            [] if ok else [f"{impl}: {o}" for impl, o in outcome.items()],
+        )
+    )
+    return rows, runs
+
+
+def _server_view_row(sc: SmtpScenario, received: dict) -> Row:
     # The server's view: hand-rolled and scapy identical; the witness identical up to its
     # bare LF (explained above).
     views = {
@@ -216,40 +260,14 @@ def run(lab: Lab, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], di
         details.append(f"smtplib: {views['smtplib']!r}"[:300])
     elif views["smtplib"] != views["handrolled"]:
         details.append(f"allowed difference smtplib.bare_lf: {WITNESS_ALLOWED['bare_lf']}")
-    rows.append(
-        Row(
-            sc.name,
-            "message the server received identical",
-            f"{len(views['handrolled'])} messages",
-            f"{len(views['reference'])} (smtplib {len(views['smtplib'])})",
-            ok,
-            details,
-        )
+    return Row(
+        sc.name,
+        "message the server received identical",
+        f"{len(views['handrolled'])} messages",
+        f"{len(views['reference'])} (smtplib {len(views['smtplib'])})",
+        ok,
+        details,
     )
-
-    outcome = {
-        impl: (
-            r.delivered,
-            tuple((o.address, o.accepted, o.reply.code) for o in r.recipients),
-            r.final_reply.code if r.final_reply else None,
-        )
-        for impl, r in res.items()
-    }
-    ok = (
-        outcome["handrolled"] == outcome["reference"] == outcome["smtplib"]
-        and outcome["handrolled"][0] == sc.delivered
-    )
-    rows.append(
-        Row(
-            sc.name,
-            f"delivered ({sc.delivered}) and per-recipient outcomes agree",
-            str(outcome["handrolled"][0]),
-            f"{outcome['reference'][0]} (smtplib {outcome['smtplib'][0]})",
-            ok,
-            [] if ok else [f"{impl}: {o}" for impl, o in outcome.items()],
-        )
-    )
-    return rows, runs
 
 
 def _command_diff(left: list[bytes], right: list[bytes], other: str) -> list[str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compare import tolerance, wire
-from compare.core import Row, Sides, both_ran, run_side
+from compare.core import Context, Row, Sides, both_ran, run_side
 from compare.lab import Lab
+from compare.ping import families_of
 from handrolled.results import Method, Outcome, TraceResult
 
 IDENT = 0x7774  # ICMP identifier; UDP source port; TCP base source port
@@ -23,10 +24,12 @@ TRACE_EXCESS_MS = 5.0
 @dataclass(frozen=True)
 class TraceScenario:
     name: str
-    to: str  # lab role of the destination
+    to: str | None  # lab role of the destination (None: a host the user named)
     family: int
     method: Method
     probes_per_hop: int
+    host: str | None = None  # the user's host, when ``to`` is None
+    max_hops: int = 10
 
 
 def scenarios(lab: Lab, quick: bool = False) -> list[TraceScenario]:
@@ -45,6 +48,17 @@ def scenarios(lab: Lab, quick: bool = False) -> list[TraceScenario]:
     return out
 
 
+def explicit_scenarios(host: str, quick: bool = False) -> list[TraceScenario]:
+    """A host the user names: the two tracers against each other, no truth."""
+    q = 1 if quick else 2
+    methods = ((Method.ICMP, "-I"), (Method.UDP, "-U"), (Method.TCP, "-T"))
+    return [
+        TraceScenario(f"traceroute -{f} {flag} {host}", None, f, m, q, host=host, max_hops=30)
+        for f in families_of(host)
+        for m, flag in methods
+    ]
+
+
 def _hop_list(result: TraceResult) -> list[tuple[int, str]]:
     hops = []
     for hop in result.hops:
@@ -61,13 +75,13 @@ def _outcomes(result: TraceResult) -> list[tuple]:
     ]
 
 
-def run(lab: Lab, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
-    dest = lab.nodes[sc.to]
+def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
+    lab = ctx.lab if sc.to is not None else None
     kwargs = {
         "method": sc.method,
         "probes_per_hop": sc.probes_per_hop,
         "first_ttl": 1,
-        "max_hops": 10,
+        "max_hops": sc.max_hops,
         "sim_queries": 16,
         "wait": (2.0, 3.0, 10.0),
         "family": sc.family,
@@ -75,10 +89,12 @@ def run(lab: Lab, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row], d
         "ident": IDENT,
         "payload": b"" if sc.method is Method.TCP else PAYLOAD,
     }
-    host = dest.hostname
+    host = lab.nodes[sc.to].hostname if lab is not None and sc.to else sc.host
     runs = {
-        "handrolled": run_side(lab, "handrolled", sides.handrolled, (host,), kwargs, sides.env),
-        "reference": run_side(lab, "reference", sides.reference, (host,), kwargs),
+        "handrolled": run_side(
+            ctx.site, "handrolled", sides.handrolled, (host,), kwargs, sides.env
+        ),
+        "reference": run_side(ctx.site, "reference", sides.reference, (host,), kwargs),
     }
     rows = [both_ran(sc.name, runs)]
     if not rows[0].ok:
@@ -88,17 +104,36 @@ def run(lab: Lab, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row], d
     hops = {impl: _hop_list(r) for impl, r in res.items()}
     show = {impl: " ".join(a for _, a in h) for impl, h in hops.items()}
     same = hops["handrolled"] == hops["reference"]
-    rows.append(
-        Row(
-            sc.name,
-            "same hop list",
-            show["handrolled"],
-            show["reference"],
-            same,
-            [] if same else [f"handrolled {hops['handrolled']}", f"reference {hops['reference']}"],
-        )
+    details = [] if same else [f"handrolled {hops['handrolled']}", f"reference {hops['reference']}"]
+    rows.append(Row(sc.name, "same hop list", show["handrolled"], show["reference"], same, details))
+    names = {impl: _names(r) for impl, r in res.items()}
+    same = names["handrolled"] == names["reference"]
+    details = (
+        [] if same else [f"handrolled {names['handrolled']}", f"reference {names['reference']}"]
     )
+    rows.append(Row(sc.name, "same reverse-DNS names", f"{len(names['handrolled'])} names",
+                    f"{len(names['reference'])} names", same, details))  # fmt: skip
+    if lab is not None and sc.to is not None:
+        rows.append(_truth_row(lab, sc, res, hops))
 
+    left, right = _outcomes(res["handrolled"]), _outcomes(res["reference"])
+    same = left == right
+    details = [] if same else [f"first difference: {_first_diff(left, right)}"]
+    counts = f"{len(left)} probes", f"{len(right)} probes"
+    rows.append(Row(sc.name, "same outcome per probe", *counts, same, details))
+
+    flat = {impl: [p for hop in r.hops for p in hop.probes] for impl, r in res.items()}
+    rows += wire.wire_rows(sc.name, flat, {i: r.frames for i, r in runs.items()})
+    rows += _rtt_rows(lab, sc, res)
+    return rows, runs
+
+
+def _names(result: TraceResult) -> dict[str, str | None]:
+    return {p.reply_from: p.reply_name for hop in result.hops for p in hop.probes if p.reply_from}
+
+
+def _truth_row(lab: Lab, sc: TraceScenario, res: dict[str, TraceResult], hops: dict) -> Row:
+    """Hops, their names and the trace's end, against what the lab promises."""
     truth = lab.hops(sc.to)
     expected = [(n.ttl, n.addr(sc.family) if n.answers else "*") for n in truth]
     cells, details, ok = {}, [], True
@@ -106,9 +141,7 @@ def run(lab: Lab, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row], d
         problems = []
         if hops[impl] != expected:
             problems.append(f"hops {hops[impl]} != promised {expected}")
-        names = {
-            p.reply_from: p.reply_name for hop in result.hops for p in hop.probes if p.reply_from
-        }
+        names = _names(result)
         for node in truth:
             addr = node.addr(sc.family)
             if node.answers and addr in names and names[addr] != node.hostname:
@@ -123,87 +156,59 @@ def run(lab: Lab, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row], d
         cells[impl] = "as promised" if not problems else f"{len(problems)} differ"
         ok = ok and not problems
         details += [f"{impl}: {p}" for p in problems]
-    rows.append(
-        Row(
-            sc.name,
-            "hops, names, end vs lab truth",
-            cells["handrolled"],
-            cells["reference"],
-            ok,
-            details,
-        )
-    )
+    check = "hops, names, end vs lab truth"
+    return Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details)
 
-    left, right = _outcomes(res["handrolled"]), _outcomes(res["reference"])
-    rows.append(
-        Row(
-            sc.name,
-            "same outcome per probe",
-            f"{len(left)} probes",
-            f"{len(right)} probes",
-            left == right,
-            [] if left == right else [f"first difference: {_first_diff(left, right)}"],
-        )
-    )
 
-    flat = {impl: [p for hop in r.hops for p in hop.probes] for impl, r in res.items()}
-    rows += wire.wire_rows(sc.name, flat, {i: r.frames for i, r in runs.items()})
+def _rtt_rows(lab: Lab | None, sc: TraceScenario, res: dict[str, TraceResult]) -> list[Row]:
+    """RTTs per answering hop (the minimum over its probes), against the lab and across sides.
 
-    # RTTs per answering hop (the minimum over its probes).  One or two probes per hop are too
-    # few for a per-hop upper bound on these VMs (a CPU pause lands on some hop in most runs),
-    # so: every hop must be at or above its promised RTT (a one-sided noise can never push a
-    # measurement below it), and the median over hops of (measured - promised) must stay
-    # within the slack of the lab's window.
+    One or two probes per hop are too few for a per-hop upper bound on these VMs, so: every hop
+    must be at or above its promised RTT (one-sided noise can never push a measurement below
+    it), and the median over hops of (measured - promised) must stay within TRACE_EXCESS_MS.
+    Without a lab the sides are compared hop by hop through the same median.
+    """
     mins: dict[str, dict[int, float]] = {}
-    excess: dict[str, float] = {}
-    cells, details, ok = {}, [], True
     for impl, result in res.items():
         mins[impl] = {}
         for hop in result.hops:
             rtts = [p.rtt_ms for p in hop.probes if p.rtt_ms is not None]
             if rtts:
                 mins[impl][hop.ttl] = min(rtts)
-        answering = [n for n in truth if n.answers and n.ttl in mins[impl]]
-        below = [n for n in answering if mins[impl][n.ttl] < lab.rtt_tolerance(n)[0]]
-        over = [mins[impl][n.ttl] - n.rtt_ms for n in answering]
-        excess[impl] = tolerance.median(over) or 0.0
-        cells[impl] = f"median excess {excess[impl]:+.3f} ms over {len(answering)} hops"
-        details += [
-            f"{impl}: ttl {n.ttl} {mins[impl][n.ttl]:.3f} ms < promised {n.rtt_ms} ms"
-            for n in below
-        ]
-        if (
-            below
-            or excess[impl] > TRACE_EXCESS_MS
-            or len(answering) < sum(n.answers for n in truth)
-        ):
-            ok = False
-            limit, n = TRACE_EXCESS_MS, len(answering)
-            details.append(f"{impl}: median excess {excess[impl]:.3f} ms (limit {limit}), {n} hops")
+    rows = []
     limit = TRACE_EXCESS_MS
+    if lab is not None and sc.to is not None:
+        truth = {n.ttl: n for n in lab.hops(sc.to) if n.answers}
+        excess: dict[str, float] = {}
+        cells, details, ok = {}, [], True
+        for impl in res:
+            answering = [n for ttl, n in truth.items() if ttl in mins[impl]]
+            below = [n for n in answering if mins[impl][n.ttl] < lab.rtt_tolerance(n)[0]]
+            excess[impl] = (
+                tolerance.median([mins[impl][n.ttl] - n.rtt_ms for n in answering]) or 0.0
+            )
+            cells[impl] = f"median excess {excess[impl]:+.3f} ms over {len(answering)} hops"
+            details += [
+                f"{impl}: ttl {n.ttl} {mins[impl][n.ttl]:.3f} ms < promised {n.rtt_ms} ms"
+                for n in below
+            ]
+            if below or excess[impl] > limit or len(answering) < len(truth):
+                ok = False
+                n_hops = len(answering)
+                details.append(f"{impl}: median excess {excess[impl]:.3f} ms ({n_hops} hops)")
+        check = f"RTT per hop vs lab truth (each >= promised - 0.05, median excess <= {limit})"
+        rows.append(Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details))
+        gap = abs(excess["handrolled"] - excess["reference"])
+    else:
+        common = mins["handrolled"].keys() & mins["reference"].keys()
+        diffs = [mins["handrolled"][t] - mins["reference"][t] for t in common]
+        gap = abs(tolerance.median(diffs) or 0.0)
+    ok = gap <= limit
     rows.append(
-        Row(
-            sc.name,
-            f"RTT per hop vs lab truth (each >= promised - 0.05, median excess <= {limit})",
-            cells["handrolled"],
-            cells["reference"],
-            ok,
-            details,
-        )
-    )
-    gap = abs(excess["handrolled"] - excess["reference"])
-    ok = gap <= TRACE_EXCESS_MS
-    rows.append(
-        Row(
-            sc.name,
-            f"RTT sides agree (|median excess diff| <= {TRACE_EXCESS_MS} ms)",
-            f"{excess['handrolled']:+.3f} ms",
-            f"{excess['reference']:+.3f} ms",
-            ok,
-            [] if ok else [f"gap {gap:.3f} ms"],
-        )
-    )
-    return rows, runs
+        Row(sc.name, f"RTT sides agree (|median per-hop diff| <= {limit} ms)", f"gap {gap:.3f} ms",
+            f"{len(mins['reference'])} hops answered", ok, [] if ok else [f"gap {gap:.3f} ms"])
+    )  # fmt: skip
+    return rows
 
 
 def _first_diff(left: list, right: list) -> str:

@@ -225,3 +225,36 @@ def test_full_comparison_agrees_from_the_cli(tmp_path):
     from scapy.utils import rdpcap
 
     assert len(rdpcap(str(pcaps[0]))) > 0
+
+
+# ---- explicit targets (loopback only: the tests never reach a real network) -----------------
+@pytest.mark.root
+def test_explicit_host_and_server_on_loopback(tmp_path, smtp_server):
+    out = tmp_path / "explicit.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "compare.cli", "compare", "all", "--quick", "--no-progress",
+         "--host", "127.0.0.1", "--server", f"127.0.0.1:{smtp_server.port}",
+         "--from", "alice@wiretwin.test", "--to", "bob@wiretwin.test", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    failed = [
+        f"{r['scenario']}: {r['check']}: {r['details']}"
+        for r in data["rows"]
+        if r["verdict"] != "ok"
+    ]
+    assert proc.returncode == 0, "\n".join(failed) or proc.stderr[-2000:]
+    scenarios = {row["scenario"] for row in data["rows"]}
+    assert "ping -4 127.0.0.1" in scenarios and "traceroute -4 -T 127.0.0.1" in scenarios
+    assert f"smtp 127.0.0.1:{smtp_server.port}" in scenarios
+    assert not any("lab truth" in row["check"] for row in data["rows"])  # no truth to claim
+    assert data["lab"] is None
+    assert len(smtp_server.messages) == 3  # hand-rolled, scapy and smtplib each delivered once
+
+
+def test_explicit_targets_need_complete_arguments():
+    proc = subprocess.run(
+        [sys.executable, "-m", "compare.cli", "compare", "smtp", "--server", "127.0.0.1:x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
