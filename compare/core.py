@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compare.capture import Capture, Frame
-from compare.lab import Lab
+from compare.lab import Lab, call_python
 
 OK, FAIL = "ok", "FAIL"
 CLIENT_IFACE = "down0"
@@ -98,38 +98,13 @@ class LocalSite(Site):
     name = "local"
 
     def call(self, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None) -> Any:
-        return call_python([], target, args, kwargs, env=env)
+        return call_python([], target, args, kwargs, timeout=300, env=env)
 
     def capture(self) -> Capture:
         return Capture(None, self.iface)
 
     def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen:
         return subprocess.Popen(argv, **kw)
-
-
-def call_python(
-    prefix: list[str], target: str, args: tuple, kwargs: dict, *, timeout: float = 300,
-    env: dict[str, str] | None = None,
-) -> Any:  # fmt: skip
-    """Call ``module:function`` in a fresh Python (behind ``prefix``, e.g. ``ip netns exec``)."""
-    import os
-    import pickle
-    import sys
-
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "compare.lab", "--call"],
-        input=pickle.dumps((target, args, kwargs)),
-        capture_output=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-    if proc.returncode != 0 or not proc.stdout:
-        why = proc.stderr.decode(errors="replace").strip()[-2000:]
-        raise RuntimeError(f"{target} failed: {why}")
-    ok, value = pickle.loads(proc.stdout)
-    if not ok:
-        raise value
-    return value
 
 
 @dataclass

@@ -418,42 +418,10 @@ class Lab:
                 continue
             _ns_exec(self.ns(role), ["iptables-nft", *_QUEUE_RULE])
             # Neighbour discovery is never delayed (the entries are permanent anyway).
-            _ns_exec(
-                self.ns(role),
-                [
-                    "ip6tables-nft",
-                    "-t",
-                    "mangle",
-                    "-A",
-                    "PREROUTING",
-                    "-i",
-                    "up0",
-                    "-p",
-                    "icmpv6",
-                    "--icmpv6-type",
-                    "neighbour-solicitation",
-                    "-j",
-                    "ACCEPT",
-                ],
-            )
-            _ns_exec(
-                self.ns(role),
-                [
-                    "ip6tables-nft",
-                    "-t",
-                    "mangle",
-                    "-A",
-                    "PREROUTING",
-                    "-i",
-                    "up0",
-                    "-p",
-                    "icmpv6",
-                    "--icmpv6-type",
-                    "neighbour-advertisement",
-                    "-j",
-                    "ACCEPT",
-                ],
-            )
+            for nd_type in ("neighbour-solicitation", "neighbour-advertisement"):
+                nd_rule = ["-t", "mangle", "-A", "PREROUTING", "-i", "up0", "-p", "icmpv6"]
+                nd_rule += ["--icmpv6-type", nd_type, "-j", "ACCEPT"]
+                _ns_exec(self.ns(role), ["ip6tables-nft", *nd_rule])
             _ns_exec(self.ns(role), ["ip6tables-nft", *_QUEUE_RULE])
             queues += ["--queue", f"{self.ns(role)}:0:{delay}"]
         if queues:
@@ -553,24 +521,10 @@ class Lab:
 
         The call crosses as a pickle on stdin and stdout; an exception raised there is raised
         here (the same type when it pickles).  Output the function writes goes to stderr.
-        ``call_env`` adds environment variables (e.g. PYTHONPATH, to run a patched copy).
+        ``call_env`` adds environment variables (e.g. HANDROLLED_PATH_ENV: a patched copy).
         """
-        payload = pickle.dumps((target, args, kwargs))
-        env = {**os.environ, **(call_env or {})}
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.ns(role), sys.executable, "-m", "compare.lab", "--call"],
-            input=payload,
-            capture_output=True,
-            timeout=call_timeout,
-            env=env,
-        )
-        if proc.returncode != 0 or not proc.stdout:
-            why = proc.stderr.decode(errors="replace").strip()[-2000:]
-            raise LabError(f"lab.call({target}) in {role} failed: {why}")
-        ok, value = pickle.loads(proc.stdout)
-        if not ok:
-            raise value
-        return value
+        prefix = ["ip", "netns", "exec", self.ns(role)]
+        return call_python(prefix, target, args, kwargs, timeout=call_timeout, env=call_env)
 
     def socket(self, role: str, family: int, kind: int, proto: int = 0) -> socket.socket:
         """A socket created inside the node's namespace, usable from this process."""
@@ -639,6 +593,33 @@ def _kill(pid: int) -> None:
                 return
             time.sleep(0.02)
         os.kill(pid, signal.SIGKILL)
+
+
+def call_python(
+    prefix: Sequence[str],
+    target: str,
+    args: tuple,
+    kwargs: dict,
+    *,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+):
+    """Call ``"pkg.module:function"`` in a fresh Python started behind ``prefix`` (e.g.
+    ``ip netns exec NS``); the call and its result or exception cross as pickles."""
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "compare.lab", "--call"],
+        input=pickle.dumps((target, args, kwargs)),
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if proc.returncode != 0 or not proc.stdout:
+        why = proc.stderr.decode(errors="replace").strip()[-2000:]
+        raise LabError(f"call of {target} failed: {why}")
+    ok, value = pickle.loads(proc.stdout)
+    if not ok:
+        raise value
+    return value
 
 
 HANDROLLED_PATH_ENV = "WIRETWIN_HANDROLLED_PATH"

@@ -27,7 +27,10 @@ SUMMARY_EPS_MS = 0.001
 # when the CPU is taken away between the two (seen: 140 us).  Anything beyond this is a clock
 # or matching error.
 WIRE_EARLY_MS = 0.5
-WIRE_MEDIAN_MS = 0.5  # median (reported - wire) per side
+# ...and one probe per side and scenario may undercut it further: in 20 full comparisons (400
+# scenario runs) one probe came out 0.67 ms "early", the CPU taken away between tap and stamp.
+WIRE_EARLY_ALLOWED = 1
+WIRE_MEDIAN_MS = 0.5  # |median (reported - wire)| per side
 SIDES_MIN_MS = 1.5  # |min RTT handrolled - min RTT reference| on the same path
 
 
