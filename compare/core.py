@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,11 +144,3 @@ def both_ran(scenario: str, runs: dict[str, SideRun]) -> Row:
     ok = all(r.error is None for r in runs.values())
     details = [f"{impl}: {r.error}" for impl, r in runs.items() if r.error]
     return Row(scenario, "ran", cells["handrolled"], cells["reference"], ok, details)
-
-
-def compare_values(
-    scenario: str, check: str, left: Any, right: Any, show: Callable[[Any], str] = str
-) -> Row:
-    ok = left == right
-    details = [] if ok else [f"handrolled {show(left)} != reference {show(right)}"]
-    return Row(scenario, check, show(left), show(right), ok, details)

@@ -39,7 +39,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -671,16 +671,10 @@ def _call_main() -> int:
     return 0
 
 
-@contextlib.contextmanager
-def lab_up(delays: dict[str, float] | None = None) -> Iterator[Lab]:
-    with Lab.create(delays) as lab:
-        yield lab
-
-
 if __name__ == "__main__":
     if sys.argv[1:] == ["--call"]:
         sys.exit(_call_main())
     sys.exit("usage: python -m compare.lab --call (internal); see `wiretwin lab --help`")
 
 
-__all__ = ["BLACKHOLE4", "BLACKHOLE6", "Lab", "LabError", "Node", "lab_up", "reap", "running_labs"]
+__all__ = ["BLACKHOLE4", "BLACKHOLE6", "Lab", "LabError", "Node", "reap", "running_labs"]
