@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from handrolled.results import Outcome, PingSummary, Probe
 
 # A side's RTTs and summary against the same numbers recomputed here from its integer-ns
-# timestamps.  1 us: scapy keeps times as float seconds, and at today's epoch a double resolves
-# 2**-22 s (0.24 us), so two such reads converted to ns can differ from a float difference by
-# about half a microsecond.  Anything larger is a real disagreement.
-SUMMARY_EPS_MS = 0.001
+# timestamps: only float rounding may separate them (1 ns).  Each side must derive its rtt_ms
+# from the stamps it reports (the reference once used scapy's float seconds and was 0.2 us off).
+SUMMARY_EPS_MS = 1e-6
 # How far a reported RTT may undercut the wire RTT.  A send time read in user space precedes
 # the capture's stamp, but a kernel transmit stamp (SO_TIMESTAMPING, which the hand-rolled
 # pinger uses) is taken in the driver, just after the capture tap: normally ~10 us later, more

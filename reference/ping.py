@@ -23,7 +23,15 @@ from typing import Any
 
 from handrolled.errors import UsageError
 from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
-from reference.common import default_payload, icmp6_layer, open_l3, resolve, scapy_conf, to_ns
+from reference.common import (
+    default_payload,
+    icmp6_layer,
+    open_l3,
+    reply_fields,
+    resolve,
+    scapy_conf,
+    to_ns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +287,6 @@ def run_ping(
                 send_ns=to_ns(item.sent_time), outcome=outcome, note=note,
             )  # fmt: skip
         icmp_outcome, icmp_type, code = _classify(version, reply)
-        recv_time = float(reply.time)
         return Probe(
             seq=item.seq,
             ident=ident,
@@ -287,15 +294,10 @@ def run_ping(
             sent=item.sent,
             send_ns=to_ns(item.sent_time),
             outcome=outcome if outcome is not Outcome.REPLY else icmp_outcome,
-            recv_ns=to_ns(recv_time),
-            rtt_ms=(recv_time - item.sent_time) * 1000.0,
-            reply_from=reply.src,
-            reply_ttl=reply.ttl if version == 4 else reply.hlim,
             icmp_type=icmp_type,
             icmp_code=code,
-            received=raw(reply),
-            kernel_timestamp=True,
             note=note,
+            **reply_fields(reply, version, item.sent_time),
         )
 
     def handle(reply: Any) -> None:

@@ -47,6 +47,7 @@ from reference.common import (
     default_payload,
     icmp6_layer,
     open_l3,
+    reply_fields,
     reverse_names,
     scapy_conf,
     to_ns,
@@ -251,19 +252,8 @@ def run_trace(
         if reply is None:
             return Probe(outcome=outcome, **common)
         outcome, icmp_type, code = _classify(method, version, reply, address)
-        recv_time = float(reply.time)
-        return Probe(
-            outcome=outcome,
-            recv_ns=to_ns(recv_time),
-            rtt_ms=(recv_time - slot.sent_time) * 1000.0,
-            reply_from=reply.src,
-            reply_ttl=reply.ttl if version == 4 else reply.hlim,
-            icmp_type=icmp_type,
-            icmp_code=code,
-            received=raw(reply),
-            kernel_timestamp=True,
-            **common,
-        )
+        fields = reply_fields(reply, version, slot.sent_time or 0.0)
+        return Probe(outcome=outcome, icmp_type=icmp_type, icmp_code=code, **fields, **common)
 
     def handle(reply: Any) -> None:
         nonlocal end
