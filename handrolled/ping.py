@@ -192,22 +192,7 @@ class Pinger:
             msg = decode_icmp6(r.data) if self.sock.v6 else decode_icmp(r.data)
             if not isinstance(msg, EchoMessage) or msg.ident != self.ident:
                 return []
-            entry = self.sent.get(msg.seq)
-            if entry is None or entry.settled is not None:
-                return []
-            outcome = _error_outcome(r.error.icmp_type, self.sock.v6)
-            if outcome is None:
-                return []
-            return [
-                self._settle(
-                    entry,
-                    outcome,
-                    rtt_ms=(r.recv_ns - entry.send_ns) / 1e6,
-                    icmp_type=r.error.icmp_type,
-                    icmp_code=r.error.icmp_code,
-                    **common,
-                )
-            ]
+            return self._settle_error(msg.seq, r.error.icmp_type, r.error.icmp_code, r, common)
         data = r.data
         if r.has_ip_header:
             _ip, data = decode_ipv4(data)
@@ -242,24 +227,23 @@ class Pinger:
             echo = msg.quoted.echo
             if echo is None or echo[0] != self.ident or msg.quoted.dst != self.address:
                 return []
-            entry = self.sent.get(echo[1])
-            if entry is None or entry.settled is not None:
-                return []
-            outcome = _error_outcome(msg.icmp_type, msg.v6)
-            if outcome is None:
-                return []
-            return [
-                self._settle(
-                    entry,
-                    outcome,
-                    rtt_ms=(r.recv_ns - entry.send_ns) / 1e6,
-                    icmp_type=msg.icmp_type,
-                    icmp_code=msg.code,
-                    note="" if msg.checksum_ok is not False else "bad checksum on ICMP error",
-                    **common,
-                )
-            ]
+            note = "" if msg.checksum_ok is not False else "bad checksum on ICMP error"
+            return self._settle_error(echo[1], msg.icmp_type, msg.code, r, common, note)
         return []
+
+    def _settle_error(
+        self, seq: int, icmp_type: int, code: int, r: net.Received, common: dict, note: str = ""
+    ) -> list[Probe]:
+        """Settle probe ``seq`` with the ICMP error that quotes it (raw or error-queue path)."""
+        entry = self.sent.get(seq)
+        if entry is None or entry.settled is not None:
+            return []
+        outcome = _error_outcome(icmp_type, self.sock.v6)
+        if outcome is None:
+            return []
+        rtt_ms = (r.recv_ns - entry.send_ns) / 1e6
+        fields = dict(common, rtt_ms=rtt_ms, icmp_type=icmp_type, icmp_code=code, note=note)
+        return [self._settle(entry, outcome, **fields)]
 
     def probes(self) -> tuple[Probe, ...]:
         """Every settled probe in the order sent, each followed by its duplicates."""

@@ -444,14 +444,9 @@ class Tracer:
             return
         if self.resolver is not None:
             self.resolver.request(rec.src)
-        sent.probe = Probe(
-            seq=sent.seq,
-            ident=sent.ident,
-            ttl=sent.ttl,
-            sent=sent.data,
-            send_ns=sent.send_ns,
-            outcome=match.outcome,
-            method=self.method,
+        sent.probe = self._probe(
+            sent,
+            match.outcome,
             recv_ns=rec.recv_ns,
             rtt_ms=rtt_ns / 1e6,
             reply_from=rec.src,
@@ -459,24 +454,27 @@ class Tracer:
             icmp_type=match.icmp_type,
             icmp_code=match.icmp_code,
             received=rec.data,
-            src_port=sent.src_port,
-            dst_port=sent.dst_port,
             kernel_timestamp=rec.kernel_timestamp,
             note=match.note,
         )
 
     def _settle_timeout(self, k: int) -> None:
         sent = self.sent[k]
-        sent.probe = Probe(
+        sent.probe = self._probe(sent, Outcome.TIMEOUT)
+
+    def _probe(self, sent: _Sent, outcome: Outcome, **reply: object) -> Probe:
+        """The Probe for ``sent``; ``reply`` holds the fields of what answered it, if anything."""
+        return Probe(
             seq=sent.seq,
             ident=sent.ident,
             ttl=sent.ttl,
             sent=sent.data,
             send_ns=sent.send_ns,
-            outcome=Outcome.TIMEOUT,
+            outcome=outcome,
             method=self.method,
             src_port=sent.src_port,
             dst_port=sent.dst_port,
+            **reply,  # type: ignore[arg-type]
         )
 
     def _hop(self, ttl: int) -> Hop:
