@@ -1,7 +1,9 @@
-"""A recording SMTP server (aiosmtpd) listening inside a lab namespace, for the SMTP comparison.
+"""aiosmtpd on a socket made elsewhere (``SmtpdServer``), and the recording server the SMTP
+comparison runs inside the lab's target namespace (``LabSmtpServer``).  The tests' fixtures
+(tests/smtpd_fixtures.py) serve their handlers through the same ``SmtpdServer``.
 
-It runs its own asyncio loop in a thread of the harness process, on a listening socket created
-inside the namespace (a socket keeps its namespace), and records every message it accepts:
+The lab server runs on a listening socket created inside the namespace (a socket keeps its
+namespace), served from a thread of the harness process, and records every message it accepts:
 envelope and content exactly as received after the dot is removed.  A recipient whose local
 part starts with ``refuse`` is refused with 550, so scenarios can exercise partial refusal.
 """
@@ -9,7 +11,9 @@ part starts with ``refuse`` is refused with 550, so scenarios can exercise parti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 
@@ -18,6 +22,7 @@ from aiosmtpd.smtp import SMTP
 from compare.lab import Lab
 
 REFUSE_PREFIX = "refuse"
+START_TIMEOUT = 10.0  # seconds: starting and stopping the server are bounded
 
 
 @dataclass
@@ -44,6 +49,82 @@ class _Recorder:
         return "250 2.0.0 accepted by the wiretwin lab"
 
 
+class SmtpdServer:
+    """aiosmtpd serving ``sock`` (already bound, e.g. inside a namespace) from a thread.
+
+    Uses the asyncio ``create_server(sock=...)`` path, so the socket may come from anywhere.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        handler: object,  # an aiosmtpd handler
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        hostname: str = "smtpd.wiretwin.test",
+        **smtp_kwargs: object,
+    ) -> None:
+        self.sock = sock
+        self.host, self.port = sock.getsockname()[:2]
+        self.handler = handler
+        self.ssl_context = ssl_context
+        # A hostname given means aiosmtpd never calls getfqdn() (a DNS lookup).
+        self.smtp_kwargs = {"hostname": hostname, "enable_SMTPUTF8": True, **smtp_kwargs}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def messages(self) -> list:
+        return self.handler.messages
+
+    def __enter__(self) -> SmtpdServer:
+        self._thread = threading.Thread(target=self._serve, name="smtpd", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT):
+            raise RuntimeError("aiosmtpd did not start")
+        if self._error is not None:
+            raise RuntimeError(f"aiosmtpd failed to start: {self._error}") from self._error
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(START_TIMEOUT)
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+
+            def factory() -> SMTP:
+                return SMTP(self.handler, loop=loop, **self.smtp_kwargs)
+
+            server = loop.run_until_complete(
+                loop.create_server(factory, sock=self.sock, ssl=self.ssl_context)
+            )
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            loop.run_until_complete(server.wait_closed())
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
 class LabSmtpServer:
     """``with LabSmtpServer(lab, "target", 25) as server: ... server.messages``."""
 
@@ -52,51 +133,28 @@ class LabSmtpServer:
     ) -> None:
         self.lab, self.role, self.port, self.family = lab, role, port, family
         self.recorder = _Recorder()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._stack = contextlib.ExitStack()
 
     @property
     def messages(self) -> list[Received]:
         return self.recorder.messages
 
     def __enter__(self) -> LabSmtpServer:
-        sock = self.lab.socket(self.role, self.family, socket.SOCK_STREAM)
+        node = self.lab.nodes[self.role]
+        sock = self._stack.enter_context(
+            self.lab.socket(self.role, self.family, socket.SOCK_STREAM)
+        )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        address = self.lab.nodes[self.role].addr(6 if self.family == socket.AF_INET6 else 4)
-        sock.bind((address, self.port))
+        sock.bind((node.addr(6 if self.family == socket.AF_INET6 else 4), self.port))
         sock.listen(16)
-        sock.setblocking(False)
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        hostname = self.lab.nodes[self.role].hostname or address
-
-        def serve() -> None:
-            asyncio.set_event_loop(self._loop)
-            factory = lambda: SMTP(self.recorder, hostname=hostname, enable_SMTPUTF8=True)  # noqa: E731
-            self._server = self._loop.run_until_complete(
-                self._loop.create_server(factory, sock=sock)
+        try:
+            self._stack.enter_context(
+                SmtpdServer(sock, self.recorder, hostname=node.hostname or "lab")
             )
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="lab-smtp", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the lab SMTP server did not start")
+        except BaseException:
+            self._stack.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is None:
-            return
-
-        async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-                await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._loop.close()
+        self._stack.close()

@@ -19,7 +19,6 @@ Helpers: ``SmtpdServer`` (aiosmtpd on a socket we made, via ``create_server(sock
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import ipaddress
@@ -32,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from compare.smtpserver import SmtpdServer
 
 __all__ = [
     "AUTH_PASSWORD",
@@ -148,80 +149,6 @@ class RecordingHandler:
         return AuthResult(success=False, handled=False)
 
 
-class SmtpdServer:
-    """aiosmtpd serving ``sock`` (already bound, e.g. inside a namespace) from a thread.
-
-    Uses the asyncio ``create_server(sock=...)`` path, so the socket may come from anywhere.
-    """
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        handler: RecordingHandler,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        **smtp_kwargs: object,
-    ) -> None:
-        self.sock = sock
-        self.host, self.port = sock.getsockname()[:2]
-        self.handler = handler
-        self.ssl_context = ssl_context
-        self.smtp_kwargs = {"hostname": SERVER_NAME, "enable_SMTPUTF8": True, **smtp_kwargs}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def messages(self) -> list[ReceivedMessage]:
-        return self.handler.messages
-
-    def __enter__(self) -> SmtpdServer:
-        self._thread = threading.Thread(target=self._serve, name="smtpd", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(STEP_TIMEOUT):
-            raise RuntimeError("aiosmtpd did not start")
-        if self._error is not None:
-            raise RuntimeError(f"aiosmtpd failed to start: {self._error}") from self._error
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(STEP_TIMEOUT)
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-
-            def factory() -> SMTP:
-                return SMTP(self.handler, loop=loop, **self.smtp_kwargs)
-
-            server = loop.run_until_complete(
-                loop.create_server(factory, sock=self.sock, ssl=self.ssl_context)
-            )
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            server.close()
-            loop.run_until_complete(server.wait_closed())
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-
 @contextlib.contextmanager
 def serve_recording(
     handler: RecordingHandler | None = None,
@@ -235,7 +162,11 @@ def serve_recording(
     with (
         sock,
         SmtpdServer(
-            sock, handler or RecordingHandler(), ssl_context=ssl_context, **smtp_kwargs
+            sock,
+            handler or RecordingHandler(),
+            ssl_context=ssl_context,
+            hostname=SERVER_NAME,
+            **smtp_kwargs,
         ) as server,
     ):
         yield server
