@@ -172,9 +172,8 @@ def wire_rows(
     )
 
     cells, details, ok = {}, [], True
-    early_probes: list[str] = []
     for impl in sides:
-        deltas = []
+        deltas, early_probes = [], []
         for key, (probe, hit) in found[impl].items():
             if (
                 probe.outcome in (Outcome.REPLY, Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE)
@@ -190,7 +189,6 @@ def wire_rows(
         if len(early_probes) > tolerance.WIRE_EARLY_ALLOWED:
             ok = False
             details += early_probes
-        early_probes.clear()
         mid = tolerance.median(deltas)
         if mid is not None and abs(mid) > tolerance.WIRE_MEDIAN_MS:
             ok = False

@@ -92,6 +92,15 @@ FAULTS = [
         "icmp.identifier",
     ),
     Fault(
+        "RTT reported in the wrong unit (us, not ms)",
+        "ping.py",
+        "                rtt_ms=(r.recv_ns - entry.send_ns) / 1e6,",
+        "                rtt_ms=(r.recv_ns - entry.send_ns) / 1e3,",
+        "ping",
+        "ping -4 target",
+        "RTT vs wire",
+    ),
+    Fault(
         "no dot-stuffing",
         "smtp_protocol.py",
         'if line.startswith(b"."):\n            out += b"."',
