@@ -49,6 +49,39 @@ def test_plan_promises_cumulative_rtts_and_one_silent_one_unnamed_hop():
     assert not plan.rtt_ok(28 + lab_mod.STAGE_SLACK_MS * 7 + lab_mod.BASE_SLACK_MS + 0.1, hops[-1])
 
 
+def test_settle_min_rtts_measures_again_only_when_noise_can_explain_it():
+    plan = lab_mod.Lab("test", None)
+    target, r2 = plan.target, plan.nodes["r2"]
+    nodes = {"t": target, "r2": r2}
+    late = {"t": [target.rtt_ms + 3.0] * 3, "r2": [r2.rtt_ms + 0.1]}
+    good = {"t": [None, target.rtt_ms + 0.2], "r2": [r2.rtt_ms + 4.0]}
+    calls = []
+
+    def again(samples):
+        def measure():
+            calls.append(1)
+            return samples
+
+        return measure
+
+    # one late measurement (a pause), then a good one: the minimum over both is in the window
+    verdict = plan.settle_min_rtts(nodes, late, again(good))
+    assert verdict.ok and verdict.measurements == 2 and len(calls) == 1, verdict
+    assert verdict.minimum == {"t": target.rtt_ms + 0.2, "r2": r2.rtt_ms + 0.1}
+    # a systematic excess stays late however often it is measured
+    verdict = plan.settle_min_rtts(nodes, late, again(late))
+    assert not verdict.ok and verdict.measurements == lab_mod.RTT_ATTEMPTS
+    assert verdict.why.startswith("t: min") and "after 3 measurement(s)" in verdict.why
+    # early is never noise: no second measurement
+    calls.clear()
+    early = {"t": [target.rtt_ms - 0.2], "r2": [r2.rtt_ms]}
+    verdict = plan.settle_min_rtts(nodes, early, again(good))
+    assert not verdict.ok and verdict.measurements == 1 and calls == []
+    # no sample at all is a failure, and without `again` there is one measurement only
+    verdict = plan.settle_min_rtts(nodes, {"t": [None], "r2": [r2.rtt_ms]})
+    assert not verdict.ok and verdict.why.startswith("t: no sample")
+
+
 def test_hosts_file_names_every_named_node_both_families():
     plan = lab_mod.Lab("test", None)
     hosts = plan.hosts_file()

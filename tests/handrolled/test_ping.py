@@ -258,20 +258,31 @@ def test_scripted_misbehaviour_is_reported_as_outcomes():
 def test_target_rtt_matches_truth_and_iputils(lab, family):
     node = lab.target
     address = node.addr(family)
-    with lab.entered("client"):
-        result = run_ping(address, count=5, interval=0.2, timeout=2, ident=0x1111)
-    proc, iputils = _iputils(lab, [f"-{family}", "-c", "5", "-i", "0.2", address])
-    assert proc.returncode == 0 and iputils is not None, proc.stdout + proc.stderr
+
+    def both() -> tuple:
+        with lab.entered("client"):
+            result = run_ping(address, count=5, interval=0.2, timeout=2, ident=0x1111)
+        proc, iputils = _iputils(lab, [f"-{family}", "-c", "5", "-i", "0.2", address])
+        assert proc.returncode == 0 and iputils is not None, proc.stdout + proc.stderr
+        return result, iputils
+
+    def minima() -> dict[str, list[float | None]]:
+        result, iputils = both()
+        return {"ours": [result.summary.min_ms], "iputils": [iputils[0]]}
+
+    result, iputils = both()
     ours = result.summary
     assert ours.received == 5 and ours.loss_percent == 0.0
     assert all(p.reply_from == address and p.kernel_timestamp for p in result.probes)
     assert all(p.reply_ttl == 64 - node.ttl + 1 for p in result.probes)
-    assert lab.rtt_ok(ours.min_ms, node), (ours.min_ms, lab.rtt_tolerance(node))
-    assert lab.rtt_ok(iputils[0], node), (iputils[0], lab.rtt_tolerance(node))
+    # the lab's promise is about the minimum; a late one is measured again (Lab.settle_min_rtts)
+    first = {"ours": [ours.min_ms], "iputils": [iputils[0]]}
+    verdict = lab.settle_min_rtts({"ours": node, "iputils": node}, first, minima)
+    assert verdict.ok, verdict.why
     # the same path measured by both: minima within the lab's window of each other, averages
     # within its jitter (a busy 2-core VM only ever adds time)
     low, high = lab.rtt_tolerance(node)
-    assert abs(ours.min_ms - iputils[0]) <= high - low, (ours, iputils)
+    assert abs(verdict.minimum["ours"] - verdict.minimum["iputils"]) <= high - low, verdict
     assert abs(ours.avg_ms - iputils[1]) < 5.0, (ours, iputils)
 
 
@@ -304,16 +315,25 @@ def test_prohibited_host_unreachable(lab, family, code):
 @pytest.mark.parametrize("family", [4, 6])
 def test_short_ttl_time_exceeded_from_the_right_router(lab, family):
     hops = {node.ttl: node for node in lab.hops()}
+
+    def expire_at_r2():
+        with lab.entered("client"):
+            return run_ping(
+                lab.target.addr(family), count=3, interval=0.05, timeout=1, ttl=2, ident=0x3333
+            )
+
+    at_r2 = expire_at_r2()
     with lab.entered("client"):
-        at_r2 = run_ping(
-            lab.target.addr(family), count=3, interval=0.05, timeout=1, ttl=2, ident=0x3333
-        )
         at_r3 = run_ping(lab.target.addr(family), count=1, timeout=0.5, ttl=3, ident=0x3334)
     assert [p.outcome for p in at_r2.probes] == [Outcome.TIME_EXCEEDED] * 3
     assert all(p.ttl == 2 and p.reply_from == hops[2].addr(family) for p in at_r2.probes)
     assert all(p.icmp_type == (3 if family == 6 else 11) for p in at_r2.probes)
-    fastest = min(p.rtt_ms for p in at_r2.probes)
-    assert lab.rtt_ok(fastest, hops[2]), fastest
+    verdict = lab.settle_min_rtts(
+        {2: hops[2]},
+        {2: [p.rtt_ms for p in at_r2.probes]},
+        lambda: {2: [p.rtt_ms for p in expire_at_r2().probes]},
+    )
+    assert verdict.ok, verdict.why
     assert [p.outcome for p in at_r3.probes] == [Outcome.TIMEOUT]  # r3 is the silent hop
     argv = [f"-{family}", "-c", "1", "-W", "1", "-t", "2", lab.target.hostname]
     ours, (theirs, _) = _ours_cli(lab, argv), _iputils(lab, argv)
@@ -353,13 +373,19 @@ def test_cli_unknown_name_exit_2(lab):
 
 @pytest.mark.lab
 def test_seed_ping_shape_and_invalid_host(lab):
+    def seed_min(values: list[str] | None = None) -> dict[str, list[float]]:
+        values = values or lab.call("client", "handrolled.ping:ping", lab.target.hostname)
+        low = float(values[0])  # rounded to 0.01 ms: up to 0.005 below the window is rounding
+        return {"min": [low + 0.005 if low < lab.rtt_tolerance(lab.target)[0] else low]}
+
     values = lab.call("client", "handrolled.ping:ping", lab.target.hostname)
     assert isinstance(values, list) and len(values) == 4
     assert all(isinstance(v, str) for v in values)
     low, avg, high, stdev = (float(v) for v in values)
     assert all(v == str(round(float(v), 2)) for v in values)
     assert low <= avg <= high and stdev >= 0
-    assert lab.rtt_ok(low, lab.target) or abs(low - lab.rtt_tolerance(lab.target)[0]) < 0.01
+    verdict = lab.settle_min_rtts({"min": lab.target}, seed_min(values), seed_min)
+    assert verdict.ok, verdict.why
     assert lab.call("client", "handrolled.ping:ping", "nosuch.lab.test") == SEED_NO_ANSWER
     assert lab.call("client", "handrolled.ping:ping", lab.blackhole_name, 0.3) == SEED_NO_ANSWER
 
@@ -367,15 +393,24 @@ def test_seed_ping_shape_and_invalid_host(lab):
 @pytest.mark.lab
 @pytest.mark.parametrize("family", [4, 6])
 def test_datagram_socket_replies_and_router_errors(lab, family):
+    def echo_dgram():
+        with lab.entered("client"):
+            return run_ping(
+                lab.target.addr(family), count=2, interval=0.1, timeout=2, ident=4242,
+                socket_kind="dgram",
+            )  # fmt: skip
+
     key = "net.ipv4.ping_group_range"  # governs IPv4 and IPv6 ping sockets alike
     before = lab.exec("client", ["sysctl", "-n", key], check=True).stdout.split()
     lab.exec("client", ["sysctl", "-qw", f"{key}=0 0"], check=True)
     try:
+        echo = echo_dgram()
+        verdict = lab.settle_min_rtts(
+            {"echo": lab.target},
+            {"echo": [p.rtt_ms for p in echo.probes]},
+            lambda: {"echo": [p.rtt_ms for p in echo_dgram().probes]},
+        )
         with lab.entered("client"):
-            echo = run_ping(
-                lab.target.addr(family), count=2, interval=0.1, timeout=2, ident=4242,
-                socket_kind="dgram",
-            )  # fmt: skip
             expired = run_ping(
                 lab.target.addr(family), count=1, timeout=1, ttl=2, ident=4243,
                 socket_kind="dgram",
@@ -385,7 +420,7 @@ def test_datagram_socket_replies_and_router_errors(lab, family):
     assert echo.socket_kind == "dgram"
     assert [p.outcome for p in echo.probes] == [Outcome.REPLY] * 2
     assert all(p.ident == 4242 and p.kernel_timestamp for p in echo.probes)
-    assert lab.rtt_ok(echo.summary.min_ms, lab.target)
+    assert verdict.ok, verdict.why
     (probe,) = expired.probes
     assert probe.outcome is Outcome.TIME_EXCEEDED
     assert probe.reply_from == lab.hops()[1].addr(family)

@@ -532,19 +532,23 @@ def test_lab_trace_matches_the_truth_and_traceroute8(lab, method, flag, family) 
 @pytest.mark.lab
 def test_lab_rtts_match_the_promised_delays(lab) -> None:
     # one probe at a time: a burst of 16 would queue in the lab's delay stages and measure that
-    result = lab.call(
-        "client",
-        "handrolled.traceroute:run_trace",
-        "target.lab.test",
-        family=4,
-        probes_per_hop=2,
-        sim_queries=1,
-        wait=(0.3, 3.0, 10.0),
-    )
-    for hop, node in zip(result.hops, lab.hops(), strict=True):
-        if node.answers:
-            measured = min(p.rtt_ms for p in hop.probes if p.rtt_ms is not None)
-            assert lab.rtt_ok(measured, node), (node.role, measured, node.rtt_ms)
+    def measure() -> dict[int, list[float | None]]:
+        result = lab.call(
+            "client",
+            "handrolled.traceroute:run_trace",
+            "target.lab.test",
+            family=4,
+            probes_per_hop=2,
+            sim_queries=1,
+            wait=(0.3, 3.0, 10.0),
+        )
+        assert [h.ttl for h in result.hops] == [n.ttl for n in lab.hops()]
+        return {hop.ttl: [p.rtt_ms for p in hop.probes] for hop in result.hops}
+
+    # two probes per hop are few on a VM that pauses: a late minimum is measured again
+    answering = {n.ttl: n for n in lab.hops() if n.answers}
+    verdict = lab.settle_min_rtts(answering, measure(), measure)
+    assert verdict.ok, verdict.why
 
 
 @pytest.mark.lab

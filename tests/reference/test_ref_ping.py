@@ -154,14 +154,24 @@ def _ping(lab, host: str, **kwargs):
 @pytest.mark.parametrize("family", [4, 6])
 def test_lab_target_replies_with_promised_rtt(lab, family: int) -> None:
     target = lab.target
-    result = _ping(lab, target.hostname, family=family, count=5, interval=0.1)
+
+    def measure():
+        return _ping(lab, target.hostname, family=family, count=5, interval=0.1)
+
+    result = measure()
     assert result.address == target.addr(family)
     assert result.family == family
     assert result.summary.received == 5 and result.summary.loss_percent == 0.0
     assert all(p.reply_from == target.addr(family) for p in result.probes)
     # The first probe of a fresh path also waits for neighbour discovery on every link,
-    # so the promise is about the minimum (as the lab states it).
-    assert lab.rtt_ok(result.summary.min_ms, target), result.summary
+    # so the promise is about the minimum (as the lab states it), settled by measuring a late
+    # one again (Lab.settle_min_rtts).
+    verdict = lab.settle_min_rtts(
+        {"target": target},
+        {"target": [p.rtt_ms for p in result.probes]},
+        lambda: {"target": [p.rtt_ms for p in measure().probes]},
+    )
+    assert verdict.ok, verdict.why
 
 
 @pytest.mark.lab
