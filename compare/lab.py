@@ -265,17 +265,13 @@ class Lab:
             outside = [k for k in nodes if k not in best or not self.rtt_ok(best[k], nodes[k])]
             if below or not outside or again is None:
                 break
-        why = [
-            f"{key}: min {best[key]:.3f} ms" if key in best else f"{key}: no sample"
-            for key in outside
-        ]
-        window = {k: "{:.2f}..{:.2f}".format(*self.rtt_tolerance(nodes[k])) for k in outside}
+        why = "; ".join(
+            (f"{k}: min {best[k]:.3f} ms" if k in best else f"{k}: no sample")
+            + " outside {:.2f}..{:.2f}".format(*self.rtt_tolerance(nodes[k]))
+            for k in outside
+        )
         return RttVerdict(
-            not outside,
-            best,
-            used,
-            "; ".join(f"{w} outside {window[k]}" for w, k in zip(why, outside, strict=True))
-            + (f" after {used} measurement(s)" if outside else ""),
+            not outside, best, used, why + (f" after {used} measurement(s)" if outside else "")
         )
 
     def truth(self) -> list[dict]:
