@@ -221,20 +221,6 @@ def diff_datagrams(left: bytes, right: bytes) -> list[FieldDiff]:
     ]
 
 
-def icmp_echo_key(datagram: bytes) -> tuple[int, int, int] | None:
-    """(type, identifier, sequence) of an ICMP/ICMPv6 echo message in a datagram, else None."""
-    try:
-        _ip, _head, proto, body = split_ip(datagram)
-    except ValueError:
-        return None
-    if proto not in ("icmp", "icmpv6") or len(body) < 8:
-        return None
-    icmp_type, _code, _csum, ident, seq = struct.unpack_from("!BBHHH", body)
-    if icmp_type not in (0, 8, 128, 129):
-        return None
-    return icmp_type, ident, seq
-
-
 def transport(datagram: bytes) -> bytes:
     """The bytes after the IP header (what an ICMP or UDP socket is handed)."""
     return split_ip(datagram)[3]
@@ -277,13 +263,18 @@ def reply_key(datagram: bytes) -> tuple[ProbeKey, str] | None:
     return None
 
 
-def echo_of_reply(received: bytes) -> tuple[int, int, int] | None:
-    """(type, identifier, sequence) of an echo message as an implementation recorded it: with
-    its IP header (an IPv4 raw socket, a scapy packet) or without (an ICMPv6 socket)."""
-    if len(received) >= 28 and received[0] >> 4 in (4, 6):
-        key = icmp_echo_key(received)
-        if key is not None:
-            return key
-    if len(received) >= 8 and received[0] in (0, 8, 128, 129):
-        return struct.unpack_from("!B", received)[0], *struct.unpack_from("!HH", received, 4)
-    return None
+def echo_of_reply(received: bytes) -> tuple[int, int] | None:
+    """(identifier, sequence) of an echo reply as an implementation recorded it: with its IP
+    header (an IPv4 raw socket, a scapy packet) or without (an ICMPv6 socket).  None for
+    anything else, an echo request included (a side reading back its own request is wrong)."""
+    body = received
+    if received and received[0] >> 4 in (4, 6):  # no ICMP echo type starts like this
+        try:
+            _ip, _head, proto, body = split_ip(received)
+        except ValueError:
+            return None
+        if proto not in ("icmp", "icmpv6"):
+            return None
+    if len(body) < 8 or body[0] not in (0, 129):
+        return None
+    return struct.unpack_from("!HH", body, 4)

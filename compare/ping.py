@@ -164,9 +164,9 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
                 key = packets.echo_of_reply(p.received)
                 if key is None:
                     wrong.append(f"seq {p.seq}: reply is not an echo reply")
-                elif key[1:] != (p.ident, p.seq):
+                elif key != (p.ident, p.seq):
                     wrong.append(
-                        f"seq {p.seq}: icmp.identifier/sequence of the reply {key[1]}/{key[2]} "
+                        f"seq {p.seq}: icmp.identifier/sequence of the reply {key[0]}/{key[1]} "
                         f"!= probe's {p.ident}/{p.seq}"
                     )
         cells[impl] = "all match" if not wrong else f"{len(wrong)} wrong"
@@ -209,7 +209,11 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
         low, high = lab.rtt_tolerance(node)
         ok = all(v is not None and lab.rtt_ok(v, node) for v in mins.values())
         window = f"{low:.2f}..{high:.2f}"
-        outside = [f"{impl}: {tolerance.fmt_ms(v)} outside {window}" for impl, v in mins.items()]
+        outside = [
+            f"{impl}: {tolerance.fmt_ms(v)} outside {window}"
+            for impl, v in mins.items()
+            if v is None or not lab.rtt_ok(v, node)
+        ]
         rows.append(
             Row(sc.name, f"min RTT vs lab truth ({node.rtt_ms:.1f} ms, window {window})",
                 tolerance.fmt_ms(mins["handrolled"]), tolerance.fmt_ms(mins["reference"]), ok,
@@ -239,22 +243,23 @@ def _truth_row(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> Row:
     want_from = lab.nodes[sc.answerer].addr(sc.family) if sc.answerer else None
     cells, details, ok = {}, [], True
     for impl, result in res.items():
+        probes = [p for p in result.probes if p.outcome is not Outcome.DUPLICATE]
         bad = [
             p
-            for p in result.probes
-            if p.outcome is not Outcome.DUPLICATE
-            and (
-                p.outcome is not sc.expect
-                or p.reply_from != want_from
-                or (sc.icmp_code is not None and p.icmp_code != sc.icmp_code)
-            )
+            for p in probes
+            if p.outcome is not sc.expect
+            or p.reply_from != want_from
+            or (sc.icmp_code is not None and p.icmp_code != sc.icmp_code)
         ]
-        cells[impl] = "as promised" if not bad else f"{len(bad)} differ"
-        ok = ok and not bad and len(result.probes) >= sc.kwargs["count"]
+        short = len(probes) < sc.kwargs["count"]
+        cells[impl] = f"{len(bad)} differ" if bad else "too few probes" if short else "as promised"
+        ok = ok and not bad and not short
         details += [
             f"{impl} seq {p.seq}: {p.outcome.value} from {p.reply_from} code {p.icmp_code}"
             for p in bad[:3]
         ]
+        if short:
+            details.append(f"{impl}: {len(probes)} probes, {sc.kwargs['count']} asked for")
     code = f" code {sc.icmp_code}" if sc.icmp_code is not None else ""
     promise = f"{sc.expect.value} from {want_from or 'nobody'}{code}"
     check = f"outcomes vs lab truth ({promise})"

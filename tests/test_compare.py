@@ -157,6 +157,20 @@ def test_probe_and_reply_keys_match_through_the_quoted_datagram():
     assert packets.reply_key(error) == (("icmp", 0x1234, 7), "icmp-error")
 
 
+def test_echo_of_reply_reads_replies_only_with_or_without_ip_header():
+    request = bytes.fromhex("4500001c00014000020100000a0000010a0000020800f7fe12340007")
+    reply = request[:20] + bytes.fromhex("0000fffe12340007")
+    assert packets.echo_of_reply(reply) == (0x1234, 7)
+    assert packets.echo_of_reply(reply[20:]) == (0x1234, 7)  # as an ICMP socket hands it
+    icmpv6_reply = bytes.fromhex("8100000012340007")
+    assert packets.echo_of_reply(icmpv6_reply) == (0x1234, 7)
+    # a side that took its own request (or anything else) for the reply is caught
+    assert packets.echo_of_reply(request) is None
+    assert packets.echo_of_reply(request[20:]) is None
+    assert packets.echo_of_reply(bytes.fromhex("8000000012340007")) is None
+    assert packets.echo_of_reply(b"") is None
+
+
 def test_smtp_stream_split_keeps_the_data_block_whole():
     stream = b"EHLO x\r\nMAIL FROM:<a@b>\r\nDATA\r\nline\r\n..dot\r\n.\r\nQUIT\r\n"
     assert split_commands(stream) == [
