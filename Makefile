@@ -12,12 +12,8 @@ setup:
 
 report: setup
 	@mkdir -p $(REPORTS)
-	@if $(PY) -c 'import compare.harness' 2>/dev/null; then \
-		$(PY) -m compare.cli compare all --lab --json $(REPORTS)/report.json --pcap $(REPORTS)/pcap \
-			| tee $(REPORTS)/report.txt; exit $${PIPESTATUS[0]}; \
-	else \
-		$(PY) -m compare.cli lab selftest | tee $(REPORTS)/lab-selftest.txt; exit $${PIPESTATUS[0]}; \
-	fi
+	@$(PY) -m compare.cli compare all --lab --json $(REPORTS)/report.json --pcap $(REPORTS)/pcap \
+		| tee $(REPORTS)/report.txt; exit $${PIPESTATUS[0]}
 
 lint:
 	$(PY) -m ruff check .

@@ -184,13 +184,8 @@ def lab_main(argv: list[str]) -> int:
 
 
 def compare_main(argv: list[str]) -> int:
-    try:
-        harness = importlib.import_module("compare.harness")
-    except ImportError:
-        print(
-            "wiretwin compare: the comparison harness is not built yet (issue 7)", file=sys.stderr
-        )
-        return EXIT_ERROR
+    from compare import harness
+
     return harness.main(argv)
 
 

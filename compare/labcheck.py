@@ -1,7 +1,7 @@
 """Check that a lab keeps its promises, with tools nobody here wrote: traceroute(8), ping(8).
 
-Used by `wiretwin lab selftest` (and so by `make report` until the comparison harness lands) and
-by tests/test_lab.py.  Each check is a row: what the lab promises, what the tool saw, a verdict.
+Used by `wiretwin lab selftest` and by tests/test_lab.py.  Each check is a row: what the lab
+promises, what the tool saw, a verdict.
 """
 
 from __future__ import annotations
