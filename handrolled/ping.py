@@ -570,6 +570,20 @@ def _jsonable(value: object) -> object:
     return value
 
 
+def _icmp_length(received: bytes | None) -> int:
+    """Length of the ICMP message in a reply's bytes as read (0 when there are none).
+
+    A raw IPv4 socket reads the IP header too, its length given by the IHL (RFC 791 §3.1); a
+    datagram socket, or ICMPv6, reads the ICMP message alone, whose type octet (an echo reply:
+    0 or 129) never has 4 in its high nibble as an IPv4 header's first octet does.
+    """
+    if not received:
+        return 0
+    if received[0] >> 4 == 4:
+        return max(len(received) - (received[0] & 0x0F) * 4, 0)
+    return len(received)
+
+
 def _statistics_lines(host: str, summary: PingSummary, elapsed_ms: float) -> list[str]:
     parts = [f"{summary.transmitted} packets transmitted", f"{summary.received} received"]
     if summary.duplicates:
@@ -636,8 +650,7 @@ def main(argv: list[str] | None = None, runner: Callable[..., PingResult] | None
             if args.quiet or args.json:
                 return
             if probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE, Outcome.CORRUPT):
-                size = len(probe.received or b"") - (0 if v6 or probe.received is None else 20)
-                size = 8 + args.size if size <= 0 else size
+                size = _icmp_length(probe.received) or 8 + args.size
                 line = (
                     f"{size} bytes from {who(probe.reply_from or address)}: icmp_seq={probe.seq}"
                     f" ttl={probe.reply_ttl} time={_format_ms(probe.rtt_ms or 0.0)} ms"

@@ -7,6 +7,7 @@ in-process inside the client namespace (``lab.entered``) by address, or through 
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 import signal
@@ -46,6 +47,18 @@ def _ours_cli(lab, argv: list[str]) -> subprocess.CompletedProcess:
 
 def _from_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("From ")]
+
+
+@contextlib.contextmanager
+def _ping_sockets_allowed(lab):
+    """Let root open datagram ICMP sockets in the lab's client namespace, then restore."""
+    key = "net.ipv4.ping_group_range"  # governs IPv4 and IPv6 ping sockets alike
+    before = lab.exec("client", ["sysctl", "-n", key], check=True).stdout.split()
+    lab.exec("client", ["sysctl", "-qw", f"{key}=0 0"], check=True)
+    try:
+        yield
+    finally:
+        lab.exec("client", ["sysctl", "-qw", f"{key}={before[0]} {before[1]}"], check=True)
 
 
 # ---- no privileges needed -------------------------------------------------------------------
@@ -400,10 +413,7 @@ def test_datagram_socket_replies_and_router_errors(lab, family):
                 socket_kind="dgram",
             )  # fmt: skip
 
-    key = "net.ipv4.ping_group_range"  # governs IPv4 and IPv6 ping sockets alike
-    before = lab.exec("client", ["sysctl", "-n", key], check=True).stdout.split()
-    lab.exec("client", ["sysctl", "-qw", f"{key}=0 0"], check=True)
-    try:
+    with _ping_sockets_allowed(lab):
         echo = echo_dgram()
         verdict = lab.settle_min_rtts(
             {"echo": lab.target},
@@ -415,8 +425,6 @@ def test_datagram_socket_replies_and_router_errors(lab, family):
                 lab.target.addr(family), count=1, timeout=1, ttl=2, ident=4243,
                 socket_kind="dgram",
             )  # fmt: skip
-    finally:
-        lab.exec("client", ["sysctl", "-qw", f"{key}={before[0]} {before[1]}"], check=True)
     assert echo.socket_kind == "dgram"
     assert [p.outcome for p in echo.probes] == [Outcome.REPLY] * 2
     assert all(p.ident == 4242 and p.kernel_timestamp for p in echo.probes)
@@ -424,6 +432,21 @@ def test_datagram_socket_replies_and_router_errors(lab, family):
     (probe,) = expired.probes
     assert probe.outcome is Outcome.TIME_EXCEEDED
     assert probe.reply_from == lab.hops()[1].addr(family)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("kind", ["dgram", "raw"])
+def test_cli_reply_size_is_the_icmp_message_for_either_socket(lab, kind):
+    # a datagram socket reads the ICMP message alone, a raw IPv4 one the IP header too:
+    # both print the ICMP length, like iputils (8 + 100 bytes here)
+    argv = ["-c", "2", "-i", "0.05", "-s", "100", "--socket", kind, "127.0.0.1"]
+    with _ping_sockets_allowed(lab):
+        proc = _ours_cli(lab, argv)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        len(re.findall(r"^108 bytes from 127\.0\.0\.1: icmp_seq=\d ttl=64 ", proc.stdout, re.M))
+        == 2
+    )
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--scripted"]:
