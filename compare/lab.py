@@ -730,7 +730,11 @@ def _call_main() -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--call"]:
-        sys.exit(_call_main())
+        # Run compare.lab's own copy, not this __main__ one: the LabError it may send back
+        # must be compare.lab.LabError, which the parent can unpickle.
+        from compare.lab import _call_main as call_main
+
+        sys.exit(call_main())
     sys.exit("usage: python -m compare.lab --call (internal); see `wiretwin lab --help`")
 
 

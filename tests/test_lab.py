@@ -6,6 +6,8 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -107,6 +109,26 @@ def test_parse_traceroute_and_ping_output():
     }
     assert parse_ping_min("rtt min/avg/max/mdev = 32.311/32.819/33.587/0.552 ms") == 32.311
     assert parse_ping_min("100% packet loss") is None
+
+
+class _Unpicklable(Exception):
+    """An exception that cannot cross as a pickle: it holds a lock."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.lock = threading.Lock()
+
+
+def _raise_unpicklable() -> None:
+    raise _Unpicklable("held a lock")
+
+
+def test_call_python_reports_an_exception_that_does_not_pickle():
+    # The child (python -m compare.lab) must send an error the parent can unpickle and that
+    # names the original exception, not one defined in the child's __main__.
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    with pytest.raises(lab_mod.LabError, match="_Unpicklable: held a lock"):
+        lab_mod.call_python([], "test_lab:_raise_unpicklable", (), {}, timeout=60, env=env)
 
 
 # ---- the real lab -------------------------------------------------------------------------
