@@ -13,12 +13,16 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# The tools the lab runs: the same list Lab.create checks in compare/lab.py (it exposes no
+# constant for it); tests/test_boundaries.py checks the two lists agree.
+LAB_TOOLS = ("ip", "nft", "iptables-nft", "ip6tables-nft")
+
 
 def _privilege_problem(need_lab: bool) -> str | None:
     if os.geteuid() != 0:
         return "needs root (raw sockets and network namespaces)"
     if need_lab:
-        for tool in ("ip", "nft", "iptables-legacy", "ip6tables-legacy"):
+        for tool in LAB_TOOLS:
             if shutil.which(tool) is None:
                 return f"needs {tool!r} for the lab (apt-get install iproute2 nftables iptables)"
         if not os.path.isdir("/proc/self/ns") or not os.path.exists("/proc/self/ns/net"):

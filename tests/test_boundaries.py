@@ -77,3 +77,40 @@ def test_the_independence_check_catches_a_codec_import(tmp_path: Path) -> None:
 def test_reference_package_has_the_three_runners() -> None:
     names = {p.name for p in REFERENCE_FILES}
     assert {"ping.py", "traceroute.py", "smtp.py"} <= names
+
+
+def _string_tuples(node: ast.AST) -> list[tuple[str, ...]]:
+    """Every tuple literal of string constants under ``node``."""
+    return [
+        tuple(e.value for e in n.elts)
+        for n in ast.walk(node)
+        if isinstance(n, ast.Tuple)
+        and n.elts
+        and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in n.elts)
+    ]
+
+
+def test_the_lab_gate_checks_the_tools_the_lab_checks() -> None:
+    # tests/conftest.py skips lab tests unless LAB_TOOLS are installed; Lab.create
+    # (compare/lab.py) refuses to build unless its own list is. The lists must agree, or a
+    # test either skips on a machine that could run it or fails where it should skip.
+    lab_tree = ast.parse((ROOT / "compare" / "lab.py").read_text())
+    create = next(
+        n for n in ast.walk(lab_tree) if isinstance(n, ast.FunctionDef) and n.name == "create"
+    )
+    lab_lists = [
+        t
+        for loop in ast.walk(create)
+        if isinstance(loop, ast.For)
+        for t in _string_tuples(loop.iter)
+        if "ip" in t
+    ]
+    assert len(lab_lists) == 1, f"expected one tool list in Lab.create, found {lab_lists}"
+    conftest_tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
+    gate = [
+        _string_tuples(n.value)
+        for n in ast.walk(conftest_tree)
+        if isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "LAB_TOOLS" for t in n.targets)
+    ]
+    assert gate == [[lab_lists[0]]], f"conftest LAB_TOOLS {gate} != Lab.create's {lab_lists[0]}"
