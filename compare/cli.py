@@ -99,6 +99,8 @@ def _parse_delays(text: str) -> dict[str, float]:
 
 
 def print_truth(lab, as_json: bool = False) -> None:
+    from compare.lab import BASE_SLACK_MS, STAGE_SLACK_MS
+
     rows = lab.truth()
     if as_json:
         print(
@@ -114,8 +116,8 @@ def print_truth(lab, as_json: bool = False) -> None:
     print(tabulate(rows, headers="keys", tablefmt="simple"))
     print(
         "rtt_ms: the RTT the lab promises (sum of per-link delays); a measured minimum RTT must\n"
-        "fall in min_rtt_window_ms (each NFQUEUE delay stage may add up to 0.3 ms of its own;\n"
-        "CPU pauses only ever add time)."
+        f"fall in min_rtt_window_ms (each NFQUEUE delay stage may add up to {STAGE_SLACK_MS} ms"
+        f" of its own,\nplus {BASE_SLACK_MS} ms in all; CPU pauses only ever add time)."
     )
     if not lab.delay_alive():
         print(

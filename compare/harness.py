@@ -18,7 +18,13 @@ from pathlib import Path
 
 from compare import report, tolerance
 from compare.core import Context, LocalSite, Row, Sides
-from compare.lab import HANDROLLED_PATH_ENV, STAGE_SLACK_MS, Lab
+from compare.lab import (
+    BASE_SLACK_MS,
+    EARLY_SLACK_MS,
+    HANDROLLED_PATH_ENV,
+    STAGE_SLACK_MS,
+    Lab,
+)
 from compare.traceroute import TRACE_EXCESS_MS
 from handrolled.errors import WiretwinError
 
@@ -118,8 +124,8 @@ def tolerances() -> dict[str, str]:
         "sides_min_ms": f"{tolerance.SIDES_MIN_MS} (ping: |min RTT handrolled - reference|)",
         "trace_excess_ms": f"{TRACE_EXCESS_MS} (traceroute: median of min RTT - promised)",
         "lab_window": (
-            f"[promised - 0.05, promised + {STAGE_SLACK_MS} ms per delay stage + 1 ms]"
-            " on minimum RTTs"
+            f"[promised - {EARLY_SLACK_MS} ms, promised + {STAGE_SLACK_MS} ms per delay stage"
+            f" + {BASE_SLACK_MS} ms] on minimum RTTs"
         ),
     }
 

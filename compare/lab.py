@@ -17,7 +17,7 @@ delay process holds each for the link's round-trip delay.  The path back is not 
 node's promised RTT is the sum of the delays of the links up to it.  Each stage adds a little
 of its own (the delay process runs SCHED_FIFO, holds each packet from the kernel's arrival
 stamp and spins the last 250 us: about 0.05 ms a stage measured here).  The error is
-one-sided: a measured *minimum* RTT must fall within [promised - 0.05 ms, promised +
+one-sided: a measured *minimum* RTT must fall within [promised - EARLY_SLACK_MS, promised +
 STAGE_SLACK_MS per stage + BASE_SLACK_MS]; the VM's CPU pauses only ever add time.  A pause
 delays every probe in flight at once, so a minimum over a few probes sent together is one
 sample, not several: Lab.settle_min_rtts measures again (up to RTT_ATTEMPTS in all) when a
@@ -55,6 +55,7 @@ NS_PREFIX = "wt-"  # every lab namespace starts with this; `lab down --all` reap
 STATE_DIR = Path("/run/wiretwin")
 NETNS_ETC = Path("/etc/netns")
 DOMAIN = "lab.test"
+EARLY_SLACK_MS = 0.05  # how far below the promise a minimum RTT may fall (clock granularity)
 STAGE_SLACK_MS = 0.3
 BASE_SLACK_MS = 0.5
 # Round-trip delay of the link that ends at each node, in ms (distinct, so a hop attributed to
@@ -227,7 +228,8 @@ class Lab:
 
     def rtt_tolerance(self, node: Node) -> tuple[float, float]:
         """The interval a measured minimum RTT to ``node`` must fall in (see module docstring)."""
-        return node.rtt_ms - 0.05, node.rtt_ms + STAGE_SLACK_MS * node.stages + BASE_SLACK_MS
+        high = node.rtt_ms + STAGE_SLACK_MS * node.stages + BASE_SLACK_MS
+        return node.rtt_ms - EARLY_SLACK_MS, high
 
     def rtt_ok(self, measured_min_ms: float, node: Node) -> bool:
         low, high = self.rtt_tolerance(node)

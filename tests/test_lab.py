@@ -51,6 +51,19 @@ def test_plan_promises_cumulative_rtts_and_one_silent_one_unnamed_hop():
     assert not plan.rtt_ok(28 + lab_mod.STAGE_SLACK_MS * 7 + lab_mod.BASE_SLACK_MS + 0.1, hops[-1])
 
 
+def test_the_report_states_the_window_the_lab_applies():
+    from compare.harness import tolerances
+
+    plan = lab_mod.Lab("test", None)
+    node = plan.target
+    low, high = plan.rtt_tolerance(node)
+    assert low == node.rtt_ms - lab_mod.EARLY_SLACK_MS
+    assert high == node.rtt_ms + lab_mod.STAGE_SLACK_MS * node.stages + lab_mod.BASE_SLACK_MS
+    text = tolerances()["lab_window"]
+    assert f"promised - {lab_mod.EARLY_SLACK_MS} ms" in text, text
+    assert f"{lab_mod.STAGE_SLACK_MS} ms per delay stage + {lab_mod.BASE_SLACK_MS} ms]" in text
+
+
 def test_settle_min_rtts_measures_again_only_when_noise_can_explain_it():
     plan = lab_mod.Lab("test", None)
     target, r2 = plan.target, plan.nodes["r2"]
