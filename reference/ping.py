@@ -118,8 +118,8 @@ class _Pending:
     seq: int
     request: Any
     sent: bytes
-    sent_time: float
-    expires: float  # monotonic
+    sent_time: float  # wall clock, as the kernel's receive stamp (``reply.time``)
+    expires: float  # sent_time + timeout: a reply stamped later is late
     ttl: int
     done: Probe | None = None
     duplicates: list[Probe] = field(default_factory=list)
@@ -300,10 +300,18 @@ def run_ping(
             **reply_fields(reply, version, item.sent_time),
         )
 
+    def late(item: _Pending, reply: Any) -> bool:
+        # Judged by the kernel's stamp, not by when we got round to reading the reply: a reply
+        # queued behind other frames (the socket sees the whole namespace) or read after a CPU
+        # pause still counts if it arrived in time.  Duplicates of an answer always count.
+        if item.done is not None:
+            return item.done.outcome is Outcome.TIMEOUT
+        return float(reply.time) > item.expires
+
     def handle(reply: Any) -> None:
         for item in by_hash.get(reply.hashret(), ()):
             if reply.answers(item.request):
-                if item.done is not None and item.done.outcome is Outcome.TIMEOUT:
+                if late(item, reply):
                     log.info("late reply for seq %d ignored", item.seq)
                     return
                 reason = _corrupt_reason(version, reply, item, payload)
@@ -319,6 +327,9 @@ def run_ping(
         seq = _echo_key(version, reply, ident)
         item = pending.get(seq) if seq is not None else None
         if item is not None and item.done is None and reply.src == address:
+            if late(item, reply):
+                log.info("late reply for seq %d ignored", item.seq)
+                return
             reason = _corrupt_reason(version, reply, item, payload) or "reply does not answer"
             finish(item, probe_for(item, Outcome.CORRUPT, reply, reason))
 
@@ -326,9 +337,15 @@ def run_ping(
         sent_count = 0
         next_send = start
         while True:
+            # 1. Drain what has arrived before judging any probe expired (its stamp decides).
+            while select.select([sock], [], [], 0)[0]:
+                reply = sock.recv()
+                if reply is not None and getattr(reply, "version", None) == version:
+                    handle(reply)
             now = time.monotonic()
             if now >= end_by:
                 break
+            # 2. Send when the next probe is due.
             if (count == 0 or sent_count < count) and now >= next_send:
                 seq = (seq_start + sent_count) & 0xFFFF
                 request = build_request(version, address, ident, seq, payload, hop_limit)
@@ -339,7 +356,7 @@ def run_ping(
                     request=request,
                     sent=wire,
                     sent_time=request.sent_time,
-                    expires=time.monotonic() + timeout,
+                    expires=request.sent_time + timeout,
                     ttl=hop_limit,
                 )
                 pending[seq] = item
@@ -347,21 +364,19 @@ def run_ping(
                 sent_count += 1
                 next_send += interval
                 continue
+            # 3. Expire what is still unanswered (every reply stamped in time was read above).
+            wall = time.time()
             for item in pending.values():
-                if item.done is None and item.expires <= now:
+                if item.done is None and item.expires <= wall:
                     finish(item, probe_for(item, Outcome.TIMEOUT))
             all_sent = count != 0 and sent_count >= count
             if all_sent and all(item.done is not None for item in pending.values()):
                 break
-            wake = [end_by] + [i.expires for i in pending.values() if i.done is None]
+            # 4. Sleep until a reply, the next send, the earliest expiry or the deadline.
+            waits = [end_by - now] + [i.expires - wall for i in pending.values() if i.done is None]
             if not all_sent:
-                wake.append(next_send)
-            wait = max(0.0, min(wake) - time.monotonic())
-            readable, _, _ = select.select([sock], [], [], wait)
-            if readable:
-                reply = sock.recv()
-                if reply is not None and getattr(reply, "version", None) == version:
-                    handle(reply)
+                waits.append(next_send - now)
+            select.select([sock], [], [], max(0.0, min(waits)))
     finally:
         sock.close()
 

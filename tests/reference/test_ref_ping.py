@@ -142,6 +142,20 @@ def test_on_probe_callback_sees_each_probe() -> None:
     assert seen == list(result.probes)
 
 
+@pytest.mark.root
+def test_reply_stamped_in_time_counts_though_read_after_a_pause() -> None:
+    # Both requests leave at once; the first reply's callback stalls the reader for longer than
+    # the timeout while the second reply already waits in the socket, stamped in time.  Judged
+    # by when it is read, it would become TIMEOUT and then a "late reply"; by its stamp, a reply.
+    def pause(probe: Probe) -> None:
+        if probe.seq == 1:
+            time.sleep(0.6)
+
+    result = run_ping("127.0.0.1", count=2, interval=0.0, timeout=0.3, on_probe=pause)
+    assert [p.outcome for p in result.probes] == [Outcome.REPLY, Outcome.REPLY]
+    assert all(p.rtt_ms is not None and p.rtt_ms < 300 for p in result.probes)
+
+
 # --- in the lab ---------------------------------------------------------------------------------
 
 
