@@ -152,9 +152,17 @@ def _link_addrs(k: int) -> tuple[str, str, str, str]:
 
 
 def _run(
-    argv: Sequence[str], *, input_text: str | None = None, check: bool = True
+    argv: Sequence[str], *, input_text: str | None = None, check: bool = True, timeout: float = 60
 ) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(argv), input=input_text, capture_output=True, text=True, timeout=60)
+    """Run a tool; a failure to start, a timeout or (with ``check``) a failure is a LabError."""
+    try:
+        proc = subprocess.run(
+            list(argv), input=input_text, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{' '.join(argv)}: no answer after {timeout:g} s") from exc
+    except OSError as exc:
+        raise LabError(f"{' '.join(argv)}: cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc

@@ -124,6 +124,13 @@ def test_parse_traceroute_and_ping_output():
     assert parse_ping_min("100% packet loss") is None
 
 
+def test_a_tool_that_is_missing_or_hangs_is_a_lab_error():
+    with pytest.raises(lab_mod.LabError, match="cannot run 'wiretwin-no-such-tool'"):
+        lab_mod._run(["wiretwin-no-such-tool", "x"])
+    with pytest.raises(lab_mod.LabError, match=r"sleep 5: no answer after 0\.2 s"):
+        lab_mod._run(["sleep", "5"], timeout=0.2)
+
+
 class _Unpicklable(Exception):
     """An exception that cannot cross as a pickle: it holds a lock."""
 
