@@ -13,7 +13,8 @@ The only traceroute module that touches ``socket``/``select``/``time`` besides t
 
 The raw ICMP socket is ``handrolled.net``'s (kernel timestamps, received TTL, a type filter so
 only echo replies and errors wake us); the raw TCP receiver gets the same SO_TIMESTAMPNS here.
-Send times are ``time.time_ns()`` taken just before ``sendto``.
+Send times: for ICMP probes the kernel's transmit stamp where there is one (``IcmpSocket.send``),
+for UDP/TCP probes ``time.time_ns()`` taken just before ``sendto``.
 """
 
 from __future__ import annotations
@@ -146,19 +147,27 @@ class TraceSockets:
     # -- I/O ----------------------------------------------------------------------------------
 
     def send(self, data: bytes, ttl: int) -> int:
-        """Send ``data`` (ICMP message or transport segment) with ``ttl``; return send time (ns)."""
-        if self.v6:
-            self.sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-        else:
-            self.sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-        # raw sockets ignore the port, but AF_INET6 wants a 4-tuple-compatible address
-        address = (self.dst, 0, 0, 0) if self.v6 else (self.dst, 0)
-        send_ns = time.time_ns()
+        """Send ``data`` (ICMP message or transport segment) with ``ttl``; return send time (ns).
+
+        ICMP probes go through ``net.IcmpSocket.send``, which returns the kernel's transmit
+        stamp where there is one; UDP/TCP probes are timed by the clock read before sendto.
+        """
         try:
+            if self.method is Method.ICMP:
+                self.icmp_socket.set_ttl(ttl)
+                return self.icmp_socket.send(data, self.dst)
+            if self.v6:
+                self.sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+            else:
+                self.sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            # raw sockets ignore the port, but AF_INET6 wants a 4-tuple-compatible address
+            address = (self.dst, 0, 0, 0) if self.v6 else (self.dst, 0)
+            send_ns = time.time_ns()
             self.sender.sendto(data, address)
         except OSError as exc:
             # EHOSTUNREACH / ENETUNREACH etc.: the local stack refused; treat as a lost probe
             log.debug("sendto failed with TTL %d: %s", ttl, exc)
+            return time.time_ns()
         return send_ns
 
     def receivers(self) -> list[socket.socket]:

@@ -26,7 +26,7 @@ from handrolled.icmp import (
 )
 from handrolled.ipv4 import IpProto, IPv4Header, IPv6Header, encode_ipv4, encode_ipv6
 from handrolled.results import Hop, Method, Outcome, Probe, TraceResult
-from handrolled.tracenet import Received
+from handrolled.tracenet import Received, TraceSockets
 from handrolled.tracer_core import WAIT_PRECISION, TraceScheduler, parse_wait
 from handrolled.traceroute import (
     DEFAULT_PAYLOAD,
@@ -468,6 +468,19 @@ def test_loopback_trace(method: Method, host: str) -> None:
             assert (udp.src_port, udp.dst_port) == (30000, 33434 + k)
         else:
             assert tp.decode_tcp(p.sent).src_port == 30000 + k
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(("host", "family"), [("127.0.0.1", 4), ("::1", 6)])
+def test_icmp_probes_are_timed_by_the_kernels_transmit_stamp(host: str, family: int) -> None:
+    # like ping: the send time is the SO_TIMESTAMPING software stamp, not a user-space clock
+    with TraceSockets(Method.ICMP, family, host, host) as sockets:
+        probe = encode_echo_request(0x4343, 1, DEFAULT_PAYLOAD, v6=family == 6, src=host, dst=host)
+        send_ns = sockets.send(probe, 1)
+        assert sockets.icmp_socket.last_send_kernel
+        assert sockets.icmp_socket.get_ttl() == 1
+        replies = sockets.wait(1.0)
+        assert replies and all(0 < r.recv_ns - send_ns < 1_000_000_000 for r in replies)
 
 
 @pytest.mark.root
