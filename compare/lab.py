@@ -542,7 +542,7 @@ class Lab:
         path = STATE_DIR / f"{self.lab_id}.json"
         with contextlib.suppress(OSError, ValueError, KeyError):
             pid = json.loads(path.read_text())["delay_pid"]
-            return pid is None or pid_alive(pid)
+            return pid is None or is_delay_process(pid)
         return False
 
     def down(self) -> None:
@@ -621,7 +621,7 @@ def reap(lab_id: str | None = None) -> list[str]:
     for path in state_files:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             pid = json.loads(path.read_text())["delay_pid"]
-            if pid:
+            if pid and is_delay_process(pid):  # after a crash the pid may be someone else's
                 _kill(pid)
     prefix = f"{NS_PREFIX}{lab_id}-" if lab_id else NS_PREFIX
     for ns in list_namespaces():
@@ -650,6 +650,16 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def is_delay_process(pid: int) -> bool:
+    """True while ``pid`` runs and is a delay stage (``python -m compare.delay``), so a pid
+    from a state file that the system has since given to another process is left alone."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"compare.delay" in argv and pid_alive(pid)
 
 
 def _kill(pid: int) -> None:

@@ -131,6 +131,30 @@ def test_a_tool_that_is_missing_or_hangs_is_a_lab_error():
         lab_mod._run(["sleep", "5"], timeout=0.2)
 
 
+def test_a_stale_delay_pid_of_another_process_is_neither_trusted_nor_killed(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab_mod, "STATE_DIR", tmp_path)
+    plan = lab_mod.Lab("dead", None)
+    state = tmp_path / "dead.json"
+    other = subprocess.Popen(["sleep", "60"])
+    delay = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "compare.delay"])
+    try:
+        # after a crash, the pid in the state file went to an unrelated process
+        state.write_text(json.dumps({"lab_id": "dead", "delays": {}, "delay_pid": other.pid}))
+        assert not plan.delay_alive()
+        lab_mod.reap("dead")
+        assert other.poll() is None, "reap killed a process that is not the delay stage"
+        # a delay stage is counted and killed
+        state.write_text(json.dumps({"lab_id": "dead", "delays": {}, "delay_pid": delay.pid}))
+        assert plan.delay_alive()
+        lab_mod.reap("dead")
+        assert delay.wait(timeout=5) != 0
+    finally:
+        other.kill()
+        delay.kill()
+        other.wait()
+        delay.wait()
+
+
 class _Unpicklable(Exception):
     """An exception that cannot cross as a pickle: it holds a lock."""
 
