@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from compare import packets, report
+from compare import packets, report, traceroute
 from compare.core import Row
 from compare.harness import run_all
+from compare.lab import Lab
 from compare.smtp import split_commands, tcp_stream
+from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,6 +190,42 @@ def test_report_table_and_closing_line():
     assert "FAIL s: c2\n    why" in report.failures(rows)
     assert report.closing_line(rows) == "1 passed, 1 failed"
     assert "verdict" in report.table(rows)
+
+
+def _trace(excess_ms: list[float]) -> TraceResult:
+    """A one-probe-per-hop ICMP trace of the lab's path, each hop ``excess`` above its promise."""
+    hops = [n for n in Lab("pure").hops("target") if n.answers]
+    return TraceResult(
+        target="target", address=hops[-1].addr4, family=4, method=Method.ICMP, reached=True,
+        implementation=Implementation.HANDROLLED,
+        hops=tuple(
+            Hop(n.ttl, (Probe(n.ttl, 1, n.ttl, b"", 0, Outcome.REPLY, rtt_ms=n.rtt_ms + e,
+                              reply_from=n.addr4),))
+            for n, e in zip(hops, excess_ms, strict=True)
+        ),
+    )  # fmt: skip
+
+
+def test_trace_sides_compared_by_the_median_of_per_hop_differences():
+    lab = Lab("pure")  # the plan only: nothing is built
+    sc = traceroute.TraceScenario("t", "target", 4, Method.ICMP, 1)
+
+    def sides_row(left: list[float], right: list[float]) -> Row:
+        rows = traceroute._rtt_rows(
+            lab, sc, {"handrolled": _trace(left), "reference": _trace(right)}
+        )
+        (row,) = [r for r in rows if r.check.startswith("RTT sides agree")]
+        return row
+
+    # Both sides' median excess is 6 ms, but hop by hop the handrolled side is 6 ms faster on
+    # four hops of six: the sides do not agree.
+    row = sides_row([0, 6, 12, 0, 6, 12], [6, 12, 0, 6, 12, 0])
+    assert not row.ok
+    assert (row.handrolled, row.reference) == ("6 hops answered", "6 hops answered")
+    assert "-6.000 ms over 6 hops" in row.details[0]
+    row = sides_row([1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0])
+    assert row.ok and "+1.000 ms over 6 hops" in row.details[0]
+    assert sides_row([1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]).ok
 
 
 # ---- against the lab --------------------------------------------------------------------------
