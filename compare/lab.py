@@ -134,7 +134,7 @@ class Node:
     hostname: str | None  # reverse DNS name; None for the unnamed router
     answers: bool  # sends ICMP time-exceeded / replies (False for the silent hop)
     rtt_ms: float  # promised RTT from the client
-    stages: int  # delay stages a round trip to it crosses
+    stages: int  # delay stages a round trip to it crosses (links with a positive delay)
 
     def addr(self, family: int = 4) -> str:
         return self.addr6 if family == 6 else self.addr4
@@ -189,12 +189,13 @@ class Lab:
         nodes["client"] = Node(
             "client", self.ns("client"), None, lo4, lo6, f"client.{DOMAIN}", True, 0.0, 0
         )
-        rtt = 0.0
+        rtt, stages = 0.0, 0
         for k, role in enumerate(ROUTERS, start=1):
             _, up4, _, up6 = _link_addrs(k)
             rtt += self.delays.get(role, 0.0)
+            stages += self.has_stage(role)
             name = None if role == UNNAMED else f"{role}.{DOMAIN}"
-            nodes[role] = Node(role, self.ns(role), k, up4, up6, name, role != SILENT, rtt, k)
+            nodes[role] = Node(role, self.ns(role), k, up4, up6, name, role != SILENT, rtt, stages)
         for role, (base4, prefix6) in END_LINKS.items():
             end_rtt = rtt + self.delays.get(role, 0.0)
             ttl = len(ROUTERS) + 1
@@ -207,9 +208,13 @@ class Lab:
                 f"{role}.{DOMAIN}",
                 True,
                 end_rtt,
-                ttl,
+                stages + self.has_stage(role),
             )
         return nodes
+
+    def has_stage(self, role: str) -> bool:
+        """Whether the link ending at ``role`` gets a delay stage (only a positive delay does)."""
+        return role != "client" and self.delays.get(role, 0.0) > 0
 
     def ns(self, role: str) -> str:
         return f"{self.prefix}{role}"
@@ -480,9 +485,9 @@ class Lab:
         # which this kernel lacks; the xt NFQUEUE target through nft_compat works).
         queues = []
         for role in roles:
-            delay = self.delays.get(role, 0.0)
-            if role == "client" or delay <= 0:
+            if not self.has_stage(role):
                 continue
+            delay = self.delays[role]
             _ns_exec(self.ns(role), ["iptables-nft", *_QUEUE_RULE])
             # Neighbour discovery is never delayed (the entries are permanent anyway).
             for nd_type in ("neighbour-solicitation", "neighbour-advertisement"):

@@ -51,6 +51,18 @@ def test_plan_promises_cumulative_rtts_and_one_silent_one_unnamed_hop():
     assert not plan.rtt_ok(28 + lab_mod.STAGE_SLACK_MS * 7 + lab_mod.BASE_SLACK_MS + 0.1, hops[-1])
 
 
+def test_stages_count_only_links_with_a_delay():
+    plan = lab_mod.Lab("test", {"r2": 1.0, "r5": 0.0, "target": 2.0})
+    assert [n.stages for n in plan.hops()] == [0, 1, 1, 1, 1, 1, 2]
+    assert plan.prohibited.stages == 1 and plan.client.stages == 0
+    # `lab up --no-delay`: no stage anywhere, so the window is the base slack only
+    plain = lab_mod.Lab("test", {})
+    assert {n.stages for n in plain.nodes.values()} == {0}
+    assert plain.rtt_tolerance(plain.target) == (-lab_mod.EARLY_SLACK_MS, lab_mod.BASE_SLACK_MS)
+    # the default lab delays every link
+    assert [n.stages for n in lab_mod.Lab("test", None).hops()] == list(range(1, 8))
+
+
 def test_the_report_states_the_window_the_lab_applies():
     from compare.harness import tolerances
 
