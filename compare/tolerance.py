@@ -9,10 +9,10 @@ implementation measured, but for the stamps taken in the kernel a little beside 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from handrolled.results import Outcome, PingSummary, Probe
 
@@ -33,21 +33,7 @@ WIRE_MEDIAN_MS = 0.5  # |median (reported - wire)| per side
 SIDES_MIN_MS = 1.5  # |min RTT handrolled - min RTT reference| on the same path
 
 
-@dataclass(frozen=True)
-class Recomputed:
-    transmitted: int
-    received: int
-    duplicates: int
-    errors: int
-    loss_percent: float
-    min_ms: float | None
-    avg_ms: float | None
-    max_ms: float | None
-    stdev_ms: float | None
-    mdev_ms: float | None
-
-
-def recompute(probes: Sequence[Probe]) -> Recomputed:
+def recompute(probes: Sequence[Probe]) -> PingSummary:
     """Statistics from raw probes, computed here from the probes' own send/receive times.
 
     RTTs come from ``recv_ns - send_ns`` (not from the side's ``rtt_ms``), so a side that
@@ -62,21 +48,21 @@ def recompute(probes: Sequence[Probe]) -> Recomputed:
     n = len(sent)
     loss = 100.0 * (n - len(rtts)) / n if n else 100.0
     if not rtts:
-        return Recomputed(n, 0, len(probes) - n, errors, loss, None, None, None, None, None)
+        return PingSummary(n, 0, len(probes) - n, errors, loss)
     mean = math.fsum(rtts) / len(rtts)
     variance = math.fsum((x - mean) ** 2 for x in rtts)
     sample = math.sqrt(variance / (len(rtts) - 1)) if len(rtts) > 1 else 0.0
-    return Recomputed(
-        n,
-        len(rtts),
-        len(probes) - n,
-        errors,
-        loss,
-        min(rtts),
-        mean,
-        max(rtts),
-        sample,
-        math.sqrt(variance / len(rtts)),
+    return PingSummary(
+        transmitted=n,
+        received=len(rtts),
+        duplicates=len(probes) - n,
+        errors=errors,
+        loss_percent=loss,
+        min_ms=min(rtts),
+        avg_ms=mean,
+        max_ms=max(rtts),
+        stdev_ms=sample,
+        mdev_ms=math.sqrt(variance / len(rtts)),
     )
 
 
@@ -84,18 +70,17 @@ def summary_mismatches(summary: PingSummary, probes: Sequence[Probe]) -> list[st
     """Where a side's own summary differs from the recomputation (empty: they agree)."""
     mine = recompute(probes)
     problems = []
-    for name in ("transmitted", "received", "duplicates", "errors"):
-        if getattr(summary, name) != getattr(mine, name):
-            problems.append(
-                f"{name}: side says {getattr(summary, name)}, probes say {getattr(mine, name)}"
-            )
-    if abs(summary.loss_percent - mine.loss_percent) > 1e-9:
-        problems.append(f"loss: side says {summary.loss_percent}%, probes say {mine.loss_percent}%")
-    for name in ("min_ms", "avg_ms", "max_ms", "stdev_ms", "mdev_ms"):
+    for name in (f.name for f in dataclasses.fields(PingSummary)):
         theirs, ours = getattr(summary, name), getattr(mine, name)
-        if (theirs is None) != (ours is None) or (
-            ours is not None and abs(theirs - ours) > SUMMARY_EPS_MS
-        ):
+        if name == "loss_percent":
+            if abs(theirs - ours) > 1e-9:
+                problems.append(f"loss: side says {theirs}%, probes say {ours}%")
+        elif name.endswith("_ms"):  # RTT statistics: None when nothing came back
+            if (theirs is None) != (ours is None) or (
+                ours is not None and abs(theirs - ours) > SUMMARY_EPS_MS
+            ):
+                problems.append(f"{name}: side says {theirs}, probes say {ours}")
+        elif theirs != ours:  # the counts
             problems.append(f"{name}: side says {theirs}, probes say {ours}")
     for p in probes:
         if p.rtt_ms is not None and p.recv_ns is not None:
