@@ -24,6 +24,7 @@ from compare.lab import (
     HANDROLLED_PATH_ENV,
     STAGE_SLACK_MS,
     Lab,
+    LabError,
 )
 from compare.traceroute import TRACE_EXCESS_MS
 from handrolled.errors import WiretwinError
@@ -180,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                 target: Lab | Context = Context(LocalSite(explicit.iface))
             elif args.lab_id:
                 target = Lab.load(args.lab_id)
+                if not target.delay_alive():
+                    raise LabError(
+                        f"lab {args.lab_id}: its delay stage is not running, so the delayed links"
+                        " drop every packet; rebuild it (wiretwin lab down --lab-id"
+                        f" {args.lab_id}; wiretwin lab up)"
+                    )
             else:
                 _progress("building the lab ...", not args.no_progress)
                 target = stack.enter_context(Lab.create())

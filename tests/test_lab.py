@@ -167,6 +167,18 @@ def test_a_stale_delay_pid_of_another_process_is_neither_trusted_nor_killed(tmp_
         delay.wait()
 
 
+def test_compare_on_a_lab_whose_delay_stage_died_is_an_error(tmp_path, monkeypatch, capsys):
+    from compare import harness
+
+    monkeypatch.setattr(lab_mod, "STATE_DIR", tmp_path)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    state = {"lab_id": "dead", "delays": lab_mod.DEFAULT_DELAYS_MS, "delay_pid": gone.pid}
+    (tmp_path / "dead.json").write_text(json.dumps(state))
+    assert harness.main(["ping", "--lab-id", "dead", "--no-progress"]) == harness.EXIT_ERROR
+    assert "delay stage is not running" in capsys.readouterr().err
+
+
 class _Unpicklable(Exception):
     """An exception that cannot cross as a pickle: it holds a lock."""
 
