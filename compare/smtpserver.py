@@ -6,6 +6,8 @@ The lab server runs on a listening socket created inside the namespace (a socket
 namespace), served from a thread of the harness process, and records every message it accepts:
 envelope and content exactly as received after the dot is removed.  A recipient whose local
 part starts with ``refuse`` is refused with 550, so scenarios can exercise partial refusal.
+Its EHLO reply offers PIPELINING (aiosmtpd copes with pipelined commands, but never says so),
+so the comparison's pipelined scenarios really pipeline.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class Received:
 @dataclass
 class _Recorder:
     messages: list[Received] = field(default_factory=list)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        responses.insert(-1, "250-PIPELINING")  # RFC 2920; aiosmtpd reads line by line
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.split("@", 1)[0].lower().startswith(REFUSE_PREFIX):

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from compare.smtpserver import SmtpdServer
+from compare.smtpserver import LabSmtpServer, SmtpdServer
 
 __all__ = [
     "AUTH_PASSWORD",
@@ -555,15 +555,8 @@ def scripted_smtp_server() -> Iterator[Callable[[Callable[[ScriptPeer], None]], 
 
 
 @pytest.fixture
-def lab_smtp_server(lab) -> Iterator[SmtpdServer]:
-    """The recording server listening on the lab target's IPv4 address, port 25.
-
-    The socket is made inside the target namespace (``lab.socket``) and served by aiosmtpd
-    in this process through ``create_server(sock=...)``.
-    """
-    sock = lab.socket("target", socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((lab.target.addr4, 25))
-    sock.listen(16)
-    with serve_recording(sock=sock) as server:
+def lab_smtp_server(lab) -> Iterator[LabSmtpServer]:
+    """The comparison's recording server (PIPELINING offered) on the lab target's IPv4
+    address, port 25: a socket made inside the target namespace, served from this process."""
+    with LabSmtpServer(lab, "target", 25) as server:
         yield server
