@@ -115,7 +115,10 @@ def _validate(
 
 
 def _tls_context(insecure: bool, cafile: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=cafile)
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except OSError as exc:  # a missing or unreadable CA file (ssl.SSLError is an OSError)
+        raise UsageError(f"cannot load CA file {cafile}: {exc.strerror or exc}") from exc
     if insecure:
         log.warning("TLS certificate verification is OFF (insecure): the server is not checked")
         context.check_hostname = False

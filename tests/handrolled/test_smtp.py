@@ -477,6 +477,7 @@ def test_auth_not_offered(smtp_server):
         {"helo_name": "has space"},
         {"recipients": []},
         {"starttls": True, "tls": True},
+        {"starttls": True, "cafile": "/nonexistent/ca.pem"},
     ],
 )
 def test_bad_arguments_refused_before_sending(kwargs, smtp_server):
@@ -746,6 +747,7 @@ def test_cli_body_file_and_auth(smtp_tls_server, tmp_path, capsys):
         ["--server", "127.0.0.1", "--from", SENDER, "--to", RCPT, "--tls", "--starttls"],
         ["--server", "127.0.0.1", "--from", SENDER, "--to", RCPT, "--body-file", "/nonexistent"],
         ["--server", "127.0.0.1", "--from", SENDER, "--to", RCPT, "--port", "many"],
+        ["--server", "127.0.0.1", "--from", SENDER, "--to", RCPT, "--starttls", "--cafile", "/x"],
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys):

@@ -207,6 +207,8 @@ def test_plain_auth_refused_unless_allowed(smtp_auth_server) -> None:
         {"helo_name": "bad name"},
         {"starttls": True, "tls": True},
         {"timeout": 0},
+        {"starttls": True, "cafile": "/nonexistent/ca.pem"},
+        {"tls": True, "cafile": "/nonexistent/ca.pem"},
     ],
 )
 @pytest.mark.parametrize("fn", BOTH)
