@@ -151,23 +151,19 @@ class TraceSockets:
 
         ICMP probes go through ``net.IcmpSocket.send``, which returns the kernel's transmit
         stamp where there is one; UDP/TCP probes are timed by the clock read before sendto.
+        Raises ``OSError`` when the local stack refuses the probe (EHOSTUNREACH, EACCES...).
         """
-        try:
-            if self.method is Method.ICMP:
-                self.icmp_socket.set_ttl(ttl)
-                return self.icmp_socket.send(data, self.dst)
-            if self.v6:
-                self.sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-            else:
-                self.sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-            # raw sockets ignore the port, but AF_INET6 wants a 4-tuple-compatible address
-            address = (self.dst, 0, 0, 0) if self.v6 else (self.dst, 0)
-            send_ns = time.time_ns()
-            self.sender.sendto(data, address)
-        except OSError as exc:
-            # EHOSTUNREACH / ENETUNREACH etc.: the local stack refused; treat as a lost probe
-            log.debug("sendto failed with TTL %d: %s", ttl, exc)
-            return time.time_ns()
+        if self.method is Method.ICMP:
+            self.icmp_socket.set_ttl(ttl)
+            return self.icmp_socket.send(data, self.dst)
+        if self.v6:
+            self.sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+        else:
+            self.sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        # raw sockets ignore the port, but AF_INET6 wants a 4-tuple-compatible address
+        address = (self.dst, 0, 0, 0) if self.v6 else (self.dst, 0)
+        send_ns = time.time_ns()
+        self.sender.sendto(data, address)
         return send_ns
 
     def receivers(self) -> list[socket.socket]:

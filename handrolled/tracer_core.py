@@ -156,6 +156,11 @@ class TraceScheduler:
     def mark_sent(self, index: int, at: float) -> None:
         self.slots[index].sent_at = at
 
+    def mark_lost(self, index: int, at: float) -> None:
+        """Probe ``index`` could not be sent (the local stack refused it): done at once."""
+        self.slots[index].sent_at = at
+        self.slots[index].done = True
+
     def on_reply(self, index: int, at: float, *, final: bool, sent_at: float | None = None) -> bool:
         """Record a reply to probe ``index`` received at ``at``; False if it no longer counts.
 

@@ -408,10 +408,18 @@ class Tracer:
             for k in sched.to_send():
                 ttl = sched.ttl_of(k)
                 sent = self._build(k, ttl)
-                sent.send_ns = sockets.send(sent.data, ttl)
+                self.sent[k] = sent
+                try:
+                    sent.send_ns = sockets.send(sent.data, ttl)
+                except OSError as exc:  # refused locally (EHOSTUNREACH, EACCES...): lost, say why
+                    log.debug("sendto failed with TTL %d: %s", ttl, exc)
+                    sent.send_ns = time.time_ns()
+                    sched.mark_lost(k, self.clock())
+                    note = f"sendto: {exc.strerror or exc}"
+                    sent.probe = self._probe(sent, Outcome.TIMEOUT, note=note)
+                    continue
                 sent.send_mono = self.clock()
                 sched.mark_sent(k, sent.send_mono)
-                self.sent[k] = sent
             deadline = sched.next_deadline()
             now = self.clock()
             timeout = 0.0 if deadline is None else max(deadline - now, 0.0)

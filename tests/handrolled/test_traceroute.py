@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 import sys
+import time
 
 import pytest
 
@@ -134,6 +135,15 @@ def test_hops_are_released_in_order_only() -> None:
     s.on_reply(0, 0.01, final=False)
     assert s.pop_complete_hops() == [1, 2, 3]
     assert s.pop_complete_hops() == []
+
+
+def test_a_probe_that_could_not_be_sent_is_done_at_once() -> None:
+    s = TraceScheduler(max_hops=2, probes_per_hop=1, sim_queries=1)
+    assert s.to_send() == [0]
+    s.mark_lost(0, 0.0)
+    assert s.in_flight == 0 and s.next_deadline() is None and s.to_send() == [1]
+    assert s.pop_complete_hops() == [1]
+    assert not s.on_reply(0, 0.01, final=True)  # a reply to what never left does not count
 
 
 def test_first_ttl_numbers_probes_from_there() -> None:
@@ -540,6 +550,35 @@ def test_lab_trace_matches_the_truth_and_traceroute8(lab, method, flag, family) 
         assert {p.outcome for p in hop.probes} == {expected}
         assert all(p.kernel_timestamp for p in hop.probes)
     assert _our_hops(result) == _system_hops(lab, flag, family, "target.lab.test")
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("method", list(Method))
+def test_lab_refused_probes_settle_at_once_with_a_note(lab, method) -> None:
+    # the client's stack refuses probes to the limited broadcast address (no route to it, and
+    # no SO_BROADCAST): nothing leaves, and each probe settles at once, saying why, as in ping,
+    # instead of waiting out MAX
+    sched = TraceScheduler(max_hops=3, probes_per_hop=2, wait=(5.0, 3.0, 10.0))
+    with lab.entered("client"), TraceSockets(method, 4, "255.255.255.255", lab.client.addr4) as s:
+        tracer = Tracer(
+            s,
+            sched,
+            method=method,
+            dst="255.255.255.255",
+            src=lab.client.addr4,
+            family=4,
+            ident=0x4545,
+            port=33434,
+            payload=DEFAULT_PAYLOAD,
+            resolver=None,
+        )
+        started = time.monotonic()
+        hops = tracer.run()
+        elapsed = time.monotonic() - started
+    assert [h.ttl for h in hops] == [1, 2, 3] and elapsed < 1.0
+    for hop in hops:
+        assert [p.outcome for p in hop.probes] == [Outcome.TIMEOUT] * 2
+        assert all(p.note.startswith("sendto: ") and p.send_ns for p in hop.probes), hop
 
 
 @pytest.mark.lab
