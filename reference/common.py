@@ -30,8 +30,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
+from handrolled.results import Outcome
 
 log = logging.getLogger(__name__)
+
+# ICMP error types that quote a datagram, by IP version, and what they mean for the probe they
+# quote (RFC 792; RFC 4443 3.3 time exceeded, 3.1 destination unreachable).
+ICMP_ERRORS = {
+    4: {11: Outcome.TIME_EXCEEDED, 3: Outcome.UNREACHABLE},
+    6: {3: Outcome.TIME_EXCEEDED, 1: Outcome.UNREACHABLE},
+}
+PORT_UNREACHABLE = {4: 3, 6: 4}  # the unreachable code of a closed port (RFC 792; RFC 4443 3.1)
 
 DEFAULT_DNS_BUDGET_S = 2.0
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # asm-generic/socket.h
@@ -88,6 +97,31 @@ def resolve(host: str, family: int | None) -> tuple[str, int]:
             addr = ipaddress.ip_address(sockaddr[0].split("%")[0])
             return addr.compressed, addr.version
     raise ResolveError(host, "no IPv4 or IPv6 address")
+
+
+def ip_header(version: int, dst: str, ttl: int, ip_id: int) -> Any:
+    """The IP header of every reference probe as a scapy layer, each field chosen deliberately.
+
+    IPv4 (RFC 791) -- what differs from a kernel-built header (iputils ``ping`` over a raw
+    ICMP socket, checked with tcpdump on this kernel: DF set, ttl 64, hashed ID):
+      - ``flags=DF``: scapy's default is no flags; Linux sets DF on raw ICMP sockets because
+        the default PMTU discovery mode is "want" (net.ipv4.ip_no_pmtu_disc = 0).
+      - ``id=ip_id``: scapy defaults to 1, the kernel draws from a hashed per-destination
+        counter that nobody can reproduce; callers pass the probe's sequence number so it is
+        deterministic (the one field compare must allow to differ).  An ID of 0 is left to the
+        kernel to fill.
+      - ``ttl``: the caller's (scapy would say 64).
+      - ``tos=0``, no options, checksum and length computed by scapy (and by the kernel again
+        under IP_HDRINCL: same values).
+    IPv6 (RFC 8200): ``tc=0``, ``fl=0`` (Linux puts a hashed flow label on by default,
+    net.ipv6.auto_flowlabels = 1: another field compare must allow to differ), ``hlim=ttl``.
+    """
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+
+    if version == 4:
+        return IP(dst=dst, ttl=ttl, id=ip_id & 0xFFFF, flags="DF", tos=0)
+    return IPv6(dst=dst, hlim=ttl, tc=0, fl=0)
 
 
 def open_l3(version: int) -> Any:

@@ -6,8 +6,9 @@ confirmed by ``reply.answers(request)``.  RTT = the capture timestamp the kernel
 reply (``pkt.time``) minus scapy's ``sent_time``, taken right before ``sendto``.
 
 The IP header is built here, not by the kernel, so each field that scapy would default
-differently from Linux is set on purpose (see :func:`build_request`).  Runs inside a lab
-namespace when started there (``ip netns exec``; see reference.common for the routing table).
+differently from Linux is set on purpose (see :func:`reference.common.ip_header`).  Runs inside
+a lab namespace when started there (``ip netns exec``; see reference.common for the routing
+table).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import Any
 from handrolled.errors import UsageError
 from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
 from reference.common import (
+    ICMP_ERRORS,
     default_payload,
     icmp6_layer,
+    ip_header,
     open_l3,
     reply_fields,
     resolve,
@@ -35,9 +38,6 @@ from reference.common import (
 
 log = logging.getLogger(__name__)
 
-# ICMP types that carry a quoted datagram and what they mean for a probe.
-_V4_ERRORS = {11: Outcome.TIME_EXCEEDED, 3: Outcome.UNREACHABLE}  # RFC 792
-_V6_ERRORS = {3: Outcome.TIME_EXCEEDED, 1: Outcome.UNREACHABLE}  # RFC 4443 3.3, 3.1
 _MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
 
 
@@ -62,36 +62,21 @@ def kernel_default_ttl(version: int) -> int:
 def build_request(version: int, dst: str, ident: int, seq: int, payload: bytes, ttl: int) -> Any:
     """One echo request as a scapy packet, every header field chosen deliberately.
 
-    IPv4 (RFC 791) -- what differs from a kernel-built header (iputils ``ping`` over a raw
-    ICMP socket, checked with tcpdump on this kernel: DF set, ttl 64, hashed ID):
-      - ``flags=DF``: scapy's default is no flags; Linux sets DF on raw ICMP sockets because
-        the default PMTU discovery mode is "want" (net.ipv4.ip_no_pmtu_disc = 0).
-      - ``id=seq``: scapy defaults to 1, the kernel draws from a hashed per-destination counter
-        that nobody can reproduce; we use the sequence number so it is deterministic (the
-        one field compare must allow to differ).  An ID of 0 is left to the kernel to fill.
-      - ``ttl``: the caller's, else the namespace's ip_default_ttl (scapy would say 64).
-      - ``tos=0``, no options, checksum and length computed by scapy (and by the kernel again
-        under IP_HDRINCL: same values).
-    IPv6 (RFC 8200): ``tc=0``, ``fl=0`` (Linux puts a hashed flow label on by default,
-    net.ipv6.auto_flowlabels = 1: another field compare must allow to differ), ``hlim`` as
-    ttl above.  The ICMPv6 checksum covers the pseudo-header (RFC 4443 2.3): scapy computes it
-    from the source address its routing table picks.
+    IP header: :func:`reference.common.ip_header` with ID ``seq`` (the reasons for each field
+    are there); ``ttl`` is the caller's, else the namespace's ip_default_ttl (see
+    :func:`kernel_default_ttl`).  ICMP (RFC 792): type 8, code 0, the caller's identifier and
+    sequence, the payload as given.  The ICMPv6 checksum covers the pseudo-header (RFC 4443
+    2.3): scapy computes it from the source address its routing table picks.
     """
-    from scapy.layers.inet import ICMP, IP
-    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import ICMPv6EchoRequest
     from scapy.packet import Raw
 
+    ip = ip_header(version, dst, ttl, seq)
     if version == 4:
-        pkt = IP(dst=dst, ttl=ttl, id=seq & 0xFFFF, flags="DF", tos=0) / ICMP(
-            type=8, code=0, id=ident, seq=seq & 0xFFFF
-        )
-        if payload:
-            pkt = pkt / Raw(load=payload)
-    else:
-        pkt = IPv6(dst=dst, hlim=ttl, tc=0, fl=0) / ICMPv6EchoRequest(
-            id=ident, seq=seq & 0xFFFF, data=payload
-        )
-    return pkt
+        pkt = ip / ICMP(type=8, code=0, id=ident, seq=seq & 0xFFFF)
+        return pkt / Raw(load=payload) if payload else pkt
+    return ip / ICMPv6EchoRequest(id=ident, seq=seq & 0xFFFF, data=payload)
 
 
 def icmp_checksum_ok(reply: Any) -> bool:
@@ -131,12 +116,11 @@ def _classify(version: int, reply: Any) -> tuple[Outcome, int | None, int | None
 
     if version == 4:
         icmp = reply[ICMP]
-        outcome = _V4_ERRORS.get(icmp.type, Outcome.REPLY)
-        return outcome, icmp.type, icmp.code
+        return ICMP_ERRORS[4].get(icmp.type, Outcome.REPLY), icmp.type, icmp.code
     icmp6 = icmp6_layer(reply)
     icmp_type = icmp6.type if icmp6 is not None else None
     code = icmp6.code if icmp6 is not None else None
-    return _V6_ERRORS.get(icmp_type, Outcome.REPLY), icmp_type, code
+    return ICMP_ERRORS[6].get(icmp_type, Outcome.REPLY), icmp_type, code
 
 
 def _corrupt_reason(version: int, reply: Any, pending: _Pending, payload: bytes) -> str:

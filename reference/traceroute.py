@@ -15,7 +15,7 @@ Not scapy's ``traceroute()``: that one is a TCP traceroute with random source po
 
 Per-probe identifiers (deterministic, so compare can lay the bytes side by side):
 
-- ICMP: echo identifier ``ident``, sequence ``n + 1``;
+- ICMP: echo identifier ``ident``, sequence ``n + 1``: reference.ping's echo request;
 - UDP: source port ``ident``, destination port ``port + n`` (33434 by default);
 - TCP: source port ``(ident + n) & 0xffff`` (one per probe, as traceroute(8) -T binds a
   socket per probe), destination ``port`` (80 by default), sequence number ``n + 1``, SYN only,
@@ -23,7 +23,8 @@ Per-probe identifiers (deterministic, so compare can lay the bytes side by side)
   ports and window are the hand-rolled tracer's documented choices too: they are inputs of the
   comparison, so that the two sides' probes are identical byte for byte.  Our own kernel
   answers the destination's SYN-ACK with a RST (no socket owns the port): a half-open probe.
-- IP header: ID ``n + 1``, DF set and TOS 0 as in reference.ping; IPv6 flow label 0.
+- IP header: reference.common's ``ip_header`` with ID ``n + 1`` (DF set, TOS 0; IPv6 flow
+  label 0), as for reference.ping.
 
 Times: send = scapy's ``sent_time`` (right before sendto), receive = the kernel's capture stamp
 (``pkt.time``), both on the wall clock, which also schedules the waits.
@@ -44,8 +45,11 @@ from handrolled.errors import UsageError
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 from reference.common import (
     DEFAULT_DNS_BUDGET_S,
+    ICMP_ERRORS,
+    PORT_UNREACHABLE,
     default_payload,
     icmp6_layer,
+    ip_header,
     open_l3,
     reply_fields,
     reverse_names,
@@ -53,6 +57,7 @@ from reference.common import (
     to_ns,
 )
 from reference.common import resolve as resolve_host
+from reference.ping import build_request
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +102,14 @@ def build_probe(
     payload: bytes,
 ) -> Any:
     """Probe ``index`` as a scapy packet (fields as documented in the module docstring)."""
-    from scapy.layers.inet import ICMP, IP, TCP, UDP
-    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.layers.inet import TCP, UDP
     from scapy.packet import Raw
 
     seq = (index + 1) & 0xFFFF
-    if version == 4:
-        ip = IP(dst=dst, ttl=ttl, id=seq, flags="DF", tos=0)
-    else:
-        ip = IPv6(dst=dst, hlim=ttl, tc=0, fl=0)
     if method is Method.ICMP:
-        if version == 4:
-            pkt = ip / ICMP(type=8, code=0, id=ident, seq=seq)
-        else:
-            return ip / ICMPv6EchoRequest(id=ident, seq=seq, data=payload)
-    elif method is Method.UDP:
+        return build_request(version, dst, ident, seq, payload, ttl)
+    ip = ip_header(version, dst, ttl, seq)
+    if method is Method.UDP:
         pkt = ip / UDP(sport=source_port(method, ident, index), dport=(port + index) & 0xFFFF)
     else:
         pkt = ip / TCP(
@@ -135,23 +133,20 @@ def _classify(
         icmp = reply.getlayer(ICMP)
         icmp_type = icmp.type if icmp is not None else None
         code = icmp.code if icmp is not None else None
-        time_exceeded, unreachable, port_unreachable = 11, 3, 3
     else:
         icmp6 = icmp6_layer(reply)
         icmp_type = icmp6.type if icmp6 is not None else None
         code = icmp6.code if icmp6 is not None else None
-        time_exceeded, unreachable, port_unreachable = 3, 1, 4  # RFC 4443 3.3, 3.1
     if icmp_type is None and TCP in reply:  # SYN-ACK or RST from the destination
         return Outcome.REPLY, None, None
-    if icmp_type == time_exceeded:
-        return Outcome.TIME_EXCEEDED, icmp_type, code
-    if icmp_type == unreachable:
+    error = ICMP_ERRORS[version].get(icmp_type)
+    if error is Outcome.UNREACHABLE:
         destination_says_port_closed = (
-            method is Method.UDP and code == port_unreachable and reply.src == target
+            method is Method.UDP and code == PORT_UNREACHABLE[version] and reply.src == target
         )
         outcome = Outcome.REPLY if destination_says_port_closed else Outcome.UNREACHABLE
         return outcome, icmp_type, code
-    return Outcome.REPLY, icmp_type, code  # echo reply
+    return error or Outcome.REPLY, icmp_type, code  # time exceeded, or an echo reply
 
 
 def _validate(
