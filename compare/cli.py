@@ -20,8 +20,6 @@ import signal
 import sys
 from collections.abc import Callable
 
-from tabulate import tabulate
-
 from handrolled.errors import WiretwinError
 
 EXIT_ERROR = 2
@@ -99,6 +97,8 @@ def _parse_delays(text: str) -> dict[str, float]:
 
 
 def print_truth(lab, as_json: bool = False) -> None:
+    from tabulate import tabulate  # here, not at start-up: it costs every command ~80 ms
+
     from compare.lab import BASE_SLACK_MS, STAGE_SLACK_MS
 
     rows = lab.truth()
