@@ -121,8 +121,6 @@ class Queue:
     number: int
     delay_ns: int
     sock: socket.socket | None = None
-    held: int = 0
-    passed: int = 0
 
 
 def bind(queue: Queue) -> None:
@@ -149,7 +147,7 @@ def bind(queue: Queue) -> None:
     queue.sock = sock
 
 
-def serve(queues: list[Queue], stop_after: float | None = None) -> None:
+def serve(queues: list[Queue]) -> None:
     """Hold every queued packet for its queue's delay, then accept it; runs until signalled."""
     by_fd = {q.sock.fileno(): q for q in queues if q.sock is not None}
     heap: list[tuple[int, int, int, int]] = []  # (release, wall-clock ns; order; fd; packet id)
@@ -162,8 +160,7 @@ def serve(queues: list[Queue], stop_after: float | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    deadline = None if stop_after is None else time.monotonic() + stop_after
-    while running and (deadline is None or time.monotonic() < deadline):
+    while running:
         if heap and 0 < heap[0][0] - time.time_ns() <= SPIN_NS:
             # The last stretch is spun, not slept: a timer wake-up lands 50-200 us late here.
             while time.time_ns() < heap[0][0]:
@@ -173,7 +170,6 @@ def serve(queues: list[Queue], stop_after: float | None = None) -> None:
         while heap and heap[0][0] <= now:
             _release, _order, fd, packet_id = heapq.heappop(heap)
             due[fd] = max(packet_id, due.get(fd, 0))
-            by_fd[fd].passed += 1
         for fd, packet_id in due.items():
             # One batch verdict per queue accepts every id up to this one: a queue holds its
             # packets for one fixed delay, so ids fall due in order (first in, first out).
@@ -208,7 +204,6 @@ def serve(queues: list[Queue], stop_after: float | None = None) -> None:
                     # process spent busy elsewhere is not added to the link's delay.
                     arrived = read_at if stamp is None or stamp > read_at else stamp
                     order += 1
-                    queue.held += 1
                     heapq.heappush(heap, (arrived + queue.delay_ns, order, fd, packet_id))
 
 
@@ -225,9 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m compare.delay", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--queue", type=parse_queue, action="append", required=True)
-    parser.add_argument(
-        "--stop-after", type=float, default=None, help="exit after this many seconds"
-    )
     args = parser.parse_args(argv)
     try:
         for queue in args.queue:
@@ -250,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     stamper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     stamper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     print("ready", flush=True)
-    serve(args.queue, args.stop_after)
+    serve(args.queue)
     stamper.close()
     return 0
 
