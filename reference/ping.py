@@ -123,7 +123,7 @@ def _classify(version: int, reply: Any) -> tuple[Outcome, int | None, int | None
     return ICMP_ERRORS[6].get(icmp_type, Outcome.REPLY), icmp_type, code
 
 
-def _corrupt_reason(version: int, reply: Any, pending: _Pending, payload: bytes) -> str:
+def _corrupt_reason(version: int, reply: Any, payload: bytes) -> str:
     """Why a matched echo reply is not a faithful echo ('' if it is)."""
     from scapy.layers.inet import ICMP
     from scapy.layers.inet6 import ICMPv6EchoReply
@@ -298,13 +298,12 @@ def run_ping(
                 if late(item, reply):
                     log.info("late reply for seq %d ignored", item.seq)
                     return
-                reason = _corrupt_reason(version, reply, item, payload)
                 if item.done is not None:
                     finish(item, probe_for(item, Outcome.DUPLICATE, reply))
-                elif reason:
-                    finish(item, probe_for(item, Outcome.CORRUPT, reply, reason))
-                else:
-                    finish(item, probe_for(item, Outcome.REPLY, reply))
+                    return
+                reason = _corrupt_reason(version, reply, payload)
+                outcome = Outcome.CORRUPT if reason else Outcome.REPLY
+                finish(item, probe_for(item, outcome, reply, reason))
                 return
         # scapy's answers() refuses an ICMPv6 echo reply whose data differs, and a corrupted
         # identifier/sequence hashes elsewhere: look for a damaged echo of ours by ident/seq.
@@ -314,7 +313,7 @@ def run_ping(
             if late(item, reply):
                 log.info("late reply for seq %d ignored", item.seq)
                 return
-            reason = _corrupt_reason(version, reply, item, payload) or "reply does not answer"
+            reason = _corrupt_reason(version, reply, payload) or "reply does not answer"
             finish(item, probe_for(item, Outcome.CORRUPT, reply, reason))
 
     try:
