@@ -117,18 +117,3 @@ def write_pcap(path: str | Path, frames: list[Frame]) -> None:
             sec, nsec = divmod(frame.time_ns, 1_000_000_000)
             out.write(struct.pack("<IIII", sec, nsec, len(frame.data), len(frame.data)))
             out.write(frame.data)
-
-
-def read_pcap(path: str | Path) -> list[Frame]:
-    """Read back a file written by write_pcap (direction is not stored in pcap: outgoing=False)."""
-    data = Path(path).read_bytes()
-    magic = struct.unpack_from("<I", data)[0]
-    if magic != PCAP_MAGIC_NS:
-        raise ValueError(f"{path}: not a nanosecond pcap (magic {magic:#x})")
-    frames, offset = [], 24
-    while offset + 16 <= len(data):
-        sec, nsec, caplen, _ = struct.unpack_from("<IIII", data, offset)
-        offset += 16
-        frames.append(Frame(sec * 1_000_000_000 + nsec, False, data[offset : offset + caplen]))
-        offset += caplen
-    return frames
