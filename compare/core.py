@@ -60,8 +60,6 @@ class Sides:
 class Site:
     """Where the two sides run and where their packets are captured."""
 
-    name = "site"
-
     def call(self, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None) -> Any:
         raise NotImplementedError
 
@@ -77,7 +75,6 @@ class LabSite(Site):
     """The lab's client namespace; capture on its only link."""
 
     lab: Lab
-    name = "lab"
 
     def call(self, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None) -> Any:
         return self.lab.call("client", target, *args, call_env=env, **kwargs)
@@ -94,7 +91,6 @@ class LocalSite(Site):
     """This machine's own namespace, for targets the user names (``--host``, ``--server``)."""
 
     iface: str | None = None  # None: capture on every interface
-    name = "local"
 
     def call(self, target: str, args: tuple, kwargs: dict, env: dict[str, str] | None) -> Any:
         return call_python([], target, args, kwargs, timeout=300, env=env)
@@ -111,11 +107,14 @@ class Context:
     """What a scenario runs against: a site, and the lab's truth when the site is a lab."""
 
     site: Site
-    lab: Lab | None = None
+
+    @property
+    def lab(self) -> Lab | None:
+        return self.site.lab if isinstance(self.site, LabSite) else None
 
     @classmethod
     def of_lab(cls, lab: Lab) -> Context:
-        return cls(LabSite(lab), lab)
+        return cls(LabSite(lab))
 
 
 def run_side(
