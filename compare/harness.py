@@ -13,11 +13,11 @@ import importlib
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compare import report, tolerance
-from compare.core import Context, LocalSite, Row, Sides
+from compare.core import Context, LocalSite, Row
 from compare.lab import (
     BASE_SLACK_MS,
     EARLY_SLACK_MS,
@@ -100,8 +100,7 @@ def run_all(
             step += 1
             _progress(f"[{step}/{total}] {sc.name} ...", progress)
             started = time.monotonic()
-            sides = Sides(mod.SIDES.handrolled, mod.SIDES.reference, env)
-            new_rows, runs = mod.run(ctx, sc, sides)
+            new_rows, runs = mod.run(ctx, sc, replace(mod.SIDES, env=env))
             if repeat > 1:
                 for r in new_rows:
                     r.scenario = f"{r.scenario} #{round_index + 1}"
@@ -135,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wiretwin compare", description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=(*KINDS, "all"))
     parser.add_argument(
-        "--lab", action="store_true", default=True, help="run on a new lab (the default)"
+        "--lab",
+        action="store_true",
+        help="run on a new lab: the default without --lab-id or --host/--server (accepted, no-op)",
     )
     parser.add_argument("--lab-id", help="use a lab that is already up (wiretwin lab up)")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
