@@ -89,7 +89,7 @@ def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row
         "ident": IDENT,
         "payload": b"" if sc.method is Method.TCP else PAYLOAD,
     }
-    host = lab.nodes[sc.to].hostname if lab is not None and sc.to else sc.host
+    host = lab.nodes[sc.to].hostname if lab is not None else sc.host
     runs = {
         "handrolled": run_side(
             ctx.site, "handrolled", sides.handrolled, (host,), kwargs, sides.env
@@ -113,8 +113,8 @@ def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row
     )
     rows.append(Row(sc.name, "same reverse-DNS names", f"{len(names['handrolled'])} names",
                     f"{len(names['reference'])} names", same, details))  # fmt: skip
-    if lab is not None and sc.to is not None:
-        rows.append(_truth_row(lab, sc, res, hops))
+    if lab is not None:
+        rows.append(_truth_row(lab, sc, res, hops, names))
 
     left, right = _outcomes(res["handrolled"]), _outcomes(res["reference"])
     same = left == right
@@ -132,8 +132,11 @@ def _names(result: TraceResult) -> dict[str, str | None]:
     return {p.reply_from: p.reply_name for hop in result.hops for p in hop.probes if p.reply_from}
 
 
-def _truth_row(lab: Lab, sc: TraceScenario, res: dict[str, TraceResult], hops: dict) -> Row:
-    """Hops, their names and the trace's end, against what the lab promises."""
+def _truth_row(
+    lab: Lab, sc: TraceScenario, res: dict[str, TraceResult], hops: dict, names: dict
+) -> Row:
+    """Hops, their names (``names``: each side's :func:`_names`) and the trace's end, against
+    what the lab promises."""
     truth = lab.hops(sc.to)
     expected = [(n.ttl, n.addr(sc.family) if n.answers else "*") for n in truth]
     cells, details, ok = {}, [], True
@@ -141,11 +144,11 @@ def _truth_row(lab: Lab, sc: TraceScenario, res: dict[str, TraceResult], hops: d
         problems = []
         if hops[impl] != expected:
             problems.append(f"hops {hops[impl]} != promised {expected}")
-        names = _names(result)
+        named = names[impl]
         for node in truth:
             addr = node.addr(sc.family)
-            if node.answers and addr in names and names[addr] != node.hostname:
-                problems.append(f"ttl {node.ttl}: name {names[addr]!r}, promised {node.hostname!r}")
+            if node.answers and addr in named and named[addr] != node.hostname:
+                problems.append(f"ttl {node.ttl}: name {named[addr]!r}, promised {node.hostname!r}")
         last = result.hops[-1].probes if result.hops else ()
         if sc.to == "prohibited":
             code = UNREACHABLE_CODE[sc.family]
@@ -178,7 +181,7 @@ def _rtt_rows(lab: Lab | None, sc: TraceScenario, res: dict[str, TraceResult]) -
                 mins[impl][hop.ttl] = min(rtts)
     rows = []
     limit = TRACE_EXCESS_MS
-    if lab is not None and sc.to is not None:
+    if lab is not None:
         truth = {n.ttl: n for n in lab.hops(sc.to) if n.answers}
         excess: dict[str, float] = {}
         cells, details, ok = {}, [], True
