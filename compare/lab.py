@@ -168,8 +168,13 @@ def _run(
     return proc
 
 
+def _exec_prefix(ns: str) -> list[str]:
+    """The argv prefix that runs a program inside namespace ``ns`` (hosts files apply)."""
+    return ["ip", "netns", "exec", ns]
+
+
 def _ns_exec(ns: str, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
-    return _run(["ip", "netns", "exec", ns, *argv], **kw)
+    return _run([*_exec_prefix(ns), *argv], **kw)
 
 
 class Lab:
@@ -569,7 +574,7 @@ class Lab:
     ) -> subprocess.CompletedProcess:
         """Run a program inside a node, as a user would with `ip netns exec` (hosts files apply)."""
         return subprocess.run(
-            ["ip", "netns", "exec", self.ns(role), *argv],
+            [*_exec_prefix(self.ns(role)), *argv],
             input=input,
             capture_output=True,
             text=True,
@@ -578,7 +583,7 @@ class Lab:
         )
 
     def popen(self, role: str, argv: Sequence[str], **kw) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], **kw)
+        return subprocess.Popen([*_exec_prefix(self.ns(role)), *argv], **kw)
 
     def call(
         self,
@@ -595,7 +600,7 @@ class Lab:
         here (the same type when it pickles).  Output the function writes goes to stderr.
         ``call_env`` adds environment variables (e.g. HANDROLLED_PATH_ENV: a patched copy).
         """
-        prefix = ["ip", "netns", "exec", self.ns(role)]
+        prefix = _exec_prefix(self.ns(role))
         return call_python(prefix, target, args, kwargs, timeout=call_timeout, env=call_env)
 
     def socket(self, role: str, family: int, kind: int, proto: int = 0) -> socket.socket:
