@@ -15,6 +15,8 @@ from compare.capture import Frame
 from compare.core import Row
 from handrolled.results import Method, Outcome, Probe
 
+IP_LAYERS = ("ipv4", "ipv6")
+
 
 @dataclass
 class WireProbe:
@@ -105,9 +107,9 @@ def wire_rows(
     for impl in sides:
         bad = []
         for key, (probe, hit) in found[impl].items():
-            if probe.sent != sent_bytes_of(probe, hit.request):
+            wire_part = sent_bytes_of(probe, hit.request)
+            if probe.sent != wire_part:
                 bad.append(key)
-                wire_part = sent_bytes_of(probe, hit.request)
                 for diff in packets.diff_bytes("sent", "bytes", probe.sent, wire_part, 0)[:1]:
                     details.append(
                         f"{impl} {key}: reported sent bytes differ from the wire: {diff.describe()}"
@@ -131,23 +133,33 @@ def wire_rows(
 
     left = sorted(found["handrolled"].values(), key=order)
     right = sorted(found["reference"].values(), key=order)
-    ip_details, transport_details, allowed = [], [], set()
+    ip_details: list[str] = []
+    transport_details: list[str] = []
+    allowed: set[packets.Allowed] = set()
     ip_ok = transport_ok = len(left) == len(right)
     if len(left) != len(right):
         ip_details.append(f"handrolled sent {len(left)} probes, reference {len(right)}")
     for (probe_l, wire_l), (_probe_r, wire_r) in zip(left, right, strict=False):
         for diff in packets.diff_datagrams(wire_l.request, wire_r.request):
             label = f"probe seq {probe_l.seq} ttl {probe_l.ttl}: {diff.describe()}"
-            is_ip = diff.layer in ("ipv4", "ipv6")
+            is_ip = diff.layer in IP_LAYERS
             if diff.allowed:
-                allowed.add(f"{diff.layer}.{diff.field}: {diff.allowed.reason}")
+                allowed.add(diff.allowed)
                 continue
             (ip_details if is_ip else transport_details).append(label)
             if is_ip:
                 ip_ok = False
             else:
                 transport_ok = False
-    notes = [f"allowed difference {a}" for a in sorted(allowed)]
+
+    def notes(ip: bool) -> list[str]:
+        met = sorted(allowed, key=lambda a: (a.layer, a.field))
+        return [
+            f"allowed difference {a.layer}.{a.field}: {a.reason}"
+            for a in met
+            if (a.layer in IP_LAYERS) == ip
+        ]
+
     n = f"{len(left)} pairs"
     rows.append(
         Row(
@@ -156,8 +168,7 @@ def wire_rows(
             n,
             n,
             transport_ok,
-            transport_details[:10]
-            + [a for a in notes if not a.startswith("allowed difference ipv")],
+            transport_details[:10] + notes(ip=False),
         )
     )
     rows.append(
@@ -167,7 +178,7 @@ def wire_rows(
             n,
             n,
             ip_ok,
-            ip_details[:10] + [a for a in notes if a.startswith("allowed difference ipv")],
+            ip_details[:10] + notes(ip=True),
         )
     )
 
