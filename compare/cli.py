@@ -164,7 +164,8 @@ def lab_main(argv: list[str]) -> int:
         if args.all:
             removed = lab_mod.reap(None)
         else:
-            removed = lab_mod.reap(lab_mod.Lab.load(args.lab_id).lab_id)
+            # A named lab is reaped even without its state file (namespaces left by a crash).
+            removed = lab_mod.reap(args.lab_id or lab_mod.Lab.load().lab_id)
         print(f"removed {len(removed)} namespaces" + (f": {' '.join(removed)}" if removed else ""))
         return 0
     if args.action == "status":

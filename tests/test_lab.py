@@ -273,6 +273,19 @@ def test_two_labs_coexist_and_teardown_leaves_nothing(lab):
 
 
 @pytest.mark.lab
+def test_cli_down_by_id_reaps_a_lab_whose_state_file_is_gone():
+    second = lab_mod.Lab.create({})  # no delay stages: quick
+    try:
+        (lab_mod.STATE_DIR / f"{second.lab_id}.json").unlink()
+        down = wiretwin("lab", "down", "--lab-id", second.lab_id)
+        assert down.returncode == 0, down.stderr
+        assert f"removed {len(second.nodes)} namespaces" in down.stdout
+        assert not [n for n in lab_mod.list_namespaces() if n.startswith(second.prefix)]
+    finally:
+        second.down()
+
+
+@pytest.mark.lab
 def test_build_failure_tears_down_what_was_built(lab, monkeypatch):
     def broken(self, queue_args):
         raise lab_mod.LabError("injected")
