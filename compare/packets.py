@@ -207,7 +207,6 @@ def diff_datagrams(left: bytes, right: bytes) -> list[FieldDiff]:
     if proto_l != proto_r or proto_l not in TRANSPORT_FIELDS:
         return [*diffs, *diff_bytes(proto_l, "payload", body_l, body_r, base)]
     diffs += diff_layout(proto_l, TRANSPORT_FIELDS[proto_l], body_l, body_r, base)
-    header = HEADER_LENGTH[proto_l]
     if proto_l == "tcp":
         header_l, header_r = (body_l[12] >> 4) * 4, (body_r[12] >> 4) * 4
         diffs += diff_bytes("tcp", "options", body_l[20:header_l], body_r[20:header_r], base + 20)
@@ -215,6 +214,7 @@ def diff_datagrams(left: bytes, right: bytes) -> list[FieldDiff]:
             *diffs,
             *diff_bytes("tcp", "payload", body_l[header_l:], body_r[header_r:], base + header_l),
         ]
+    header = HEADER_LENGTH[proto_l]
     return [
         *diffs,
         *diff_bytes(proto_l, "payload", body_l[header:], body_r[header:], base + header),
