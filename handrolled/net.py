@@ -30,6 +30,9 @@ icmp_types=None) -> IcmpSocket``
     error (``QueuedError`` for a dgram socket's error queue entry, whose ``data`` is then our own
     ICMP message that provoked it, else None).
 ``QueuedError``: icmp_type, icmp_code, offender, errno, info (from ``sock_extended_err``).
+``parse_ancillary(ancdata) -> Ancillary``: recvmsg's control messages read: recv_ns
+    (SO_TIMESTAMPNS), tx_ns / tx_key (SO_TIMESTAMPING), ttl, error (``QueuedError``); each None
+    when absent.  ``canonical(address) -> str``: canonical text, IPv6 zone dropped.
 ``resolve(host, family=None) -> (family, address)``: first getaddrinfo answer; ``ResolveError``.
 ``reverse_name(address) -> str | None``: PTR / hosts-file name, None when there is none.
 ``now_ns()``: wall clock ns (CLOCK_REALTIME); ``monotonic_ns()``: for deadlines.
@@ -51,12 +54,15 @@ from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
 
 __all__ = [
     "DEFAULT_FILTER",
+    "Ancillary",
     "IcmpSocket",
     "QueuedError",
     "Received",
+    "canonical",
     "monotonic_ns",
     "now_ns",
     "open_icmp_socket",
+    "parse_ancillary",
     "resolve",
     "reverse_name",
     "source_address",
@@ -133,7 +139,8 @@ class Received:
     error: QueuedError | None = None
 
 
-def _canonical(address: str) -> str:
+def canonical(address: str) -> str:
+    """``address`` in canonical text, without an IPv6 zone (``fe80::1%eth0`` -> ``fe80::1``)."""
     return ipaddress.ip_address(address.split("%", 1)[0]).compressed
 
 
@@ -145,8 +152,51 @@ def _offender(raw: bytes) -> str | None:
     if family == socket.AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[4:8])
     if family == socket.AF_INET6 and len(raw) >= 24:
-        return _canonical(socket.inet_ntop(socket.AF_INET6, raw[8:24]))
+        return canonical(socket.inet_ntop(socket.AF_INET6, raw[8:24]))
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Ancillary:
+    """What recvmsg's control messages said about a datagram (None: not reported)."""
+
+    recv_ns: int | None = None  # SO_TIMESTAMPNS: the kernel's receive stamp
+    tx_ns: int | None = None  # SO_TIMESTAMPING: the software transmit stamp (ts[0])
+    tx_key: int | None = None  # that transmit stamp's packet number (SOF_TIMESTAMPING_OPT_ID)
+    ttl: int | None = None  # IP_TTL / IPV6_HOPLIMIT: TTL / hop limit of the packet
+    error: QueuedError | None = None  # IP_RECVERR / IPV6_RECVERR: an ICMP error's details
+
+
+def parse_ancillary(ancdata: list) -> Ancillary:
+    """Read the control messages of ``socket.recvmsg`` (timestamps, TTL, queued errors)."""
+    recv_ns = tx_ns = tx_key = ttl = None
+    queued: QueuedError | None = None
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = _TIMESPEC.unpack_from(cdata)
+            recv_ns = sec * 1_000_000_000 + nsec
+        elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+            sec, nsec = _TIMESPEC.unpack_from(cdata)  # ts[0]: the software stamp
+            tx_ns = sec * 1_000_000_000 + nsec
+        elif (level, kind) in (
+            (socket.IPPROTO_IP, socket.IP_TTL),
+            (socket.IPPROTO_IPV6, IPV6_HOPLIMIT),
+        ):
+            ttl = _INT.unpack_from(cdata)[0]
+        elif (level, kind) in (
+            (socket.IPPROTO_IP, IP_RECVERR),
+            (socket.IPPROTO_IPV6, IPV6_RECVERR),
+        ):
+            ee_errno, origin, ee_type, ee_code, _pad, info, ee_data = _EXTENDED_ERR.unpack_from(
+                cdata
+            )
+            if origin == SO_EE_ORIGIN_TIMESTAMPING:
+                tx_key = ee_data
+            elif origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                queued = QueuedError(
+                    ee_type, ee_code, _offender(cdata[_EXTENDED_ERR.size :]), ee_errno, info
+                )
+    return Ancillary(recv_ns, tx_ns, tx_key, ttl, queued)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,42 +332,14 @@ class IcmpSocket:
     def _parse(
         self, data: bytes, ancdata: list, address: tuple | None, error_queue: bool
     ) -> Received | _TxStamp:
-        recv_ns: int | None = None
-        tx_ns: int | None = None
-        tx_key: int | None = None
-        ttl: int | None = None
-        queued: QueuedError | None = None
-        for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                sec, nsec = _TIMESPEC.unpack_from(cdata)
-                recv_ns = sec * 1_000_000_000 + nsec
-            elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
-                sec, nsec = _TIMESPEC.unpack_from(cdata)  # ts[0]: the software stamp
-                tx_ns = sec * 1_000_000_000 + nsec
-            elif (level, kind) in (
-                (socket.IPPROTO_IP, socket.IP_TTL),
-                (socket.IPPROTO_IPV6, IPV6_HOPLIMIT),
-            ):
-                ttl = _INT.unpack_from(cdata)[0]
-            elif (level, kind) in (
-                (socket.IPPROTO_IP, IP_RECVERR),
-                (socket.IPPROTO_IPV6, IPV6_RECVERR),
-            ):
-                ee_errno, origin, ee_type, ee_code, _pad, info, _data = _EXTENDED_ERR.unpack_from(
-                    cdata
-                )
-                if origin == SO_EE_ORIGIN_TIMESTAMPING:
-                    tx_key = _data
-                elif origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
-                    queued = QueuedError(
-                        ee_type, ee_code, _offender(cdata[_EXTENDED_ERR.size :]), ee_errno, info
-                    )
-        if error_queue and tx_key is not None:
-            return _TxStamp(tx_key, tx_ns if tx_ns is not None else time.time_ns())
+        anc = parse_ancillary(ancdata)
+        recv_ns, ttl, queued = anc.recv_ns, anc.ttl, anc.error
+        if error_queue and anc.tx_key is not None:
+            return _TxStamp(anc.tx_key, anc.tx_ns if anc.tx_ns is not None else time.time_ns())
         kernel = recv_ns is not None
         if recv_ns is None:
             recv_ns = time.time_ns()
-        source = _canonical(address[0]) if address else ""
+        source = canonical(address[0]) if address else ""
         has_ip_header = self.kind == "raw" and not self.v6 and not error_queue
         if has_ip_header and ttl is None and len(data) >= 9:
             ttl = data[8]  # RFC 791 §3.1: TTL is octet 8 of the header
@@ -446,7 +468,7 @@ def resolve(host: str, family: int | None = None) -> tuple[int, str]:
         raise ResolveError(host, str(exc.args[-1] if exc.args else exc)) from exc
     for fam, _type, _proto, _name, sockaddr in infos:
         if fam in (socket.AF_INET, socket.AF_INET6):
-            return fam, _canonical(sockaddr[0])
+            return fam, canonical(sockaddr[0])
     raise ResolveError(host, "no IPv4 or IPv6 address")
 
 

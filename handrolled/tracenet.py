@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import select
 import socket
-import struct
 import time
 from dataclasses import dataclass
 
@@ -36,14 +34,6 @@ from handrolled.results import Method
 __all__ = ["Received", "TraceSockets", "resolve_host", "source_address"]
 
 log = logging.getLogger(__name__)
-
-# <asm-generic/socket.h>, <linux/in6.h>: not all exported by Python's socket module.
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
-_IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
-_IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
-_TIMESPEC = struct.Struct("@qq")
-
 
 source_address = net.source_address  # re-exported; it lives with the other socket helpers
 
@@ -119,10 +109,10 @@ class TraceSockets:
 
     def _setup_receiver(self, sock: socket.socket) -> None:
         sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, net.SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         if self.v6:
-            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, net.IPV6_RECVHOPLIMIT, 1)
 
     def reserve_udp_port(self, port: int | None) -> int:
         """Bind a UDP socket to ``port`` (0/None: the kernel picks) so no one else gets it."""
@@ -197,19 +187,10 @@ class TraceSockets:
         return out
 
     def _received(self, kind: str, data: bytes, ancdata: list, addr: tuple) -> Received:
-        recv_ns: int | None = None
-        hop_limit = None
-        for level, ctype, cdata in ancdata:
-            if level == socket.SOL_SOCKET and ctype == _SCM_TIMESTAMPNS:
-                sec, nsec = _TIMESPEC.unpack_from(cdata.ljust(_TIMESPEC.size, b"\0"))
-                recv_ns = sec * 1_000_000_000 + nsec
-            elif level == socket.IPPROTO_IPV6 and ctype == _IPV6_HOPLIMIT:
-                hop_limit = struct.unpack_from("@i", cdata.ljust(4, b"\0"))[0]
-        kernel = recv_ns is not None
-        if recv_ns is None:
-            recv_ns = time.time_ns()
-        src = ipaddress.ip_address(addr[0].split("%")[0]).compressed
-        return Received(kind, data, src, recv_ns, kernel, hop_limit)
+        anc = net.parse_ancillary(ancdata)
+        kernel = anc.recv_ns is not None
+        recv_ns = anc.recv_ns if anc.recv_ns is not None else time.time_ns()
+        return Received(kind, data, net.canonical(addr[0]), recv_ns, kernel, anc.ttl)
 
     def close(self) -> None:
         for sock in self._owned:
