@@ -44,7 +44,6 @@ from typing import Any
 from handrolled.errors import UsageError
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 from reference.common import (
-    DEFAULT_DNS_BUDGET_S,
     ICMP_ERRORS,
     PORT_UNREACHABLE,
     default_payload,
@@ -279,7 +278,7 @@ def run_trace(
                     p.reply_from for p in probes if p.reply_from and p.reply_from not in names
                 ]
                 if wanted:
-                    names.update(reverse_names(wanted, DEFAULT_DNS_BUDGET_S))
+                    names.update(reverse_names(wanted))
                 probes = tuple(
                     replace(p, reply_name=names.get(p.reply_from)) if p.reply_from else p
                     for p in probes
