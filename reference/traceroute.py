@@ -232,7 +232,8 @@ def run_trace(
                     return min(max_wait, (other.rtt + WAIT_PRECISION) * near)
         return max_wait
 
-    def probe_for(slot: _Slot, outcome: Outcome, reply: Any = None) -> Probe:
+    def probe_for(slot: _Slot, reply: Any = None) -> Probe:
+        # No reply: the probe timed out; else the reply decides the outcome (see _classify).
         common = {
             "seq": (slot.index + 1) & 0xFFFF,
             "ident": ident,
@@ -244,7 +245,7 @@ def run_trace(
             "dst_port": slot.dst_port,
         }
         if reply is None:
-            return Probe(outcome=outcome, **common)
+            return Probe(outcome=Outcome.TIMEOUT, **common)
         outcome, icmp_type, code = _classify(method, version, reply, address)
         fields = reply_fields(reply, version, slot.sent_time or 0.0)
         return Probe(outcome=outcome, icmp_type=icmp_type, icmp_code=code, **fields, **common)
@@ -256,7 +257,7 @@ def run_trace(
                 continue
             if float(reply.time) > slot.sent_time + timeout_for(slot):
                 continue  # stamped after its wait ran out: traceroute(8) would not count it
-            slot.probe = probe_for(slot, Outcome.REPLY, reply)
+            slot.probe = probe_for(slot, reply)
             slot.rtt = float(reply.time) - slot.sent_time
             if slot.probe.outcome in (Outcome.REPLY, Outcome.UNREACHABLE):
                 hop_end = (slot.ttl - first_ttl + 1) * probes_per_hop
@@ -300,7 +301,7 @@ def run_trace(
             in_flight = [s for s in slots[:next_index] if not s.done and s.index < end]
             for slot in in_flight:
                 if now >= slot.sent_time + timeout_for(slot):
-                    slot.probe = probe_for(slot, Outcome.TIMEOUT)
+                    slot.probe = probe_for(slot)
             in_flight = [s for s in in_flight if not s.done]
             release_hops()
             if next_index >= end and not in_flight:
