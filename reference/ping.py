@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import select
 import statistics
 import time
@@ -231,8 +232,6 @@ def run_ping(
     ends when every probe is answered or expired, or when ``deadline`` s have passed since the
     start.  A second reply to an answered probe is recorded as a DUPLICATE probe.
     """
-    import os
-
     _validate(count, interval, timeout, deadline, ttl, ident, socket_kind)
     if payload is None:
         payload = default_payload(size)
