@@ -79,6 +79,25 @@ class _Stop(WiretwinError):
     """Ends the dialogue early with a one-line reason (a local decision, not the server's)."""
 
 
+# How errors name what a reply answered (SmtpReplyError's ``stage``).
+_STAGES = {
+    proto.Command.GREETING: "the connection (greeting)",
+    proto.Command.AUTH_RESPONSE: "AUTH",
+    proto.Command.MAIL: "MAIL FROM",
+    proto.Command.RCPT: "RCPT TO",
+    proto.Command.CONTENT: "the message (final dot)",
+}
+
+
+class _ServerClosing(SmtpReplyError):
+    """A reply that closed the session (421, RFC 5321 §3.8): nothing more may be sent."""
+
+    def __init__(self, answer: proto.Answer) -> None:
+        stage = _STAGES.get(answer.command, answer.command.value)
+        super().__init__(answer.reply.code, answer.reply.lines, stage)
+        self.answer = answer
+
+
 class SmtpSession:
     """One SMTP connection: a socket, a ClientConnection and the transcript being written.
 
@@ -133,6 +152,11 @@ class SmtpSession:
                 for raw in event.raw:
                     self.transcript.append(TranscriptLine(Direction.RECEIVED, raw, now))
                     log.debug("<- %r", raw)
+                if (
+                    self.conn.state is proto.State.CLOSED
+                    and event.command is not proto.Command.QUIT
+                ):
+                    raise _ServerClosing(event)
                 return event
             if isinstance(event, proto.ConnectionClosed):
                 raise RemoteProtocolError("the server closed the connection")
@@ -316,23 +340,49 @@ def _transaction(
     params: tuple[str, ...],
     out: _Outcome,
 ) -> None:
+    """The mail transaction; a 421 that ends it is kept in ``out`` like any other answer."""
+    try:
+        _exchange(session, mail_from, recipients, message, params, out)
+    except _ServerClosing as exc:  # 421: keep what it answered in the result
+        if exc.answer.command is proto.Command.RCPT:
+            _record_rcpt(out, exc.answer)
+        elif exc.answer.command is proto.Command.CONTENT:
+            out.final_reply = exc.answer.reply
+        raise
+
+
+def _record_rcpt(out: _Outcome, answer: proto.Answer) -> None:
+    accepted = answer.verdict is proto.Verdict.OK
+    out.recipients.append(RecipientOutcome(answer.argument, answer.reply, accepted))
+
+
+def _exchange(
+    session: SmtpSession,
+    mail_from: str,
+    recipients: Sequence[str],
+    message: bytes,
+    params: tuple[str, ...],
+    out: _Outcome,
+) -> None:
     """MAIL, RCPT..., DATA (one group with PIPELINING, RFC 2920), the content, its reply."""
     mail = proto.MailFrom(mail_from, params)
     rcpts = [proto.RcptTo(address) for address in recipients]
+    rcpt_answers: list[proto.Answer] = []
     if session.conn.pipelining:
         session.send(mail, *rcpts, proto.Data())
         mail_answer = session.read()
-        rcpt_answers = [session.read() for _ in rcpts]
+        for _ in rcpts:
+            rcpt_answers.append(session.read())
+            _record_rcpt(out, rcpt_answers[-1])
         data_answer: proto.Answer | None = session.read()
     else:
         mail_answer = session.command(mail)
         if mail_answer.verdict is not proto.Verdict.OK:
             raise _refused(mail_answer, "MAIL FROM")
-        rcpt_answers = [session.command(rcpt) for rcpt in rcpts]
+        for rcpt in rcpts:
+            rcpt_answers.append(session.command(rcpt))
+            _record_rcpt(out, rcpt_answers[-1])
         data_answer = None
-    for answer in rcpt_answers:
-        accepted = answer.verdict is proto.Verdict.OK
-        out.recipients.append(RecipientOutcome(answer.argument, answer.reply, accepted))
     accepted = [r for r in out.recipients if r.accepted]
     if mail_answer.verdict is not proto.Verdict.OK:
         _end_refused_data(session, data_answer)

@@ -630,6 +630,38 @@ def test_4xx_5xx_at_every_stage(stage, code, scripted_smtp_server):
     assert quit_sent == (not code.startswith(b"421"))  # 421: the server is closing (§3.8)
 
 
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_421_mid_transaction_stops_there(pipelining, scripted_smtp_server):
+    """RFC 5321 §3.8: after 421 to the second RCPT nothing more is sent, and the result keeps
+    both recipients' replies and the server's own words."""
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"220 x\r\n")
+        peer.expect(b"EHLO")
+        peer.send(b"250-x\r\n" + (b"250-PIPELINING\r\n" if pipelining else b"") + b"250 HELP\r\n")
+        peer.expect(b"MAIL")
+        if pipelining:
+            for verb in (b"RCPT", b"RCPT", b"DATA"):
+                peer.expect(verb)
+            peer.send(b"250 ok\r\n250 ok\r\n421 4.3.2 going down\r\n")
+        else:
+            peer.send(b"250 ok\r\n")
+            peer.expect(b"RCPT")
+            peer.send(b"250 ok\r\n")
+            peer.expect(b"RCPT")
+            peer.send(b"421 4.3.2 going down\r\n")
+        assert peer.readline() == b""  # the client sends nothing more and closes
+
+    server = scripted_smtp_server(script)
+    result = send(server, recipients=(RCPT, "second@wiretwin.test"), timeout=5.0)
+    assert not result.delivered
+    assert result.error == "server replied 421 to RCPT TO: 4.3.2 going down"
+    outcomes = [(r.address, r.accepted, r.reply.code) for r in result.recipients]
+    assert outcomes == [(RCPT, True, 250), ("second@wiretwin.test", False, 421)]
+    assert verbs(result)[-1] == (b"DATA" if pipelining else b"RCPT")
+    assert smtp.exit_status(result) == 1
+
+
 @pytest.mark.parametrize("reply", [b"251 2.1.5 will forward\r\n", b"354 more?\r\n"])
 def test_only_250_to_the_final_dot_is_delivery(reply, scripted_smtp_server):
     server = scripted_smtp_server(happy_script("dot", reply))
