@@ -21,7 +21,6 @@ from pathlib import Path
 from compare import netns
 
 ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 ETHERTYPE_IPV4 = 0x0800
@@ -93,7 +92,7 @@ class Capture:
                     sec, nsec = struct.unpack("=qq", value[:16])
                     stamp = sec * 1_000_000_000 + nsec
             if len(self.frames) < MAX_FRAMES:
-                self.frames.append(Frame(stamp, addr[2] == PACKET_OUTGOING, data))
+                self.frames.append(Frame(stamp, addr[2] == socket.PACKET_OUTGOING, data))
 
     def _readable(self, timeout: float) -> bool:
         assert self._sock is not None

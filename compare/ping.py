@@ -32,9 +32,13 @@ class PingScenario:
     neighbour: bool = False  # another pinger (iputils) runs in the client meanwhile
 
 
+def _base_kwargs(quick: bool) -> dict:
+    """The run_ping inputs every scenario shares (a scenario may override some)."""
+    return {"count": 4 if quick else 5, "interval": 0.2, "timeout": 1.0, "ttl": 64}
+
+
 def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
-    count = 4 if quick else 5
-    base = {"count": count, "interval": 0.2, "timeout": 1.0, "ttl": 64}
+    base = _base_kwargs(quick)
     return [
         PingScenario(
             "ping -4 target", lab.target.hostname, 4, Outcome.REPLY, "target", kwargs=base
@@ -98,7 +102,7 @@ def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
 
 def explicit_scenarios(host: str, quick: bool = False) -> list[PingScenario]:
     """A host the user names: no truth to hold the results against, only each other."""
-    base = {"count": 4 if quick else 5, "interval": 0.2, "timeout": 1.0, "ttl": 64}
+    base = _base_kwargs(quick)
     return [
         PingScenario(f"ping -{f} {host}", host, f, None, None, kwargs=base)
         for f in families_of(host)

@@ -19,6 +19,7 @@ UNREACHABLE_CODE = {4: 13, 6: 1}  # admin-prohibited: ICMP 3/13, ICMPv6 1/1
 # traces one such pause added 2 ms to all hops.  The per-probe check against the wire stays
 # tight; this one, and the cross-run comparison of the two sides, allow for one pause.
 TRACE_EXCESS_MS = 5.0
+METHODS = ((Method.ICMP, "-I"), (Method.UDP, "-U"), (Method.TCP, "-T"))  # and traceroute(8)'s flag
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,15 @@ class TraceScenario:
     max_hops: int = 10
 
 
+def _probes_per_hop(quick: bool) -> int:
+    return 1 if quick else 2
+
+
 def scenarios(lab: Lab, quick: bool = False) -> list[TraceScenario]:
-    q = 1 if quick else 2
+    q = _probes_per_hop(quick)
     out = []
     for family in (4, 6):
-        for method, flag in ((Method.ICMP, "-I"), (Method.UDP, "-U"), (Method.TCP, "-T")):
+        for method, flag in METHODS:
             out.append(
                 TraceScenario(f"traceroute -{family} {flag} target", "target", family, method, q)
             )
@@ -50,12 +55,11 @@ def scenarios(lab: Lab, quick: bool = False) -> list[TraceScenario]:
 
 def explicit_scenarios(host: str, quick: bool = False) -> list[TraceScenario]:
     """A host the user names: the two tracers against each other, no truth."""
-    q = 1 if quick else 2
-    methods = ((Method.ICMP, "-I"), (Method.UDP, "-U"), (Method.TCP, "-T"))
+    q = _probes_per_hop(quick)
     return [
         TraceScenario(f"traceroute -{f} {flag} {host}", None, f, m, q, host=host, max_hops=30)
         for f in families_of(host)
-        for m, flag in methods
+        for m, flag in METHODS
     ]
 
 
