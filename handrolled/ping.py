@@ -28,6 +28,7 @@ UNREACHABLE.  A reply later than ``timeout`` leaves the probe TIMEOUT (logged, n
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import enum
 import json
@@ -106,6 +107,11 @@ class Pinger:
         self.sent: dict[int, _Sent] = {}
         self.order: list[int] = []
         self.duplicates: dict[int, list[Probe]] = {}
+        # Probes not yet settled, in send order, settled ones dropped lazily from the left.  One
+        # timeout for all on a monotonic clock: deadlines come in send order too, so expiring and
+        # the next deadline look only at the front (no scan of every probe ever sent).
+        self._waiting: collections.deque[_Sent] = collections.deque()
+        self._pending = 0
 
     # ---- sending ----------------------------------------------------------------------------
     def send(self, seq: int) -> Probe | None:
@@ -134,17 +140,30 @@ class Pinger:
         entry = _Sent(seq, message, send_ns, deadline)
         if seq in self.sent:
             self.order.remove(seq)  # sequence wrapped after 65536 probes
+            if self.sent[seq].settled is None:
+                self._pending -= 1  # the older probe with this number is no longer tracked
         self.sent[seq] = entry
         self.order.append(seq)
+        self._waiting.append(entry)
+        self._pending += 1
         return entry
+
+    def _first_waiting(self) -> _Sent | None:
+        """The earliest-sent probe still unsettled (and still tracked), or None."""
+        while self._waiting:
+            entry = self._waiting[0]
+            if entry.settled is None and self.sent.get(entry.seq) is entry:
+                return entry
+            self._waiting.popleft()
+        return None
 
     @property
     def pending(self) -> int:
-        return sum(1 for e in self.sent.values() if e.settled is None)
+        return self._pending
 
     def next_deadline(self) -> int | None:
-        deadlines = [e.deadline_ns for e in self.sent.values() if e.settled is None]
-        return min(deadlines) if deadlines else None
+        first = self._first_waiting()
+        return None if first is None else first.deadline_ns
 
     # ---- settling ---------------------------------------------------------------------------
     def _probe(self, entry: _Sent, outcome: Outcome, **fields: object) -> Probe:
@@ -159,16 +178,18 @@ class Pinger:
         )
 
     def _settle(self, entry: _Sent, outcome: Outcome, **fields: object) -> Probe:
+        if entry.settled is None:
+            self._pending -= 1
         entry.settled = self._probe(entry, outcome, **fields)
         return entry.settled
 
     def expire(self, now_ns: int | None = None) -> list[Probe]:
         """Settle as TIMEOUT every probe whose wait is over (all of them if ``now_ns`` is None)."""
         out = []
-        for seq in self.order:
-            entry = self.sent[seq]
-            if entry.settled is None and (now_ns is None or now_ns >= entry.deadline_ns):
-                out.append(self._settle(entry, Outcome.TIMEOUT))
+        while (entry := self._first_waiting()) is not None:
+            if now_ns is not None and now_ns < entry.deadline_ns:
+                break  # and so are all sent after it
+            out.append(self._settle(entry, Outcome.TIMEOUT))
         return out
 
     def handle(self, received: net.Received) -> list[Probe]:
