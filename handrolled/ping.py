@@ -480,16 +480,10 @@ def ping(host: str, timeout: float = 1) -> list[str]:
         result = run_ping(host, count=4, interval=1.0, timeout=timeout)
     except (net.ResolveError, UsageError):
         return list(SEED_NO_ANSWER)
-    rtts = [p.rtt_ms for p in result.probes if p.outcome is Outcome.REPLY and p.rtt_ms is not None]
-    if not rtts:
+    s = result.summary
+    if not s.received:
         return list(SEED_NO_ANSWER)
-    stdev = statistics.stdev(rtts) if len(rtts) > 1 else 0.0
-    return [
-        str(round(min(rtts), 2)),
-        str(round(sum(rtts) / len(rtts), 2)),
-        str(round(max(rtts), 2)),
-        str(round(stdev, 2)),
-    ]
+    return [str(round(v, 2)) for v in (s.min_ms, s.avg_ms, s.max_ms, s.stdev_ms)]
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
