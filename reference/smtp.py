@@ -148,6 +148,18 @@ def _mail_params(
     return params
 
 
+def _fit_for_quit(exc: BaseException) -> bool:
+    """QUIT after the server's refusal or a local decision; not after a timeout, a lost
+    connection, a broken dialogue, or 421 (the server is closing, RFC 5321 3.8).  smtplib
+    reports a line that is not a reply as code -1."""
+    if isinstance(exc, SmtpReplyError | smtplib.SMTPResponseException):
+        code = exc.code if isinstance(exc, SmtpReplyError) else exc.smtp_code
+        return code > 0 and code != 421
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return False
+    return isinstance(exc, ValueError | smtplib.SMTPException)  # SMTPException: local refusals
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).replace("\r", " ").replace("\n", " ").strip()
     return text or type(exc).__name__
@@ -318,6 +330,7 @@ def send_mail(
         "error": None,
     }
     d: _Dialogue | None = None
+    polite = True  # the dialogue is still fit for QUIT
     try:
         sock = socket.create_connection((server, port), timeout=timeout)
         if tls and context is not None:
@@ -326,14 +339,16 @@ def send_mail(
         d = _Dialogue(sock, timeout)
         _transaction(d, state, server, context, starttls, auth, helo_name, pipelining,
                      mail_from, recipients, message)  # fmt: skip
-    except (OSError, ssl.SSLError, RemoteProtocolError, SmtpReplyError, ValueError) as exc:
+    except (OSError, RemoteProtocolError, SmtpReplyError, ValueError) as exc:
+        polite = _fit_for_quit(exc)
         if isinstance(exc, TimeoutError) and not isinstance(exc, WiretwinTimeout):
             exc = WiretwinTimeout(f"timed out after {timeout:g} s")
         state["error"] = _one_line(exc)
         log.info("smtp (reference) failed: %s", state["error"])
-    finally:
-        if d is not None:
+    if d is not None:
+        if polite:
             _quit(d)
+        d.close()
     transcript = tuple(d.transcript) if d is not None else ()
     final: Reply | None = state["final"]
     return SmtpResult(
@@ -410,13 +425,12 @@ def _transaction(
 
 
 def _quit(d: _Dialogue) -> None:
+    """QUIT; a failure here changes nothing."""
     try:
         d.send(("QUIT", ""))
         d.reply()
-    except (OSError, RemoteProtocolError, ssl.SSLError) as exc:
+    except (OSError, RemoteProtocolError) as exc:  # ssl.SSLError is an OSError
         log.debug("QUIT: %s", exc)
-    finally:
-        d.close()
 
 
 # --- smtplib witness ------------------------------------------------------------------------------
@@ -506,6 +520,7 @@ def send_mail_smtplib(
     start = time.monotonic()
     cls = _recording(smtplib.SMTP_SSL if tls else smtplib.SMTP)
     client: Any = None
+    polite = True  # the dialogue is still fit for QUIT
     try:
         # Given the host, smtplib connects and reads the greeting in its constructor (and
         # remembers the host for TLS server_hostname, which connect() alone does not).
@@ -547,16 +562,17 @@ def send_mail_smtplib(
     except smtplib.SMTPResponseException as exc:  # SMTPConnectError, SMTPDataError, ...
         reply = _smtplib_reply(exc.smtp_code, exc.smtp_error)
         error = _one_line(SmtpReplyError(reply.code, reply.lines, type(exc).__name__))
+        polite = _fit_for_quit(exc)
     except (smtplib.SMTPException, OSError, ValueError, SmtpReplyError) as exc:
         error = _one_line(exc)
-    finally:
-        if client is not None:
+        polite = _fit_for_quit(exc)
+    if client is not None:
+        if polite and client.sock is not None:
             try:
-                if client.sock is not None:
-                    client.quit()
+                client.quit()
             except (smtplib.SMTPException, OSError) as exc:
                 log.debug("QUIT: %s", exc)
-            client.close()
+        client.close()
     if error is not None:
         log.info("smtp (smtplib) failed: %s", error)
     return SmtpResult(

@@ -281,6 +281,36 @@ def test_silent_server_times_out(scripted_smtp_server) -> None:
     assert not result.delivered and "within" in (result.error or "")
 
 
+def _silent_after_ehlo(peer) -> None:
+    peer.send(b"220 hi\r\n")
+    peer.expect(b"EHLO")
+    peer.send(b"250 hi\r\n")
+    while peer.readline():  # silent from MAIL on; reads whatever comes until the client closes
+        pass
+
+
+def _gibberish_after_ehlo(peer) -> None:
+    peer.send(b"220 hi\r\n")
+    peer.expect(b"EHLO")
+    peer.send(b"250 hi\r\nnot SMTP at all\r\n")
+    while peer.readline():
+        pass
+
+
+@pytest.mark.parametrize("fn", BOTH)
+@pytest.mark.parametrize("script", [_silent_after_ehlo, _gibberish_after_ehlo])
+def test_no_quit_into_a_broken_dialogue(fn, script, scripted_smtp_server) -> None:
+    """After a timeout or a protocol error there is no QUIT (and no second wait for its
+    reply): the result comes after about one timeout, not two."""
+    server = scripted_smtp_server(script)
+    result = fn(server.host, server.port, mail_from="a@x.test", recipients=["b@x.test"],
+                message=b"x\r\n", timeout=1.0)  # fmt: skip
+    assert not result.delivered and result.error
+    sent = [t.data[:4].upper() for t in result.transcript if t.direction is Direction.SENT]
+    assert b"QUIT" not in sent
+    assert result.elapsed_ms < 1600  # one 1 s timeout at most, with room for a loaded machine
+
+
 # --- in the lab ---------------------------------------------------------------------------------
 
 
