@@ -696,7 +696,7 @@ def main(argv: list[str] | None = None, runner: Callable[..., PingResult] | None
             on_probe=on_probe,
         )
         try:
-            result = runner(args.host, **kwargs)
+            result = runner(address, **kwargs)  # resolved above: ping what the header says
             summary, elapsed, probes_for_json = result.summary, result.elapsed_ms, result
         except KeyboardInterrupt as exc:
             partial = getattr(exc, "partial_result", None)

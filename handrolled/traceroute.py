@@ -593,12 +593,11 @@ def get_route(hostname: str) -> list[list[str]]:
     Raises ``ResolveError`` when ``hostname`` does not resolve.  Prints nothing.
     """
     try:  # the seed resolves with gethostbyname: IPv4 first
-        resolve_host(hostname, 4)
-        family: int | None = 4
+        address, family = resolve_host(hostname, 4)
     except ResolveError:
-        family = None
+        address, family = resolve_host(hostname, None)
     result = run_trace(
-        hostname, probes_per_hop=1, max_hops=30, wait=(SEED_TIMEOUT, 3.0, 10.0), family=family
+        address, probes_per_hop=1, max_hops=30, wait=(SEED_TIMEOUT, 3.0, 10.0), family=family
     )
     return route_rows(result)
 
@@ -712,6 +711,7 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
             sim_queries=args.sim_queries,
             wait=wait,
         )
+        host = args.host
         if args.json:
             on_hop = None
         else:
@@ -719,13 +719,13 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
             payload_len = 0 if args.method is Method.TCP else DEFAULT_PAYLOAD_SIZE
             length = packet_length(args.method, fam, payload_len)
             print(format_header(args.host, address, args.max_hops, length), file=out, flush=True)
-            args.family = fam  # trace the address we announced
+            host, args.family = address, fam  # trace the address we announced
 
             def on_hop(hop: Hop) -> None:
                 print(format_hop(hop, numeric=args.numeric), file=out, flush=True)
 
         result = runner(
-            args.host,
+            host,
             method=args.method,
             port=args.port,
             probes_per_hop=args.queries,
