@@ -8,6 +8,14 @@ API
     the value to store big-endian (``struct.pack("!H", ...)``) in a header's checksum field that
     was zero while summing.  Over bytes that already carry a correct checksum it returns 0.
 
+``pseudo_header(src, dst, protocol, length) -> bytes``
+    The pseudo-header a UDP, TCP or ICMPv6 checksum covers: IPv4 (RFC 768, RFC 9293 §3.1) or
+    IPv6 (RFC 8200 §8.1), the family following the addresses (text); ``UsageError`` for a bad or
+    mixed pair.
+``pseudo_header_checksum(src, dst, protocol, data) -> int``
+    ``internet_checksum`` over that pseudo-header followed by ``data`` (its checksum field zero
+    to compute one; over data that carries a correct checksum, 0).
+
 ``checksum(string: bytes) -> int``
     The seed assignment's function, kept with its name and semantics: it sums little-endian
     words into a 32-bit accumulator and swaps the bytes of the result, which on a little-endian
@@ -16,9 +24,18 @@ API
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
-__all__ = ["checksum", "internet_checksum", "ones_complement_sum"]
+from handrolled.errors import UsageError
+
+__all__ = [
+    "checksum",
+    "internet_checksum",
+    "ones_complement_sum",
+    "pseudo_header",
+    "pseudo_header_checksum",
+]
 
 
 def ones_complement_sum(data: bytes, initial: int = 0) -> int:
@@ -37,6 +54,31 @@ def ones_complement_sum(data: bytes, initial: int = 0) -> int:
 def internet_checksum(data: bytes) -> int:
     """RFC 1071 checksum of ``data`` as a host integer, to be packed big-endian."""
     return ~ones_complement_sum(data) & 0xFFFF
+
+
+def _packed(addr: str) -> bytes:
+    try:
+        return ipaddress.ip_address(addr).packed
+    except ValueError as exc:
+        raise UsageError(f"not an IP address: {addr!r}") from exc
+
+
+def pseudo_header(src: str, dst: str, protocol: int, length: int) -> bytes:
+    """The pseudo-header a UDP/TCP/ICMPv6 checksum covers (RFC 768; RFC 8200 §8.1 for IPv6)."""
+    src_b, dst_b = _packed(src), _packed(dst)
+    if len(src_b) != len(dst_b):
+        raise UsageError(f"address families differ: {src} and {dst}")
+    if len(src_b) == 4:
+        # RFC 9293 §3.1: source, destination, zero, PTCL, TCP length (16 bits)
+        return src_b + dst_b + struct.pack("!BBH", 0, protocol, length)
+    # RFC 8200 §8.1: source, destination, upper-layer length (32 bits), 3 zero bytes, next header
+    return src_b + dst_b + struct.pack("!I3xB", length, protocol)
+
+
+def pseudo_header_checksum(src: str, dst: str, protocol: int, data: bytes) -> int:
+    """RFC 1071 checksum over the pseudo-header and ``data`` (0 if ``data``'s checksum is right)."""
+    initial = ones_complement_sum(pseudo_header(src, dst, protocol, len(data)))
+    return ~ones_complement_sum(bytes(data), initial) & 0xFFFF
 
 
 def checksum(string: bytes) -> int:

@@ -41,7 +41,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from handrolled.checksum import internet_checksum, ones_complement_sum
+from handrolled.checksum import internet_checksum, pseudo_header, pseudo_header_checksum
 from handrolled.errors import MalformedPacket, UsageError
 from handrolled.ipv4 import IpProto, IPv4Header, IPv6Header, decode_ipv4, decode_ipv6
 
@@ -153,16 +153,24 @@ def default_payload(size: int) -> bytes:
     return bytes(i & 0xFF for i in range(size))
 
 
-def icmp6_pseudo_header(src: str, dst: str, length: int) -> bytes:
-    """RFC 8200 §8.1: source, destination, upper-layer length (32 bits), 3 zeros, next header."""
+def _require_v6(src: str, dst: str) -> None:
     try:
-        return (
-            ipaddress.IPv6Address(src).packed
-            + ipaddress.IPv6Address(dst).packed
-            + struct.pack("!I3xB", length, IpProto.ICMPV6)
-        )
+        ipaddress.IPv6Address(src)
+        ipaddress.IPv6Address(dst)
     except ValueError as exc:
         raise UsageError(f"bad IPv6 pseudo-header address: {exc}") from exc
+
+
+def icmp6_pseudo_header(src: str, dst: str, length: int) -> bytes:
+    """RFC 8200 §8.1: source, destination, upper-layer length (32 bits), 3 zeros, next header."""
+    _require_v6(src, dst)
+    return pseudo_header(src, dst, IpProto.ICMPV6, length)
+
+
+def _icmp6_checksum(data: bytes, src: str, dst: str) -> int:
+    """RFC 4443 §2.3: checksum over the pseudo-header and ``data`` (0 if it verifies)."""
+    _require_v6(src, dst)
+    return pseudo_header_checksum(src, dst, IpProto.ICMPV6, data)
 
 
 def icmp_checksum(
@@ -174,8 +182,7 @@ def icmp_checksum(
         return internet_checksum(zeroed)  # RFC 792: over the ICMP message only
     if src is None or dst is None:
         raise UsageError("ICMPv6 checksum needs src and dst (pseudo-header, RFC 4443 §2.3)")
-    pseudo = ones_complement_sum(icmp6_pseudo_header(src, dst, len(zeroed)))
-    return ~ones_complement_sum(zeroed, pseudo) & 0xFFFF
+    return _icmp6_checksum(zeroed, src, dst)
 
 
 def _finish(message: bytes, v6: bool, src: str | None, dst: str | None) -> bytes:
@@ -410,6 +417,5 @@ def decode_icmp6(data: bytes, *, src: str | None = None, dst: str | None = None)
     data = bytes(data)
     checksum_ok: bool | None = None
     if src is not None and dst is not None and len(data) >= 4:
-        pseudo = ones_complement_sum(icmp6_pseudo_header(src, dst, len(data)))
-        checksum_ok = ones_complement_sum(data, pseudo) == 0xFFFF
+        checksum_ok = _icmp6_checksum(data, src, dst) == 0
     return _decode(data, True, checksum_ok)

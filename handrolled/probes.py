@@ -4,7 +4,7 @@ API
 ---
 ``pseudo_header(src, dst, protocol, length) -> bytes``
     The IPv4 (RFC 768, RFC 793 §3.1) or IPv6 (RFC 8200 §8.1) pseudo-header that a UDP or TCP
-    checksum covers; the family follows the addresses (canonical text).
+    checksum covers; the family follows the addresses (``handrolled.checksum``'s, re-exported).
 ``transport_checksum(src, dst, protocol, segment) -> int``
     RFC 1071 checksum of pseudo-header + ``segment`` (whose checksum field must be zero).
 ``UdpDatagram`` / ``encode_udp(datagram, *, src, dst) -> bytes`` / ``decode_udp(data)``
@@ -22,11 +22,10 @@ API
 from __future__ import annotations
 
 import enum
-import ipaddress
 import struct
 from dataclasses import dataclass
 
-from handrolled.checksum import ones_complement_sum
+from handrolled.checksum import pseudo_header, pseudo_header_checksum
 from handrolled.errors import MalformedPacket, UsageError
 
 __all__ = [
@@ -70,29 +69,9 @@ class TcpFlags(enum.IntFlag):
     CWR = 0x80
 
 
-def _packed(addr: str) -> bytes:
-    try:
-        return ipaddress.ip_address(addr).packed
-    except ValueError as exc:
-        raise UsageError(f"not an IP address: {addr!r}") from exc
-
-
-def pseudo_header(src: str, dst: str, protocol: int, length: int) -> bytes:
-    """The pseudo-header a UDP/TCP checksum covers (RFC 768; RFC 8200 §8.1 for IPv6)."""
-    src_b, dst_b = _packed(src), _packed(dst)
-    if len(src_b) != len(dst_b):
-        raise UsageError(f"address families differ: {src} and {dst}")
-    if len(src_b) == 4:
-        # RFC 793 §3.1: source, destination, zero, PTCL, TCP length (16 bits)
-        return src_b + dst_b + struct.pack("!BBH", 0, protocol, length)
-    # RFC 8200 §8.1: source, destination, upper-layer length (32 bits), 3 zero bytes, next header
-    return src_b + dst_b + struct.pack("!I3xB", length, protocol)
-
-
 def transport_checksum(src: str, dst: str, protocol: int, segment: bytes) -> int:
     """Checksum over pseudo-header + segment (the segment's checksum field zeroed)."""
-    initial = ones_complement_sum(pseudo_header(src, dst, protocol, len(segment)))
-    return ~ones_complement_sum(bytes(segment), initial) & 0xFFFF
+    return pseudo_header_checksum(src, dst, protocol, segment)
 
 
 def transport_checksum_ok(src: str, dst: str, protocol: int, segment: bytes) -> bool:

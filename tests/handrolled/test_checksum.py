@@ -8,7 +8,13 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handrolled.checksum import checksum, internet_checksum, ones_complement_sum
+from handrolled.checksum import (
+    checksum,
+    internet_checksum,
+    ones_complement_sum,
+    pseudo_header,
+    pseudo_header_checksum,
+)
 
 
 def test_rfc1071_worked_example():
@@ -50,3 +56,12 @@ def test_seed_usage_puts_the_same_bytes_on_the_wire(data):
 def test_inserting_the_checksum_verifies(data):
     csum = internet_checksum(data)
     assert internet_checksum(struct.pack("!H", csum) + data[2:]) == 0
+
+
+@given(st.sampled_from([("192.0.2.1", "198.51.100.7"), ("2001:db8::1", "fe80::2")]), st.binary())
+def test_pseudo_header_checksum_is_rfc1071_over_header_then_data(ends, data):
+    # the pseudo-header is a whole number of words, so chaining equals concatenating
+    src, dst = ends
+    header = pseudo_header(src, dst, 17, len(data))
+    assert len(header) == (12 if "." in src else 40)
+    assert pseudo_header_checksum(src, dst, 17, data) == internet_checksum(header + data)
