@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from handrolled.checksum import pseudo_header, pseudo_header_checksum
 from handrolled.errors import MalformedPacket, UsageError
+from handrolled.ipv4 import IpProto
 
 __all__ = [
     "TCP_MIN_HEADER",
@@ -88,10 +89,6 @@ class UdpDatagram:
     checksum: int | None = None  # None: encode_udp computes it
 
 
-_PROTO_UDP = 17
-_PROTO_TCP = 6
-
-
 def encode_udp(datagram: UdpDatagram, *, src: str, dst: str) -> bytes:
     """Serialise a UDP datagram; the addresses feed the pseudo-header checksum (RFC 768)."""
     payload = bytes(datagram.payload)
@@ -103,7 +100,7 @@ def encode_udp(datagram: UdpDatagram, *, src: str, dst: str) -> bytes:
     if datagram.checksum is not None:
         csum = datagram.checksum
     else:
-        csum = transport_checksum(src, dst, _PROTO_UDP, header + payload)
+        csum = transport_checksum(src, dst, IpProto.UDP, header + payload)
         csum = csum or 0xFFFF  # RFC 768: a computed zero is transmitted as all ones
     return header[:6] + struct.pack("!H", csum) + payload
 
@@ -170,7 +167,7 @@ def encode_tcp(segment: TcpSegment, *, src: str, dst: str) -> bytes:
     if segment.checksum is not None:
         csum = segment.checksum
     else:
-        csum = transport_checksum(src, dst, _PROTO_TCP, body)
+        csum = transport_checksum(src, dst, IpProto.TCP, body)
     return body[:16] + struct.pack("!H", csum) + body[18:]
 
 
