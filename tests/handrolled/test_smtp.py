@@ -219,6 +219,18 @@ def test_lockstep_without_pipelining(fixture, smtp_server, smtp_plain_server):
     first_mail = next(i for i, t in enumerate(result.transcript) if t.data.startswith(b"MAIL"))
     assert directions[first_mail + 1] is Direction.RECEIVED  # waited for the reply
     assert start == 1
+    # MAIL, RCPT, RCPT, DATA: each sent alone and answered before the next
+    dialogue = [(t.direction, t.data[:4]) for t in result.transcript[first_mail : first_mail + 8]]
+    assert dialogue == [
+        (Direction.SENT, b"MAIL"),
+        (Direction.RECEIVED, b"250 "),
+        (Direction.SENT, b"RCPT"),
+        (Direction.RECEIVED, b"250 "),
+        (Direction.SENT, b"RCPT"),
+        (Direction.RECEIVED, b"250 "),
+        (Direction.SENT, b"DATA"),
+        (Direction.RECEIVED, b"354 "),
+    ]
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
@@ -246,6 +258,10 @@ def test_all_recipients_refused_stops_before_data(pipelining):
     assert not result.delivered and "every recipient was refused" in result.error
     assert server.messages == []
     assert all(not r.accepted for r in result.recipients)
+    assert [(r.address, r.accepted, r.reply.code) for r in result.recipients] == [
+        ("x@x.test", False, 550),
+        ("y@x.test", False, 550),
+    ]
     assert b"\r\n.\r\n" not in b"".join(sent(result))  # no message went out
     if not pipelining:
         assert b"DATA" not in verbs(result)
