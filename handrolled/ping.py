@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
-import enum
 import json
 import logging
 import math
@@ -42,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from handrolled import net
+from handrolled._cli import Parser, jsonable
 from handrolled.errors import MalformedPacket, UsageError, WiretwinError
 from handrolled.icmp import (
     EchoMessage,
@@ -548,13 +547,8 @@ def _format_ms(rtt_ms: float) -> str:
     return f"{rtt_ms:.3f}"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like iputils
-        raise UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ping", description="Hand-rolled ICMP ping (iputils-style options).")
+    p = Parser(prog="ping", description="Hand-rolled ICMP ping (iputils-style options).")
     p.add_argument("host")
     p.add_argument("-c", dest="count", type=int, default=None, help="probes to send (default 4)")
     p.add_argument("-i", dest="interval", type=float, default=1.0, help="seconds between probes")
@@ -571,18 +565,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", dest="socket_kind", choices=("auto", "raw", "dgram"), default="auto")
     p.add_argument("--ident", type=int, default=None, help="echo identifier (default: pid)")
     return p
-
-
-def _jsonable(value: object) -> object:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _icmp_length(received: bytes | None) -> int:
@@ -708,7 +690,7 @@ def main(argv: list[str] | None = None, runner: Callable[..., PingResult] | None
         print(f"ping: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        doc = _jsonable(probes_for_json) if probes_for_json is not None else {}
+        doc = jsonable(probes_for_json) if probes_for_json is not None else {}
         if isinstance(doc, dict):
             doc["target"] = args.host
         print(json.dumps(doc, indent=2), file=out)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import enum
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from dataclasses import dataclass
 
 from handrolled import net
 from handrolled import probes as tp
+from handrolled._cli import Parser, jsonable
 from handrolled.errors import MalformedPacket, ResolveError, UsageError, WiretwinError
 from handrolled.icmp import (
     DestinationUnreachable,
@@ -640,21 +640,9 @@ def hop_is_v6(probe: Probe) -> bool:
     return probe.reply_from is not None and ":" in probe.reply_from
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    return value
-
-
 def result_to_json(result: TraceResult) -> dict:
     """The whole TraceResult as JSON-ready data (bytes as hex, enums by value)."""
-    data = _jsonable(result)
+    data = jsonable(result)
     assert isinstance(data, dict)
     return data
 
@@ -666,13 +654,8 @@ EXIT_NOT_REACHED = 1
 EXIT_ERROR = 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="traceroute", description="Hand-rolled traceroute (wiretwin).")
+    p = Parser(prog="traceroute", description="Hand-rolled traceroute (wiretwin).")
     p.add_argument("host")
     how = p.add_mutually_exclusive_group()
     how.add_argument("-I", "--icmp", dest="method", action="store_const", const=Method.ICMP)
