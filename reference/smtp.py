@@ -268,6 +268,12 @@ def _extensions(reply: Reply) -> dict[str, str]:
     return found
 
 
+def _all_refused(outcomes: list[RecipientOutcome]) -> SmtpReplyError:
+    """Every RCPT was refused: the error carries the last refusal's code and words."""
+    last = outcomes[-1].reply
+    return SmtpReplyError(last.code, ("every recipient was refused", *last.lines), "RCPT")
+
+
 def _expect(reply: Reply, stage: str, *codes: int) -> Reply:
     if reply.code not in codes:
         raise SmtpReplyError(reply.code, reply.lines, stage)
@@ -396,6 +402,7 @@ def _transaction(
     mail_arg = " ".join([f"FROM:<{mail_from}>", *params])
     rcpts = [("RCPT", f"TO:<{rcpt}>") for rcpt in recipients]
     outcomes: list[RecipientOutcome] = state["outcomes"]
+    data_reply: Reply | None = None
     if pipelining and "PIPELINING" in extensions:
         d.send(("MAIL", mail_arg), *rcpts, ("DATA", ""))  # RFC 2920 3.1: DATA ends the group
         mail_reply = d.reply()
@@ -404,19 +411,17 @@ def _transaction(
             outcomes.append(RecipientOutcome(rcpt, reply, 200 <= reply.code < 300))
         data_reply = d.reply()
         _expect(mail_reply, "MAIL", 250)
-        if data_reply.code == 354 and not any(o.accepted for o in outcomes):
-            d.send_body(b".\r\n")  # RFC 2920 3.1: DATA went through, nobody to deliver to
-            d.reply()
-            raise ValueError("every recipient was refused")
-        if not any(o.accepted for o in outcomes):
-            raise ValueError("every recipient was refused")
     else:
         _expect(d.command("MAIL", mail_arg), "MAIL", 250)
         for rcpt, (verb, arg) in zip(recipients, rcpts, strict=True):
             reply = d.command(verb, arg)
             outcomes.append(RecipientOutcome(rcpt, reply, 200 <= reply.code < 300))
-        if not any(o.accepted for o in outcomes):
-            raise ValueError("every recipient was refused")
+    if not any(o.accepted for o in outcomes):
+        if data_reply is not None and data_reply.code == 354:
+            d.send_body(b".\r\n")  # RFC 2920 3.1: DATA went through, nobody to deliver to
+            d.reply()
+        raise _all_refused(outcomes)
+    if data_reply is None:
         data_reply = d.command("DATA")
     _expect(data_reply, "DATA", 354)
     d.send_body(encode_body(message))
@@ -554,7 +559,7 @@ def send_mail_smtplib(
             code, text = client.rcpt(rcpt)
             outcomes.append(RecipientOutcome(rcpt, _smtplib_reply(code, text), 200 <= code < 300))
         if not any(o.accepted for o in outcomes):
-            raise ValueError("every recipient was refused")
+            raise _all_refused(outcomes)
         code, text = client.data(message)
         final = _smtplib_reply(code, text)
         if code != 250:
