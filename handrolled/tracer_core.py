@@ -56,7 +56,6 @@ class Slot:
     done: bool = False
     rtt: float | None = None  # seconds, set when a reply matched
     final: bool = False
-    expired: bool = False
 
 
 class TraceScheduler:
@@ -161,10 +160,11 @@ class TraceScheduler:
         self.slots[index].sent_at = at
         self.slots[index].done = True
 
-    def on_reply(self, index: int, at: float, *, final: bool, sent_at: float | None = None) -> bool:
-        """Record a reply to probe ``index`` received at ``at``; False if it no longer counts.
+    def on_reply(self, index: int, *, rtt: float, final: bool) -> bool:
+        """Record a reply to probe ``index`` after ``rtt`` seconds; False if it no longer counts.
 
-        ``sent_at`` overrides the recorded send time for the RTT (e.g. a kernel timestamp).
+        The driver measures ``rtt`` (kernel timestamps where it has them); it feeds the HERE and
+        NEAR rules.
         """
         if not 0 <= index < self.end:
             return False
@@ -172,7 +172,7 @@ class TraceScheduler:
         if slot.sent_at is None or slot.done:
             return False
         slot.done = True
-        slot.rtt = max(at - (sent_at if sent_at is not None else slot.sent_at), 0.0)
+        slot.rtt = max(rtt, 0.0)
         if final:
             slot.final = True
             hop_end = (index // self.probes_per_hop + 1) * self.probes_per_hop
@@ -189,7 +189,6 @@ class TraceScheduler:
                 expired.append(slot.index)
         for index in expired:  # decide all first: an expiry must not shorten another's wait
             self.slots[index].done = True
-            self.slots[index].expired = True
         return expired
 
     def pop_complete_hops(self) -> list[int]:

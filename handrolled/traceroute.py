@@ -212,7 +212,6 @@ class _Sent:
     ttl: int
     data: bytes
     send_ns: int
-    send_mono: float
     ident: int
     seq: int
     src_port: int | None = None
@@ -285,13 +284,13 @@ class Tracer:
                 self.ident, seq, self.payload, v6=self.v6, src=self.src, dst=self.dst
             )
             self._keys[("icmp", self.ident, seq)] = k
-            return _Sent(k, ttl, data, 0, 0.0, self.ident, seq)
+            return _Sent(k, ttl, data, 0, self.ident, seq)
         if self.method is Method.UDP:
             dst_port = (self.port + k) & 0xFFFF
             datagram = tp.UdpDatagram(self.ident, dst_port, self.payload)
             data = tp.encode_udp(datagram, src=self.src, dst=self.dst)
             self._keys[("udp", self.ident, dst_port)] = k
-            return _Sent(k, ttl, data, 0, 0.0, self.ident, seq, self.ident, dst_port)
+            return _Sent(k, ttl, data, 0, self.ident, seq, self.ident, dst_port)
         if self.sockets is not None and not self.ident:
             src_port = self.sockets.reserve_tcp_port(None)
         else:
@@ -303,7 +302,7 @@ class Tracer:
         segment = dataclasses.replace(segment, payload=self.payload)
         data = tp.encode_tcp(segment, src=self.src, dst=self.dst)
         self._keys[("tcp", src_port, self.port, tcp_seq)] = k
-        return _Sent(k, ttl, data, 0, 0.0, src_port, tcp_seq, src_port, self.port)
+        return _Sent(k, ttl, data, 0, src_port, tcp_seq, src_port, self.port)
 
     # -- reply matching -----------------------------------------------------------------------
 
@@ -418,8 +417,7 @@ class Tracer:
                     note = f"sendto: {exc.strerror or exc}"
                     sent.probe = self._probe(sent, Outcome.TIMEOUT, note=note)
                     continue
-                sent.send_mono = self.clock()
-                sched.mark_sent(k, sent.send_mono)
+                sched.mark_sent(k, self.clock())
             deadline = sched.next_deadline()
             now = self.clock()
             timeout = 0.0 if deadline is None else max(deadline - now, 0.0)
@@ -447,7 +445,7 @@ class Tracer:
             return
         rtt_ns = max(rec.recv_ns - sent.send_ns, 0)
         final = match.final and match.outcome is not Outcome.CORRUPT
-        if not self.sched.on_reply(match.k, sent.send_mono + rtt_ns / 1e9, final=final):
+        if not self.sched.on_reply(match.k, rtt=rtt_ns / 1e9, final=final):
             log.debug("late or duplicate reply for probe %d from %s", match.k, rec.src)
             return
         if self.resolver is not None:

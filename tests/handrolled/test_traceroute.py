@@ -55,7 +55,7 @@ def test_window_keeps_at_most_sim_queries_in_flight() -> None:
         s.mark_sent(k, 0.0)
     assert s.to_send() == []
     assert s.ttl_of(3) == 2
-    assert s.on_reply(1, 0.010, final=False)
+    assert s.on_reply(1, rtt=0.010, final=False)
     assert s.to_send() == [4]  # one slot freed, the next probe in order takes it
 
 
@@ -64,7 +64,7 @@ def test_here_rule_shortens_the_wait_of_a_hop_that_already_answered() -> None:
     for k in s.to_send():
         s.mark_sent(k, 0.0)
     assert s.timeout_for(1) == 5.0  # nothing heard yet: MAX
-    s.on_reply(0, 0.020, final=False)  # 20 ms from hop 1
+    s.on_reply(0, rtt=0.020, final=False)  # 20 ms from hop 1
     assert s.timeout_for(1) == pytest.approx((0.020 + WAIT_PRECISION) * 3.0)
     assert s.deadline_of(1) == pytest.approx(0.063)
     assert s.expire(0.062) == []
@@ -76,10 +76,10 @@ def test_near_rule_expires_a_silent_hop_after_a_few_rtts() -> None:
     s = TraceScheduler(max_hops=3, probes_per_hop=2, sim_queries=16, wait=(5.0, 3.0, 10.0))
     for k in s.to_send():
         s.mark_sent(k, 0.0)
-    s.on_reply(0, 0.003, final=False)
-    s.on_reply(1, 0.003, final=False)
+    s.on_reply(0, rtt=0.003, final=False)
+    s.on_reply(1, rtt=0.003, final=False)
     assert s.timeout_for(2) == 5.0  # nothing later answered yet
-    s.on_reply(4, 0.010, final=True)
+    s.on_reply(4, rtt=0.010, final=True)
     assert s.timeout_for(2) == pytest.approx((0.010 + WAIT_PRECISION) * 10.0)
     assert s.pop_complete_hops() == [1]
     assert s.expire(0.05) == [5]  # hop 3's second probe waits HERE * 11 ms
@@ -94,7 +94,7 @@ def test_near_rule_looks_only_at_probes_already_sent() -> None:
     for k in s.to_send():
         s.mark_sent(k, 0.0)
     assert s.timeout_for(0) == 5.0
-    s.on_reply(1, 0.004, final=False)
+    s.on_reply(1, rtt=0.004, final=False)
     assert s.timeout_for(0) == pytest.approx(0.05)
     s.mark_sent(2, 0.01)
     s.slots[3].rtt = 0.001  # a reply recorded on an unsent probe is past the scan's stop
@@ -105,8 +105,8 @@ def test_factors_of_zero_disable_here_and_near() -> None:
     s = TraceScheduler(max_hops=2, probes_per_hop=2, wait=(2.0, 0.0, 0.0))
     for k in s.to_send():
         s.mark_sent(k, 0.0)
-    s.on_reply(0, 0.001, final=False)
-    s.on_reply(2, 0.001, final=False)
+    s.on_reply(0, rtt=0.001, final=False)
+    s.on_reply(2, rtt=0.001, final=False)
     assert s.timeout_for(1) == 2.0
     assert s.next_deadline() == 2.0
 
@@ -116,11 +116,11 @@ def test_a_final_reply_ends_the_trace_at_its_hop() -> None:
     sent = s.to_send()
     for k in sent:
         s.mark_sent(k, 0.0)
-    assert s.on_reply(7, 0.01, final=True)  # ttl 3 reached the destination
+    assert s.on_reply(7, rtt=0.01, final=True)  # ttl 3 reached the destination
     assert s.end == 9
-    assert not s.on_reply(12, 0.01, final=False)  # beyond the destination: ignored
+    assert not s.on_reply(12, rtt=0.01, final=False)  # beyond the destination: ignored
     for k in range(9):
-        s.on_reply(k, 0.01, final=False)
+        s.on_reply(k, rtt=0.01, final=False)
     assert s.pop_complete_hops() == [1, 2, 3]
     assert s.finished and s.to_send() == []
 
@@ -129,10 +129,10 @@ def test_hops_are_released_in_order_only() -> None:
     s = TraceScheduler(max_hops=3, probes_per_hop=1, sim_queries=3)
     for k in s.to_send():
         s.mark_sent(k, 0.0)
-    s.on_reply(2, 0.01, final=True)
-    s.on_reply(1, 0.01, final=False)
+    s.on_reply(2, rtt=0.01, final=True)
+    s.on_reply(1, rtt=0.01, final=False)
     assert s.pop_complete_hops() == []  # hop 1 still pending
-    s.on_reply(0, 0.01, final=False)
+    s.on_reply(0, rtt=0.01, final=False)
     assert s.pop_complete_hops() == [1, 2, 3]
     assert s.pop_complete_hops() == []
 
@@ -143,13 +143,13 @@ def test_a_probe_that_could_not_be_sent_is_done_at_once() -> None:
     s.mark_lost(0, 0.0)
     assert s.in_flight == 0 and s.next_deadline() is None and s.to_send() == [1]
     assert s.pop_complete_hops() == [1]
-    assert not s.on_reply(0, 0.01, final=True)  # a reply to what never left does not count
+    assert not s.on_reply(0, rtt=0.01, final=True)  # a reply to what never left does not count
 
 
 def test_first_ttl_numbers_probes_from_there() -> None:
     s = TraceScheduler(first_ttl=5, max_hops=6, probes_per_hop=2)
     assert [s.ttl_of(k) for k in range(4)] == [5, 5, 6, 6]
-    assert not s.on_reply(0, 1.0, final=False)  # never sent
+    assert not s.on_reply(0, rtt=1.0, final=False)  # never sent
 
 
 @pytest.mark.parametrize(
