@@ -25,15 +25,8 @@ DELIVERED = (
 )
 BOTH = [send_mail, send_mail_smtplib]
 AUTH_USER, AUTH_PASSWORD, happy_script = fx.AUTH_USER, fx.AUTH_PASSWORD, fx.happy_script
-# The shared fixtures (tests/smtpd_fixtures.py), made visible to this module.
-smtp_test_ca = fx.smtp_test_ca
-smtp_server = fx.smtp_server
-smtp_plain_server = fx.smtp_plain_server
-smtp_tls_server = fx.smtp_tls_server
-smtp_implicit_tls_server = fx.smtp_implicit_tls_server
-smtp_auth_server = fx.smtp_auth_server
-scripted_smtp_server = fx.scripted_smtp_server
-lab_smtp_server = fx.lab_smtp_server
+# The fixtures (smtp_server, scripted_smtp_server, ...) come from tests/smtpd_fixtures.py via
+# tests/conftest.py (``from smtpd_fixtures import *``).
 
 
 # --- the scapy layers ---------------------------------------------------------------------------
@@ -150,6 +143,7 @@ def test_every_recipient_refused_is_not_delivered(fn, smtp_server) -> None:
     result = fn(smtp_server.host, smtp_server.port, mail_from="a@x.test",
                 recipients=["nobody@x.test"], message=b"hi\r\n", timeout=10)  # fmt: skip
     assert not result.delivered and "refused" in (result.error or "")
+    assert "550" in result.error and "every recipient was refused" in result.error
     assert smtp_server.messages == []
 
 
@@ -237,6 +231,7 @@ def test_refusal_at_each_stage_is_not_delivered(fn, scripted_smtp_server, stage,
     assert not result.delivered
     assert result.error
     assert reply.strip()[:3].decode() in result.error or "refused" in result.error
+    assert reply.strip()[:3].decode() in result.error  # the server's code, from both clients
 
 
 def test_gibberish_and_eof_are_errors_not_hangs(scripted_smtp_server) -> None:
