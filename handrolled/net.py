@@ -8,14 +8,13 @@ unreachable), name resolution and clocks.  Times are ``time.time_ns()`` nanoseco
 
 API
 ---
-``open_icmp_socket(family, kind="auto", *, ttl=None, ident=None, sock=None,
-icmp_types=None) -> IcmpSocket``
+``open_icmp_socket(family, kind="auto", *, ttl=None, ident=None) -> IcmpSocket``
     ``family``: ``socket.AF_INET`` or ``AF_INET6``.  ``kind``: ``"raw"``, ``"dgram"`` or
     ``"auto"`` (raw, else dgram).  ``ident``: for a dgram socket, bind to this local port so the
-    kernel's identifier is ours (falls back to any port if taken).  ``sock``: adopt an existing
-    socket (e.g. one made inside a lab namespace).  ``icmp_types``: ICMP types a raw socket
-    accepts (ICMP_FILTER / ICMP6_FILTER); None: ``DEFAULT_FILTER[family]`` (echo reply and the
-    errors), ``range(256)``: every type.  Raises
+    kernel's identifier is ours (falls back to any port if taken).  A raw socket accepts only
+    ``DEFAULT_FILTER[family]`` (echo reply and the errors; ``.set_icmp_filter`` changes it).
+    To adopt a socket made elsewhere (e.g. inside a lab namespace), wrap it:
+    ``IcmpSocket(sock, family, kind)``.  Raises
     ``RawSocketPermissionError`` (one line naming CAP_NET_RAW / net.ipv4.ping_group_range).
 ``IcmpSocket``: ``.sock``, ``.family``, ``.kind`` ("raw"/"dgram"), ``.v6``, ``.ident``
     (dgram: the identifier the kernel writes, i.e. the local port; raw: None),
@@ -412,42 +411,37 @@ def open_icmp_socket(
     *,
     ttl: int | None = None,
     ident: int | None = None,
-    sock: socket.socket | None = None,
-    icmp_types: Iterable[int] | None = None,
 ) -> IcmpSocket:
-    """Open (or adopt) an ICMP socket; see the module docstring."""
+    """Open an ICMP socket; see the module docstring."""
     if family not in (socket.AF_INET, socket.AF_INET6):
         raise UsageError(f"address family {family} is not AF_INET or AF_INET6")
     if kind not in ("auto", "raw", "dgram"):
         raise UsageError(f"socket kind {kind!r}: expected auto, raw or dgram")
-    if sock is not None:
-        kind = "raw" if sock.type == socket.SOCK_RAW else "dgram"
+    tried = ["raw", "dgram"] if kind == "auto" else [kind]
+    for attempt in tried:
+        try:
+            sock = _make(family, attempt)
+        except PermissionError as exc:
+            log.debug("%s ICMP socket refused: %s", attempt, exc)
+            last = exc
+            continue
+        kind = attempt
+        break
     else:
-        tried = ["raw", "dgram"] if kind == "auto" else [kind]
-        for attempt in tried:
-            try:
-                sock = _make(family, attempt)
-            except PermissionError as exc:
-                log.debug("%s ICMP socket refused: %s", attempt, exc)
-                last = exc
-                continue
-            kind = attempt
-            break
+        if tried == ["raw"]:
+            message = "cannot open a raw ICMP socket: run as root or grant CAP_NET_RAW"
+        elif tried == ["dgram"]:
+            message = (
+                "cannot open a datagram ICMP socket: allow it with "
+                "sysctl -w net.ipv4.ping_group_range='0 2147483647'"
+            )
         else:
-            if tried == ["raw"]:
-                message = "cannot open a raw ICMP socket: run as root or grant CAP_NET_RAW"
-            elif tried == ["dgram"]:
-                message = (
-                    "cannot open a datagram ICMP socket: allow it with "
-                    "sysctl -w net.ipv4.ping_group_range='0 2147483647'"
-                )
-            else:
-                message = PERMISSION_FIX
-            raise RawSocketPermissionError(message) from last
+            message = PERMISSION_FIX
+        raise RawSocketPermissionError(message) from last
     icmp = IcmpSocket(sock, family, kind)
     try:
         if kind == "raw":
-            icmp.set_icmp_filter(DEFAULT_FILTER[family] if icmp_types is None else icmp_types)
+            icmp.set_icmp_filter(DEFAULT_FILTER[family])
         else:
             icmp.bind_ident(ident)
         if ttl is not None:
