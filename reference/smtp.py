@@ -206,7 +206,7 @@ class _Dialogue:
 
     def _write(self, data: bytes) -> None:
         try:
-            self.stream.outs.sendall(data)
+            self.stream.send(data)  # SmtpStreamSocket.send: sendall, not scapy's socket.send
         except TimeoutError as exc:
             raise WiretwinTimeout(f"timed out after {self.timeout:g} s sending") from exc
 
