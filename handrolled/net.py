@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
+from handrolled.icmp import Icmp6Type, IcmpType
 
 __all__ = [
     "DEFAULT_FILTER",
@@ -96,8 +97,23 @@ _INT = struct.Struct("@i")
 # ICMP traceroute can use: echo reply, destination unreachable, time exceeded, parameter problem
 # (and packet too big for ICMPv6).
 DEFAULT_FILTER: dict[int, frozenset[int]] = {
-    socket.AF_INET: frozenset({0, 3, 11, 12}),
-    socket.AF_INET6: frozenset({129, 1, 2, 3, 4}),
+    socket.AF_INET: frozenset(
+        {
+            IcmpType.ECHO_REPLY,
+            IcmpType.DEST_UNREACHABLE,
+            IcmpType.TIME_EXCEEDED,
+            IcmpType.PARAMETER_PROBLEM,
+        }
+    ),
+    socket.AF_INET6: frozenset(
+        {
+            Icmp6Type.ECHO_REPLY,
+            Icmp6Type.DEST_UNREACHABLE,
+            Icmp6Type.PACKET_TOO_BIG,
+            Icmp6Type.TIME_EXCEEDED,
+            Icmp6Type.PARAMETER_PROBLEM,
+        }
+    ),
 }
 
 PERMISSION_FIX = (

@@ -44,7 +44,10 @@ from handrolled._cli import Parser, jsonable
 from handrolled.errors import MalformedPacket, UsageError, WiretwinError
 from handrolled.icmp import (
     EchoMessage,
+    Icmp6Type,
     IcmpError,
+    IcmpType,
+    TimeExceededCode,
     decode_icmp,
     decode_icmp6,
     default_payload,
@@ -276,10 +279,16 @@ class Pinger:
         return tuple(out)
 
 
+_UNREACHABLE_TYPES = {
+    False: (IcmpType.DEST_UNREACHABLE, IcmpType.PARAMETER_PROBLEM),
+    True: (Icmp6Type.DEST_UNREACHABLE, Icmp6Type.PACKET_TOO_BIG, Icmp6Type.PARAMETER_PROBLEM),
+}
+
+
 def _error_outcome(icmp_type: int, v6: bool) -> Outcome | None:
-    if icmp_type == (3 if v6 else 11):  # RFC 4443 §3.3 / RFC 792 time exceeded
+    if icmp_type == (Icmp6Type.TIME_EXCEEDED if v6 else IcmpType.TIME_EXCEEDED):
         return Outcome.TIME_EXCEEDED
-    if icmp_type in ((1, 2, 4) if v6 else (3, 12)):  # unreachable, too big, parameter problem
+    if icmp_type in _UNREACHABLE_TYPES[v6]:
         return Outcome.UNREACHABLE
     return None
 
@@ -519,18 +528,17 @@ def describe_error(probe: Probe, v6: bool) -> str:
     """iputils' wording for an ICMP error outcome."""
     t, c = probe.icmp_type, probe.icmp_code or 0
     if probe.outcome is Outcome.TIME_EXCEEDED:
+        ttl = c == TimeExceededCode.TTL
         if v6:
-            return (
-                "Time exceeded: Hop limit" if c == 0 else "Time exceeded: Defragmentation failure"
-            )
-        return "Time to live exceeded" if c == 0 else "Frag reassembly time exceeded"
+            return "Time exceeded: Hop limit" if ttl else "Time exceeded: Defragmentation failure"
+        return "Time to live exceeded" if ttl else "Frag reassembly time exceeded"
     if v6:
-        if t == 2:
+        if t == Icmp6Type.PACKET_TOO_BIG:
             return "Packet too big"
-        if t == 4:
+        if t == Icmp6Type.PARAMETER_PROBLEM:
             return "Parameter problem"
         return _UNREACH6.get(c, f"Destination unreachable: Unknown code {c}")
-    if t == 12:
+    if t == IcmpType.PARAMETER_PROBLEM:
         return "Parameter problem"
     return _UNREACH4.get(c, f"Dest Unreachable, Bad Code: {c}")
 

@@ -55,8 +55,12 @@ from handrolled.errors import MalformedPacket, ResolveError, UsageError, Wiretwi
 from handrolled.icmp import (
     DestinationUnreachable,
     EchoMessage,
+    Icmp6Type,
     IcmpError,
+    IcmpType,
     TimeExceeded,
+    Unreach6Code,
+    UnreachCode,
     decode_icmp,
     decode_icmp6,
     default_payload,
@@ -119,7 +123,7 @@ def annotation(icmp_type: int | None, code: int | None, v6: bool) -> str:
     """traceroute(8)'s mark for an ICMP error: ``!H !N !P !X ...`` or ``!<code>``; "" if none."""
     if icmp_type is None or code is None:
         return ""
-    if icmp_type != (1 if v6 else 3):
+    if icmp_type != (Icmp6Type.DEST_UNREACHABLE if v6 else IcmpType.DEST_UNREACHABLE):
         return ""
     marks = _UNREACH6 if v6 else _UNREACH4
     return marks.get(code, f"!<{code}>")
@@ -344,7 +348,7 @@ class Tracer:
             return None
         if isinstance(msg, TimeExceeded):
             return _Match(k, Outcome.TIME_EXCEEDED, False, msg.icmp_type, msg.code, reply_ttl)
-        port_unreach = msg.code == (4 if self.v6 else 3)
+        port_unreach = msg.code == (Unreach6Code.PORT if self.v6 else UnreachCode.PORT)
         if port_unreach and rec.src == self.dst and self.method is Method.UDP:
             outcome = Outcome.REPLY  # the destination's answer to a UDP probe
         else:
