@@ -134,10 +134,6 @@ def split_commands(stream: bytes) -> list[bytes]:
     return out
 
 
-def _verb(command: bytes) -> bytes:
-    return command.split(b" ", 1)[0].split(b":", 1)[0].rstrip(b"\r\n")
-
-
 def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
     lab = ctx.lab if sc.server is None else None
     kwargs = {

@@ -181,20 +181,21 @@ class _Dialogue:
     def _record(self, direction: Direction, data: bytes, redacted: bool = False) -> None:
         self.transcript.append(TranscriptLine(direction, data, time.time_ns(), redacted))
 
-    def send(self, *commands: tuple[str, str], shown: bytes | None = None) -> None:
+    def send(self, *commands: tuple[str, str]) -> None:
         """Send one or more (verb, argument) commands as one write (a pipelined group)."""
         wire = b""
         for verb, argument in commands:
             pkt = SMTPCommand(verb=verb.encode("ascii"), argument=argument.encode("utf-8"))
             data = bytes(pkt)
             wire += data
-            self._record(Direction.SENT, shown or data, redacted=shown is not None)
+            self._record(Direction.SENT, data)
         self._write(wire)
 
     def send_secret(self, verb: str, secret: str, prefix: str = "") -> None:
         """A line carrying an AUTH secret: the transcript gets a placeholder."""
-        pkt = SMTPCommand(verb=verb.encode("ascii"), argument=secret.encode("ascii"))
-        if not verb:  # a bare response line to a 334 challenge
+        if verb:
+            pkt = SMTPCommand(verb=verb.encode("ascii"), argument=secret.encode("ascii"))
+        else:  # a bare response line to a 334 challenge
             pkt = SMTPCommand(verb=secret.encode("ascii"))
         placeholder = (prefix.encode() + b" " if prefix else b"") + REDACTED + b"\r\n"
         self._record(Direction.SENT, placeholder, redacted=True)
