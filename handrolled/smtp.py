@@ -305,13 +305,13 @@ def _mail_params(
     extensions = session.conn.extensions
     params: list[str] = []
     # RFC 1870 §4: octets after 354, CRLFs included, without dot-stuffing or the final dot
-    size = len(proto.decode_data(proto.encode_data(message)))
+    size = proto.data_size(message)
     if "SIZE" in extensions:
         limit = extensions["SIZE"]
         if limit.isdigit() and int(limit) and size > int(limit):
             raise _Stop(f"the message is {size} octets; the server accepts at most {limit}")
         params.append(f"SIZE={size}")
-    if any(b > 0x7F for b in message):  # RFC 6152
+    if not message.isascii():  # RFC 6152
         if "8BITMIME" not in extensions:
             raise _Stop("the message has 8-bit content and the server does not offer 8BITMIME")
         params.append("BODY=8BITMIME")

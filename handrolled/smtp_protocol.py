@@ -22,6 +22,8 @@ API
     ``.state``, ``.extensions``, ``.pipelining``, ``.pending``.
 ``encode_data(message) -> bytes`` / ``decode_data(wire) -> bytes``
     The DATA body: CRLF normalisation, dot-stuffing and the final ``.CRLF`` (RFC 5321 §4.5.2).
+``data_size(message) -> int``
+    The octets SIZE declares (RFC 1870): ``len(decode_data(encode_data(message)))``.
 ``encode_reply(reply) -> bytes`` / ``decode_reply(wire) -> Reply``
     One whole reply, for tests and tools.
 ``parse_ehlo(reply) -> dict[str, str]``
@@ -64,6 +66,7 @@ __all__ = [
     "Verdict",
     "check_address",
     "check_domain",
+    "data_size",
     "decode_data",
     "decode_reply",
     "encode_data",
@@ -403,6 +406,15 @@ def encode_data(message: bytes) -> bytes:
     return bytes(out)
 
 
+def data_size(message: bytes) -> int:
+    """RFC 1870 §4: the octets ``encode_data`` sends, CRLFs included, without dot-stuffing or
+    the final dot."""
+    lines = _lines(message)
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return sum(len(line) + 2 for line in lines)
+
+
 def decode_data(wire: bytes) -> bytes:
     """Undo ``encode_data`` as a server does: drop the final dot line and one leading dot."""
     if not (wire == b".\r\n" or wire.endswith(b"\r\n.\r\n")):
@@ -594,7 +606,7 @@ class ClientConnection:
 
     def _encode_content(self, message: bytes) -> bytes:
         _check_text_lines(message)
-        eight_bit = any(b > 0x7F for b in message)
+        eight_bit = not message.isascii()
         if eight_bit and not any(p.upper() == "BODY=8BITMIME" for p in self.mail_params):
             raise LocalProtocolError(
                 "the message has 8-bit octets: MAIL needs BODY=8BITMIME (RFC 6152)"

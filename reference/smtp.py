@@ -137,7 +137,7 @@ def _mail_params(
         if limit.isdigit() and int(limit) and size > int(limit):
             raise ValueError(f"the message is {size} octets; the server accepts at most {limit}")
         params.append(f"SIZE={size}")
-    if any(b > 0x7F for b in message):
+    if not message.isascii():
         if "8BITMIME" not in extensions:
             raise ValueError("the message has 8-bit content and the server lacks 8BITMIME")
         params.append("BODY=8BITMIME")
@@ -549,7 +549,7 @@ def send_mail_smtplib(
         options = []
         if client.does_esmtp and client.has_extn("size"):  # as smtplib.sendmail does
             options.append(f"size={len(message)}")
-        if any(b > 0x7F for b in message) and client.has_extn("8bitmime"):
+        if not message.isascii() and client.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")
         if not all(a.isascii() for a in (mail_from, *recipients)):
             options.append("SMTPUTF8")

@@ -536,6 +536,12 @@ def test_encode_data_golden(message, wire):
 line_text = st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
 
+@given(st.binary(max_size=300))
+def test_data_size_counts_what_is_sent(message):
+    """RFC 1870 §4: SIZE is the octets after 354, without dot-stuffing or the final dot."""
+    assert sp.data_size(message) == len(sp.decode_data(sp.encode_data(message)))
+
+
 @given(st.lists(line_text, max_size=20), st.sampled_from([b"\r\n", b"\n", b"\r"]))
 def test_encode_decode_roundtrip(lines, ending):
     message = ending.join(lines)
