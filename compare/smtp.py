@@ -182,7 +182,7 @@ def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row]
         )
     )
     # The smtplib witness: equal up to the case of verbs (and its own choice of pipelining).
-    witness_ok, notes = _witness(cmds["handrolled"], cmds["smtplib"])
+    witness_ok, notes = _witness(cmds["handrolled"], cmds["smtplib"], MESSAGE)
     rows.append(
         Row(
             sc.name,
@@ -347,7 +347,27 @@ def _fix_bare_lf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def _witness(ours: list[bytes], theirs: list[bytes]) -> tuple[bool, list[str]]:
+def _octets_sent(commands: list[bytes], message: bytes) -> int:
+    """RFC 1870 §4: the content's octets after 354, without dot-stuffing or the final dot —
+    from the wire when the content went out, else from the message with CRLF line ends."""
+    block = next((c for c in commands if c.endswith(b"\r\n.\r\n")), None)
+    if block is None:
+        lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the message ended with a line break
+        return sum(len(line) + 2 for line in lines)
+    return sum(len(line) + 2 - line.startswith(b".") for line in block[:-3].split(b"\r\n")[:-1])
+
+
+def _size_values_ok(ours: bytes, theirs: bytes, sent: int, message: bytes) -> bool:
+    """smtplib declares len(message) as given; we declare the octets we send (RFC 1870 §4)."""
+    try:
+        return int(ours[5:]) == sent and int(theirs[5:]) == len(message)
+    except ValueError:
+        return False
+
+
+def _witness(ours: list[bytes], theirs: list[bytes], message: bytes) -> tuple[bool, list[str]]:
     """Compare smtplib's commands with ours, applying only the WITNESS_ALLOWED rules."""
     notes, used = [], set()
     extra = _pipelined_data(ours, theirs) if len(ours) == len(theirs) + 1 else None
@@ -368,7 +388,11 @@ def _witness(ours: list[bytes], theirs: list[bytes]) -> tuple[bool, list[str]]:
                 continue
             if x.upper() == y.upper():
                 used.add("verb_case" if i == 0 else "param_case")
-            elif x.upper().startswith(b"SIZE=") and y.upper().startswith(b"SIZE="):
+            elif (
+                x.upper().startswith(b"SIZE=")
+                and y.upper().startswith(b"SIZE=")
+                and _size_values_ok(x, y, _octets_sent(ours, message), message)
+            ):
                 used.update({"param_case", "size_value"} if x[:5] != y[:5] else {"size_value"})
             else:
                 same = False
