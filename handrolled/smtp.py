@@ -281,8 +281,6 @@ def _authenticate(session: SmtpSession, user: str, password: str) -> None:
     if "PLAIN" in mechanisms:
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
         answer = session.command(proto.Auth("PLAIN", token))
-        if answer.verdict is proto.Verdict.CHALLENGE:
-            answer = session.command(proto.AuthResponse("*"))  # cancel (RFC 4954 §4)
     elif "LOGIN" in mechanisms:
         answer = session.command(proto.Auth("LOGIN"))
         for secret in (user, password):
@@ -292,7 +290,7 @@ def _authenticate(session: SmtpSession, user: str, password: str) -> None:
             answer = session.command(proto.AuthResponse(token))
     else:
         raise _Stop(f"no AUTH mechanism we support (PLAIN, LOGIN); the server offers {offered}")
-    if answer.verdict is proto.Verdict.CHALLENGE:
+    if answer.verdict is proto.Verdict.CHALLENGE:  # more than we can answer: cancel (RFC 4954 §4)
         answer = session.command(proto.AuthResponse("*"))
     if answer.verdict is not proto.Verdict.OK:
         raise _refused(answer, "AUTH")
@@ -412,13 +410,7 @@ def _end_refused_data(session: SmtpSession, data_answer: proto.Answer | None) ->
 
 def _quit(session: SmtpSession) -> None:
     """QUIT where the protocol still allows it; a failure here changes nothing."""
-    if session.conn.state not in (
-        proto.State.REFUSED,
-        proto.State.HELLO,
-        proto.State.READY,
-        proto.State.MAIL_SENT,
-        proto.State.RCPT_SENT,
-    ):
+    if not session.conn.can_send(proto.Command.QUIT):
         return
     try:
         session.command(proto.Quit())

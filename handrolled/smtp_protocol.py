@@ -17,7 +17,8 @@ pending are errors, never hangs.
 API
 ---
 ``ClientConnection(pipelining=True)``
-    ``.send(event) -> bytes``; ``.receive_data(data)`` (``b""`` means EOF);
+    ``.send(event) -> bytes``; ``.can_send(command) -> bool``; ``.receive_data(data)``
+    (``b""`` means EOF);
     ``.next_event() -> Answer | ConnectionClosed | NEED_DATA``; ``.tls_established()``;
     ``.state``, ``.extensions``, ``.pipelining``, ``.pending``.
 ``encode_data(message) -> bytes`` / ``decode_data(wire) -> bytes``
@@ -540,6 +541,10 @@ class ClientConnection:
             self.mail_params = event.params
         self.pending.append((command, argument))
         return wire
+
+    def can_send(self, command: Command) -> bool:
+        """Whether the state allows sending ``command`` (TRANSITIONS); ignores pending replies."""
+        return (self.state, _Send(command)) in TRANSITIONS
 
     def _encode(self, event: Event) -> tuple[bytes, str]:
         limit = MAX_COMMAND_LINE

@@ -655,6 +655,26 @@ def test_arbitrary_bytes_never_hang_or_crash(data, chunk, eof):
         assert conn.state is State.ERROR
 
 
+def test_can_send_follows_the_transition_table():
+    conn = ClientConnection()
+    assert not conn.can_send(Command.QUIT)  # waiting for the greeting
+    answer(conn, b"220 mx.test\r\n")
+    assert conn.can_send(Command.QUIT) and conn.can_send(Command.EHLO)
+    assert not conn.can_send(Command.MAIL)
+    quit_allowed = set()
+    for state in State:
+        conn.state = state
+        if conn.can_send(Command.QUIT):
+            quit_allowed.add(state)
+    assert quit_allowed == {
+        State.REFUSED,
+        State.HELLO,
+        State.READY,
+        State.MAIL_SENT,
+        State.RCPT_SENT,
+    }
+
+
 def test_unexpected_reply_is_caught_before_the_next_command():
     """A stray line after a complete reply must not be taken as the next command's reply."""
     conn = ready(pipelining=False)
