@@ -438,20 +438,22 @@ def _run(
     mail_from: str,
     recipients: Sequence[str],
     message: bytes,
-    helo_name: str,
     ehlo: bool,
-    starttls: bool,
-    tls: bool,
-    auth: tuple[str, str] | None,
-    allow_plain_auth: bool,
-    insecure: bool,
-    cafile: str | None,
-    timeout: float,
-    pipelining: bool,
-    connect: Connect,
-    clock_ns: Callable[[], int],
-    monotonic: Callable[[], float],
+    helo_name: str = "wiretwin.invalid",
+    starttls: bool = False,
+    tls: bool = False,
+    auth: tuple[str, str] | None = None,
+    allow_plain_auth: bool = False,
+    insecure: bool = False,
+    cafile: str | None = None,
+    timeout: float = 30.0,
+    pipelining: bool = True,
+    connect: Connect = _connect,
+    clock_ns: Callable[[], int] = time.time_ns,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> SmtpResult:
+    """One delivery; send_mail with ``ehlo``, the seed (HELO only) without.  The defaults are
+    send_mail's (smtp_client passes only what it changes)."""
     _validate(mail_from, recipients, helo_name, starttls, tls, auth, allow_plain_auth, timeout)
     context = _tls_context(insecure, cafile) if (starttls or tls) else None
     started_ns, t0 = clock_ns(), monotonic()
@@ -570,19 +572,9 @@ def smtp_client(port: int = 1025, mailserver: str = "127.0.0.1") -> SmtpResult:
         mail_from="alice@example.com",
         recipients=["bob@example.com"],
         message=b"\r\n My message",
-        helo_name="Alice",
         ehlo=False,
-        starttls=False,
-        tls=False,
-        auth=None,
-        allow_plain_auth=False,
-        insecure=False,
-        cafile=None,
-        timeout=30.0,
+        helo_name="Alice",
         pipelining=False,
-        connect=_connect,
-        clock_ns=time.time_ns,
-        monotonic=time.monotonic,
     )
     if not result.delivered:
         log.warning("smtp_client: not delivered: %s", result.error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import inspect
 import json
 import logging
 import socket
@@ -77,6 +78,15 @@ def _check_seed(result, server, capsys):
     assert server.handler.helo_names == ["Alice"]
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""  # the seed prints nothing
+
+
+def test_seed_shares_send_mails_defaults():
+    """smtp_client passes only what differs from send_mail; _run's defaults must be the same."""
+    ours = inspect.signature(smtp.send_mail).parameters
+    run = inspect.signature(smtp._run).parameters
+    for name, param in ours.items():
+        if param.default is not inspect.Parameter.empty:
+            assert run[name].default == param.default, name
 
 
 def test_seed_smtp_client_on_a_free_port(smtp_server, capsys):
