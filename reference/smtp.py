@@ -29,6 +29,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from handrolled.errors import RemoteProtocolError, SmtpReplyError, UsageError, WiretwinTimeout
@@ -171,12 +172,14 @@ def _one_line(exc: BaseException) -> str:
 class _Dialogue:
     """One SMTP connection over scapy's StreamSocket, keeping the transcript."""
 
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
+    def __init__(
+        self, sock: socket.socket, timeout: float, transcript: list[TranscriptLine]
+    ) -> None:
         sock.settimeout(timeout)
         self.sock = sock
         self.stream = SmtpStreamSocket(sock)
         self.timeout = timeout
-        self.transcript: list[TranscriptLine] = []
+        self.transcript = transcript
 
     def _record(self, direction: Direction, data: bytes, redacted: bool = False) -> None:
         self.transcript.append(TranscriptLine(direction, data, time.time_ns(), redacted))
@@ -307,6 +310,43 @@ def _authenticate(d: _Dialogue, extensions: dict[str, str], user: str, password:
         raise ValueError("the server offers neither AUTH PLAIN nor AUTH LOGIN")
 
 
+@dataclass
+class _Attempt:
+    """What one delivery attempt found, filled in as it goes; ``result()`` is its SmtpResult."""
+
+    server: str
+    port: int
+    mail_from: str
+    implementation: Implementation
+    transcript: list[TranscriptLine] = field(default_factory=list)
+    outcomes: list[RecipientOutcome] = field(default_factory=list)
+    final: Reply | None = None
+    extensions: dict[str, str] = field(default_factory=dict)
+    tls: str | None = None
+    error: str | None = None
+    started_ns: int = field(default_factory=time.time_ns)
+    start: float = field(default_factory=time.monotonic)
+
+    def result(self) -> SmtpResult:
+        if self.error is not None:
+            log.info("smtp (%s) failed: %s", self.implementation.value, self.error)
+        return SmtpResult(
+            server=self.server,
+            port=self.port,
+            mail_from=self.mail_from,
+            recipients=tuple(self.outcomes),
+            transcript=tuple(self.transcript),
+            delivered=self.final is not None and self.final.code == 250 and self.error is None,
+            implementation=self.implementation,
+            final_reply=self.final,
+            extensions=tuple(self.extensions.items()),
+            tls=self.tls,
+            error=self.error,
+            started_ns=self.started_ns,
+            elapsed_ms=(time.monotonic() - self.start) * 1000.0,
+        )
+
+
 def send_mail(
     server: str,
     port: int,
@@ -327,82 +367,55 @@ def send_mail(
     """Deliver ``message`` (RFC 5322, before dot-stuffing) with scapy SMTP packets."""
     _validate(mail_from, recipients, helo_name, starttls, tls, auth, allow_plain_auth, timeout)
     context = _tls_context(insecure, cafile) if (tls or starttls) else None
-    started_ns = time.time_ns()
-    start = time.monotonic()
-    state: dict[str, Any] = {
-        "outcomes": [],
-        "final": None,
-        "extensions": {},
-        "tls": None,
-        "error": None,
-    }
+    run = _Attempt(server, port, mail_from, Implementation.REFERENCE)
     d: _Dialogue | None = None
     polite = True  # the dialogue is still fit for QUIT
     try:
         sock = socket.create_connection((server, port), timeout=timeout)
         if tls and context is not None:
             sock = context.wrap_socket(sock, server_hostname=server)
-            state["tls"] = "implicit"
-        d = _Dialogue(sock, timeout)
-        _transaction(d, state, server, context, starttls, auth, helo_name, pipelining,
-                     mail_from, recipients, message)  # fmt: skip
+            run.tls = "implicit"
+        d = _Dialogue(sock, timeout, run.transcript)
+        _transaction(d, run, context, starttls, auth, helo_name, pipelining, recipients, message)
     except (OSError, RemoteProtocolError, SmtpReplyError, ValueError) as exc:
         polite = _fit_for_quit(exc)
         if isinstance(exc, TimeoutError) and not isinstance(exc, WiretwinTimeout):
             exc = WiretwinTimeout(f"timed out after {timeout:g} s")
-        state["error"] = _one_line(exc)
-        log.info("smtp (reference) failed: %s", state["error"])
+        run.error = _one_line(exc)
     if d is not None:
         if polite:
             _quit(d)
         d.close()
-    transcript = tuple(d.transcript) if d is not None else ()
-    final: Reply | None = state["final"]
-    return SmtpResult(
-        server=server,
-        port=port,
-        mail_from=mail_from,
-        recipients=tuple(state["outcomes"]),
-        transcript=transcript,
-        delivered=final is not None and final.code == 250 and state["error"] is None,
-        implementation=Implementation.REFERENCE,
-        final_reply=final,
-        extensions=tuple(state["extensions"].items()),
-        tls=state["tls"],
-        error=state["error"],
-        started_ns=started_ns,
-        elapsed_ms=(time.monotonic() - start) * 1000.0,
-    )
+    return run.result()
 
 
 def _transaction(
     d: _Dialogue,
-    state: dict[str, Any],
-    server: str,
+    run: _Attempt,
     context: ssl.SSLContext | None,
     starttls: bool,
     auth: tuple[str, str] | None,
     helo_name: str,
     pipelining: bool,
-    mail_from: str,
     recipients: Sequence[str],
     message: bytes,
 ) -> None:
     _expect(d.reply(), "greeting", 220)
-    extensions = state["extensions"] = _hello(d, helo_name)
+    extensions = run.extensions = _hello(d, helo_name)
     if starttls and context is not None:
         if "STARTTLS" not in extensions:  # asked for: no silent downgrade
             raise ValueError("the server does not offer STARTTLS")
         _expect(d.command("STARTTLS"), "STARTTLS", 220)
-        d.start_tls(context, server)
-        state["tls"] = "starttls"
-        extensions = state["extensions"] = _hello(d, helo_name)  # RFC 3207 4.2: forget, ask again
+        d.start_tls(context, run.server)
+        run.tls = "starttls"
+        extensions = run.extensions = _hello(d, helo_name)  # RFC 3207 4.2: forget, ask again
     if auth is not None:
         _authenticate(d, extensions, *auth)
+    mail_from = run.mail_from
     params = _mail_params(extensions, mail_from, recipients, message)
     mail_arg = " ".join([f"FROM:<{mail_from}>", *params])
     rcpts = [("RCPT", f"TO:<{rcpt}>") for rcpt in recipients]
-    outcomes: list[RecipientOutcome] = state["outcomes"]
+    outcomes = run.outcomes
     data_reply: Reply | None = None
     if pipelining and "PIPELINING" in extensions:
         d.send(("MAIL", mail_arg), *rcpts, ("DATA", ""))  # RFC 2920 3.1: DATA ends the group
@@ -426,7 +439,7 @@ def _transaction(
         data_reply = d.command("DATA")
     _expect(data_reply, "DATA", 354)
     d.send_body(encode_body(message))
-    state["final"] = final = d.reply()
+    run.final = final = d.reply()
     _expect(final, "the message (final dot)", 250)
 
 
@@ -516,30 +529,24 @@ def send_mail_smtplib(
     smtplib never pipelines.  The message bytes go to ``SMTP.data`` as they are."""
     _validate(mail_from, recipients, helo_name, starttls, tls, auth, allow_plain_auth, timeout)
     context = _tls_context(insecure, cafile) if (tls or starttls) else None
-    transcript: list[TranscriptLine] = []
-    outcomes: list[RecipientOutcome] = []
-    final: Reply | None = None
-    error: str | None = None
-    tls_mode: str | None = "implicit" if tls else None
-    extensions: dict[str, str] = {}
-    started_ns = time.time_ns()
-    start = time.monotonic()
+    run = _Attempt(server, port, mail_from, Implementation.SMTPLIB)
+    run.tls = "implicit" if tls else None
     cls = _recording(smtplib.SMTP_SSL if tls else smtplib.SMTP)
     client: Any = None
     polite = True  # the dialogue is still fit for QUIT
     try:
         # Given the host, smtplib connects and reads the greeting in its constructor (and
         # remembers the host for TLS server_hostname, which connect() alone does not).
-        client = cls(transcript, server, port, local_hostname=helo_name, timeout=timeout,
+        client = cls(run.transcript, server, port, local_hostname=helo_name, timeout=timeout,
                      **({"context": context} if tls else {}))  # fmt: skip
         client.ehlo_or_helo_if_needed()
         if starttls and context is not None:
             if not client.has_extn("starttls"):
                 raise ValueError("the server does not offer STARTTLS")
             client.starttls(context=context)
-            tls_mode = "starttls"
+            run.tls = "starttls"
             client.ehlo()
-        extensions = {k.upper(): v for k, v in client.esmtp_features.items()}
+        run.extensions = {k.upper(): v for k, v in client.esmtp_features.items()}
         if auth is not None:
             client.redact_auth = True
             try:
@@ -558,19 +565,20 @@ def send_mail_smtplib(
             raise SmtpReplyError(code, _smtplib_reply(code, text).lines, "MAIL")
         for rcpt in recipients:
             code, text = client.rcpt(rcpt)
-            outcomes.append(RecipientOutcome(rcpt, _smtplib_reply(code, text), 200 <= code < 300))
-        if not any(o.accepted for o in outcomes):
-            raise _all_refused(outcomes)
+            reply = _smtplib_reply(code, text)
+            run.outcomes.append(RecipientOutcome(rcpt, reply, 200 <= code < 300))
+        if not any(o.accepted for o in run.outcomes):
+            raise _all_refused(run.outcomes)
         code, text = client.data(message)
-        final = _smtplib_reply(code, text)
+        run.final = _smtplib_reply(code, text)
         if code != 250:
-            raise SmtpReplyError(code, final.lines, "the message (final dot)")
+            raise SmtpReplyError(code, run.final.lines, "the message (final dot)")
     except smtplib.SMTPResponseException as exc:  # SMTPConnectError, SMTPDataError, ...
         reply = _smtplib_reply(exc.smtp_code, exc.smtp_error)
-        error = _one_line(SmtpReplyError(reply.code, reply.lines, type(exc).__name__))
+        run.error = _one_line(SmtpReplyError(reply.code, reply.lines, type(exc).__name__))
         polite = _fit_for_quit(exc)
     except (smtplib.SMTPException, OSError, ValueError, SmtpReplyError) as exc:
-        error = _one_line(exc)
+        run.error = _one_line(exc)
         polite = _fit_for_quit(exc)
     if client is not None:
         if polite and client.sock is not None:
@@ -579,20 +587,4 @@ def send_mail_smtplib(
             except (smtplib.SMTPException, OSError) as exc:
                 log.debug("QUIT: %s", exc)
         client.close()
-    if error is not None:
-        log.info("smtp (smtplib) failed: %s", error)
-    return SmtpResult(
-        server=server,
-        port=port,
-        mail_from=mail_from,
-        recipients=tuple(outcomes),
-        transcript=tuple(transcript),
-        delivered=final is not None and final.code == 250 and error is None,
-        implementation=Implementation.SMTPLIB,
-        final_reply=final,
-        extensions=tuple(extensions.items()),
-        tls=tls_mode,
-        error=error,
-        started_ns=started_ns,
-        elapsed_ms=(time.monotonic() - start) * 1000.0,
-    )
+    return run.result()
