@@ -151,10 +151,10 @@ class LabSmtpServer:
         sock = self._stack.enter_context(
             self.lab.socket(self.role, self.family, socket.SOCK_STREAM)
         )
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((node.addr(6 if self.family == socket.AF_INET6 else 4), self.port))
-        sock.listen(16)
         try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((node.addr(6 if self.family == socket.AF_INET6 else 4), self.port))
+            sock.listen(16)
             self._stack.enter_context(
                 SmtpdServer(sock, self.recorder, hostname=node.hostname or "lab")
             )

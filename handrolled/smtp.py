@@ -247,7 +247,7 @@ def _validate(
     if auth is not None:
         user, password = auth
         for value, what in ((user, "user name"), (password, "password")):
-            if any(c in value for c in "\r\n\0"):
+            if proto.forbidden_char(value):
                 raise UsageError(f"the {what} contains CR, LF or NUL")
         if not (starttls or tls) and not allow_plain_auth:
             raise UsageError(
@@ -589,9 +589,9 @@ def _check_header(name: str, value: str) -> None:
     # carry CR, LF or NUL (we fold, the caller does not).
     if not name or not all(33 <= ord(c) <= 126 and c != ":" for c in name):
         raise UsageError(f"bad header name {name!r}")
-    for char, what in (("\r", "CR"), ("\n", "LF"), ("\0", "NUL")):
-        if char in value:
-            raise UsageError(f"header {name} contains {what}: refused before sending")
+    bad = proto.forbidden_char(value)
+    if bad:
+        raise UsageError(f"header {name} contains {bad}: refused before sending")
 
 
 def compose_message(
@@ -757,8 +757,6 @@ def main(argv: list[str] | None = None, runner: Callable[..., SmtpResult] | None
         args = _parser().parse_args(argv)
         message, auth = _build(args)
         port = args.port or (465 if args.tls else 25)
-        if args.insecure:
-            print("warning: TLS certificate verification is OFF (--insecure)", file=sys.stderr)
         result = runner(
             args.server,
             port,

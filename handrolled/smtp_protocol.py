@@ -29,6 +29,8 @@ API
     One whole reply, for tests and tools.
 ``parse_ehlo(reply) -> dict[str, str]``
     EHLO keywords (upper case) to their parameters (RFC 5321 §4.1.1.1).
+``forbidden_char(value) -> "CR" | "LF" | "NUL" | None``
+    The first character that may never appear inside a command line or header.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ __all__ = [
     "decode_reply",
     "encode_data",
     "encode_reply",
+    "forbidden_char",
     "parse_ehlo",
 ]
 
@@ -356,7 +359,8 @@ def verdict_for(command: Command, code: int) -> Verdict:
 # --- checks on what we send -----------------------------------------------------------------
 
 
-def _forbidden(value: str) -> str | None:
+def forbidden_char(value: str) -> str | None:
+    """ "CR", "LF" or "NUL" if ``value`` holds one (it would end or corrupt a line), else None."""
     for char, name in (("\r", "CR"), ("\n", "LF"), ("\0", "NUL")):
         if char in value:
             return name
@@ -365,7 +369,7 @@ def _forbidden(value: str) -> str | None:
 
 def check_address(address: str, what: str = "address") -> None:
     """Refuse a mailbox that would break the command line (RFC 5321 §4.1.2)."""
-    bad = _forbidden(address)
+    bad = forbidden_char(address)
     if bad:
         raise LocalProtocolError(f"{what} contains {bad}: refused before sending")
     if any(c in address for c in "<> \t"):
@@ -374,7 +378,7 @@ def check_address(address: str, what: str = "address") -> None:
 
 def check_domain(name: str) -> None:
     """Refuse an EHLO/HELO name that is empty, not ASCII, or carries CR/LF/NUL/space."""
-    bad = _forbidden(name)
+    bad = forbidden_char(name)
     if bad:
         raise LocalProtocolError(f"HELO name contains {bad}: refused before sending")
     if not name or not name.isascii() or any(c.isspace() for c in name):
@@ -519,10 +523,7 @@ class ClientConnection:
         command = event.command
         self._check_usable()
         if self._buffer and not self.pending:
-            error = RemoteProtocolError(
-                f"unexpected data from the server in state {self.state.value}: "
-                f"{bytes(self._buffer[:40])!r}"
-            )
+            error = self._unexpected_data()
             self.state = State.ERROR
             raise error
         if self.pending and not (
@@ -588,13 +589,13 @@ class ClientConnection:
     def _check_b64(value: str | None) -> None:
         if value is None:
             return
-        bad = _forbidden(value)
+        bad = forbidden_char(value)
         if bad or not value.isascii() or " " in value:
             raise LocalProtocolError("AUTH data must be one line of base64")
 
     def _check_params(self, params: tuple[str, ...]) -> None:
         for param in params:
-            bad = _forbidden(param)
+            bad = forbidden_char(param)
             if bad or " " in param or not param:
                 raise LocalProtocolError(f"bad MAIL/RCPT parameter {param!r}")
             keyword = param.partition("=")[0].upper()
@@ -653,10 +654,7 @@ class ClientConnection:
         if self._buffer and not self.pending:
             # RFC 3207 §5 / RFC 2920: bytes nobody asked for (after 220 to STARTTLS they would
             # be read as if they came over TLS) are the server's error.
-            raise RemoteProtocolError(
-                f"unexpected data from the server in state {self.state.value}: "
-                f"{bytes(self._buffer[:40])!r}"
-            )
+            raise self._unexpected_data()
         while True:
             end = self._buffer.find(b"\n", 0, MAX_REPLY_LINE)
             if end < 0:
@@ -678,6 +676,12 @@ class ClientConnection:
                         "data after 220 to STARTTLS, before the TLS handshake (RFC 3207 §5)"
                     )
                 return answer
+
+    def _unexpected_data(self) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"unexpected data from the server in state {self.state.value}: "
+            f"{bytes(self._buffer[:40])!r}"
+        )
 
     def _at_end_of_buffer(self) -> ConnectionClosed | _NeedData:
         if not self._eof:

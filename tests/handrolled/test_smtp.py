@@ -772,6 +772,17 @@ def test_cli_data_from_stdin(smtp_server):
     assert proc.stdout == b"" and smtp_server.messages[0].content == raw
 
 
+def test_cli_insecure_warns_once(smtp_tls_server):
+    proc = subprocess.run(
+        [sys.executable, "-m", "handrolled.smtp", "--server", "127.0.0.1",
+         "--port", str(smtp_tls_server.port), "--from", SENDER, "--to", RCPT, "--starttls",
+         "--insecure", "--quiet"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("verification is OFF") == 1, proc.stderr
+
+
 def test_cli_body_file_and_auth(smtp_tls_server, tmp_path, capsys):
     body = tmp_path / "body.txt"
     body.write_text("from a file\n")
