@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from compare import tolerance, wire
 from compare.core import Context, Row, Sides, both_ran, run_side
-from compare.lab import Lab
+from compare.lab import EARLY_SLACK_MS, RTT_ATTEMPTS, Lab
 from compare.ping import families_of
 from handrolled.results import Method, Outcome, TraceResult
 
@@ -128,7 +129,18 @@ def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row
 
     flat = {impl: [p for hop in r.hops for p in hop.probes] for impl, r in res.items()}
     rows += wire.wire_rows(sc.name, flat, {i: r.frames for i, r in runs.items()})
-    rows += _rtt_rows(lab, sc, res)
+
+    def again(impl: str) -> TraceResult | None:
+        # the same trace once more, uncaptured: for the RTT-vs-truth check only
+        target, env = (
+            (sides.handrolled, sides.env) if impl == "handrolled" else (sides.reference, None)
+        )
+        try:
+            return ctx.site.call(target, (host,), kwargs, env)
+        except Exception:  # the first run's rows already report a side that fails
+            return None
+
+    rows += _rtt_rows(lab, sc, res, again)
     return rows, runs
 
 
@@ -167,22 +179,35 @@ def _truth_row(
     return Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details)
 
 
-def _rtt_rows(lab: Lab | None, sc: TraceScenario, res: dict[str, TraceResult]) -> list[Row]:
+def _hop_minima(result: TraceResult) -> dict[int, float]:
+    """The minimum RTT per answering hop."""
+    mins = {}
+    for hop in result.hops:
+        rtts = [p.rtt_ms for p in hop.probes if p.rtt_ms is not None]
+        if rtts:
+            mins[hop.ttl] = min(rtts)
+    return mins
+
+
+def _rtt_rows(
+    lab: Lab | None,
+    sc: TraceScenario,
+    res: dict[str, TraceResult],
+    again: Callable[[str], TraceResult | None] | None = None,
+) -> list[Row]:
     """RTTs per answering hop (the minimum over its probes), against the lab and across sides.
 
     One or two probes per hop are too few for a per-hop upper bound on these VMs, so: every hop
     must be at or above its promised RTT (one-sided noise can never push a measurement below
     it), and the median over hops of (measured - promised) must stay within TRACE_EXCESS_MS.
+    A trace is one burst, so one CPU pause moves every hop at once: a side whose median comes
+    out late (and no hop early) traces again, uncaptured (``again``), up to RTT_ATTEMPTS runs
+    in all, each hop keeping its minimum over the runs (as Lab.settle_min_rtts does).  A
+    systematic excess stays late on every run and fails.
     The two sides are compared hop by hop, with or without a lab: the median over the TTLs both
     answered of (handrolled - reference) must stay within TRACE_EXCESS_MS.
     """
-    mins: dict[str, dict[int, float]] = {}
-    for impl, result in res.items():
-        mins[impl] = {}
-        for hop in result.hops:
-            rtts = [p.rtt_ms for p in hop.probes if p.rtt_ms is not None]
-            if rtts:
-                mins[impl][hop.ttl] = min(rtts)
+    mins = {impl: _hop_minima(result) for impl, result in res.items()}
     rows = []
     limit = TRACE_EXCESS_MS
     if lab is not None:
@@ -190,12 +215,21 @@ def _rtt_rows(lab: Lab | None, sc: TraceScenario, res: dict[str, TraceResult]) -
         excess: dict[str, float] = {}
         cells, details, ok = {}, [], True
         for impl in res:
-            answering = [n for ttl, n in truth.items() if ttl in mins[impl]]
-            below = [n for n in answering if mins[impl][n.ttl] < lab.rtt_tolerance(n)[0]]
-            excess[impl] = (
-                tolerance.median([mins[impl][n.ttl] - n.rtt_ms for n in answering]) or 0.0
-            )
-            cells[impl] = f"median excess {excess[impl]:+.3f} ms over {len(answering)} hops"
+            measured = 1
+            while True:
+                answering = [n for ttl, n in truth.items() if ttl in mins[impl]]
+                below = [n for n in answering if mins[impl][n.ttl] < lab.rtt_tolerance(n)[0]]
+                excess[impl] = (
+                    tolerance.median([mins[impl][n.ttl] - n.rtt_ms for n in answering]) or 0.0
+                )
+                if below or excess[impl] <= limit or again is None or measured >= RTT_ATTEMPTS:
+                    break
+                extra = again(impl)
+                measured += 1
+                for ttl, value in (_hop_minima(extra) if extra else {}).items():
+                    mins[impl][ttl] = min(mins[impl].get(ttl, value), value)
+            runs = f" ({measured} runs)" if measured > 1 else ""
+            cells[impl] = f"median excess {excess[impl]:+.3f} ms over {len(answering)} hops{runs}"
             details += [
                 f"{impl}: ttl {n.ttl} {mins[impl][n.ttl]:.3f} ms < promised {n.rtt_ms} ms"
                 for n in below
@@ -204,7 +238,10 @@ def _rtt_rows(lab: Lab | None, sc: TraceScenario, res: dict[str, TraceResult]) -
                 ok = False
                 n_hops = len(answering)
                 details.append(f"{impl}: median excess {excess[impl]:.3f} ms ({n_hops} hops)")
-        check = f"RTT per hop vs lab truth (each >= promised - 0.05, median excess <= {limit})"
+        check = (
+            f"RTT per hop vs lab truth (each >= promised - {EARLY_SLACK_MS}, "
+            f"median excess <= {limit}; a late median traces again, {RTT_ATTEMPTS} runs at most)"
+        )
         rows.append(Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details))
     common = sorted(mins["handrolled"].keys() & mins["reference"].keys())
     diff = tolerance.median([mins["handrolled"][t] - mins["reference"][t] for t in common])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from compare import lab as lab_mod
 from compare import packets, report, traceroute
 from compare.core import Row
 from compare.harness import run_all
@@ -226,6 +227,39 @@ def test_trace_sides_compared_by_the_median_of_per_hop_differences():
     row = sides_row([1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0])
     assert row.ok and "+1.000 ms over 6 hops" in row.details[0]
     assert sides_row([1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]).ok
+
+
+def test_trace_late_median_traces_again_and_keeps_the_minimum_per_hop():
+    lab = Lab("pure")
+    sc = traceroute.TraceScenario("t", "target", 4, Method.ICMP, 1)
+    late, good = [6.0] * 6, [0.2] * 6
+    calls: list[str] = []
+
+    def truth_row(first: list[float], next_runs: list[list[float]]) -> Row:
+        runs = iter(next_runs)
+
+        def again(impl: str) -> TraceResult | None:
+            calls.append(impl)
+            following = next(runs, None)
+            return _trace(following) if following is not None else None
+
+        res = {"handrolled": _trace(first), "reference": _trace(good)}
+        rows = traceroute._rtt_rows(lab, sc, res, again)
+        (row,) = [r for r in rows if r.check.startswith("RTT per hop vs lab truth")]
+        return row
+
+    # a pause moved the whole burst: the side traces again and the minima are in the window
+    row = truth_row(late, [good])
+    assert row.ok and calls == ["handrolled"] and "(2 runs)" in row.handrolled, row
+    # a systematic excess stays late on every run: fails after RTT_ATTEMPTS runs
+    calls.clear()
+    row = truth_row(late, [late, late, good])
+    assert not row.ok and len(calls) == lab_mod.RTT_ATTEMPTS - 1, row
+    assert "median excess 6.000 ms" in " ".join(row.details)
+    # a hop below its promise is never noise: no second run
+    calls.clear()
+    row = truth_row([-1.0, *late[1:]], [good])
+    assert not row.ok and calls == [], row
 
 
 # ---- against the lab --------------------------------------------------------------------------
