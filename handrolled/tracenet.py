@@ -13,8 +13,8 @@ The only traceroute module that touches ``socket``/``select``/``time`` besides t
 
 The raw ICMP socket is ``handrolled.net``'s (kernel timestamps, received TTL, a type filter so
 only echo replies and errors wake us); the raw TCP receiver gets the same SO_TIMESTAMPNS here.
-Send times: for ICMP probes the kernel's transmit stamp where there is one (``IcmpSocket.send``),
-for UDP/TCP probes ``time.time_ns()`` taken just before ``sendto``.
+Send times are ``time.time_ns()`` taken just before ``sendto`` (TraceSockets.send says why not
+the kernel's transmit stamp).
 """
 
 from __future__ import annotations
@@ -139,14 +139,17 @@ class TraceSockets:
     def send(self, data: bytes, ttl: int) -> int:
         """Send ``data`` (ICMP message or transport segment) with ``ttl``; return send time (ns).
 
-        ICMP probes go through ``net.IcmpSocket.send``, which returns the kernel's transmit
-        stamp where there is one; UDP/TCP probes are timed by the clock read before sendto.
+        The send time is the clock read right before sendto, for every method.  The ICMP socket
+        could hand back the kernel's transmit stamp (ping uses it), but on veth that stamp is
+        taken in the driver, after the capture tap: a CPU pause between the two makes an RTT
+        read shorter than the wire's, and a trace is a burst, where that hits several probes
+        at once (seen in CI: three probes 0.5-0.7 ms early).  The clock before sendto errs only
+        the other way, by the system call's entry.
         Raises ``OSError`` when the local stack refuses the probe (EHOSTUNREACH, EACCES...).
         """
         if self.method is Method.ICMP:
             self.icmp_socket.set_ttl(ttl)
-            return self.icmp_socket.send(data, self.dst)
-        if self.v6:
+        elif self.v6:
             self.sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
         else:
             self.sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)

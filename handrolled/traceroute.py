@@ -238,7 +238,8 @@ class Tracer:
     """One trace's driver: builds probes, sends them through ``sockets``, matches replies.
 
     ``clock`` is a monotonic clock in seconds (scheduling only; probe times are ns since the
-    epoch, from the kernel where possible).
+    epoch: sends by the clock read before sendto, replies by the kernel's receive stamp where
+    there is one).
     """
 
     def __init__(

@@ -482,12 +482,14 @@ def test_loopback_trace(method: Method, host: str) -> None:
 
 @pytest.mark.root
 @pytest.mark.parametrize(("host", "family"), [("127.0.0.1", 4), ("::1", 6)])
-def test_icmp_probes_are_timed_by_the_kernels_transmit_stamp(host: str, family: int) -> None:
-    # like ping: the send time is the SO_TIMESTAMPING software stamp, not a user-space clock
+def test_icmp_probes_are_timed_by_the_clock_before_sendto(host: str, family: int) -> None:
+    # not the kernel's transmit stamp (taken after the capture tap; see TraceSockets.send)
     with TraceSockets(Method.ICMP, family, host, host) as sockets:
         probe = encode_echo_request(0x4343, 1, DEFAULT_PAYLOAD, v6=family == 6, src=host, dst=host)
+        before = time.time_ns()
         send_ns = sockets.send(probe, 1)
-        assert sockets.icmp_socket.last_send_kernel
+        assert before <= send_ns <= time.time_ns()
+        assert not sockets.icmp_socket.last_send_kernel
         assert sockets.icmp_socket.get_ttl() == 1
         replies = sockets.wait(1.0)
         assert replies and all(0 < r.recv_ns - send_ns < 1_000_000_000 for r in replies)
