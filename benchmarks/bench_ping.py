@@ -24,7 +24,7 @@ import time
 from compare.capture import Capture
 from compare.lab import Lab
 from handrolled import net
-from handrolled.ipv4 import decode_ipv4
+from handrolled.ip import decode_ipv4
 from handrolled.ping import run_ping
 
 

@@ -187,9 +187,9 @@ def lab_main(argv: list[str]) -> int:
 
 
 def compare_main(argv: list[str]) -> int:
-    from compare import harness
+    from compare import runner
 
-    return harness.main(argv)
+    return runner.main(argv)
 
 
 USAGE = """usage: wiretwin COMMAND [ARGS...]

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 
 from compare import packets, tolerance, wire
-from compare.core import Context, Row, Sides, both_ran, run_side
 from compare.lab import Lab
+from compare.scenario import Context, Row, Sides, both_ran, run_side
 from handrolled.errors import ResolveError
 from handrolled.results import Outcome, PingResult
 

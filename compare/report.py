@@ -11,7 +11,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from compare.capture import write_pcap
-from compare.core import Row, SideRun
+from compare.scenario import Row, SideRun
 
 CELL_WIDTH = 44
 

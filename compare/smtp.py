@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from compare import packets
 from compare.capture import Frame
-from compare.core import Context, Row, SideRun, Sides, both_ran, run_side
 from compare.lab import Lab
+from compare.scenario import Context, Row, SideRun, Sides, both_ran, run_side
 from compare.smtpserver import LabSmtpServer
 from handrolled.results import Direction, SmtpResult
 

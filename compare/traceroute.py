@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from compare import tolerance, wire
-from compare.core import Context, Row, Sides, both_ran, run_side
 from compare.lab import EARLY_SLACK_MS, RTT_ATTEMPTS, Lab
 from compare.ping import families_of
+from compare.scenario import Context, Row, Sides, both_ran, run_side
 from handrolled.results import Method, Outcome, TraceResult
 
 IDENT = 0x7774  # ICMP identifier; UDP source port; TCP base source port

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compare import packets, tolerance
 from compare.capture import Frame
-from compare.core import Row
+from compare.scenario import Row
 from handrolled.results import Method, Outcome, Probe
 
 IP_LAYERS = ("ipv4", "ipv6")

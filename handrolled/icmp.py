@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from handrolled.checksum import internet_checksum, pseudo_header, pseudo_header_checksum
 from handrolled.errors import MalformedPacket, UsageError
-from handrolled.ipv4 import IpProto, IPv4Header, IPv6Header, decode_ipv4, decode_ipv6
+from handrolled.ip import IpProto, IPv4Header, IPv6Header, decode_ipv4, decode_ipv6
 
 __all__ = [
     "DestinationUnreachable",

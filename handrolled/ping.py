@@ -53,7 +53,7 @@ from handrolled.icmp import (
     default_payload,
     encode_echo_request,
 )
-from handrolled.ipv4 import decode_ipv4
+from handrolled.ip import decode_ipv4
 from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
 
 __all__ = ["SEED_NO_ANSWER", "Pinger", "main", "ping", "run_ping", "summarize"]

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from handrolled import net
-from handrolled import probes as tp
+from handrolled import transport as tp
 from handrolled._cli import Parser, jsonable
 from handrolled.errors import MalformedPacket, ResolveError, UsageError, WiretwinError
 from handrolled.icmp import (
@@ -66,7 +66,7 @@ from handrolled.icmp import (
     default_payload,
     encode_echo_request,
 )
-from handrolled.ipv4 import IpProto, decode_ipv4
+from handrolled.ip import IpProto, decode_ipv4
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import Received, TraceSockets, resolve_host, source_address
 from handrolled.tracer_core import TraceScheduler, parse_wait

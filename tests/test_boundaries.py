@@ -19,16 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # results and errors are the data-only contract; they are held to the same rule.
 PURE = [
     "checksum",
-    "ipv4",
+    "ip",
     "icmp",
-    "probes",
+    "transport",
     "tracer_core",
     "smtp_protocol",
     "results",
     "errors",
 ]
 # The union of the hand-written copies of this check in tests/handrolled/ (test_icmp,
-# test_probes, test_smtp_protocol), which this one supersedes.
+# test_transport, test_smtp_protocol), which this one supersedes.
 FORBIDDEN_IN_PURE = {
     "socket",
     "select",

@@ -19,9 +19,9 @@ import pytest
 
 from compare import lab as lab_mod
 from compare import packets, report, traceroute
-from compare.core import Row
-from compare.harness import run_all
 from compare.lab import Lab
+from compare.runner import run_all
+from compare.scenario import Row
 from compare.smtp import split_commands, tcp_stream
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 

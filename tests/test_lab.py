@@ -64,7 +64,7 @@ def test_stages_count_only_links_with_a_delay():
 
 
 def test_the_report_states_the_window_the_lab_applies():
-    from compare.harness import tolerances
+    from compare.runner import tolerances
 
     plan = lab_mod.Lab("test", None)
     node = plan.target
@@ -168,14 +168,14 @@ def test_a_stale_delay_pid_of_another_process_is_neither_trusted_nor_killed(tmp_
 
 
 def test_compare_on_a_lab_whose_delay_stage_died_is_an_error(tmp_path, monkeypatch, capsys):
-    from compare import harness
+    from compare import runner
 
     monkeypatch.setattr(lab_mod, "STATE_DIR", tmp_path)
     gone = subprocess.Popen(["true"])
     gone.wait()
     state = {"lab_id": "dead", "delays": lab_mod.DEFAULT_DELAYS_MS, "delay_pid": gone.pid}
     (tmp_path / "dead.json").write_text(json.dumps(state))
-    assert harness.main(["ping", "--lab-id", "dead", "--no-progress"]) == harness.EXIT_ERROR
+    assert runner.main(["ping", "--lab-id", "dead", "--no-progress"]) == runner.EXIT_ERROR
     assert "delay stage is not running" in capsys.readouterr().err
 
 

@@ -26,7 +26,7 @@ from handrolled.icmp import (
     encode_echo_request,
     encode_icmp_error,
 )
-from handrolled.ipv4 import IpProto, IPv4Header, IPv6Header, decode_ipv4
+from handrolled.ip import IpProto, IPv4Header, IPv6Header, decode_ipv4
 
 P56 = default_payload(56)
 P16 = bytes(range(16))

@@ -27,7 +27,7 @@ from handrolled.icmp import (
     encode_echo_request,
     encode_icmp_error,
 )
-from handrolled.ipv4 import decode_ipv4
+from handrolled.ip import decode_ipv4
 from handrolled.ping import SEED_NO_ANSWER, main, run_ping, summarize
 from handrolled.results import Outcome, Probe
 

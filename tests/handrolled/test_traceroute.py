@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from handrolled import probes as tp
+from handrolled import transport as tp
 from handrolled.errors import UsageError
 from handrolled.icmp import (
     decode_icmp,
@@ -25,7 +25,7 @@ from handrolled.icmp import (
     encode_echo_request,
     encode_icmp_error,
 )
-from handrolled.ipv4 import IpProto, IPv4Header, IPv6Header, encode_ipv4, encode_ipv6
+from handrolled.ip import IpProto, IPv4Header, IPv6Header, encode_ipv4, encode_ipv6
 from handrolled.results import Hop, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import Received, TraceSockets
 from handrolled.tracer_core import WAIT_PRECISION, TraceScheduler, parse_wait

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handrolled.errors import MalformedPacket, UsageError
-from handrolled.probes import (
+from handrolled.transport import (
     TcpFlags,
     TcpSegment,
     UdpDatagram,

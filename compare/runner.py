@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compare import report, tolerance
-from compare.core import Context, LocalSite, Row
 from compare.lab import (
     BASE_SLACK_MS,
     EARLY_SLACK_MS,
@@ -26,6 +25,7 @@ from compare.lab import (
     Lab,
     LabError,
 )
+from compare.scenario import Context, LocalSite, Row
 from compare.traceroute import TRACE_EXCESS_MS
 from handrolled.errors import WiretwinError
 

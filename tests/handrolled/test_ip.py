@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handrolled.errors import MalformedPacket
-from handrolled.ipv4 import (
+from handrolled.ip import (
     IpProto,
     IPv4Flags,
     IPv4Header,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from handrolled.checksum import pseudo_header, pseudo_header_checksum
 from handrolled.errors import MalformedPacket, UsageError
-from handrolled.ipv4 import IpProto
+from handrolled.ip import IpProto
 
 __all__ = [
     "TCP_MIN_HEADER",
