@@ -78,8 +78,8 @@ def bench(lab: Lab, count: int, interval: float) -> None:
         ):
             ident = 0x6000 + len(label) + node.ttl
             raw = lab.socket("client", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            sock = cls(raw, socket.AF_INET, "raw")
-            sock.set_icmp_filter(net.DEFAULT_FILTER[socket.AF_INET])
+            sock = cls(raw, 4, "raw")
+            sock.set_icmp_filter(net.DEFAULT_FILTER[4])
             with Capture(lab.ns("client"), "down0") as cap, sock:
                 result = run_ping(
                     node.addr4, count=count, interval=interval, timeout=2, ident=ident, sock=sock

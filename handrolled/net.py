@@ -9,14 +9,15 @@ unreachable), name resolution and clocks.  Times are ``time.time_ns()`` nanoseco
 API
 ---
 ``open_icmp_socket(family, kind="auto", *, ttl=None, ident=None) -> IcmpSocket``
-    ``family``: ``socket.AF_INET`` or ``AF_INET6``.  ``kind``: ``"raw"``, ``"dgram"`` or
-    ``"auto"`` (raw, else dgram).  ``ident``: for a dgram socket, bind to this local port so the
-    kernel's identifier is ours (falls back to any port if taken).  A raw socket accepts only
+    ``family``: 4 or 6 (``results.Family``, the one convention everywhere).  ``kind``:
+    ``"raw"``, ``"dgram"`` or ``"auto"`` (raw, else dgram).  ``ident``: for a dgram socket,
+    bind to this local port so the kernel's identifier is ours (falls back to any port if taken).  A raw socket accepts only
     ``DEFAULT_FILTER[family]`` (echo reply and the errors; ``.set_icmp_filter`` changes it).
     To adopt a socket made elsewhere (e.g. inside a lab namespace), wrap it:
     ``IcmpSocket(sock, family, kind)``.  Raises
     ``RawSocketPermissionError`` (one line naming CAP_NET_RAW / net.ipv4.ping_group_range).
-``IcmpSocket``: ``.sock``, ``.family``, ``.kind`` ("raw"/"dgram"), ``.v6``, ``.ident``
+``IcmpSocket``: ``.sock``, ``.family`` (4 or 6), ``.af`` (AF_INET/AF_INET6), ``.kind``
+    ("raw"/"dgram"), ``.v6``, ``.ident``
     (dgram: the identifier the kernel writes, i.e. the local port; raw: None),
     ``.set_ttl(ttl)``, ``.send(message, address) -> send_ns`` (the kernel's software
     transmit stamp, SO_TIMESTAMPING, when available as sendto returns, else the clock read right
@@ -32,7 +33,8 @@ API
 ``parse_ancillary(ancdata) -> Ancillary``: recvmsg's control messages read: recv_ns
     (SO_TIMESTAMPNS), tx_ns / tx_key (SO_TIMESTAMPING), ttl, error (``QueuedError``); each None
     when absent.  ``canonical(address) -> str``: canonical text, IPv6 zone dropped.
-``resolve(host, family=None) -> (family, address)``: first getaddrinfo answer; ``ResolveError``.
+``resolve(host, family=None) -> (address, family)``: first getaddrinfo answer (family 4 or 6);
+    ``ResolveError``.  ``address_family(family) -> AF_INET | AF_INET6``.
 ``reverse_name(address) -> str | None``: PTR / hosts-file name, None when there is none.
 ``now_ns()``: wall clock ns (CLOCK_REALTIME); ``monotonic_ns()``: for deadlines.
 """
@@ -51,6 +53,7 @@ from dataclasses import dataclass
 
 from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
 from handrolled.icmp import Icmp6Type, IcmpType
+from handrolled.results import Family
 
 __all__ = [
     "DEFAULT_FILTER",
@@ -58,7 +61,9 @@ __all__ = [
     "IcmpSocket",
     "QueuedError",
     "Received",
+    "address_family",
     "canonical",
+    "check_family",
     "monotonic_ns",
     "now_ns",
     "open_icmp_socket",
@@ -96,8 +101,8 @@ _INT = struct.Struct("@i")
 # Raw sockets see every ICMP message for the host; by default accept only what a ping or an
 # ICMP traceroute can use: echo reply, destination unreachable, time exceeded, parameter problem
 # (and packet too big for ICMPv6).
-DEFAULT_FILTER: dict[int, frozenset[int]] = {
-    socket.AF_INET: frozenset(
+DEFAULT_FILTER: dict[Family, frozenset[int]] = {
+    4: frozenset(
         {
             IcmpType.ECHO_REPLY,
             IcmpType.DEST_UNREACHABLE,
@@ -105,7 +110,7 @@ DEFAULT_FILTER: dict[int, frozenset[int]] = {
             IcmpType.PARAMETER_PROBLEM,
         }
     ),
-    socket.AF_INET6: frozenset(
+    6: frozenset(
         {
             Icmp6Type.ECHO_REPLY,
             Icmp6Type.DEST_UNREACHABLE,
@@ -223,11 +228,12 @@ class _TxStamp:
 class IcmpSocket:
     """An ICMP socket with kernel timestamps and received-TTL reporting switched on."""
 
-    def __init__(self, sock: socket.socket, family: int, kind: str) -> None:
+    def __init__(self, sock: socket.socket, family: Family, kind: str) -> None:
         self.sock = sock
-        self.family = family
+        self.family: Family = check_family(family)
+        self.af = address_family(family)
         self.kind = kind
-        self.v6 = family == socket.AF_INET6
+        self.v6 = family == 6
         self.ident: int | None = None
         self._cmsg_space = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_INT.size) * 2
         self._cmsg_space += socket.CMSG_SPACE(_EXTENDED_ERR.size + 28)
@@ -415,22 +421,33 @@ class IcmpSocket:
         self.close()
 
 
-def _make(family: int, kind: str) -> socket.socket:
-    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+def check_family(family: object) -> Family:
+    """``family`` itself if it is 4 or 6 (the project's one convention), else ``UsageError``."""
+    if family not in (4, 6):
+        raise UsageError(f"address family {family!r}: expected 4 or 6")
+    return family  # type: ignore[return-value]
+
+
+def address_family(family: Family) -> socket.AddressFamily:
+    """The socket module's constant for IP version ``family`` (4 or 6)."""
+    return socket.AF_INET6 if check_family(family) == 6 else socket.AF_INET
+
+
+def _make(family: Family, kind: str) -> socket.socket:
+    proto = socket.IPPROTO_ICMPV6 if family == 6 else socket.IPPROTO_ICMP
     sock_type = socket.SOCK_RAW if kind == "raw" else socket.SOCK_DGRAM
-    return socket.socket(family, sock_type, proto)
+    return socket.socket(address_family(family), sock_type, proto)
 
 
 def open_icmp_socket(
-    family: int,
+    family: Family,
     kind: str = "auto",
     *,
     ttl: int | None = None,
     ident: int | None = None,
 ) -> IcmpSocket:
     """Open an ICMP socket; see the module docstring."""
-    if family not in (socket.AF_INET, socket.AF_INET6):
-        raise UsageError(f"address family {family} is not AF_INET or AF_INET6")
+    check_family(family)
     if kind not in ("auto", "raw", "dgram"):
         raise UsageError(f"socket kind {kind!r}: expected auto, raw or dgram")
     tried = ["raw", "dgram"] if kind == "auto" else [kind]
@@ -468,28 +485,26 @@ def open_icmp_socket(
     return icmp
 
 
-def resolve(host: str, family: int | None = None) -> tuple[int, str]:
-    """Resolve ``host`` to (family, canonical address): the first getaddrinfo answer."""
-    if family not in (None, socket.AF_INET, socket.AF_INET6):
-        raise UsageError(f"address family {family} is not AF_INET or AF_INET6")
+def resolve(host: str, family: Family | None = None) -> tuple[str, Family]:
+    """Resolve ``host`` to (canonical address, 4 or 6): the first getaddrinfo answer."""
+    af = socket.AF_UNSPEC if family is None else address_family(family)
     try:
-        infos = socket.getaddrinfo(host, None, family or socket.AF_UNSPEC, socket.SOCK_RAW)
+        infos = socket.getaddrinfo(host, None, af, socket.SOCK_RAW)
     except (socket.gaierror, UnicodeError) as exc:
         raise ResolveError(host, str(exc.args[-1] if exc.args else exc)) from exc
     for fam, _type, _proto, _name, sockaddr in infos:
         if fam in (socket.AF_INET, socket.AF_INET6):
-            return fam, canonical(sockaddr[0])
+            return canonical(sockaddr[0]), 6 if fam == socket.AF_INET6 else 4
     raise ResolveError(host, "no IPv4 or IPv6 address")
 
 
-def source_address(dst: str, family: int) -> str:
+def source_address(dst: str, family: Family) -> str:
     """The address our kernel would send from to reach ``dst`` (a route lookup, no packet).
 
     ``family`` is 4 or 6.  Needed wherever we compute a checksum over the pseudo-header
     ourselves (ICMPv6, UDP, TCP: RFC 8200 §8.1, RFC 768, RFC 9293 §3.1).
     """
-    af = socket.AF_INET if family == 4 else socket.AF_INET6
-    with socket.socket(af, socket.SOCK_DGRAM) as probe:
+    with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
         try:
             probe.connect((dst, 9))
         except OSError as exc:

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import socket
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -361,10 +360,7 @@ def run_ping(
         raise UsageError(f"TTL {ttl}: must be 1-255")
     if ident is not None and not 0 <= ident <= 0xFFFF:
         raise UsageError(f"identifier {ident}: must be 0-65535")
-    if family in (4, 6):
-        family = socket.AF_INET if family == 4 else socket.AF_INET6
-    fam, address = net.resolve(host, family if sock is None else sock.family)
-    version = 6 if fam == socket.AF_INET6 else 4
+    address, version = net.resolve(host, family if sock is None else sock.family)
     if payload is None:
         if size < 0:
             raise UsageError(f"size {size}: must not be negative")
@@ -377,7 +373,7 @@ def run_ping(
     chosen = os.getpid() & 0xFFFF if ident is None else ident
     own = sock is None
     if sock is None:
-        sock = net.open_icmp_socket(fam, socket_kind, ttl=ttl, ident=chosen)
+        sock = net.open_icmp_socket(version, socket_kind, ttl=ttl, ident=chosen)
     elif ttl is not None:
         sock.set_ttl(ttl)
     started_ns = net.now_ns()
@@ -622,10 +618,8 @@ def main(argv: list[str] | None = None, runner: Callable[..., PingResult] | None
             raise UsageError(f"ttl {args.ttl} out of range 1-255")
         if args.size < 0:
             raise UsageError(f"packet size {args.size} is negative")
-        fam, address = net.resolve(
-            args.host, {4: socket.AF_INET, 6: socket.AF_INET6}.get(args.family)
-        )
-        v6 = fam == socket.AF_INET6
+        address, fam = net.resolve(args.host, args.family)
+        v6 = fam == 6
         if args.size > MAX_PAYLOAD[6 if v6 else 4]:
             raise UsageError(
                 f"packet size {args.size} is too large: at most {MAX_PAYLOAD[6 if v6 else 4]}"

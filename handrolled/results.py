@@ -18,6 +18,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
+
+# The IP version, the one convention for "address family" across handrolled/, reference/ and
+# compare/: 4 or 6, never socket.AF_INET/AF_INET6 (net.address_family converts at the socket).
+Family = Literal[4, 6]
 
 
 class Outcome(enum.Enum):
@@ -96,7 +101,7 @@ class PingSummary:
 class PingResult:
     target: str  # as the user gave it
     address: str  # what it resolved to
-    family: int  # 4 or 6
+    family: Family
     ident: int  # the identifier we chose (a datagram socket may rewrite it: see probes)
     payload: bytes
     probes: tuple[Probe, ...]
@@ -119,7 +124,7 @@ class Hop:
 class TraceResult:
     target: str
     address: str
-    family: int
+    family: Family
     method: Method
     hops: tuple[Hop, ...]
     reached: bool  # the destination answered

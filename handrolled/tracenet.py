@@ -31,20 +31,11 @@ from handrolled import net
 from handrolled.errors import RawSocketPermissionError, UsageError
 from handrolled.results import Method
 
-__all__ = ["Received", "TraceSockets", "resolve_host", "source_address"]
+__all__ = ["Received", "TraceSockets", "source_address"]
 
 log = logging.getLogger(__name__)
 
 source_address = net.source_address  # re-exported; it lives with the other socket helpers
-
-
-def resolve_host(host: str, family: int | None) -> tuple[str, int]:
-    """Resolve ``host`` to (canonical address, 4 or 6): ``net.resolve``'s first answer."""
-    if family not in (None, 4, 6):
-        raise UsageError(f"family must be 4, 6 or None, got {family!r}")
-    af = {None: None, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
-    fam, address = net.resolve(host, af)
-    return address, 6 if fam == socket.AF_INET6 else 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +75,7 @@ class TraceSockets:
         self._port_holders: list[socket.socket] = []
         try:
             # net.py's raw ICMP socket: kernel timestamps, received TTL, type filter
-            self.icmp_socket = net.open_icmp_socket(af, "raw")
+            self.icmp_socket = net.open_icmp_socket(family, "raw")
             self.icmp = self._own(self.icmp_socket.sock)
             self.tcp: socket.socket | None = None
             if method is Method.ICMP:

@@ -67,8 +67,9 @@ from handrolled.icmp import (
     encode_echo_request,
 )
 from handrolled.ip import IpProto, decode_ipv4
+from handrolled.net import resolve as resolve_host
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
-from handrolled.tracenet import Received, TraceSockets, resolve_host, source_address
+from handrolled.tracenet import Received, TraceSockets, source_address
 from handrolled.tracer_core import TraceScheduler, parse_wait
 
 __all__ = [

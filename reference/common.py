@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
-from handrolled.results import Outcome
+from handrolled.results import Family, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +70,11 @@ def scapy_conf() -> Any:
     return conf
 
 
-def family_number(family: int | None) -> int | None:
-    """Accept 4/6 or AF_INET/AF_INET6; return 4, 6 or None."""
-    if family is None:
-        return None
-    if family in (4, socket.AF_INET):
-        return 4
-    if family in (6, socket.AF_INET6):
-        return 6
-    raise UsageError(f"family must be 4 or 6, not {family!r}")
-
-
-def resolve(host: str, family: int | None) -> tuple[str, int]:
+def resolve(host: str, family: Family | None) -> tuple[str, Family]:
     """Resolve ``host`` (a name or literal) to (canonical address text, 4 or 6)."""
-    fam = family_number(family)
-    af = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[fam]
+    if family not in (None, 4, 6):
+        raise UsageError(f"address family {family!r}: expected 4 or 6")
+    af = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
     if not host or any(c in host for c in "\r\n\0 "):
         raise UsageError(f"bad host name {host!r}")
     try:

@@ -228,9 +228,11 @@ def test_lab_deadline_cuts_the_run_short(lab) -> None:
     assert all(p.outcome is Outcome.TIMEOUT for p in result.probes)
 
 
-def test_family_names_are_accepted() -> None:
-    from reference.common import family_number
+def test_family_is_4_or_6_only() -> None:
+    """One convention for the address family: the IP version; AF_INET (2) is refused."""
+    from reference.common import resolve
 
-    assert family_number(socket.AF_INET6) == 6 and family_number(4) == 4
-    with pytest.raises(UsageError):
-        family_number(5)
+    assert resolve("::1", 6) == ("::1", 6) and resolve("127.0.0.1", 4) == ("127.0.0.1", 4)
+    for bad in (5, socket.AF_INET, socket.AF_INET6):
+        with pytest.raises(UsageError):
+            resolve("127.0.0.1", bad)
