@@ -11,8 +11,8 @@ API
 ``open_icmp_socket(family, kind="auto", *, ttl=None, ident=None) -> IcmpSocket``
     ``family``: 4 or 6 (``results.Family``, the one convention everywhere).  ``kind``:
     ``"raw"``, ``"dgram"`` or ``"auto"`` (raw, else dgram).  ``ident``: for a dgram socket,
-    bind to this local port so the kernel's identifier is ours (falls back to any port if taken).  A raw socket accepts only
-    ``DEFAULT_FILTER[family]`` (echo reply and the errors; ``.set_icmp_filter`` changes it).
+    bind to this local port so the kernel's identifier is ours (falls back to any port if
+    taken).  A raw socket accepts only ``DEFAULT_FILTER[family]`` (echo reply and the errors; ``.set_icmp_filter`` changes it).
     To adopt a socket made elsewhere (e.g. inside a lab namespace), wrap it:
     ``IcmpSocket(sock, family, kind)``.  Raises
     ``RawSocketPermissionError`` (one line naming CAP_NET_RAW / net.ipv4.ping_group_range).
