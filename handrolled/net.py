@@ -12,9 +12,9 @@ API
     ``family``: 4 or 6 (``results.Family``, the one convention everywhere).  ``kind``:
     ``"raw"``, ``"dgram"`` or ``"auto"`` (raw, else dgram).  ``ident``: for a dgram socket,
     bind to this local port so the kernel's identifier is ours (falls back to any port if
-    taken).  A raw socket accepts only ``DEFAULT_FILTER[family]`` (echo reply and the errors; ``.set_icmp_filter`` changes it).
-    To adopt a socket made elsewhere (e.g. inside a lab namespace), wrap it:
-    ``IcmpSocket(sock, family, kind)``.  Raises
+    taken).  A raw socket accepts only ``DEFAULT_FILTER[family]`` (echo reply and the errors;
+    ``.set_icmp_filter`` changes it).  To adopt a socket made elsewhere (e.g. inside a lab
+    namespace), wrap it: ``IcmpSocket(sock, family, kind)``.  Raises
     ``RawSocketPermissionError`` (one line naming CAP_NET_RAW / net.ipv4.ping_group_range).
 ``IcmpSocket``: ``.sock``, ``.family`` (4 or 6), ``.af`` (AF_INET/AF_INET6), ``.kind``
     ("raw"/"dgram"), ``.v6``, ``.ident``
