@@ -47,9 +47,8 @@ def allowed_notes(rows: Iterable[Row]) -> list[str]:
     """The allowed differences met in this run, each once, with its reason."""
     seen: dict[str, None] = {}
     for r in rows:
-        for d in r.details:
-            if d.startswith("allowed difference "):
-                seen.setdefault(d[len("allowed difference ") :], None)
+        for a in r.allowed:
+            seen.setdefault(f"{a.layer}.{a.field}: {a.reason}", None)
     return list(seen)
 
 
@@ -71,6 +70,9 @@ def to_json(rows: list[Row], meta: dict) -> dict:
                 "reference": r.reference,
                 "verdict": r.verdict,
                 "details": r.details,
+                "allowed": [
+                    {"layer": a.layer, "field": a.field, "reason": a.reason} for a in r.allowed
+                ],
             }
             for r in rows
         ],

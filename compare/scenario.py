@@ -15,6 +15,7 @@ from typing import Any
 
 from compare.capture import Capture, Frame
 from compare.lab import Lab, call_python
+from compare.packets import Allowed
 
 OK, FAIL = "ok", "FAIL"
 CLIENT_IFACE = "down0"
@@ -30,7 +31,8 @@ class Row:
     handrolled: str
     reference: str
     ok: bool
-    details: list[str] = field(default_factory=list)  # why it failed; allowed differences
+    details: list[str] = field(default_factory=list)  # why it failed, one line per finding
+    allowed: list[Allowed] = field(default_factory=list)  # allowed differences met, with reasons
 
     @property
     def verdict(self) -> str:

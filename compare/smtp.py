@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from compare import packets
 from compare.capture import Frame
 from compare.lab import Lab
+from compare.packets import Allowed
 from compare.scenario import Context, Row, SideRun, Sides, both_ran, run_side
 from compare.smtpserver import LabSmtpServer
 from handrolled.results import Direction, SmtpResult
@@ -182,7 +183,7 @@ def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row]
         )
     )
     # The smtplib witness: equal up to the case of verbs (and its own choice of pipelining).
-    witness_ok, notes = _witness(cmds["handrolled"], cmds["smtplib"], MESSAGE)
+    witness_ok, notes, allowed = _witness(cmds["handrolled"], cmds["smtplib"], MESSAGE)
     rows.append(
         Row(
             sc.name,
@@ -191,6 +192,7 @@ def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row]
             f"smtplib: {len(cmds['smtplib'])} commands",
             witness_ok,
             notes,
+            allowed,
         )
     )
 
@@ -294,7 +296,9 @@ def _server_view_row(sc: SmtpScenario, received: dict) -> Row:
         ok = False
         details.append(f"smtplib: {views['smtplib']!r}"[:300])
     elif views["smtplib"] != views["handrolled"]:
-        details.append(f"allowed difference smtplib.bare_lf: {WITNESS_ALLOWED['bare_lf']}")
+        allowed = [WITNESS_ALLOWED["bare_lf"]]
+    else:
+        allowed = []
     return Row(
         sc.name,
         "message the server received identical",
@@ -302,6 +306,7 @@ def _server_view_row(sc: SmtpScenario, received: dict) -> Row:
         f"{len(views['reference'])} (smtplib {len(views['smtplib'])})",
         ok,
         details,
+        allowed,
     )
 
 
@@ -314,7 +319,7 @@ def _command_diff(left: list[bytes], right: list[bytes], other: str) -> list[str
 
 # What the smtplib witness may do differently, each with its reason.  Anything else differing
 # between it and the hand-rolled client is a mismatch.
-WITNESS_ALLOWED = {
+_WITNESS_REASONS = {
     "verb_case": RFC5321_CASE,
     "param_case": "RFC 5321 §2.4 / RFC 1870: ESMTP parameter keywords are case-insensitive "
     "(smtplib writes size=)",
@@ -326,6 +331,7 @@ WITNESS_ALLOWED = {
     "RCPT replies arrive; smtplib does not pipeline, so it sends no DATA once every recipient "
     "was refused",
 }
+WITNESS_ALLOWED = {key: Allowed("smtplib", key, why) for key, why in _WITNESS_REASONS.items()}
 
 
 def _pipelined_data(ours: list[bytes], theirs: list[bytes]) -> int | None:
@@ -367,7 +373,9 @@ def _size_values_ok(ours: bytes, theirs: bytes, sent: int, message: bytes) -> bo
         return False
 
 
-def _witness(ours: list[bytes], theirs: list[bytes], message: bytes) -> tuple[bool, list[str]]:
+def _witness(
+    ours: list[bytes], theirs: list[bytes], message: bytes
+) -> tuple[bool, list[str], list[Allowed]]:
     """Compare smtplib's commands with ours, applying only the WITNESS_ALLOWED rules."""
     notes, used = [], set()
     extra = _pipelined_data(ours, theirs) if len(ours) == len(theirs) + 1 else None
@@ -401,5 +409,4 @@ def _witness(ours: list[bytes], theirs: list[bytes], message: bytes) -> tuple[bo
             notes.append(f"handrolled {a[:100]!r} vs smtplib {b[:100]!r}")
     if len(ours) != len(theirs):
         notes.append(f"handrolled sent {len(ours)} commands, smtplib {len(theirs)}")
-    notes += [f"allowed difference smtplib.{k}: {WITNESS_ALLOWED[k]}" for k in sorted(used)]
-    return ok, notes
+    return ok, notes, [WITNESS_ALLOWED[k] for k in sorted(used)]

@@ -152,13 +152,9 @@ def wire_rows(
             else:
                 transport_ok = False
 
-    def notes(ip: bool) -> list[str]:
-        met = sorted(allowed, key=lambda a: (a.layer, a.field))
-        return [
-            f"allowed difference {a.layer}.{a.field}: {a.reason}"
-            for a in met
-            if (a.layer in IP_LAYERS) == ip
-        ]
+    def met(ip: bool) -> list[packets.Allowed]:
+        ordered = sorted(allowed, key=lambda a: (a.layer, a.field))
+        return [a for a in ordered if (a.layer in IP_LAYERS) == ip]
 
     n = f"{len(left)} pairs"
     rows.append(
@@ -168,7 +164,8 @@ def wire_rows(
             n,
             n,
             transport_ok,
-            transport_details[:10] + notes(ip=False),
+            transport_details[:10],
+            met(ip=False),
         )
     )
     rows.append(
@@ -178,7 +175,8 @@ def wire_rows(
             n,
             n,
             ip_ok,
-            ip_details[:10] + notes(ip=True),
+            ip_details[:10],
+            met(ip=True),
         )
     )
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from handrolled import net
-from handrolled._cli import Parser, jsonable
+from handrolled.cli.common import Parser, jsonable
 from handrolled.errors import MalformedPacket, UsageError, WiretwinError
 from handrolled.icmp import (
     EchoMessage,

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from handrolled import net
 from handrolled import transport as tp
-from handrolled._cli import Parser, jsonable
+from handrolled.cli.common import Parser, jsonable
 from handrolled.errors import MalformedPacket, ResolveError, UsageError, WiretwinError
 from handrolled.icmp import (
     DestinationUnreachable,

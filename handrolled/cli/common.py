@@ -1,0 +1,54 @@
+"""What the command-line fronts share: a one-line argparse error, JSON, the entry point.
+
+``Parser``: an ``argparse.ArgumentParser`` whose ``error`` raises ``UsageError`` (the CLI prints
+it as one line and exits 2, like iputils) instead of printing usage and exiting.
+``jsonable(value)``: results as JSON-ready data: dataclasses as dicts, bytes as hex, enums by
+value, tuples as lists.  The one encoder for all three clients.
+``run_module(main, argv)``: what ``python -m handrolled.X`` runs: logging to stderr, and a
+reader that leaves early (``... | head``) ending the program quietly instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from handrolled.errors import UsageError
+
+__all__ = ["EXIT_ERROR", "Parser", "jsonable", "run_module"]
+
+EXIT_ERROR = 2  # bad input or a failure that stopped the job, as iputils and traceroute(8)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def jsonable(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def run_module(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Run a CLI ``main`` as a program: log warnings to stderr, survive a closed stdout."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        status = main(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:  # `... | head`: the reader left; not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
