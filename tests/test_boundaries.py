@@ -1,6 +1,6 @@
 """Import boundaries, checked on the source with ``ast`` (nothing is imported to check it).
 
-- Pure handrolled modules import no socket, select, time, random, scapy (DESIGN.md), nor os,
+- Pure handrolled modules import no socket, select, time, random, scapy (ARCHITECTURE.md), nor os,
   subprocess, ssl or selectors; from handrolled they import only other pure modules, so
   ``from handrolled.net import x`` cannot bring the I/O in one step removed.
 - reference/ imports nothing from handrolled except the shared contract (results, requests, errors):
