@@ -13,6 +13,7 @@ tests/test_boundaries.py).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from handrolled.errors import UsageError
 from handrolled.results import Family
@@ -56,7 +57,86 @@ def check_host(name: str, value: str) -> None:
 
 
 # -- ping -------------------------------------------------------------------------------------
-# PingRequest: the ping helper's section.
+PING_DEFAULT_SIZE = 56  # iputils' default: 64 ICMP bytes with the header
+PING_MAX_COUNT = 2**31 - 1
+# Largest echo payload that fits one datagram: IPv4's total length (16 bits) counts the 20-byte
+# IP and 8-byte ICMP headers (RFC 791 §3.1); IPv6's payload length counts the 8-byte ICMPv6
+# header only (RFC 8200 §3; no jumbograms).  iputils agrees: -s 65507 / -6 -s 65527.
+PING_MAX_PAYLOAD: dict[Family, int] = {4: 65535 - 20 - 8, 6: 65535 - 8}
+SOCKET_KINDS = ("auto", "raw", "dgram")
+
+
+@dataclass(frozen=True, slots=True)
+class PingRequest:
+    """One ping job: ``count`` echo requests to ``host``, ``interval`` s apart.
+
+    ``timeout``: how long each probe waits for its answer after it was sent (> 0: a reply
+    never comes back in no time).  ``deadline``: stop everything that many seconds after the
+    start (None: when every probe has settled).  ``payload`` None means ``size`` bytes (default
+    56) of the iputils fill; giving both, they must agree.  ``ttl`` None: the system default.
+    ``family`` None: the first address ``host`` resolves to.  ``ident`` None: the engine's
+    choice (the pid).  ``socket_kind``: how the hand-rolled engine opens its ICMP socket.
+    """
+
+    host: str
+    count: int = 4
+    interval: float = 1.0
+    timeout: float = 1.0
+    deadline: float | None = None
+    size: int | None = None
+    payload: bytes | None = None
+    ttl: int | None = None
+    family: Family | None = None
+    ident: int | None = None
+    seq_start: int = 1
+    socket_kind: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_host("host", self.host)
+        # At least one probe, as iputils' -c (1..LONG_MAX); a run bounded by time only is a
+        # large count with a deadline.
+        check_int("count", self.count, 1, PING_MAX_COUNT)
+        check_seconds("interval", self.interval, allow_zero=True)  # 0: back to back (iputils -i 0)
+        check_seconds("timeout", self.timeout)
+        if self.deadline is not None:
+            check_seconds("deadline", self.deadline)  # 0 would end the run before it starts
+        if self.size is not None:
+            check_int("size", self.size, 0, max(PING_MAX_PAYLOAD.values()))
+        if self.payload is not None:
+            if not isinstance(self.payload, bytes):
+                raise UsageError(f"payload {type(self.payload).__name__}: must be bytes")
+            if self.size is not None and self.size != len(self.payload):
+                raise UsageError(
+                    f"size {self.size}: the payload given is {len(self.payload)} bytes "
+                    "(give one or the other)"
+                )
+        if self.ttl is not None:
+            check_int("ttl", self.ttl, 1, 255)  # RFC 791 §3.2: a datagram with TTL 0 is dropped
+        check_family(self.family)
+        if self.ident is not None:
+            check_int("ident", self.ident, 0, 0xFFFF)  # RFC 792: a 16-bit identifier
+        check_int("seq_start", self.seq_start, 0, 0xFFFF)  # and a 16-bit sequence number
+        if self.socket_kind not in SOCKET_KINDS:
+            raise UsageError(f"socket kind {self.socket_kind!r}: must be auto, raw or dgram")
+        if self.family is not None:
+            self.check_fits(self.family)
+
+    @property
+    def payload_size(self) -> int:
+        """Octets of echo data each probe carries."""
+        if self.payload is not None:
+            return len(self.payload)
+        return PING_DEFAULT_SIZE if self.size is None else self.size
+
+    def check_fits(self, family: Family) -> None:
+        """Refuse a payload too large for one IPv4 / IPv6 datagram (engines call this once the
+        host has resolved to ``family``)."""
+        limit = PING_MAX_PAYLOAD[family]
+        if self.payload_size > limit:
+            raise UsageError(
+                f"size {self.payload_size}: does not fit an IPv{family} packet "
+                f"(at most {limit} bytes)"
+            )
 
 
 # -- traceroute -------------------------------------------------------------------------------
