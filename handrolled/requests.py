@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from handrolled.errors import UsageError
-from handrolled.results import Family
+from handrolled.results import Family, Method
 
 # The longest wait any request may ask for.  select()/settimeout() overflow near 2**31 ms on
 # some platforms; a day is far beyond any useful probe wait and far below that.
@@ -140,7 +140,95 @@ class PingRequest:
 
 
 # -- traceroute -------------------------------------------------------------------------------
-# TraceRequest: the traceroute helper's section.
+
+# RFC 791 §3.1: an 8-bit field; traceroute(8): "max hops cannot be more than 255"
+TRACE_MAX_TTL = 255
+TRACE_MAX_PROBES_PER_HOP = 10  # traceroute(8): "no more than 10 probes per hop"
+# More in flight than a trace can hold is the same as all of them at once.
+TRACE_MAX_SIM_QUERIES = TRACE_MAX_TTL * TRACE_MAX_PROBES_PER_HOP
+TRACE_MAX_PAYLOAD = 65000  # fits one IPv4 or IPv6 datagram with any probe's headers
+TRACE_DEFAULT_PORTS = {Method.UDP: 33434, Method.TCP: 80}  # traceroute(8)'s defaults
+TRACE_DEFAULT_WAIT = (5.0, 3.0, 10.0)  # traceroute(8)'s -w MAX,HERE,NEAR
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRequest:
+    """One traceroute job: probes to ``host`` with TTL ``first_ttl``..``max_hops``.
+
+    ``method``: ICMP echo, UDP or TCP SYN probes.  ``port``: UDP base destination port (probe
+    k goes to port + k) or TCP destination port; None: the method's default (``dst_port``).
+    ``probes_per_hop`` probes per TTL, at most ``sim_queries`` in flight.  ``wait``:
+    traceroute(8)'s -w MAX,HERE,NEAR: a probe waits at most MAX seconds, or HERE / NEAR times
+    the RTT of a reply from its own / a later hop (a factor of 0 turns that rule off).
+    ``family`` None: the first address ``host`` resolves to.  ``resolve``: reverse DNS of the
+    hops.  ``ident``: ICMP identifier, UDP source port, TCP base source port; None: the
+    engine's choice.  ``payload`` None: the engines' default (32 pattern bytes, none for TCP).
+    """
+
+    host: str
+    method: Method = Method.ICMP
+    port: int | None = None
+    probes_per_hop: int = 3
+    first_ttl: int = 1
+    max_hops: int = 30
+    sim_queries: int = 16
+    wait: tuple[float, float, float] = TRACE_DEFAULT_WAIT
+    family: Family | None = None
+    resolve: bool = True
+    ident: int | None = None
+    payload: bytes | None = None
+
+    def __post_init__(self) -> None:
+        check_host("host", self.host)
+        try:
+            object.__setattr__(self, "method", Method(self.method))
+        except ValueError:
+            raise UsageError(f"method {self.method!r}: must be icmp, udp or tcp") from None
+        if self.port is not None:
+            # RFC 768 / RFC 793: port 0 is reserved.  traceroute(8) reads -p 0 as "unset" and
+            # probes the default port instead; here "unset" is None, so 0 is refused.
+            check_int("port", self.port, 1, 0xFFFF)
+        check_int("probes_per_hop", self.probes_per_hop, 1, TRACE_MAX_PROBES_PER_HOP)
+        check_int("max_hops", self.max_hops, 1, TRACE_MAX_TTL)
+        check_int("first_ttl", self.first_ttl, 1, TRACE_MAX_TTL)  # TTL 0 is dropped at once
+        if self.first_ttl > self.max_hops:  # traceroute(8): "first hop out of range"
+            raise UsageError(
+                f"first_ttl {self.first_ttl}: must not exceed max_hops {self.max_hops}"
+            )
+        check_int("sim_queries", self.sim_queries, 1, TRACE_MAX_SIM_QUERIES)
+        self._check_wait()
+        check_family(self.family)
+        if not isinstance(self.resolve, bool):
+            raise UsageError(f"resolve {self.resolve!r}: must be True or False")
+        if self.ident is not None:
+            check_int("ident", self.ident, 0, 0xFFFF)  # a 16-bit identifier or port
+        if self.payload is not None:
+            if not isinstance(self.payload, bytes):
+                raise UsageError(f"payload {type(self.payload).__name__}: must be bytes")
+            if len(self.payload) > TRACE_MAX_PAYLOAD:
+                raise UsageError(
+                    f"payload of {len(self.payload)} bytes: at most {TRACE_MAX_PAYLOAD}"
+                )
+
+    def _check_wait(self) -> None:
+        wait = self.wait
+        if not isinstance(wait, tuple | list) or len(wait) != 3:
+            raise UsageError(f"wait {wait!r}: must be MAX, HERE, NEAR")
+        # MAX > 0: traceroute(8) takes -w 0, but then no probe waits at all and every hop past
+        # the first microseconds reads as silent.
+        check_seconds("wait MAX", wait[0])
+        for name, factor in (("wait HERE", wait[1]), ("wait NEAR", wait[2])):
+            bad = isinstance(factor, bool) or not isinstance(factor, int | float)
+            if bad or not 0 <= factor <= MAX_SECONDS:  # also refuses NaN
+                raise UsageError(f"{name} {factor!r}: must be a factor from 0 to {MAX_SECONDS:g}")
+        object.__setattr__(self, "wait", tuple(float(w) for w in wait))
+
+    @property
+    def dst_port(self) -> int | None:
+        """The UDP base / TCP destination port probes use; None for ICMP."""
+        if self.method is Method.ICMP:
+            return None
+        return TRACE_DEFAULT_PORTS[self.method] if self.port is None else self.port
 
 
 # -- SMTP -------------------------------------------------------------------------------------
