@@ -170,6 +170,23 @@ class RecipientOutcome:
     accepted: bool  # 2xx to RCPT TO
 
 
+class SmtpStage(enum.Enum):
+    """Where an SMTP dialogue ended: the step under way when it stopped (DONE: delivered and
+    QUIT answered).  A refusal's stage is the command its reply answered."""
+
+    CONNECT = "connect"  # TCP connection (and implicit TLS, RFC 8314)
+    GREETING = "greeting"  # the server's opening reply (RFC 5321 §3.1)
+    EHLO = "ehlo"  # EHLO, or its HELO fallback (§3.2)
+    STARTTLS = "starttls"  # STARTTLS and the handshake (RFC 3207)
+    AUTH = "auth"  # RFC 4954
+    MAIL = "mail"  # MAIL FROM, and the checks of its parameters against EHLO
+    RCPT = "rcpt"
+    DATA = "data"
+    CONTENT = "content"  # the message and its final dot (§4.1.1.4)
+    QUIT = "quit"  # delivered; QUIT was not answered with 221
+    DONE = "done"
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpResult:
     server: str
@@ -185,3 +202,8 @@ class SmtpResult:
     error: str | None = None  # one line: why it was not delivered
     started_ns: int = 0
     elapsed_ms: float = 0.0
+    stage: SmtpStage = SmtpStage.CONNECT  # where the dialogue ended
+    # The server's 4xx/5xx reply that ended the dialogue (every recipient refused: the last
+    # RCPT reply); None when nothing was refused (delivered, or a network, TLS, protocol or
+    # local failure).
+    refusal: Reply | None = None

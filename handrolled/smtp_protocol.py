@@ -31,11 +31,17 @@ API
     EHLO keywords (upper case) to their parameters (RFC 5321 §4.1.1.1).
 ``forbidden_char(value) -> "CR" | "LF" | "NUL" | None``
     The first character that may never appear inside a command line or header.
+``address_problem(address)`` / ``domain_problem(name)`` / ``message_problem(message)``
+    Why a mailbox, an EHLO name or a message cannot be sent (None: it can); the rules
+    ``handrolled.requests.MailRequest`` applies before connecting and the codec on encoding.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -67,19 +73,24 @@ __all__ = [
     "StartTls",
     "State",
     "Verdict",
+    "address_problem",
     "check_address",
     "check_domain",
     "data_size",
     "decode_data",
     "decode_reply",
+    "domain_problem",
     "encode_data",
     "encode_reply",
     "forbidden_char",
+    "message_problem",
     "parse_ehlo",
 ]
 
 MAX_REPLY_LINE = 512  # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with its CRLF
 MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4; parameters from extensions add to it
+MAX_PATH = 256  # RFC 5321 §4.5.3.1.3: a reverse- or forward-path, "<" and ">" included
+MAX_DOMAIN = 255  # RFC 5321 §4.5.3.1.2
 MAX_AUTH_LINE = 12288  # RFC 4954 §4: AUTH lines may be up to 12288 octets
 MAX_TEXT_LINE = 1000  # RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF
 MAX_REPLY_LINES = 100  # our bound on one (multiline) reply
@@ -367,22 +378,97 @@ def forbidden_char(value: str) -> str | None:
     return None
 
 
-def check_address(address: str, what: str = "address") -> None:
-    """Refuse a mailbox that would break the command line (RFC 5321 §4.1.2)."""
+def _control(value: str) -> str | None:
+    """The first control character (C0, DEL, C1) or Unicode line/paragraph separator."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def address_problem(address: str) -> str | None:
+    """Why ``address`` cannot go between the angle brackets of MAIL/RCPT, or None.
+
+    RFC 5321 §4.1.2: a mailbox holds no controls, no white space outside quotes (we send none)
+    and no "<" or ">"; §4.5.3.1.3: a path, brackets included, is at most 256 octets.
+    """
     bad = forbidden_char(address)
     if bad:
-        raise LocalProtocolError(f"{what} contains {bad}: refused before sending")
-    if any(c in address for c in "<> \t"):
-        raise LocalProtocolError(f"{what} {address!r} contains '<', '>' or white space")
+        return f"contains {bad}"
+    control = _control(address)
+    if control:
+        return f"contains the control character {control}"
+    if any(c in "<>" or c.isspace() for c in address):
+        return "contains '<', '>' or white space"
+    path = len(address.encode("utf-8")) + 2
+    if path > MAX_PATH:
+        return f"makes a {path}-octet path; the limit is {MAX_PATH} (RFC 5321 §4.5.3.1.3)"
+    return None
+
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")  # RFC 5321 §4.1.2
+_GENERAL_LITERAL = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")  # §4.1.3
+
+
+def _address_literal_ok(literal: str) -> bool:
+    """RFC 5321 §4.1.3: [IPv4], [IPv6:...] or [tag:content]."""
+    inner = literal[1:-1]
+    try:
+        if inner.upper().startswith("IPV6:"):
+            return ipaddress.ip_address(inner[5:]).version == 6
+        if ":" not in inner:
+            return ipaddress.ip_address(inner).version == 4
+    except ValueError:
+        return False
+    return bool(_GENERAL_LITERAL.match(inner))
+
+
+def domain_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the EHLO/HELO argument, or None.
+
+    RFC 5321 §4.1.1.1: the argument is a Domain or an address-literal.  §4.1.2: a Domain is
+    dot-separated labels of ASCII letters, digits and inner hyphens (a name in another script
+    goes as its IDNA A-label, "xn--..."); labels are 1-63 octets (RFC 1035 §2.3.4), the whole
+    at most 255 (RFC 5321 §4.5.3.1.2).
+    """
+    bad = forbidden_char(name)
+    if bad:
+        return f"contains {bad}"
+    control = _control(name)
+    if control:
+        return f"contains the control character {control}"
+    if not name:
+        return "is empty"
+    if not name.isascii():
+        return "is not ASCII: give a domain in its IDNA A-label form (xn--...)"
+    if any(c.isspace() for c in name):
+        return "contains white space"
+    if len(name) > MAX_DOMAIN:
+        return f"is {len(name)} octets; a domain is at most {MAX_DOMAIN} (RFC 5321 §4.5.3.1.2)"
+    if name.startswith("["):
+        if name.endswith("]") and _address_literal_ok(name):
+            return None
+        return "is not an address literal ([192.0.2.1], [IPv6:2001:db8::1]; RFC 5321 §4.1.3)"
+    if not all(_LABEL.match(label) for label in name.split(".")):
+        return (
+            "is not a domain: labels of letters, digits and inner hyphens, 1-63 octets, "
+            "separated by single dots (RFC 5321 §4.1.2)"
+        )
+    return None
+
+
+def check_address(address: str, what: str = "address") -> None:
+    """Refuse a mailbox that would break the command line (see ``address_problem``)."""
+    problem = address_problem(address)
+    if problem:
+        raise LocalProtocolError(f"{what} {address!r} {problem}: refused before sending")
 
 
 def check_domain(name: str) -> None:
-    """Refuse an EHLO/HELO name that is empty, not ASCII, or carries CR/LF/NUL/space."""
-    bad = forbidden_char(name)
-    if bad:
-        raise LocalProtocolError(f"HELO name contains {bad}: refused before sending")
-    if not name or not name.isascii() or any(c.isspace() for c in name):
-        raise LocalProtocolError(f"HELO name {name!r} must be non-empty ASCII with no spaces")
+    """Refuse an EHLO/HELO name that is not a domain or address literal (``domain_problem``)."""
+    problem = domain_problem(name)
+    if problem:
+        raise LocalProtocolError(f"HELO name {name!r} {problem}: refused before sending")
 
 
 # --- the DATA body --------------------------------------------------------------------------
@@ -431,14 +517,23 @@ def decode_data(wire: bytes) -> bytes:
     return bytes(out)
 
 
-def _check_text_lines(message: bytes) -> None:
+def message_problem(message: bytes) -> str | None:
+    """Why ``message`` cannot be sent as DATA content, or None: RFC 5321 §4.5.3.1.6, a text
+    line is at most 1000 octets with its CRLF."""
     for number, line in enumerate(_lines(message), start=1):
         # +1: a dot-stuffed line may be one octet longer on the wire (§4.5.3.1.6)
         if len(line) + 2 > MAX_TEXT_LINE:
-            raise LocalProtocolError(
-                f"message line {number} is {len(line)} octets; SMTP allows 998 (RFC 5321 "
+            return (
+                f"line {number} is {len(line)} octets; SMTP allows 998 (RFC 5321 "
                 "§4.5.3.1.6): wrap it or use a transfer encoding"
             )
+    return None
+
+
+def _check_text_lines(message: bytes) -> None:
+    problem = message_problem(message)
+    if problem:
+        raise LocalProtocolError(f"message {problem}")
 
 
 # --- replies --------------------------------------------------------------------------------
