@@ -1,6 +1,6 @@
 """Wire capture inside a lab namespace, and pcap files.
 
-A capture is an AF_PACKET socket opened inside the node's namespace (compare/netns.py) and read
+A capture is an AF_PACKET socket opened inside the node's namespace (compare/lab/netns.py) and read
 by a thread: every Ethernet frame the interface sends or receives, with the kernel's timestamp
 (SO_TIMESTAMPNS) and its direction.  This is the strongest truth the harness has: what each
 implementation really put on the wire, and when.
@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from compare import netns
+from compare.lab import netns
 
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35

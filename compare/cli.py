@@ -180,7 +180,7 @@ def lab_main(argv: list[str]) -> int:
             parser.error(f"unknown node {args.node!r}: choose from {', '.join(lab.nodes)}")
         return lab.popen(args.node, cmd).wait()
     if args.action == "selftest":
-        from compare.labcheck import run_selftest
+        from compare.lab.selftest import run_selftest
 
         return run_selftest(as_json=args.json)
     return EXIT_ERROR

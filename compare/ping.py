@@ -232,7 +232,7 @@ def _neighbour(ctx: Context, sc: PingScenario):
     if not sc.neighbour:
         yield
         return
-    argv = [sys.executable, "-m", "compare.neighbour", sc.host, "--payload-hex", PAYLOAD.hex()]
+    argv = [sys.executable, "-m", "compare.lab.neighbour", sc.host, "--payload-hex", PAYLOAD.hex()]
     proc = ctx.site.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)  # it is already pinging when our side starts

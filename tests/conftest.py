@@ -11,11 +11,10 @@ import shutil
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from compare.lab import TOOL_PACKAGES
+from compare.lab import TOOLS as LAB_TOOLS  # the programs Lab.create runs
 
-# The tools the lab runs: the same list Lab.create checks in compare/lab.py (it exposes no
-# constant for it); tests/test_boundaries.py checks the two lists agree.
-LAB_TOOLS = ("ip", "nft", "iptables-nft", "ip6tables-nft")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _privilege_problem(need_lab: bool) -> str | None:
@@ -24,7 +23,7 @@ def _privilege_problem(need_lab: bool) -> str | None:
     if need_lab:
         for tool in LAB_TOOLS:
             if shutil.which(tool) is None:
-                return f"needs {tool!r} for the lab (apt-get install iproute2 nftables iptables)"
+                return f"needs {tool!r} for the lab (apt-get install {TOOL_PACKAGES})"
         if not os.path.isdir("/proc/self/ns") or not os.path.exists("/proc/self/ns/net"):
             return "needs network namespaces"
     return None

@@ -177,38 +177,38 @@ def test_reference_package_has_the_three_runners() -> None:
     assert {"ping.py", "traceroute.py", "smtp.py"} <= names
 
 
-def _string_tuples(node: ast.AST) -> list[tuple[str, ...]]:
-    """Every tuple literal of string constants under ``node``."""
-    return [
-        tuple(e.value for e in n.elts)
-        for n in ast.walk(node)
-        if isinstance(n, ast.Tuple)
-        and n.elts
-        and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in n.elts)
-    ]
+# compare/lab/plan.py (the lab's plan and truth) is held to the pure rule too; from compare it
+# imports nothing (the builder, calls and delay stage are its I/O), from handrolled the errors.
+LAB_PLAN = ROOT / "compare" / "lab" / "plan.py"
 
 
-def test_the_lab_gate_checks_the_tools_the_lab_checks() -> None:
-    # tests/conftest.py skips lab tests unless LAB_TOOLS are installed; Lab.create
-    # (compare/lab.py) refuses to build unless its own list is. The lists must agree, or a
-    # test either skips on a machine that could run it or fails where it should skip.
-    lab_tree = ast.parse((ROOT / "compare" / "lab.py").read_text())
-    create = next(
-        n for n in ast.walk(lab_tree) if isinstance(n, ast.FunctionDef) and n.name == "create"
-    )
-    lab_lists = [
-        t
-        for loop in ast.walk(create)
-        if isinstance(loop, ast.For)
-        for t in _string_tuples(loop.iter)
-        if "ip" in t
-    ]
-    assert len(lab_lists) == 1, f"expected one tool list in Lab.create, found {lab_lists}"
-    conftest_tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
-    gate = [
-        _string_tuples(n.value)
-        for n in ast.walk(conftest_tree)
-        if isinstance(n, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id == "LAB_TOOLS" for t in n.targets)
-    ]
-    assert gate == [[lab_lists[0]]], f"conftest LAB_TOOLS {gate} != Lab.create's {lab_lists[0]}"
+def lab_plan_violations(path: Path) -> set[str]:
+    """What ``path``, the lab's plan, imports that a pure module must not."""
+    return {
+        module
+        for module in imported_modules(path, package="compare.lab")
+        if module.split(".")[0] in FORBIDDEN_IN_PURE | {"shutil", "signal", "ctypes", "compare"}
+        or (module.startswith("handrolled.") and module.split(".")[1] != "errors")
+    }
+
+
+def test_the_lab_plan_touches_no_io() -> None:
+    assert LAB_PLAN.exists(), "compare/lab/plan.py, listed as pure, is missing"
+    bad = lab_plan_violations(LAB_PLAN)
+    assert not bad, f"compare/lab/plan.py is pure but imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "import subprocess",
+        "from compare.lab import netns",
+        "from .build import Lab",
+        "from handrolled.net import resolve",
+        "import os.path",
+    ],
+)
+def test_the_lab_plan_check_catches_io(tmp_path: Path, line: str) -> None:
+    src = tmp_path / "plan.py"
+    src.write_text(f"from handrolled.errors import WiretwinError\n{line}\n")
+    assert lab_plan_violations(src), f"{line!r} passed the lab plan check"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from compare import lab as lab_mod
-from compare.labcheck import check_lab, parse_ping_min, parse_traceroute
+from compare.capture import Capture, write_pcap
+from compare.lab import build
+from compare.lab.selftest import check_lab, parse_ping_min, parse_traceroute
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def wiretwin(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -138,17 +146,18 @@ def test_parse_traceroute_and_ping_output():
 
 def test_a_tool_that_is_missing_or_hangs_is_a_lab_error():
     with pytest.raises(lab_mod.LabError, match="cannot run 'wiretwin-no-such-tool'"):
-        lab_mod._run(["wiretwin-no-such-tool", "x"])
+        build._run(["wiretwin-no-such-tool", "x"])
     with pytest.raises(lab_mod.LabError, match=r"sleep 5: no answer after 0\.2 s"):
-        lab_mod._run(["sleep", "5"], timeout=0.2)
+        build._run(["sleep", "5"], timeout=0.2)
 
 
 def test_a_stale_delay_pid_of_another_process_is_neither_trusted_nor_killed(tmp_path, monkeypatch):
-    monkeypatch.setattr(lab_mod, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(build, "STATE_DIR", tmp_path)
     plan = lab_mod.Lab("dead", None)
     state = tmp_path / "dead.json"
     other = subprocess.Popen(["sleep", "60"])
-    delay = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "compare.delay"])
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", build.DELAY_MODULE]
+    delay = subprocess.Popen(sleeper)
     try:
         # after a crash, the pid in the state file went to an unrelated process
         state.write_text(json.dumps({"lab_id": "dead", "delays": {}, "delay_pid": other.pid}))
@@ -170,7 +179,7 @@ def test_a_stale_delay_pid_of_another_process_is_neither_trusted_nor_killed(tmp_
 def test_compare_on_a_lab_whose_delay_stage_died_is_an_error(tmp_path, monkeypatch, capsys):
     from compare import runner
 
-    monkeypatch.setattr(lab_mod, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(build, "STATE_DIR", tmp_path)
     gone = subprocess.Popen(["true"])
     gone.wait()
     state = {"lab_id": "dead", "delays": lab_mod.DEFAULT_DELAYS_MS, "delay_pid": gone.pid}
@@ -192,11 +201,26 @@ def _raise_unpicklable() -> None:
 
 
 def test_call_python_reports_an_exception_that_does_not_pickle():
-    # The child (python -m compare.lab) must send an error the parent can unpickle and that
+    # The child (python -m compare.lab --call) must send an error the parent can unpickle and that
     # names the original exception, not one defined in the child's __main__.
     env = {"PYTHONPATH": str(Path(__file__).parent)}
     with pytest.raises(lab_mod.LabError, match="_Unpicklable: held a lock"):
         lab_mod.call_python([], "test_lab:_raise_unpicklable", (), {}, timeout=60, env=env)
+
+
+def test_ci_setup_installs_every_tool_the_lab_runs():
+    # .ci/setup maps each command to its Debian package ("ip:iproute2 ..."); a tool Lab.create
+    # runs that setup does not install would fail the first lab test on a fresh machine.
+    setup = (ROOT / ".ci" / "setup").read_text()
+    commands = set(re.findall(r"([\w.-]+):[\w.-]+", setup))
+    assert set(lab_mod.TOOLS) <= commands, set(lab_mod.TOOLS) - commands
+
+
+def test_every_tool_the_lab_runs_is_on_path():
+    missing = lab_mod.missing_tools()
+    if missing and not IN_CI:
+        pytest.skip(f"not installed here: {', '.join(missing)}")
+    assert not missing, f"CI=true and the lab's tools are missing: {missing}"
 
 
 # ---- the real lab -------------------------------------------------------------------------
@@ -323,3 +347,97 @@ def test_cli_up_status_exec_down_and_reap_after_a_crash(lab):
         lab_mod.reap(lab_id)
     bad = wiretwin("lab", "status", "--lab-id", lab_id)
     assert bad.returncode == 2 and "no lab with id" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.lab
+def test_lab_create_runs_exactly_the_tools_it_declares(monkeypatch):
+    # Every program the build runs goes through build._run; record which ones.
+    used: set[str] = set()
+    real_run = build._run
+
+    def recording(argv, **kw):
+        argv = list(argv)
+        prefix = ["ip", "netns", "exec"]
+        used.add(argv[4] if argv[:3] == prefix else argv[0])
+        return real_run(argv, **kw)
+
+    monkeypatch.setattr(build, "_run", recording)
+    with lab_mod.Lab.create({"r1": 1.0}):  # one delay stage: the NFQUEUE rules run too
+        pass
+    assert used == set(lab_mod.TOOLS)
+
+
+def _talk(lab, family: int) -> None:
+    """A TCP dialogue client -> target, a refused connection (the target's RST) and a UDP
+    exchange, all through the kernel's own TCP and UDP, whose checksums offload would leave
+    partial."""
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+    dst = lab.target.addr(family)
+    with lab.socket("target", af, socket.SOCK_STREAM) as server:
+        server.bind((dst, 0))
+        server.listen(1)
+        server.settimeout(5)
+        port = server.getsockname()[1]
+        with lab.socket("client", af, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect((dst, port))
+            conn, _ = server.accept()
+            with conn:
+                client.sendall(b"EHLO checksum.lab.test\r\n")
+                assert conn.recv(100).startswith(b"EHLO")
+                conn.sendall(b"250 odd-length reply\r\n")
+                assert client.recv(100).startswith(b"250")
+    with lab.socket("client", af, socket.SOCK_STREAM) as refused:
+        refused.settimeout(5)
+        with pytest.raises(ConnectionRefusedError):
+            refused.connect((dst, port))  # the listener is gone: RST
+    with (
+        lab.socket("target", af, socket.SOCK_DGRAM) as server,
+        lab.socket("client", af, socket.SOCK_DGRAM) as client,
+    ):
+        server.bind((dst, 0))
+        server.settimeout(5)
+        client.settimeout(5)
+        client.sendto(b"ping over udp", server.getsockname()[:2])
+        data, peer = server.recvfrom(100)
+        server.sendto(data[::-1], peer)
+        assert client.recv(100) == b"pdu revo gnip"
+
+
+def checksum_verdicts(pcap: Path) -> list[tuple[str, str]]:
+    """(protocol, checksum status) per TCP/UDP segment in ``pcap``, as tshark validates them
+    (1 good, 0 bad, 2 unverified)."""
+    argv = ["tshark", "-n", "-r", str(pcap)]
+    for proto in ("ip", "tcp", "udp"):
+        argv += ["-o", f"{proto}.check_checksum:TRUE"]
+    argv += ["-Y", "tcp || udp", "-T", "fields", "-E", "separator=,"]
+    argv += ["-e", "ip.checksum.status", "-e", "tcp.checksum.status", "-e", "udp.checksum.status"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    verdicts = []
+    for line in proc.stdout.splitlines():
+        ip_status, tcp_status, udp_status = line.split(",")
+        if ip_status:
+            verdicts.append(("ip", ip_status))
+        verdicts.append(("tcp", tcp_status) if tcp_status else ("udp", udp_status))
+    return verdicts
+
+
+@pytest.mark.lab
+def test_pcaps_of_kernel_tcp_and_udp_verify_in_tshark(lab, tmp_path):
+    # Issue 11: with checksum offload on, veth leaves the kernel's TCP/UDP checksums partial
+    # and Wireshark flags every such segment "TCP CHECKSUM INCORRECT".
+    if shutil.which("tshark") is None:
+        if IN_CI:
+            pytest.fail("CI=true and tshark is missing (.ci/browser-setup installs it)")
+        pytest.skip("needs tshark")
+    with Capture(lab.ns("client"), "down0") as capture:
+        _talk(lab, 4)
+        _talk(lab, 6)
+    pcap = tmp_path / "checksums.pcap"
+    write_pcap(pcap, capture.frames)
+    verdicts = checksum_verdicts(pcap)
+    kinds = {kind for kind, _ in verdicts}
+    assert {"tcp", "udp"} <= kinds and len(verdicts) >= 20, verdicts  # the dialogue was seen
+    bad = [(kind, status) for kind, status in verdicts if status != "1"]
+    assert not bad, f"{len(bad)} of {len(verdicts)} checksums not good in tshark: {bad[:5]}"

@@ -13,7 +13,7 @@ The netlink messages are written by hand from the kernel's uapi headers
     nfgenmsg   family:u8 version:u8 res_id:u16                     (res_id big-endian: queue)
     nlattr     len:u16 type:u16, value padded to 4 bytes            (host order)
 
-Run as ``python -m compare.delay --queue NS:QUEUE:DELAY_MS [--queue ...]``; it prints
+Run as ``python -m compare.lab.delay --queue NS:QUEUE:DELAY_MS [--queue ...]``; it prints
 ``ready`` on stdout once every queue is bound, and exits on SIGTERM or SIGINT.
 """
 
@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from compare.netns import netns_socket
+from compare.lab.netns import netns_socket
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def parse_queue(text: str) -> Queue:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m compare.delay", description=__doc__.splitlines()[0]
+        prog="python -m compare.lab.delay", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--queue", type=parse_queue, action="append", required=True)
     args = parser.parse_args(argv)

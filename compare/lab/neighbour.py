@@ -36,7 +36,7 @@ def echo_request(ident: int, seq: int, payload: bytes) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compare.neighbour")
+    parser = argparse.ArgumentParser(prog="python -m compare.lab.neighbour")
     parser.add_argument("host")
     parser.add_argument("--ident", type=lambda s: int(s, 0), default=IDENT)
     parser.add_argument("--payload-hex", default="")
