@@ -3,10 +3,10 @@
 Run as root: ``python benchmarks/bench_traceroute.py [--runs 5]``.  Builds a lab, then for each
 option set runs, interleaved round by round inside the client namespace (``ip netns exec``):
 
-- ``traceroute -4 -I ...`` and ``python -m handrolled.traceroute -4 -I ...`` with the same
+- ``traceroute -4 -I ...`` and ``python -m handrolled.cli.traceroute -4 -I ...`` with the same
   options: wall time of the whole command, as a user sees it.  Their ratio is the CLI against
   CLI comparison issue 4's speed goal is about;
-- ``python -m handrolled.traceroute --json ...``: wall time, and the tracer's own ``elapsed_ms``
+- ``python -m handrolled.cli.traceroute --json ...``: wall time, and the tracer's own ``elapsed_ms``
   from its output (the engine: trace and reverse DNS, after start-up and forward resolution).
   Wall minus engine is taken per run, from the same process;
 - start-up anchors, no trace: ``ip netns exec NS true`` and ``ip netns exec NS python -c pass``.
@@ -55,7 +55,7 @@ def _line(label: str, values: list[float], against: list[float] | None = None) -
 def bench(lab: Lab, runs: int) -> None:
     host = "target.lab.test"
     ns = lab.ns("client")
-    ours = [sys.executable, "-m", "handrolled.traceroute"]
+    ours = [sys.executable, "-m", "handrolled.cli.traceroute"]
     python_pass = [sys.executable, "-c", "pass"]
     _timed(lab, python_pass)  # warm the page cache before the first timed round
     print(f"{runs} runs each, interleaved round by round; lab path client -> r1..r6 -> target,")
@@ -75,7 +75,7 @@ def bench(lab: Lab, runs: int) -> None:
         print(label)
         print("  CLI vs CLI, wall time of the whole command (issue 4's comparison):")
         print(_line("traceroute(8) -I", system))
-        print(_line("python -m handrolled.traceroute -I", mine, against=system))
+        print(_line("python -m handrolled.cli.traceroute -I", mine, against=system))
         print("  handrolled --json, each line from the same runs:")
         print(_line("wall", json_wall))
         print(_line("engine (its elapsed_ms: trace + reverse DNS)", engine))

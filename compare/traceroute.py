@@ -9,6 +9,7 @@ from compare import tolerance, wire
 from compare.lab import EARLY_SLACK_MS, RTT_ATTEMPTS, Lab
 from compare.ping import families_of
 from compare.scenario import Context, Row, Sides, both_ran, run_side
+from handrolled.requests import TraceRequest
 from handrolled.results import Method, Outcome, TraceResult
 
 IDENT = 0x7774  # ICMP identifier; UDP source port; TCP base source port
@@ -82,24 +83,24 @@ def _outcomes(result: TraceResult) -> list[tuple]:
 
 def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
     lab = ctx.lab if sc.to is not None else None
-    kwargs = {
-        "method": sc.method,
-        "probes_per_hop": sc.probes_per_hop,
-        "first_ttl": 1,
-        "max_hops": sc.max_hops,
-        "sim_queries": 16,
-        "wait": (2.0, 3.0, 10.0),
-        "family": sc.family,
-        "resolve": True,
-        "ident": IDENT,
-        "payload": b"" if sc.method is Method.TCP else PAYLOAD,
-    }
     host = lab.nodes[sc.to].hostname if lab is not None else sc.host
+    # one request, the same object for both sides (each unpickles it in its own process)
+    request = TraceRequest(
+        host,
+        method=sc.method,
+        probes_per_hop=sc.probes_per_hop,
+        first_ttl=1,
+        max_hops=sc.max_hops,
+        sim_queries=16,
+        wait=(2.0, 3.0, 10.0),
+        family=sc.family,
+        resolve=True,
+        ident=IDENT,
+        payload=b"" if sc.method is Method.TCP else PAYLOAD,
+    )
     runs = {
-        "handrolled": run_side(
-            ctx.site, "handrolled", sides.handrolled, (host,), kwargs, sides.env
-        ),
-        "reference": run_side(ctx.site, "reference", sides.reference, (host,), kwargs),
+        "handrolled": run_side(ctx.site, "handrolled", sides.handrolled, (request,), {}, sides.env),
+        "reference": run_side(ctx.site, "reference", sides.reference, (request,), {}),
     }
     rows = [both_ran(sc.name, runs)]
     if not rows[0].ok:
@@ -136,7 +137,7 @@ def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row
             (sides.handrolled, sides.env) if impl == "handrolled" else (sides.reference, None)
         )
         try:
-            return ctx.site.call(target, (host,), kwargs, env)
+            return ctx.site.call(target, (request,), {}, env)
         except Exception:  # the first run's rows already report a side that fails
             return None
 

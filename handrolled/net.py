@@ -36,6 +36,8 @@ API
 ``resolve(host, family=None) -> (address, family)``: first getaddrinfo answer (family 4 or 6);
     ``ResolveError``.  ``address_family(family) -> AF_INET | AF_INET6``.
 ``reverse_name(address) -> str | None``: PTR / hosts-file name, None when there is none.
+``ReverseResolver``: ``reverse_name`` per distinct address in a few daemon threads, cached,
+    each wait bounded (``.request(addr)`` starts a lookup, ``.name(addr)`` collects it).
 ``now_ns()``: wall clock ns (CLOCK_REALTIME); ``monotonic_ns()``: for deadlines.
 """
 
@@ -44,11 +46,13 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import queue
 import select
 import socket
 import struct
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
@@ -61,6 +65,7 @@ __all__ = [
     "IcmpSocket",
     "QueuedError",
     "Received",
+    "ReverseResolver",
     "address_family",
     "canonical",
     "check_family",
@@ -150,6 +155,8 @@ class QueuedError:
 
 @dataclass(frozen=True, slots=True)
 class Received:
+    """One datagram (or error-queue entry) read from an ``IcmpSocket``, raw or datagram."""
+
     data: bytes
     source: str
     recv_ns: int
@@ -519,3 +526,71 @@ def reverse_name(address: str) -> str | None:
     except (OSError, UnicodeError):
         return None
     return name or None
+
+
+class ReverseResolver:
+    """``reverse_name`` per distinct address, cached, in a few daemon threads.
+
+    ``request`` starts a lookup early (when a reply arrives); ``name`` waits for it at most
+    ``per_name`` seconds after it was requested and never more than ``budget`` seconds in
+    total over the resolver's life, so a dead resolver costs a bounded delay.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_name: float = 1.0,
+        budget: float = 3.0,
+        workers: int = 4,
+        lookup: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.per_name = per_name
+        self.budget = budget
+        self._lookup = lookup or reverse_name
+        self._jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._results: dict[str, str | None] = {}
+        self._events: dict[str, threading.Event] = {}
+        self._requested_at: dict[str, float] = {}
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self._waited = 0.0
+
+    def request(self, addr: str) -> None:
+        """Start looking ``addr`` up, unless that is already under way or done."""
+        with self._lock:
+            if addr in self._events:
+                return
+            self._events[addr] = threading.Event()
+            self._requested_at[addr] = time.monotonic()
+            if len(self._threads) < self._workers:
+                thread = threading.Thread(target=self._work, daemon=True, name="wiretwin-rdns")
+                self._threads.append(thread)
+                thread.start()
+        self._jobs.put(addr)
+
+    def _work(self) -> None:
+        while True:
+            addr = self._jobs.get()
+            try:
+                name = self._lookup(addr)
+            except Exception as exc:  # a lookup failure is "no name", never a crash
+                log.debug("reverse lookup of %s failed: %s", addr, exc)
+                name = None
+            with self._lock:
+                self._results[addr] = name
+            self._events[addr].set()
+
+    def name(self, addr: str) -> str | None:
+        """The name of ``addr``, or None when it has none or did not answer in time."""
+        self.request(addr)
+        event = self._events[addr]
+        if not event.is_set():
+            left = self._requested_at[addr] + self.per_name - time.monotonic()
+            left = min(left, self.budget - self._waited)
+            if left > 0:
+                started = time.monotonic()
+                event.wait(left)
+                self._waited += time.monotonic() - started
+        with self._lock:
+            return self._results.get(addr)

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 from handrolled import net
 from handrolled.errors import RawSocketPermissionError, UsageError
-from handrolled.results import Method
+from handrolled.results import Family, Method
 
-__all__ = ["Received", "TraceSockets", "source_address"]
+__all__ = ["RawReceived", "TraceSockets", "source_address"]
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,20 @@ source_address = net.source_address  # re-exported; it lives with the other sock
 
 
 @dataclass(frozen=True, slots=True)
-class Received:
-    """One datagram read from a receiving socket."""
+class RawReceived:
+    """One datagram read from one of a trace's raw receivers, tagged with which one.
+
+    Unlike ``net.Received`` (any ``IcmpSocket``, raw or datagram, and its error queue) it comes
+    from a raw socket only, the ICMP one or the TCP one (``kind``), so it never carries an
+    error-queue entry, and on IPv4 ``data`` always starts with the IP header.
+    """
 
     kind: str  # "icmp" or "tcp": which receiver it came from
     data: bytes  # IPv4: the whole IP datagram; IPv6: the ICMPv6 message / TCP segment
-    src: str
+    source: str  # canonical address of the sender
     recv_ns: int
     kernel_timestamp: bool
-    hop_limit: int | None  # TTL / hop limit of the packet, when the kernel reported it
+    ttl: int | None  # TTL / hop limit of the packet, when the kernel reported it
 
 
 def _raw(af: int, proto: int) -> socket.socket:
@@ -63,7 +68,7 @@ def _raw(af: int, proto: int) -> socket.socket:
 class TraceSockets:
     """The sockets of one trace.  Use as a context manager; everything is closed on exit."""
 
-    def __init__(self, method: Method, family: int, dst: str, src: str) -> None:
+    def __init__(self, method: Method, family: Family, dst: str, src: str) -> None:
         self.method = method
         self.family = family
         self.dst = dst
@@ -153,14 +158,14 @@ class TraceSockets:
     def receivers(self) -> list[socket.socket]:
         return [s for s in (self.icmp, self.tcp) if s is not None]
 
-    def wait(self, timeout: float) -> list[Received]:
+    def wait(self, timeout: float) -> list[RawReceived]:
         """Wait up to ``timeout`` seconds; return every datagram then queued on the receivers."""
         socks = self.receivers()
         try:
             ready, _, _ = select.select(socks, [], [], max(timeout, 0.0))
         except InterruptedError:
             ready = []
-        out: list[Received] = []
+        out: list[RawReceived] = []
         for sock in ready:
             for _ in range(256):  # drain, boundedly
                 if sock is self.tcp:
@@ -174,17 +179,17 @@ class TraceSockets:
                 if got is None:
                     break
                 out.append(
-                    Received(
+                    RawReceived(
                         "icmp", got.data, got.source, got.recv_ns, got.kernel_timestamp, got.ttl
                     )
                 )
         return out
 
-    def _received(self, kind: str, data: bytes, ancdata: list, addr: tuple) -> Received:
+    def _received(self, kind: str, data: bytes, ancdata: list, addr: tuple) -> RawReceived:
         anc = net.parse_ancillary(ancdata)
         kernel = anc.recv_ns is not None
         recv_ns = anc.recv_ns if anc.recv_ns is not None else time.time_ns()
-        return Received(kind, data, net.canonical(addr[0]), recv_ns, kernel, anc.ttl)
+        return RawReceived(kind, data, net.canonical(addr[0]), recv_ns, kernel, anc.ttl)
 
     def close(self) -> None:
         for sock in self._owned:

@@ -13,37 +13,19 @@ traceroute(8) keeps in its ``do_it`` loop, so it can be tested with a fake clock
   that probe's hop: later probes are not sent and their replies are ignored;
 - hops are released in TTL order once each of their probes is done (``pop_complete_hops``).
 
-Times are floats in seconds on any monotonic scale the caller chooses.
+Times are floats in seconds on any monotonic scale the caller chooses.  The options are
+checked for the user by ``handrolled.requests.TraceRequest``; the scheduler only asserts them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handrolled.errors import UsageError
-
-__all__ = ["WAIT_PRECISION", "Slot", "TraceScheduler", "parse_wait"]
+__all__ = ["WAIT_PRECISION", "Slot", "TraceScheduler"]
 
 # traceroute(8) adds 1 ms to an observed RTT before scaling it (DEF_WAIT_PREC), so a reply
 # measured at ~0 ms still leaves the next probe a moment to answer.
 WAIT_PRECISION = 0.001
-
-
-def parse_wait(text: str) -> tuple[float, float, float]:
-    """Parse ``MAX[,HERE[,NEAR]]`` (traceroute(8)'s -w); missing parts keep their defaults."""
-    defaults = [5.0, 3.0, 10.0]
-    parts = text.replace("/", ",").split(",")
-    if not 1 <= len(parts) <= 3:
-        raise UsageError(f"bad wait {text!r}: expected MAX[,HERE[,NEAR]]")
-    for i, part in enumerate(parts):
-        try:
-            value = float(part)
-        except ValueError as exc:
-            raise UsageError(f"bad wait {text!r}: {part!r} is not a number") from exc
-        if not value >= 0 or value == float("inf"):
-            raise UsageError(f"bad wait {text!r}: values must be finite and >= 0")
-        defaults[i] = value
-    return defaults[0], defaults[1], defaults[2]
 
 
 @dataclass(slots=True)
@@ -70,16 +52,10 @@ class TraceScheduler:
         sim_queries: int = 16,
         wait: tuple[float, float, float] = (5.0, 3.0, 10.0),
     ) -> None:
-        if not 1 <= first_ttl <= 255 or not 1 <= max_hops <= 255:
-            raise UsageError(f"TTLs must be within 1..255 (first {first_ttl}, max {max_hops})")
-        if first_ttl > max_hops:
-            raise UsageError(f"first TTL {first_ttl} is beyond max hops {max_hops}")
-        if not 1 <= probes_per_hop <= 10:
-            raise UsageError(f"probes per hop must be within 1..10, got {probes_per_hop}")
-        if sim_queries < 1:
-            raise UsageError(f"simultaneous probes must be at least 1, got {sim_queries}")
-        if len(wait) != 3 or any(not w >= 0 for w in wait):
-            raise UsageError(f"bad wait {wait!r}: three values >= 0 expected")
+        # TraceRequest has told the user about bad options; these guard internal callers.
+        assert 1 <= first_ttl <= max_hops <= 255, (first_ttl, max_hops)
+        assert probes_per_hop >= 1 and sim_queries >= 1, (probes_per_hop, sim_queries)
+        assert len(wait) == 3 and all(w >= 0 for w in wait), wait
         self.first_ttl = first_ttl
         self.max_hops = max_hops
         self.probes_per_hop = probes_per_hop

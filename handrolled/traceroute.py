@@ -2,10 +2,9 @@
 
 API
 ---
-``run_trace(host, *, method=Method.ICMP, port=None, probes_per_hop=3, first_ttl=1,
-max_hops=30, sim_queries=16, wait=(5.0, 3.0, 10.0), family=None, resolve=True, ident=None,
-payload=None, on_hop=None) -> TraceResult``
-    The runner shared with reference/traceroute.py.  ``wait`` is traceroute(8)'s -w
+``run_trace(request: TraceRequest, *, on_hop=None) -> TraceResult``
+    The engine; reference/traceroute.py's twin takes the same ``handrolled.requests``
+    TraceRequest (validated there, once).  ``request.wait`` is traceroute(8)'s -w
     MAX,HERE,NEAR (see handrolled/tracer_core.py).  ``on_hop`` is called with each Hop, in TTL
     order, as soon as all its probes are done.  Timeouts and ICMP errors are outcomes.
 ``get_route(hostname) -> list[list[str]]``
@@ -13,7 +12,8 @@ payload=None, on_hop=None) -> TraceResult``
     returnable'`` without reverse DNS, ``['3', '*', 'Request timed out']`` for a silent hop;
     the destination last.  One ICMP probe per hop, MAX wait 2 s (the seed's TIMEOUT).
 ``build_packet(ident=None, seq=1, payload=None) -> bytes``: the seed's echo request.
-``main(argv=None, runner=None) -> int``: the CLI (``python -m handrolled.traceroute HOST``).
+The command line (``python -m handrolled.traceroute HOST``, traceroute(8)'s flags and output)
+is handrolled/cli/traceroute.py.
 
 What goes on the wire (so another implementation can reproduce it byte for byte)
 ---------------------------------------------------------------------------------
@@ -21,9 +21,11 @@ Probes are numbered k = 0, 1, ... in sending order: k = (ttl - first_ttl) * prob
 - ICMP: echo request, identifier ``ident`` (None: pid & 0xffff), sequence k + 1, payload
   ``payload`` or ``DEFAULT_PAYLOAD`` (32 bytes, byte i = i, the project's default pattern).
 - UDP: source port ``ident`` if given (else one the kernel picks, held for the trace),
-  destination port ``port`` (default 33434) + k, payload as for ICMP, checksum always set.
+  destination port ``request.dst_port`` (default 33434) + k, payload as for ICMP, checksum
+  always set.
 - TCP: a 20-byte SYN header, no options: source port ``ident`` + k if ident is given (else one
-  kernel-picked port per probe), destination port ``port`` (default 80), sequence number k + 1,
+  kernel-picked port per probe), destination port ``request.dst_port`` (default 80), sequence
+  number k + 1,
   acknowledgment 0, window ``TCP_WINDOW``, urgent 0; ``payload`` (default none) follows it.
 The kernel builds the IP header (TTL / hop limit per probe via IP_TTL / IPV6_UNICAST_HOPS).
 
@@ -36,28 +38,20 @@ annotation such as !X), TIMEOUT, CORRUPT (matched but the checksum or echoed pay
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import os
-import queue
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from handrolled import net
 from handrolled import transport as tp
-from handrolled.cli.common import Parser, jsonable
-from handrolled.errors import MalformedPacket, ResolveError, UsageError, WiretwinError
+from handrolled.errors import MalformedPacket, ResolveError, UsageError
 from handrolled.icmp import (
     DestinationUnreachable,
     EchoMessage,
-    Icmp6Type,
     IcmpError,
-    IcmpType,
     TimeExceeded,
     Unreach6Code,
     UnreachCode,
@@ -67,24 +61,21 @@ from handrolled.icmp import (
     encode_echo_request,
 )
 from handrolled.ip import IpProto, decode_ipv4
+from handrolled.net import ReverseResolver
 from handrolled.net import resolve as resolve_host
-from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
-from handrolled.tracenet import Received, TraceSockets, source_address
-from handrolled.tracer_core import TraceScheduler, parse_wait
+from handrolled.requests import TraceRequest
+from handrolled.results import Family, Hop, Implementation, Method, Outcome, Probe, TraceResult
+from handrolled.tracenet import RawReceived, TraceSockets, source_address
+from handrolled.tracer_core import TraceScheduler
 
 __all__ = [
     "DEFAULT_PAYLOAD",
-    "DEFAULT_TCP_PORT",
-    "DEFAULT_UDP_PORT",
+    "DEFAULT_PAYLOAD_SIZE",
     "TCP_WINDOW",
-    "ReverseResolver",
-    "annotation",
+    "Tracer",
     "build_packet",
-    "format_header",
-    "format_hop",
     "get_route",
-    "main",
-    "result_to_json",
+    "route_rows",
     "run_trace",
 ]
 
@@ -92,118 +83,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAYLOAD_SIZE = 32  # traceroute(8)'s default: 60-byte IPv4 packets for ICMP
 DEFAULT_PAYLOAD = default_payload(DEFAULT_PAYLOAD_SIZE)
-DEFAULT_UDP_PORT = 33434  # the classic "unlikely" base port
-DEFAULT_TCP_PORT = 80
 TCP_WINDOW = 64240  # what Linux advertises in a SYN on Ethernet (44 * 1460)
 NO_NAME = "hostname not returnable"
 SEED_TIMEOUT = 2.0
-
-# ICMP destination-unreachable codes -> traceroute(8)'s annotations (RFC 792, RFC 1812 §5.2.7.1)
-_UNREACH4 = {
-    0: "!N",
-    1: "!H",
-    2: "!P",
-    3: "",  # port unreachable: the destination itself answered
-    4: "!F",
-    5: "!S",
-    6: "!N",
-    7: "!H",
-    9: "!X",
-    10: "!X",
-    11: "!N",
-    12: "!H",
-    13: "!X",
-    14: "!V",
-    15: "!C",
-}
-# ICMPv6 destination-unreachable codes (RFC 4443 §3.1)
-_UNREACH6 = {0: "!N", 1: "!X", 2: "!H", 3: "!H", 4: ""}
-
-
-def annotation(icmp_type: int | None, code: int | None, v6: bool) -> str:
-    """traceroute(8)'s mark for an ICMP error: ``!H !N !P !X ...`` or ``!<code>``; "" if none."""
-    if icmp_type is None or code is None:
-        return ""
-    if icmp_type != (Icmp6Type.DEST_UNREACHABLE if v6 else IcmpType.DEST_UNREACHABLE):
-        return ""
-    marks = _UNREACH6 if v6 else _UNREACH4
-    return marks.get(code, f"!<{code}>")
 
 
 def build_packet(ident: int | None = None, seq: int = 1, payload: bytes | None = None) -> bytes:
     """The seed's ``build_packet()``: an ICMPv4 echo request with a valid checksum."""
     ident = os.getpid() & 0xFFFF if ident is None else ident
     return encode_echo_request(ident, seq, DEFAULT_PAYLOAD if payload is None else payload)
-
-
-# -- reverse DNS -------------------------------------------------------------------------------
-
-
-class ReverseResolver:
-    """``net.reverse_name`` (gethostbyaddr) per distinct address, cached, in a few daemon threads.
-
-    ``request`` starts a lookup early (when a reply arrives); ``name`` waits for it at most
-    ``per_name`` seconds after it was requested and never more than ``budget`` seconds in
-    total over the resolver's life, so a dead resolver costs a bounded delay.
-    """
-
-    def __init__(
-        self,
-        *,
-        per_name: float = 1.0,
-        budget: float = 3.0,
-        workers: int = 4,
-        lookup: Callable[[str], str | None] | None = None,
-    ) -> None:
-        self.per_name = per_name
-        self.budget = budget
-        self._lookup = lookup or net.reverse_name
-        self._jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._results: dict[str, str | None] = {}
-        self._events: dict[str, threading.Event] = {}
-        self._requested_at: dict[str, float] = {}
-        self._workers = workers
-        self._threads: list[threading.Thread] = []
-        self._waited = 0.0
-
-    def request(self, addr: str) -> None:
-        with self._lock:
-            if addr in self._events:
-                return
-            self._events[addr] = threading.Event()
-            self._requested_at[addr] = time.monotonic()
-            if len(self._threads) < self._workers:
-                thread = threading.Thread(target=self._work, daemon=True, name="wiretwin-rdns")
-                self._threads.append(thread)
-                thread.start()
-        self._jobs.put(addr)
-
-    def _work(self) -> None:
-        while True:
-            addr = self._jobs.get()
-            try:
-                name = self._lookup(addr)
-            except Exception as exc:  # a lookup failure is "no name", never a crash
-                log.debug("reverse lookup of %s failed: %s", addr, exc)
-                name = None
-            with self._lock:
-                self._results[addr] = name
-            self._events[addr].set()
-
-    def name(self, addr: str) -> str | None:
-        """The name of ``addr``, or None when it has none or did not answer in time."""
-        self.request(addr)
-        event = self._events[addr]
-        if not event.is_set():
-            left = self._requested_at[addr] + self.per_name - time.monotonic()
-            left = min(left, self.budget - self._waited)
-            if left > 0:
-                started = time.monotonic()
-                event.wait(left)
-                self._waited += time.monotonic() - started
-        with self._lock:
-            return self._results.get(addr)
 
 
 # -- the tracer --------------------------------------------------------------------------------
@@ -251,7 +139,7 @@ class Tracer:
         method: Method,
         dst: str,
         src: str,
-        family: int,
+        family: Family,
         ident: int | None,
         port: int,
         payload: bytes,
@@ -312,20 +200,20 @@ class Tracer:
 
     # -- reply matching -----------------------------------------------------------------------
 
-    def _match(self, rec: Received) -> _Match | None:
+    def _match(self, rec: RawReceived) -> _Match | None:
         """Which probe ``rec`` answers, and how; None for anything that is not ours."""
         try:
             if rec.kind == "tcp":
                 return self._match_tcp(rec)
             return self._match_icmp(rec)
         except MalformedPacket as exc:
-            log.debug("ignoring malformed packet from %s: %s", rec.src, exc)
+            log.debug("ignoring malformed packet from %s: %s", rec.source, exc)
             return None
 
-    def _match_icmp(self, rec: Received) -> _Match | None:
-        reply_ttl = rec.hop_limit
+    def _match_icmp(self, rec: RawReceived) -> _Match | None:
+        reply_ttl = rec.ttl
         if self.v6:
-            msg = decode_icmp6(rec.data, src=rec.src, dst=self.src)
+            msg = decode_icmp6(rec.data, src=rec.source, dst=self.src)
         else:
             header, body = decode_ipv4(rec.data)
             reply_ttl = header.ttl
@@ -334,7 +222,7 @@ class Tracer:
             if not msg.is_reply or self.method is not Method.ICMP:
                 return None
             k = self._keys.get(("icmp", msg.ident, msg.seq))
-            if k is None or rec.src != self.dst:
+            if k is None or rec.source != self.dst:
                 return None
             note = ""
             if msg.checksum_ok is False:
@@ -351,7 +239,7 @@ class Tracer:
         if isinstance(msg, TimeExceeded):
             return _Match(k, Outcome.TIME_EXCEEDED, False, msg.icmp_type, msg.code, reply_ttl)
         port_unreach = msg.code == (Unreach6Code.PORT if self.v6 else UnreachCode.PORT)
-        if port_unreach and rec.src == self.dst and self.method is Method.UDP:
+        if port_unreach and rec.source == self.dst and self.method is Method.UDP:
             outcome = Outcome.REPLY  # the destination's answer to a UDP probe
         else:
             outcome = Outcome.UNREACHABLE
@@ -374,10 +262,10 @@ class Tracer:
         head = tp.decode_tcp_quoted(quoted.data)
         return self._keys.get(("tcp", head.src_port, head.dst_port, head.seq))
 
-    def _match_tcp(self, rec: Received) -> _Match | None:
-        if rec.src != self.dst:
+    def _match_tcp(self, rec: RawReceived) -> _Match | None:
+        if rec.source != self.dst:
             return None
-        reply_ttl = rec.hop_limit
+        reply_ttl = rec.ttl
         data = rec.data
         if not self.v6:
             header, data = decode_ipv4(rec.data)
@@ -392,7 +280,7 @@ class Tracer:
             return None
         # Not CORRUPT on a bad checksum: over loopback and veth the sender's checksum is often
         # left to offload (CHECKSUM_PARTIAL) and a raw socket sees it unfinished.
-        ok = tp.transport_checksum_ok(rec.src, self.src, IpProto.TCP, data)
+        ok = tp.transport_checksum_ok(rec.source, self.src, IpProto.TCP, data)
         note = "" if ok else "TCP checksum does not verify (checksum offload?)"
         return _Match(k, Outcome.REPLY, True, None, None, reply_ttl, note)
 
@@ -442,7 +330,7 @@ class Tracer:
                     on_hop(hop)
         return hops
 
-    def _handle(self, rec: Received) -> None:
+    def _handle(self, rec: RawReceived) -> None:
         match = self._match(rec)
         if match is None:
             return
@@ -452,16 +340,16 @@ class Tracer:
         rtt_ns = max(rec.recv_ns - sent.send_ns, 0)
         final = match.final and match.outcome is not Outcome.CORRUPT
         if not self.sched.on_reply(match.k, rtt=rtt_ns / 1e9, final=final):
-            log.debug("late or duplicate reply for probe %d from %s", match.k, rec.src)
+            log.debug("late or duplicate reply for probe %d from %s", match.k, rec.source)
             return
         if self.resolver is not None:
-            self.resolver.request(rec.src)
+            self.resolver.request(rec.source)
         sent.probe = self._probe(
             sent,
             match.outcome,
             recv_ns=rec.recv_ns,
             rtt_ms=rtt_ns / 1e6,
-            reply_from=rec.src,
+            reply_from=rec.source,
             reply_ttl=match.reply_ttl,
             icmp_type=match.icmp_type,
             icmp_code=match.icmp_code,
@@ -503,46 +391,27 @@ class Tracer:
         return Hop(ttl=ttl, probes=tuple(probes))
 
 
-def run_trace(
-    host: str,
-    *,
-    method: Method = Method.ICMP,
-    port: int | None = None,
-    probes_per_hop: int = 3,
-    first_ttl: int = 1,
-    max_hops: int = 30,
-    sim_queries: int = 16,
-    wait: tuple[float, float, float] = (5.0, 3.0, 10.0),
-    family: int | None = None,
-    resolve: bool = True,
-    ident: int | None = None,
-    payload: bytes | None = None,
-    on_hop: Callable[[Hop], None] | None = None,
-) -> TraceResult:
-    """Trace the route to ``host``; see the module docstring for the wire format."""
-    method = Method(method)
-    if port is None:
-        port = DEFAULT_TCP_PORT if method is Method.TCP else DEFAULT_UDP_PORT
-    if not 0 <= port <= 0xFFFF:
-        raise UsageError(f"port {port} is outside 0..65535")
-    if ident is not None and not 0 <= ident <= 0xFFFF:
-        raise UsageError(f"ident {ident} is outside 0..65535")
+def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = None) -> TraceResult:
+    """Trace the route ``request`` describes; see the module docstring for the wire format."""
+    if not isinstance(request, TraceRequest):
+        raise TypeError(f"run_trace takes a TraceRequest, not {type(request).__name__}")
+    method = request.method
+    port = request.dst_port
+    payload = request.payload
     if payload is None:
         payload = b"" if method is Method.TCP else DEFAULT_PAYLOAD
-    if len(payload) > 65000:
-        raise UsageError(f"payload of {len(payload)} bytes is too large")
     scheduler = TraceScheduler(
-        first_ttl=first_ttl,
-        max_hops=max_hops,
-        probes_per_hop=probes_per_hop,
-        sim_queries=sim_queries,
-        wait=tuple(wait),  # type: ignore[arg-type]
+        first_ttl=request.first_ttl,
+        max_hops=request.max_hops,
+        probes_per_hop=request.probes_per_hop,
+        sim_queries=request.sim_queries,
+        wait=request.wait,
     )
-    address, fam = resolve_host(host, family)
+    address, fam = resolve_host(request.host, request.family)
     src = source_address(address, fam)
     started_ns = time.time_ns()
     t0 = time.monotonic()
-    resolver = ReverseResolver() if resolve else None
+    resolver = ReverseResolver() if request.resolve else None
     with TraceSockets(method, fam, address, src) as sockets:
         tracer = Tracer(
             sockets,
@@ -551,22 +420,22 @@ def run_trace(
             dst=address,
             src=src,
             family=fam,
-            ident=ident,
-            port=port,
+            ident=request.ident,
+            port=port or 0,
             payload=payload,
             resolver=resolver,
         )
         hops = tracer.run(on_hop)
     reached = any(p.outcome is Outcome.REPLY for hop in hops for p in hop.probes)
     return TraceResult(
-        target=host,
+        target=request.host,
         address=address,
         family=fam,
         method=method,
         hops=tuple(hops),
         reached=reached,
         implementation=Implementation.HANDROLLED,
-        port=None if method is Method.ICMP else port,
+        port=port,
         started_ns=started_ns,
         elapsed_ms=(time.monotonic() - t0) * 1000.0,
     )
@@ -600,150 +469,14 @@ def get_route(hostname: str) -> list[list[str]]:
         address, family = resolve_host(hostname, 4)
     except ResolveError:
         address, family = resolve_host(hostname, None)
-    result = run_trace(
+    request = TraceRequest(
         address, probes_per_hop=1, max_hops=30, wait=(SEED_TIMEOUT, 3.0, 10.0), family=family
     )
-    return route_rows(result)
+    return route_rows(run_trace(request))
 
 
-# -- output ------------------------------------------------------------------------------------
+if __name__ == "__main__":  # the command line lives in handrolled/cli/traceroute.py
+    from handrolled.cli.common import run_module
+    from handrolled.cli.traceroute import main
 
-
-def packet_length(method: Method, family: int, payload_len: int) -> int:
-    """The IP datagram length traceroute(8) prints in its header line."""
-    ip = 40 if family == 6 else 20
-    return ip + (20 if method is Method.TCP else 8) + payload_len
-
-
-def format_header(target: str, address: str, max_hops: int, length: int) -> str:
-    return f"traceroute to {target} ({address}), {max_hops} hops max, {length} byte packets"
-
-
-def format_hop(hop: Hop, *, numeric: bool = False) -> str:
-    """One line in traceroute(8)'s shape: `` 3  name (addr)  1.234 ms  1.301 ms !X``."""
-    parts = [f"{hop.ttl:2d} "]
-    previous: str | None = None
-    for probe in hop.probes:
-        if probe.reply_from is None or probe.rtt_ms is None:
-            parts.append(" *")
-            continue
-        if probe.reply_from != previous:
-            if numeric:
-                parts.append(f" {probe.reply_from}")
-            else:
-                parts.append(f" {probe.reply_name or probe.reply_from} ({probe.reply_from})")
-            previous = probe.reply_from
-        parts.append(f"  {probe.rtt_ms:.3f} ms")
-        mark = annotation(probe.icmp_type, probe.icmp_code, hop_is_v6(probe))
-        if probe.outcome is Outcome.UNREACHABLE and mark:
-            parts.append(f" {mark}")
-    return "".join(parts)
-
-
-def hop_is_v6(probe: Probe) -> bool:
-    return probe.reply_from is not None and ":" in probe.reply_from
-
-
-def result_to_json(result: TraceResult) -> dict:
-    """The whole TraceResult as JSON-ready data (bytes as hex, enums by value)."""
-    data = jsonable(result)
-    assert isinstance(data, dict)
-    return data
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-
-EXIT_REACHED = 0
-EXIT_NOT_REACHED = 1
-EXIT_ERROR = 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = Parser(prog="traceroute", description="Hand-rolled traceroute (wiretwin).")
-    p.add_argument("host")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("-I", "--icmp", dest="method", action="store_const", const=Method.ICMP)
-    how.add_argument("-U", "--udp", dest="method", action="store_const", const=Method.UDP)
-    how.add_argument("-T", "--tcp", dest="method", action="store_const", const=Method.TCP)
-    fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=4)
-    fam.add_argument("-6", dest="family", action="store_const", const=6)
-    p.add_argument("-p", "--port", type=int, help="UDP base port (33434) or TCP port (80)")
-    p.add_argument("-q", "--queries", type=int, default=3, help="probes per hop (3)")
-    p.add_argument("-f", "--first", type=int, default=1, help="first TTL (1)")
-    p.add_argument("-m", "--max-hops", type=int, default=30, help="max TTL (30)")
-    p.add_argument("-N", "--sim-queries", type=int, default=16, help="probes in flight (16)")
-    p.add_argument("-w", "--wait", default="5,3,10", help="MAX[,HERE,NEAR] (5,3,10)")
-    p.add_argument("-n", dest="numeric", action="store_true", help="no reverse DNS")
-    p.add_argument("--ident", type=int, help="ICMP identifier / source port")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(method=Method.ICMP)
-    return p
-
-
-def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | None = None) -> int:
-    """``traceroute [-I|-U|-T] [-4|-6] [-n] [-q N] [-f N] [-m N] [-N N] [-w W] [-p P] HOST``.
-
-    Exit status: 0 the destination answered, 1 it did not, 2 an error (one line on stderr).
-    """
-    runner = runner or run_trace
-    out = sys.stdout
-    try:
-        args = _parser().parse_args(argv)
-        wait = parse_wait(args.wait)
-        TraceScheduler(  # validate every option before printing anything
-            first_ttl=args.first,
-            max_hops=args.max_hops,
-            probes_per_hop=args.queries,
-            sim_queries=args.sim_queries,
-            wait=wait,
-        )
-        host = args.host
-        if args.json:
-            on_hop = None
-        else:
-            address, fam = resolve_host(args.host, args.family)
-            payload_len = 0 if args.method is Method.TCP else DEFAULT_PAYLOAD_SIZE
-            length = packet_length(args.method, fam, payload_len)
-            print(format_header(args.host, address, args.max_hops, length), file=out, flush=True)
-            host, args.family = address, fam  # trace the address we announced
-
-            def on_hop(hop: Hop) -> None:
-                print(format_hop(hop, numeric=args.numeric), file=out, flush=True)
-
-        result = runner(
-            host,
-            method=args.method,
-            port=args.port,
-            probes_per_hop=args.queries,
-            first_ttl=args.first,
-            max_hops=args.max_hops,
-            sim_queries=args.sim_queries,
-            wait=wait,
-            family=args.family,
-            resolve=not args.numeric,
-            ident=args.ident,
-            on_hop=on_hop,
-        )
-    except (WiretwinError, OSError) as exc:
-        print(f"traceroute: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-    if args.json:
-        json.dump(result_to_json(result), out, indent=2)
-        out.write("\n")
-    return EXIT_REACHED if result.reached else EXIT_NOT_REACHED
-
-
-def _run_module(argv: Sequence[str]) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return main(list(argv))
-    except BrokenPipeError:  # `... | head`: the reader left; not an error worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(_run_module(sys.argv[1:]))
+    sys.exit(run_module(main))

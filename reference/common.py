@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
+from handrolled.requests import check_family, check_host
 from handrolled.results import Family, Outcome
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,13 @@ def scapy_conf() -> Any:
 
 
 def resolve(host: str, family: Family | None) -> tuple[str, Family]:
-    """Resolve ``host`` (a name or literal) to (canonical address text, 4 or 6)."""
-    if family not in (None, 4, 6):
-        raise UsageError(f"address family {family!r}: expected 4 or 6")
+    """Resolve ``host`` (a name or literal) to (canonical address text, 4 or 6).
+
+    The host and family are held to the requests' rules (a request has checked them already).
+    """
+    check_family(family)
+    check_host("host", host)
     af = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
-    if not host or any(c in host for c in "\r\n\0 "):
-        raise UsageError(f"bad host name {host!r}")
     try:
         infos = socket.getaddrinfo(host, None, af, socket.SOCK_RAW)
     except (socket.gaierror, UnicodeError) as exc:

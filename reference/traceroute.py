@@ -33,7 +33,6 @@ Times: send = scapy's ``sent_time`` (right before sendto), receive = the kernel'
 from __future__ import annotations
 
 import logging
-import math
 import os
 import select
 import time
@@ -41,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from handrolled.errors import UsageError
+from handrolled.requests import TraceRequest
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 from reference.common import (
     ICMP_ERRORS,
@@ -62,7 +61,6 @@ log = logging.getLogger(__name__)
 
 TCP_WINDOW = 64240  # see the module docstring
 WAIT_PRECISION = 0.001  # traceroute(8)'s DEF_WAIT_PREC: 1 ms added to an RTT before scaling
-DEFAULT_PORTS = {Method.UDP: 33434, Method.TCP: 80}
 DEFAULT_PAYLOAD_SIZE = {Method.ICMP: 32, Method.UDP: 32, Method.TCP: 0}  # 60-byte IPv4 probes
 
 
@@ -148,63 +146,27 @@ def _classify(
     return error or Outcome.REPLY, icmp_type, code  # time exceeded, or an echo reply
 
 
-def _validate(
-    probes_per_hop: int,
-    first_ttl: int,
-    max_hops: int,
-    sim_queries: int,
-    wait: tuple[float, float, float],
-    ident: int | None,
-    port: int | None,
-) -> None:
-    if not 1 <= first_ttl <= 255 or not 1 <= max_hops <= 255:
-        raise UsageError(f"TTLs must be within 1..255 (first {first_ttl}, max {max_hops})")
-    if first_ttl > max_hops:
-        raise UsageError(f"first TTL {first_ttl} is beyond max hops {max_hops}")
-    if not 1 <= probes_per_hop <= 10:
-        raise UsageError(f"probes per hop must be within 1..10, not {probes_per_hop}")
-    if sim_queries < 1:
-        raise UsageError(f"simultaneous probes must be >= 1, not {sim_queries}")
-    if len(wait) != 3 or not all(math.isfinite(w) and w >= 0 for w in wait) or wait[0] <= 0:
-        raise UsageError(f"wait must be (MAX > 0, HERE >= 0, NEAR >= 0), not {wait!r}")
-    if ident is not None and not 0 <= ident <= 0xFFFF:
-        raise UsageError(f"ident must be 0..65535, not {ident}")
-    if port is not None and not 1 <= port <= 0xFFFF:
-        raise UsageError(f"port must be 1..65535, not {port}")
+def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = None) -> TraceResult:
+    """Trace the route ``request`` describes with scapy probes; silent hops are TIMEOUT probes.
 
-
-def run_trace(
-    host: str,
-    *,
-    method: Method = Method.ICMP,
-    port: int | None = None,
-    probes_per_hop: int = 3,
-    first_ttl: int = 1,
-    max_hops: int = 30,
-    sim_queries: int = 16,
-    wait: tuple[float, float, float] = (5.0, 3.0, 10.0),
-    family: int | None = None,
-    resolve: bool = True,
-    ident: int | None = None,
-    payload: bytes | None = None,
-    on_hop: Callable[[Hop], None] | None = None,
-) -> TraceResult:
-    """Trace the route to ``host`` with scapy probes; silent hops are TIMEOUT probes.
-
-    Payload None means ``DEFAULT_PAYLOAD_SIZE[method]`` bytes of reference.common's pattern.
-    Reverse DNS (``resolve``) runs per distinct address, cached, within a time budget.
+    The request was validated when it was made (handrolled/requests.py, shared with the
+    hand-rolled engine).  Payload None means ``DEFAULT_PAYLOAD_SIZE[method]`` bytes of
+    reference.common's pattern.  Reverse DNS (``request.resolve``) runs per distinct address,
+    cached, within a time budget.
     """
-    _validate(probes_per_hop, first_ttl, max_hops, sim_queries, wait, ident, port)
-    method = Method(method)
-    max_wait, here, near = (float(w) for w in wait)
+    if not isinstance(request, TraceRequest):
+        raise TypeError(f"run_trace takes a TraceRequest, not {type(request).__name__}")
+    method = request.method
+    host, resolve = request.host, request.resolve
+    first_ttl, max_hops = request.first_ttl, request.max_hops
+    probes_per_hop, sim_queries = request.probes_per_hop, request.sim_queries
+    max_wait, here, near = request.wait
+    payload = request.payload
     if payload is None:
         payload = default_payload(DEFAULT_PAYLOAD_SIZE[method])
-    if method is Method.ICMP:
-        port = None
-    elif port is None:
-        port = DEFAULT_PORTS[method]
-    address, version = resolve_host(host, family)
-    ident = (os.getpid() & 0xFFFF) if ident is None else ident
+    port = request.dst_port  # None for ICMP
+    address, version = resolve_host(host, request.family)
+    ident = (os.getpid() & 0xFFFF) if request.ident is None else request.ident
 
     scapy_conf()
     from scapy.compat import raw
