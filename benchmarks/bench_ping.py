@@ -26,6 +26,7 @@ from compare.lab import Lab
 from handrolled import net
 from handrolled.ip import decode_ipv4
 from handrolled.ping import run_ping
+from handrolled.requests import PingRequest
 
 
 def _wire_times(frames, ident: int) -> tuple[dict[int, int], dict[int, int]]:
@@ -81,9 +82,10 @@ def bench(lab: Lab, count: int, interval: float) -> None:
             sock = cls(raw, 4, "raw")
             sock.set_icmp_filter(net.DEFAULT_FILTER[4])
             with Capture(lab.ns("client"), "down0") as cap, sock:
-                result = run_ping(
-                    node.addr4, count=count, interval=interval, timeout=2, ident=ident, sock=sock
+                request = PingRequest(
+                    node.addr4, count=count, interval=interval, timeout=2, ident=ident
                 )
+                result = run_ping(request, sock=sock)
                 time.sleep(0.2)
             requests, replies = _wire_times(cap.frames, ident)
             send_err, recv_err, rtt_err = [], [], []

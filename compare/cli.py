@@ -26,7 +26,7 @@ EXIT_ERROR = 2
 
 # subcommand -> (hand-rolled module, {impl: (module, runner function)})
 CLIENTS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
-    "ping": ("handrolled.ping", {"reference": ("reference.ping", "run_ping")}),
+    "ping": ("handrolled.cli.ping", {"reference": ("reference.ping", "run_ping")}),
     "traceroute": (
         "handrolled.cli.traceroute",
         {"reference": ("reference.traceroute", "run_trace")},

@@ -13,6 +13,7 @@ from compare import packets, tolerance, wire
 from compare.lab import Lab
 from compare.scenario import Context, Row, Sides, both_ran, run_side
 from handrolled.errors import ResolveError
+from handrolled.requests import PingRequest
 from handrolled.results import Outcome, PingResult
 
 IDENT = 0x7774  # "wt": fixed, so both sides' packets can be identical byte for byte
@@ -33,7 +34,7 @@ class PingScenario:
 
 
 def _base_kwargs(quick: bool) -> dict:
-    """The run_ping inputs every scenario shares (a scenario may override some)."""
+    """The PingRequest fields every scenario shares (a scenario may override some)."""
     return {"count": 4 if quick else 5, "interval": 0.2, "timeout": 1.0, "ttl": 64}
 
 
@@ -123,20 +124,17 @@ def _outcomes(result: PingResult) -> list[tuple]:
 
 
 def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
-    kwargs = {
-        **sc.kwargs,
-        "family": sc.family,
-        "ident": IDENT,
-        "payload": PAYLOAD,
-        "socket_kind": "raw",
-    }
+    # One request, validated once; both sides receive the same object (pickled to the child).
+    request = PingRequest(
+        sc.host, **sc.kwargs, family=sc.family, ident=IDENT, payload=PAYLOAD, socket_kind="raw"
+    )
     runs = {}
     for impl, target, env in (
         ("handrolled", sides.handrolled, sides.env),
         ("reference", sides.reference, None),
     ):
         with _neighbour(ctx, sc):
-            runs[impl] = run_side(ctx.site, impl, target, (sc.host,), kwargs, env)
+            runs[impl] = run_side(ctx.site, impl, target, (request,), {}, env)
     rows = [both_ran(sc.name, runs)]
     if not rows[0].ok:
         return rows, runs

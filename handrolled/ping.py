@@ -1,23 +1,23 @@
-"""Hand-rolled ping: the Pinger driver, ``run_ping``, the CLI and the seed's ``ping()``.
+"""Hand-rolled ping: the Pinger engine, ``run_ping`` and the seed's ``ping()``.
 
 API
 ---
-``run_ping(host, *, count=4, interval=1.0, timeout=1.0, deadline=None, size=56, payload=None,
-ttl=None, family=None, ident=None, seq_start=1, socket_kind="auto", on_probe=None,
-sock=None) -> PingResult``
-    Send ``count`` echo requests ``interval`` s apart (``deadline``: stop everything after that
-    many seconds), each waited for ``timeout`` s after it was sent.  ``payload`` None means
-    ``icmp.default_payload(size)``; ``ident`` None means ``os.getpid() & 0xFFFF`` (a datagram
-    socket binds to it as its local port, the identifier the kernel writes).  ``on_probe`` is
-    called with each Probe as it settles (reply, error, timeout, duplicate).  ``sock``: an
-    ``net.IcmpSocket`` to use instead of opening one.  Raises ResolveError, UsageError,
-    RawSocketPermissionError; timeouts and ICMP errors are outcomes.  On Ctrl-C the
+``run_ping(request, *, on_probe=None, sock=None) -> PingResult``
+    Ping as the ``requests.PingRequest`` says (validated when it was built): send ``count`` echo
+    requests ``interval`` s apart (``deadline``: stop everything after that many seconds), each
+    waited for ``timeout`` s after it was sent.  No payload means ``icmp.default_payload(size)``;
+    no ident means ``os.getpid() & 0xFFFF`` (a datagram socket binds to it as its local port,
+    the identifier the kernel writes).  ``on_probe`` is called with each Probe as it settles
+    (reply, error, timeout, duplicate).  ``sock``: an ``net.IcmpSocket`` to use instead of
+    opening one.  Raises ResolveError, UsageError (a payload too large for the resolved
+    family), RawSocketPermissionError; timeouts and ICMP errors are outcomes.  On Ctrl-C the
     KeyboardInterrupt propagates carrying ``.partial_result`` (a PingResult so far).
 ``Pinger(sock, address, *, ident, payload, ttl)``: the matching engine: ``send(seq)``,
     ``handle(received) -> list[Probe]``, ``expire(now_ns) -> list[Probe]``, ``next_deadline()``.
 ``summarize(probes) -> PingSummary``: iputils-style statistics from raw probes.
 ``ping(host, timeout=1) -> list[str]``: the seed contract ([min, avg, max, stdev] as strings).
-``main(argv=None, runner=None) -> int``: the CLI (``python -m handrolled.ping HOST``).
+
+The command line (``python -m handrolled.ping HOST``) is ``handrolled.cli.ping``.
 
 Replies are matched by source, identifier and sequence; a reply with a bad checksum or a
 payload unlike the one sent is CORRUPT (counted as an error, not as received); a second reply to
@@ -27,11 +27,8 @@ UNREACHABLE.  A reply later than ``timeout`` leaves the probe TIMEOUT (logged, n
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import logging
-import math
 import os
 import statistics
 import sys
@@ -39,28 +36,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from handrolled import net
-from handrolled.cli.common import Parser, jsonable
-from handrolled.errors import MalformedPacket, UsageError, WiretwinError
+from handrolled.errors import MalformedPacket, UsageError
 from handrolled.icmp import (
     EchoMessage,
     Icmp6Type,
     IcmpError,
     IcmpType,
-    TimeExceededCode,
     decode_icmp,
     decode_icmp6,
     default_payload,
     encode_echo_request,
 )
 from handrolled.ip import decode_ipv4
+from handrolled.requests import PingRequest
 from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
 
-__all__ = ["SEED_NO_ANSWER", "Pinger", "main", "ping", "run_ping", "summarize"]
+__all__ = ["SEED_NO_ANSWER", "Pinger", "ping", "run_ping", "summarize"]
 
 log = logging.getLogger(__name__)
 
 SEED_NO_ANSWER = ["0", "0.0", "0", "0.0"]
-MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}  # IPv4 total length / IPv6 payload length
 NS_PER_S = 1_000_000_000
 
 
@@ -326,58 +321,26 @@ def summarize(probes: Sequence[Probe]) -> PingSummary:
     )
 
 
-def _validate(count: int, interval: float, timeout: float, deadline: float | None) -> None:
-    if count < 1:
-        raise UsageError(f"count {count}: must be at least 1")
-    if not (interval >= 0 and math.isfinite(interval)):
-        raise UsageError(f"interval {interval}: must be a non-negative number of seconds")
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise UsageError(f"timeout {timeout}: must be a positive number of seconds")
-    if deadline is not None and not (deadline > 0 and math.isfinite(deadline)):
-        raise UsageError(f"deadline {deadline}: must be a positive number of seconds")
-
-
 def run_ping(
-    host: str,
+    request: PingRequest,
     *,
-    count: int = 4,
-    interval: float = 1.0,
-    timeout: float = 1.0,
-    deadline: float | None = None,
-    size: int = 56,
-    payload: bytes | None = None,
-    ttl: int | None = None,
-    family: int | None = None,
-    ident: int | None = None,
-    seq_start: int = 1,
-    socket_kind: str = "auto",
     on_probe: Callable[[Probe], None] | None = None,
     sock: net.IcmpSocket | None = None,
 ) -> PingResult:
-    """Ping ``host``; see the module docstring."""
-    _validate(count, interval, timeout, deadline)
-    if ttl is not None and not 1 <= ttl <= 255:
-        raise UsageError(f"TTL {ttl}: must be 1-255")
-    if ident is not None and not 0 <= ident <= 0xFFFF:
-        raise UsageError(f"identifier {ident}: must be 0-65535")
-    address, version = net.resolve(host, family if sock is None else sock.family)
-    if payload is None:
-        if size < 0:
-            raise UsageError(f"size {size}: must not be negative")
-        payload = default_payload(size)
-    if len(payload) > MAX_PAYLOAD[version]:
-        raise UsageError(
-            f"payload of {len(payload)} bytes does not fit an IPv{version} packet "
-            f"(at most {MAX_PAYLOAD[version]})"
-        )
-    chosen = os.getpid() & 0xFFFF if ident is None else ident
+    """Ping as ``request`` says; see the module docstring."""
+    address, version = net.resolve(request.host, request.family if sock is None else sock.family)
+    request.check_fits(version)
+    payload = default_payload(request.payload_size) if request.payload is None else request.payload
+    ttl = request.ttl
+    chosen = os.getpid() & 0xFFFF if request.ident is None else request.ident
     own = sock is None
     if sock is None:
-        sock = net.open_icmp_socket(version, socket_kind, ttl=ttl, ident=chosen)
+        sock = net.open_icmp_socket(version, request.socket_kind, ttl=ttl, ident=chosen)
     elif ttl is not None:
         sock.set_ttl(ttl)
     started_ns = net.now_ns()
     start = net.monotonic_ns()
+    host = request.host
     try:
         pinger = Pinger(
             sock,
@@ -385,10 +348,10 @@ def run_ping(
             ident=chosen,
             payload=payload,
             ttl=ttl if ttl is not None else sock.get_ttl(),
-            timeout=timeout,
+            timeout=request.timeout,
         )
         try:
-            _drive(pinger, count, interval, deadline, seq_start, start, on_probe)
+            _drive(pinger, request, start, on_probe)
         except KeyboardInterrupt as exc:
             # Ctrl-C: what is still in flight is lost; hand the statistics so far to the caller.
             for probe in pinger.expire():
@@ -410,15 +373,13 @@ def _emit(on_probe: Callable[[Probe], None] | None, probe: Probe) -> None:
 
 def _drive(
     pinger: Pinger,
-    count: int,
-    interval: float,
-    deadline: float | None,
-    seq_start: int,
+    request: PingRequest,
     start: int,
     on_probe: Callable[[Probe], None] | None,
 ) -> None:
-    end = start + int(deadline * NS_PER_S) if deadline is not None else None
-    interval_ns = int(interval * NS_PER_S)
+    count, seq_start = request.count, request.seq_start
+    end = start + int(request.deadline * NS_PER_S) if request.deadline is not None else None
+    interval_ns = int(request.interval * NS_PER_S)
     next_send = start
     sent = 0
     while True:  # bounded: count sends, each waited for at most timeout (or the deadline)
@@ -481,7 +442,7 @@ def ping(host: str, timeout: float = 1) -> list[str]:
     An unresolvable host, or one that never answers, gives ``['0', '0.0', '0', '0.0']``.
     """
     try:
-        result = run_ping(host, count=4, interval=1.0, timeout=timeout)
+        result = run_ping(PingRequest(host, count=4, interval=1.0, timeout=timeout))
     except (net.ResolveError, UsageError):
         return list(SEED_NO_ANSWER)
     s = result.summary
@@ -490,216 +451,8 @@ def ping(host: str, timeout: float = 1) -> list[str]:
     return [str(round(v, 2)) for v in (s.min_ms, s.avg_ms, s.max_ms, s.stdev_ms)]
 
 
-# ---- the CLI ------------------------------------------------------------------------------------
-_UNREACH4 = {
-    0: "Destination Net Unreachable",
-    1: "Destination Host Unreachable",
-    2: "Destination Protocol Unreachable",
-    3: "Destination Port Unreachable",
-    4: "Frag needed and DF set",
-    5: "Source Route Failed",
-    6: "Destination Net Unknown",
-    7: "Destination Host Unknown",
-    8: "Source Host Isolated",
-    9: "Destination Net Prohibited",
-    10: "Destination Host Prohibited",
-    11: "Destination Net Unreachable for Type of Service",
-    12: "Destination Host Unreachable for Type of Service",
-    13: "Packet filtered",
-    14: "Precedence Violation",
-    15: "Precedence Cutoff",
-}
-_UNREACH6 = {
-    0: "Destination unreachable: No route",
-    1: "Destination unreachable: Administratively prohibited",
-    2: "Destination unreachable: Beyond scope of source address",
-    3: "Destination unreachable: Address unreachable",
-    4: "Destination unreachable: Port unreachable",
-    5: "Destination unreachable: Source address failed ingress/egress policy",
-    6: "Destination unreachable: Reject route to destination",
-}
+if __name__ == "__main__":  # python -m handrolled.ping: the command line lives in cli/ping.py
+    from handrolled.cli import ping as _cli
+    from handrolled.cli.common import run_module
 
-
-def describe_error(probe: Probe, v6: bool) -> str:
-    """iputils' wording for an ICMP error outcome."""
-    t, c = probe.icmp_type, probe.icmp_code or 0
-    if probe.outcome is Outcome.TIME_EXCEEDED:
-        ttl = c == TimeExceededCode.TTL
-        if v6:
-            return "Time exceeded: Hop limit" if ttl else "Time exceeded: Defragmentation failure"
-        return "Time to live exceeded" if ttl else "Frag reassembly time exceeded"
-    if v6:
-        if t == Icmp6Type.PACKET_TOO_BIG:
-            return "Packet too big"
-        if t == Icmp6Type.PARAMETER_PROBLEM:
-            return "Parameter problem"
-        return _UNREACH6.get(c, f"Destination unreachable: Unknown code {c}")
-    if t == IcmpType.PARAMETER_PROBLEM:
-        return "Parameter problem"
-    return _UNREACH4.get(c, f"Dest Unreachable, Bad Code: {c}")
-
-
-def _format_ms(rtt_ms: float) -> str:
-    # iputils' precision rule: 3 decimals under 1 ms, 2 under 10, 1 under 100, then none.
-    us = round(rtt_ms * 1000)
-    if us >= 100000 - 50:
-        return f"{(us + 500) // 1000}"
-    if us >= 10000 - 5:
-        return f"{rtt_ms:.1f}"
-    if us >= 1000:
-        return f"{rtt_ms:.2f}"
-    return f"{rtt_ms:.3f}"
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = Parser(prog="ping", description="Hand-rolled ICMP ping (iputils-style options).")
-    p.add_argument("host")
-    p.add_argument("-c", dest="count", type=int, default=None, help="probes to send (default 4)")
-    p.add_argument("-i", dest="interval", type=float, default=1.0, help="seconds between probes")
-    p.add_argument("-W", dest="timeout", type=float, default=1.0, help="seconds to wait per reply")
-    p.add_argument("-w", dest="deadline", type=float, default=None, help="stop after N seconds")
-    p.add_argument("-s", dest="size", type=int, default=56, help="payload bytes (default 56)")
-    p.add_argument("-t", dest="ttl", type=int, default=None, help="IP TTL / hop limit")
-    fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=4, help="IPv4 only")
-    fam.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 only")
-    p.add_argument("-q", dest="quiet", action="store_true", help="only the summary")
-    p.add_argument("-n", dest="numeric", action="store_true", help="no reverse name lookups")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--socket", dest="socket_kind", choices=("auto", "raw", "dgram"), default="auto")
-    p.add_argument("--ident", type=int, default=None, help="echo identifier (default: pid)")
-    return p
-
-
-def _icmp_length(received: bytes | None) -> int:
-    """Length of the ICMP message in a reply's bytes as read (0 when there are none).
-
-    A raw IPv4 socket reads the IP header too, its length given by the IHL (RFC 791 §3.1); a
-    datagram socket, or ICMPv6, reads the ICMP message alone, whose type octet (an echo reply:
-    0 or 129) never has 4 in its high nibble as an IPv4 header's first octet does.
-    """
-    if not received:
-        return 0
-    if received[0] >> 4 == 4:
-        return max(len(received) - (received[0] & 0x0F) * 4, 0)
-    return len(received)
-
-
-def _statistics_lines(host: str, summary: PingSummary, elapsed_ms: float) -> list[str]:
-    parts = [f"{summary.transmitted} packets transmitted", f"{summary.received} received"]
-    if summary.duplicates:
-        parts.append(f"+{summary.duplicates} duplicates")
-    if summary.errors:
-        parts.append(f"+{summary.errors} errors")
-    parts.append(f"{summary.loss_percent:g}% packet loss")
-    parts.append(f"time {elapsed_ms:.0f}ms")
-    lines = ["", f"--- {host} ping statistics ---", ", ".join(parts)]
-    if summary.received:
-        lines.append(
-            f"rtt min/avg/max/mdev = {summary.min_ms:.3f}/{summary.avg_ms:.3f}/"
-            f"{summary.max_ms:.3f}/{summary.mdev_ms:.3f} ms"
-        )
-    return lines
-
-
-def main(argv: list[str] | None = None, runner: Callable[..., PingResult] | None = None) -> int:
-    """``ping`` CLI: 0 if any reply came back, 1 if none, 2 on error."""
-    runner = runner or run_ping
-    out = sys.stdout
-    try:
-        args = _parser().parse_args(argv)
-        if args.count is None:
-            # iputils pings forever without -c; we stay bounded: 4 probes, or -w's worth.
-            args.count = (
-                4 if args.deadline is None else int(args.deadline / max(args.interval, 0.001)) + 1
-            )
-        _validate(args.count, args.interval, args.timeout, args.deadline)
-        if args.ttl is not None and not 1 <= args.ttl <= 255:
-            raise UsageError(f"ttl {args.ttl} out of range 1-255")
-        if args.size < 0:
-            raise UsageError(f"packet size {args.size} is negative")
-        address, fam = net.resolve(args.host, args.family)
-        v6 = fam == 6
-        if args.size > MAX_PAYLOAD[6 if v6 else 4]:
-            raise UsageError(
-                f"packet size {args.size} is too large: at most {MAX_PAYLOAD[6 if v6 else 4]}"
-            )
-        if not args.quiet and not args.json:
-            if v6:
-                print(f"PING {args.host} ({address}) {args.size} data bytes", file=out)
-            else:
-                print(
-                    f"PING {args.host} ({address}) {args.size}({args.size + 28}) bytes of data.",
-                    file=out,
-                )
-            out.flush()
-        collected: list[Probe] = []
-        names: dict[str, str] = {}
-
-        def who(addr: str) -> str:
-            if args.numeric:
-                return addr
-            if addr not in names:
-                name = net.reverse_name(addr)
-                names[addr] = f"{name} ({addr})" if name else addr
-            return names[addr]
-
-        def on_probe(probe: Probe) -> None:
-            collected.append(probe)
-            if args.quiet or args.json:
-                return
-            if probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE, Outcome.CORRUPT):
-                size = _icmp_length(probe.received) or 8 + args.size
-                line = (
-                    f"{size} bytes from {who(probe.reply_from or address)}: icmp_seq={probe.seq}"
-                    f" ttl={probe.reply_ttl} time={_format_ms(probe.rtt_ms or 0.0)} ms"
-                )
-                if probe.outcome is Outcome.DUPLICATE:
-                    line += " (DUP!)"
-                elif probe.outcome is Outcome.CORRUPT:
-                    line += f" ({probe.note.upper() if 'checksum' in probe.note else probe.note})"
-                print(line, file=out)
-            elif probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
-                print(
-                    f"From {who(probe.reply_from or '?')} icmp_seq={probe.seq} "
-                    f"{describe_error(probe, v6)}",
-                    file=out,
-                )
-            out.flush()
-
-        kwargs = dict(
-            count=args.count,
-            interval=args.interval,
-            timeout=args.timeout,
-            deadline=args.deadline,
-            size=args.size,
-            ttl=args.ttl,
-            family=fam,
-            ident=args.ident,
-            socket_kind=args.socket_kind,
-            on_probe=on_probe,
-        )
-        try:
-            result = runner(address, **kwargs)  # resolved above: ping what the header says
-            summary, elapsed, probes_for_json = result.summary, result.elapsed_ms, result
-        except KeyboardInterrupt as exc:
-            partial = getattr(exc, "partial_result", None)
-            if partial is not None:
-                summary, elapsed, probes_for_json = partial.summary, partial.elapsed_ms, partial
-            else:
-                summary, elapsed, probes_for_json = summarize(collected), 0.0, None
-    except (WiretwinError, OSError) as exc:
-        print(f"ping: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        doc = jsonable(probes_for_json) if probes_for_json is not None else {}
-        if isinstance(doc, dict):
-            doc["target"] = args.host
-        print(json.dumps(doc, indent=2), file=out)
-    else:
-        print("\n".join(_statistics_lines(args.host, summary, elapsed)), file=out)
-    return 0 if summary.received else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_module(_cli.main))

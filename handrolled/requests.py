@@ -36,7 +36,7 @@ def check_seconds(name: str, value: float, *, allow_zero: bool = False) -> None:
         raise UsageError(f"{name} {value!r}: must be a number of seconds")
     low_ok = value >= 0 if allow_zero else value > 0
     if not low_ok or value > MAX_SECONDS:
-        low = "0" if allow_zero else "more than 0"
+        low = "at least 0" if allow_zero else "more than 0"
         raise UsageError(f"{name} {value}: must be {low} and at most {MAX_SECONDS:g} seconds")
 
 

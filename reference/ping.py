@@ -1,8 +1,9 @@
 """Reference ping built with scapy: ``IP()/ICMP()/Raw()`` and ``IPv6()/ICMPv6EchoRequest()``.
 
-Same inputs and result type as ``handrolled.ping.run_ping``; nothing of handrolled's codec is
-used.  Replies are matched the way scapy's ``sndrcv`` matches them: a ``hashret()`` lookup,
-confirmed by ``reply.answers(request)``.  RTT = the capture timestamp the kernel put on the
+Same request (``handrolled.requests.PingRequest``) and result type as
+``handrolled.ping.run_ping``; nothing of handrolled's codec is used.  Replies are matched the
+way scapy's ``sndrcv`` matches them: a ``hashret()`` lookup, confirmed by
+``reply.answers(request)``.  RTT = the capture timestamp the kernel put on the
 reply (``pkt.time``) minus scapy's ``sent_time``, taken right before ``sendto``.
 
 The IP header is built here, not by the kernel, so each field that scapy would default
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handrolled.errors import UsageError
+from handrolled.requests import PingRequest
 from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
 from reference.common import (
     ICMP_ERRORS,
@@ -38,8 +40,6 @@ from reference.common import (
 )
 
 log = logging.getLogger(__name__)
-
-_MAX_PAYLOAD = {4: 65535 - 20 - 8, 6: 65535 - 8}
 
 
 def kernel_default_ttl(version: int) -> int:
@@ -183,65 +183,28 @@ def summarize(probes: tuple[Probe, ...] | list[Probe]) -> PingSummary:
     )
 
 
-def _validate(
-    count: int,
-    interval: float,
-    timeout: float,
-    deadline: float | None,
-    ttl: int | None,
-    ident: int | None,
-    socket_kind: str,
-) -> None:
-    if count < 0 or (count == 0 and deadline is None):
-        raise UsageError(f"count must be >= 1 (or 0 with a deadline), not {count}")
-    if not math.isfinite(interval) or interval < 0:
-        raise UsageError(f"interval must be >= 0, not {interval}")
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise UsageError(f"timeout must be > 0, not {timeout}")
-    if deadline is not None and (not math.isfinite(deadline) or deadline <= 0):
-        raise UsageError(f"deadline must be > 0, not {deadline}")
-    if ttl is not None and not 1 <= ttl <= 255:
-        raise UsageError(f"ttl must be 1..255, not {ttl}")
-    if ident is not None and not 0 <= ident <= 0xFFFF:
-        raise UsageError(f"ident must be 0..65535, not {ident}")
-    if socket_kind not in ("auto", "raw"):
-        raise UsageError(
-            f"socket kind {socket_kind!r}: the scapy reference only sends through raw sockets"
-        )
-
-
 def run_ping(
-    host: str,
+    request: PingRequest,
     *,
-    count: int = 4,
-    interval: float = 1.0,
-    timeout: float = 1.0,
-    deadline: float | None = None,
-    size: int = 56,
-    payload: bytes | None = None,
-    ttl: int | None = None,
-    family: int | None = None,
-    ident: int | None = None,
-    seq_start: int = 1,
-    socket_kind: str = "auto",
     on_probe: Callable[[Probe], None] | None = None,
 ) -> PingResult:
-    """Ping ``host`` with scapy; timeouts and ICMP errors are outcomes, not exceptions.
+    """Ping as ``request`` says, with scapy; timeouts and ICMP errors are outcomes.
 
     A probe is sent every ``interval`` s; each waits up to ``timeout`` s for its reply; the run
     ends when every probe is answered or expired, or when ``deadline`` s have passed since the
-    start.  A second reply to an answered probe is recorded as a DUPLICATE probe.
+    start.  A second reply to an answered probe is recorded as a DUPLICATE probe.  The request
+    was validated when it was built; what is left here is what needs the resolved family.
     """
-    _validate(count, interval, timeout, deadline, ttl, ident, socket_kind)
-    if payload is None:
-        payload = default_payload(size)
-    address, version = resolve(host, family)
-    if len(payload) > _MAX_PAYLOAD[version]:
-        raise UsageError(
-            f"payload of {len(payload)} bytes does not fit in one IPv{version} datagram"
-        )
-    ident = (os.getpid() & 0xFFFF) if ident is None else ident
-    hop_limit = ttl if ttl is not None else kernel_default_ttl(version)
+    if request.socket_kind == "dgram":
+        # Not a bad request but one this side cannot carry out: scapy builds the IP header.
+        raise UsageError("socket kind 'dgram': the scapy reference only sends through raw sockets")
+    host, count, interval, timeout = request.host, request.count, request.interval, request.timeout
+    deadline, seq_start = request.deadline, request.seq_start
+    address, version = resolve(host, request.family)
+    request.check_fits(version)
+    payload = default_payload(request.payload_size) if request.payload is None else request.payload
+    ident = (os.getpid() & 0xFFFF) if request.ident is None else request.ident
+    hop_limit = request.ttl if request.ttl is not None else kernel_default_ttl(version)
 
     scapy_conf()
     from scapy.compat import raw
@@ -328,21 +291,21 @@ def run_ping(
             if now >= end_by:
                 break
             # 2. Send when the next probe is due.
-            if (count == 0 or sent_count < count) and now >= next_send:
+            if sent_count < count and now >= next_send:
                 seq = (seq_start + sent_count) & 0xFFFF
-                request = build_request(version, address, ident, seq, payload, hop_limit)
-                wire = raw(request)
-                sock.send(request)  # sets request.sent_time = time.time() right before sendto
+                packet = build_request(version, address, ident, seq, payload, hop_limit)
+                wire = raw(packet)
+                sock.send(packet)  # sets packet.sent_time = time.time() right before sendto
                 item = _Pending(
                     seq=seq,
-                    request=request,
+                    request=packet,
                     sent=wire,
-                    sent_time=request.sent_time,
-                    expires=request.sent_time + timeout,
+                    sent_time=packet.sent_time,
+                    expires=packet.sent_time + timeout,
                     ttl=hop_limit,
                 )
                 pending[seq] = item
-                by_hash.setdefault(request.hashret(), []).append(item)
+                by_hash.setdefault(packet.hashret(), []).append(item)
                 sent_count += 1
                 next_send += interval
                 continue
@@ -351,7 +314,7 @@ def run_ping(
             for item in pending.values():
                 if item.done is None and item.expires <= wall:
                     finish(item, probe_for(item, Outcome.TIMEOUT))
-            all_sent = count != 0 and sent_count >= count
+            all_sent = sent_count >= count
             if all_sent and all(item.done is not None for item in pending.values()):
                 break
             # 4. Sleep until a reply, the next send, the earliest expiry or the deadline.

@@ -19,6 +19,7 @@ import threading
 import pytest
 
 from handrolled import net
+from handrolled.cli.ping import main
 from handrolled.icmp import (
     EchoMessage,
     decode_icmp,
@@ -28,7 +29,8 @@ from handrolled.icmp import (
     encode_icmp_error,
 )
 from handrolled.ip import decode_ipv4
-from handrolled.ping import SEED_NO_ANSWER, main, run_ping, summarize
+from handrolled.ping import SEED_NO_ANSWER, run_ping, summarize
+from handrolled.requests import PingRequest
 from handrolled.results import Outcome, Probe
 
 STATS = re.compile(r"(\d+) packets transmitted, (\d+) received")
@@ -114,9 +116,8 @@ def test_bad_input_one_line_exit_2(argv, capsys):
 @pytest.mark.parametrize(("address", "family"), [("127.0.0.1", 4), ("::1", 6)])
 def test_loopback_replies(address, family):
     seen: list[Probe] = []
-    result = run_ping(
-        address, count=3, interval=0.05, timeout=1, ident=0x5151, on_probe=seen.append
-    )
+    request = PingRequest(address, count=3, interval=0.05, timeout=1, ident=0x5151)
+    result = run_ping(request, on_probe=seen.append)
     assert result.family == family and result.socket_kind == "raw"
     assert [p.outcome for p in result.probes] == [Outcome.REPLY] * 3
     assert list(result.probes) == seen
@@ -226,7 +227,9 @@ def _scripted_session() -> bytes:
     thread = threading.Thread(target=_responder, args=(responder, stop), daemon=True)
     thread.start()
     try:
-        result = run_ping("127.0.0.1", count=7, interval=0.05, timeout=0.5, ident=SCRIPT_IDENT)
+        result = run_ping(
+            PingRequest("127.0.0.1", count=7, interval=0.05, timeout=0.5, ident=SCRIPT_IDENT)
+        )
     finally:
         stop.set()
         thread.join(2)
@@ -272,7 +275,7 @@ def test_target_rtt_matches_truth_and_iputils(lab, family):
 
     def both() -> tuple:
         with lab.entered("client"):
-            result = run_ping(address, count=5, interval=0.2, timeout=2, ident=0x1111)
+            result = run_ping(PingRequest(address, count=5, interval=0.2, timeout=2, ident=0x1111))
         proc, iputils = _iputils(lab, [f"-{family}", "-c", "5", "-i", "0.2", address])
         assert proc.returncode == 0 and iputils is not None, proc.stdout + proc.stderr
         return result, iputils
@@ -312,7 +315,9 @@ def test_blackhole_full_loss_exit_1(lab):
 def test_prohibited_host_unreachable(lab, family, code):
     node = lab.prohibited
     with lab.entered("client"):
-        result = run_ping(node.addr(family), count=2, interval=0.2, timeout=2, ident=0x2222)
+        result = run_ping(
+            PingRequest(node.addr(family), count=2, interval=0.2, timeout=2, ident=0x2222)
+        )
     assert [p.outcome for p in result.probes] == [Outcome.UNREACHABLE] * 2
     assert all(p.icmp_code == code and p.reply_from == node.addr(family) for p in result.probes)
     assert result.summary.received == 0 and result.summary.errors == 2
@@ -330,12 +335,16 @@ def test_short_ttl_time_exceeded_from_the_right_router(lab, family):
     def expire_at_r2():
         with lab.entered("client"):
             return run_ping(
-                lab.target.addr(family), count=3, interval=0.05, timeout=1, ttl=2, ident=0x3333
+                PingRequest(
+                    lab.target.addr(family), count=3, interval=0.05, timeout=1, ttl=2, ident=0x3333
+                )
             )
 
     at_r2 = expire_at_r2()
     with lab.entered("client"):
-        at_r3 = run_ping(lab.target.addr(family), count=1, timeout=0.5, ttl=3, ident=0x3334)
+        at_r3 = run_ping(
+            PingRequest(lab.target.addr(family), count=1, timeout=0.5, ttl=3, ident=0x3334)
+        )
     assert [p.outcome for p in at_r2.probes] == [Outcome.TIME_EXCEEDED] * 3
     assert all(p.ttl == 2 and p.reply_from == hops[2].addr(family) for p in at_r2.probes)
     assert all(p.icmp_type == (3 if family == 6 else 11) for p in at_r2.probes)
@@ -359,7 +368,7 @@ def test_two_pingers_see_only_their_own_replies(lab):
     def run(ident: int) -> None:
         with lab.entered("client"):
             results[ident] = run_ping(
-                lab.target.addr4, count=6, interval=0.05, timeout=2, ident=ident
+                PingRequest(lab.target.addr4, count=6, interval=0.05, timeout=2, ident=ident)
             )
 
     threads = [threading.Thread(target=run, args=(ident,)) for ident in (0x4001, 0x4002)]
@@ -406,10 +415,10 @@ def test_seed_ping_shape_and_invalid_host(lab):
 def test_datagram_socket_replies_and_router_errors(lab, family):
     def echo_dgram():
         with lab.entered("client"):
-            return run_ping(
+            return run_ping(PingRequest(
                 lab.target.addr(family), count=2, interval=0.1, timeout=2, ident=4242,
                 socket_kind="dgram",
-            )  # fmt: skip
+            ))  # fmt: skip
 
     with _ping_sockets_allowed(lab):
         echo = echo_dgram()
@@ -419,10 +428,10 @@ def test_datagram_socket_replies_and_router_errors(lab, family):
             lambda: {"echo": [p.rtt_ms for p in echo_dgram().probes]},
         )
         with lab.entered("client"):
-            expired = run_ping(
+            expired = run_ping(PingRequest(
                 lab.target.addr(family), count=1, timeout=1, ttl=2, ident=4243,
                 socket_kind="dgram",
-            )  # fmt: skip
+            ))  # fmt: skip
     assert echo.socket_kind == "dgram"
     assert [p.outcome for p in echo.probes] == [Outcome.REPLY] * 2
     assert all(p.ident == 4242 and p.kernel_timestamp for p in echo.probes)
