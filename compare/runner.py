@@ -1,8 +1,9 @@
 """`wiretwin compare ping|traceroute|smtp|all`: the product's main job and its CI gate.
 
 Brings a lab up (unless one is named), runs every scenario of the chosen kinds with both
-implementations, prints the table, writes JSON and pcaps when asked, and exits 0 when every
-check agrees, 1 on any mismatch, 2 on an error that stopped the comparison.
+implementations, prints a summary (the full table with --verbose), writes JSON, HTML, JUnit and
+pcaps when asked, and exits 0 when every check agrees, 1 on any mismatch, 2 on an error that
+stopped the comparison.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from compare import report, tolerance
+from compare import baseline, report, tolerance
 from compare.lab import (
     BASE_SLACK_MS,
     EARLY_SLACK_MS,
@@ -25,6 +26,7 @@ from compare.lab import (
     Lab,
     LabError,
 )
+from compare.report import ScenarioRun
 from compare.scenario import Context, LocalSite, Row
 from compare.traceroute import TRACE_EXCESS_MS
 from handrolled.errors import WiretwinError
@@ -70,7 +72,50 @@ class Explicit:
         return out
 
 
+def scenario_truth(lab: Lab | None, sc: object) -> dict | None:
+    """What the lab promises for a scenario, for the report's figures and plots: a ping's
+    answering node (its RTT and the window a minimum RTT must fall in), a trace's hops."""
+    if lab is None:
+        return None
+    family = getattr(sc, "family", 4)
+    answerer = getattr(sc, "answerer", None)
+    expect = getattr(sc, "expect", None)
+    to = getattr(sc, "to", None)
+    if answerer and expect is not None and expect.name in ("REPLY", "TIME_EXCEEDED"):
+        node = lab.nodes[answerer]
+        return {
+            "answerer": answerer,
+            "address": node.addr(family),
+            "promised_ms": round(node.rtt_ms, 3),
+            "window_ms": [round(v, 3) for v in lab.rtt_tolerance(node)],
+        }
+    if to and hasattr(sc, "method"):
+        return {
+            "hops": [
+                {
+                    "ttl": n.ttl,
+                    "role": n.role,
+                    "address": n.addr(family),
+                    "answers": n.answers,
+                    "rtt_ms": round(n.rtt_ms, 3),
+                    "window_ms": [round(v, 3) for v in lab.rtt_tolerance(n)],
+                }
+                for n in lab.hops(to)
+            ]
+        }
+    return None
+
+
 def run_all(
+    target: Lab | Context,
+    kind: str,
+    **kwargs,
+) -> list[Row]:
+    """Every scenario of ``kind`` (see run_scenarios); the report's rows."""
+    return [r for sr in run_scenarios(target, kind, **kwargs) for r in sr.rows]
+
+
+def run_scenarios(
     target: Lab | Context,
     kind: str,
     *,
@@ -81,10 +126,10 @@ def run_all(
     pcap_dir: str | None = None,
     progress: bool = True,
     only: str | None = None,
-) -> list[Row]:
-    """Every scenario of ``kind`` (``repeat`` times); the report's rows."""
+) -> list[ScenarioRun]:
+    """Every scenario of ``kind`` (``repeat`` times): its rows, each side's run, its truth."""
     env = {HANDROLLED_PATH_ENV: str(Path(handrolled_path).resolve())} if handrolled_path else None
-    rows: list[Row] = []
+    done: list[ScenarioRun] = []
     ctx = target if isinstance(target, Context) else Context.of_lab(target)
     if explicit is not None:
         plan = explicit.plan(kind, quick)
@@ -101,10 +146,13 @@ def run_all(
             _progress(f"[{step}/{total}] {sc.name} ...", progress)
             started = time.monotonic()
             new_rows, runs = mod.run(ctx, sc, replace(mod.SIDES, env=env))
+            name = sc.name
             if repeat > 1:
+                name = f"{sc.name} #{round_index + 1}"
                 for r in new_rows:
                     r.scenario = f"{r.scenario} #{round_index + 1}"
-            rows += new_rows
+            kind_name = mod.__name__.rsplit(".", 1)[-1]
+            done.append(ScenarioRun(name, kind_name, new_rows, runs, scenario_truth(ctx.lab, sc)))
             if pcap_dir:
                 report.write_pcaps(pcap_dir, sc.name, runs, round_index)
             failed = sum(not r.ok for r in new_rows)
@@ -113,7 +161,7 @@ def run_all(
                 f"[{step}/{total}] {sc.name}: {verdict} ({time.monotonic() - started:.1f} s)",
                 progress,
             )
-    return rows
+    return done
 
 
 def tolerances() -> dict[str, str]:
@@ -128,6 +176,25 @@ def tolerances() -> dict[str, str]:
             f" + {BASE_SLACK_MS} ms] on minimum RTTs"
         ),
     }
+
+
+def write_reports(args: argparse.Namespace, scenarios: list[ScenarioRun], meta: dict) -> None:
+    """The files asked for (JSON, HTML, JUnit) and the GitHub job summary when it is set."""
+    rows = [r for sr in scenarios for r in sr.rows]
+    if args.json:
+        report.write_json(args.json, rows, meta, scenarios)
+    if args.html:
+        from compare import report_html  # matplotlib: imported only when asked for
+
+        report_html.write_html(args.html, scenarios, meta)
+    if args.junit:
+        from compare import junit
+
+        junit.write_junit(args.junit, scenarios)
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as out:
+            out.write(report.github_summary(scenarios))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--handrolled-path", metavar="DIR", help="import handrolled from DIR (fault injection)"
     )
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress on stderr (off when not a tty)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print the full table of every check"
+    )
+    parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (a suite per scenario)")
     real = parser.add_argument_group(
         "explicit targets (real networks: both sides run in this namespace; never used in tests)"
     )
@@ -158,6 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument("--from", dest="mail_from", help="envelope sender for --server")
     real.add_argument("--to", dest="recipients", action="append", default=[], help="recipient")
     real.add_argument("--iface", help="capture on this interface only (default: all)")
+    real.add_argument(
+        "--baseline",
+        metavar="OLD.json",
+        help="report what changed since a previous run's --json (hops, outcomes, RTT shifts)",
+    )
+    real.add_argument(
+        "--baseline-rtt-ms",
+        type=float,
+        default=baseline.RTT_SHIFT_MS,
+        metavar="MS",
+        help=f"min RTT shift allowed since the baseline (default {baseline.RTT_SHIFT_MS})",
+    )
     args = parser.parse_args(argv)
     explicit = None
     if args.host or args.server:
@@ -174,6 +260,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be 1..1000")
     if args.handrolled_path and not (Path(args.handrolled_path) / "handrolled").is_dir():
         parser.error(f"--handrolled-path {args.handrolled_path}: no handrolled/ package there")
+    old = None
+    if args.baseline:
+        if explicit is None:
+            parser.error("--baseline needs --host or --server (the lab has its own truth)")
+        if args.baseline_rtt_ms < 0:
+            parser.error("--baseline-rtt-ms cannot be negative")
+        try:
+            old = baseline.load(args.baseline)
+        except baseline.BaselineError as exc:
+            parser.error(str(exc))
+    progress = not args.no_progress and sys.stderr.isatty()
 
     started = time.time()
     try:
@@ -189,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                         f" {args.lab_id}; wiretwin lab up)"
                     )
             else:
-                _progress("building the lab ...", not args.no_progress)
+                _progress("building the lab ...", progress)
                 target = stack.enter_context(Lab.create())
-            rows = run_all(
+            scenarios = run_scenarios(
                 target,
                 args.kind,
                 explicit=explicit,
@@ -199,35 +296,41 @@ def main(argv: list[str] | None = None) -> int:
                 repeat=args.repeat,
                 handrolled_path=args.handrolled_path,
                 pcap_dir=args.pcap,
-                progress=not args.no_progress,
+                progress=progress,
                 only=args.only,
             )
             truth = target.truth() if isinstance(target, Lab) else None
     except WiretwinError as exc:
         print(f"wiretwin compare: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    if not rows:
+    if not scenarios:
         print("wiretwin compare: no scenario matched", file=sys.stderr)
         return EXIT_ERROR
-    print(report.table(rows))
-    notes = report.allowed_notes(rows)
-    if notes:
-        print("\nallowed differences (each field that may differ, and why):")
-        print("\n".join(f"  - {n}" for n in notes))
-    fails = report.failures(rows)
-    if fails:
-        print("\nfailures:\n" + fails)
-    if args.json:
-        meta = {
-            "kind": args.kind,
-            "started": started,
-            "seconds": round(time.time() - started, 1),
-            "repeat": args.repeat,
-            "tolerances": tolerances(),
-            "lab": truth,
-            "handrolled_path": args.handrolled_path,
-            "pid": os.getpid(),
-        }
-        report.write_json(args.json, rows, meta)
-    print("\n" + report.closing_line(rows))
+    if old is not None:
+        baseline.add_rows(old, scenarios, args.baseline_rtt_ms)
+    rows = [r for sr in scenarios for r in sr.rows]
+    meta = {
+        "kind": args.kind,
+        "started": started,
+        "seconds": round(time.time() - started, 1),
+        "repeat": args.repeat,
+        "tolerances": tolerances(),
+        "lab": truth,
+        "handrolled_path": args.handrolled_path,
+        "pid": os.getpid(),
+        "targets": None if explicit is None else {"host": explicit.host, "server": explicit.server},
+        "baseline": args.baseline,
+    }
+    try:
+        write_reports(args, scenarios, meta)
+    except OSError as exc:
+        print(f"wiretwin compare: cannot write the report: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    text = report.terminal(scenarios, verbose=args.verbose)
+    body, _, last = text.rpartition("\n")
+    print(body)
+    errors = report.github_errors(rows) if os.environ.get("GITHUB_ACTIONS") == "true" else []
+    if errors:
+        print("\n".join(errors))
+    print(last)  # the closing line, alone on the last line
     return EXIT_OK if all(r.ok for r in rows) else EXIT_MISMATCH

@@ -22,6 +22,29 @@ CLIENT_IFACE = "down0"
 LATE_PACKET_WAIT = 0.1  # seconds the capture stays open after a side returns
 
 
+@dataclass(frozen=True)
+class Difference:
+    """One failing field of a check, structured: what differs, where, and both values.
+
+    ``packets`` holds the two whole packets the field was read from (for a hex diff), and
+    ``labels`` names the two sides (the two implementations by default; a side and its wire,
+    or a baseline and this run, for other checks).
+    """
+
+    field: str  # "ipv4.ttl", "icmp.payload[3]", "hop 3"
+    values: tuple[str, str]
+    offset: int | None = None  # byte offset within the packets
+    where: str = ""  # which probe or packet, e.g. "probe seq 1 ttl 64"
+    packets: tuple[bytes, bytes] | None = None
+    labels: tuple[str, str] = ("handrolled", "reference")
+
+    def describe(self) -> str:
+        at = f" at offset {self.offset}" if self.offset is not None else ""
+        where = f"{self.where}: " if self.where else ""
+        (a, b), (la, lb) = self.values, self.labels
+        return f"{where}{self.field}{at}: {la} {a} vs {lb} {b}"
+
+
 @dataclass
 class Row:
     """One line of the report."""
@@ -33,6 +56,7 @@ class Row:
     ok: bool
     details: list[str] = field(default_factory=list)  # why it failed, one line per finding
     allowed: list[Allowed] = field(default_factory=list)  # allowed differences met, with reasons
+    differences: list[Difference] = field(default_factory=list)  # failing fields, structured
 
     @property
     def verdict(self) -> str:

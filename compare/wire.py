@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compare import packets, tolerance
 from compare.capture import Frame
-from compare.scenario import Row
+from compare.scenario import Difference, Row
 from handrolled.results import Method, Outcome, Probe
 
 IP_LAYERS = ("ipv4", "ipv6")
@@ -69,6 +69,32 @@ def sent_bytes_of(probe: Probe, datagram: bytes) -> bytes:
     return packets.transport(datagram)
 
 
+def _order(pair: tuple[Probe, WireProbe]) -> tuple[int, int]:
+    return pair[0].ttl, pair[0].seq
+
+
+def packet_pairs(
+    sides: dict[str, Sequence[Probe]], frames: dict[str, Sequence[Frame]]
+) -> list[tuple[Probe, WireProbe, WireProbe]]:
+    """The two sides' probes as they left, paired by position (TTL, then sequence): the
+    handrolled probe, its wire datagram, and the reference's wire datagram at that position."""
+    found = {}
+    for impl, probes in sides.items():
+        index = index_wire(frames[impl])
+        hits = []
+        for probe in probes:
+            hit = index.get(probe_key_of(probe)) if probe.outcome is not Outcome.DUPLICATE else None
+            if hit is not None:
+                hits.append((probe, hit))
+        found[impl] = sorted(hits, key=_order)
+    return [
+        (probe_l, wire_l, wire_r)
+        for (probe_l, wire_l), (_, wire_r) in zip(
+            found["handrolled"], found["reference"], strict=False
+        )
+    ]
+
+
 def wire_rows(
     scenario: str, sides: dict[str, Sequence[Probe]], frames: dict[str, Sequence[Frame]]
 ) -> list[Row]:
@@ -104,6 +130,7 @@ def wire_rows(
     )
 
     cells, details, ok = {}, [], True
+    differences: list[Difference] = []
     for impl in sides:
         bad = []
         for key, (probe, hit) in found[impl].items():
@@ -113,6 +140,16 @@ def wire_rows(
                 for diff in packets.diff_bytes("sent", "bytes", probe.sent, wire_part, 0)[:1]:
                     details.append(
                         f"{impl} {key}: reported sent bytes differ from the wire: {diff.describe()}"
+                    )
+                    differences.append(
+                        Difference(
+                            diff.field,
+                            (diff.left, diff.right),
+                            diff.offset,
+                            f"{impl} probe {key}",
+                            (probe.sent, wire_part),
+                            (f"{impl} reported", "wire"),
+                        )
                     )
         cells[impl] = "identical" if not bad else f"{len(bad)} differ"
         ok = ok and not bad
@@ -124,17 +161,17 @@ def wire_rows(
             cells["reference"],
             ok,
             details,
+            differences=differences[:10],
         )
     )
 
     # The two sides' packets, pairwise by position (same inputs -> same sequence of probes).
-    def order(pair: tuple[Probe, WireProbe]) -> tuple[int, int]:
-        return pair[0].ttl, pair[0].seq
-
-    left = sorted(found["handrolled"].values(), key=order)
-    right = sorted(found["reference"].values(), key=order)
+    left = sorted(found["handrolled"].values(), key=_order)
+    right = sorted(found["reference"].values(), key=_order)
     ip_details: list[str] = []
     transport_details: list[str] = []
+    ip_diffs: list[Difference] = []
+    transport_diffs: list[Difference] = []
     allowed: set[packets.Allowed] = set()
     ip_ok = transport_ok = len(left) == len(right)
     if len(left) != len(right):
@@ -147,6 +184,15 @@ def wire_rows(
                 allowed.add(diff.allowed)
                 continue
             (ip_details if is_ip else transport_details).append(label)
+            (ip_diffs if is_ip else transport_diffs).append(
+                Difference(
+                    f"{diff.layer}.{diff.field}",
+                    (diff.left, diff.right),
+                    diff.offset,
+                    f"probe seq {probe_l.seq} ttl {probe_l.ttl}",
+                    (wire_l.request, wire_r.request),
+                )
+            )
             if is_ip:
                 ip_ok = False
             else:
@@ -166,6 +212,7 @@ def wire_rows(
             transport_ok,
             transport_details[:10],
             met(ip=False),
+            transport_diffs[:10],
         )
     )
     rows.append(
@@ -177,6 +224,7 @@ def wire_rows(
             ip_ok,
             ip_details[:10],
             met(ip=True),
+            ip_diffs[:10],
         )
     )
 
