@@ -226,7 +226,7 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
 
 @contextlib.contextmanager
 def _neighbour(ctx: Context, sc: PingScenario):
-    """compare/neighbour.py pinging the same target with another identifier meanwhile."""
+    """compare/lab/neighbour.py pinging the same target with another identifier meanwhile."""
     if not sc.neighbour:
         yield
         return

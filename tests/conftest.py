@@ -48,7 +48,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def lab():
-    """One lab for the whole session (see compare/lab.py), torn down even on failure."""
+    """One lab for the whole session (see compare/lab/), torn down even on failure."""
     require(need_lab=True)
     from compare.lab import Lab
 
