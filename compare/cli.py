@@ -32,7 +32,7 @@ CLIENTS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         {"reference": ("reference.traceroute", "run_trace")},
     ),
     "smtp": (
-        "handrolled.smtp",
+        "handrolled.cli.smtp",
         {
             "reference": ("reference.smtp", "send_mail"),
             "smtplib": ("reference.smtp", "send_mail_smtplib"),

@@ -13,10 +13,12 @@ transcript by wrapping its send and its reply file.  smtplib sends lower-case co
 pipelining, and sends a bytes message as is (no bare-LF normalisation): differences compare
 must name, not hide.
 
-Both follow the hand-rolled contract: bad arguments raise before anything is sent; everything
-from the connection attempt on is reported in the SmtpResult (``error``), and ``delivered`` is
-True only when the server answered the final dot with 250.  AUTH secrets never reach the
-transcript, the log or an error message.
+Both take the same ``handrolled.requests.MailRequest`` as the hand-rolled client (it validated
+its fields when it was made, so a bad input gets the same verdict on every side) and follow the
+same contract: everything from the connection attempt on is reported in the SmtpResult
+(``error``, ``stage``, ``refusal``), and ``delivered`` is True only when the server answered
+the final dot with 250.  A line enters the transcript once it has been written.  AUTH secrets
+never reach the transcript, the log or an error message.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handrolled.errors import RemoteProtocolError, SmtpReplyError, UsageError, WiretwinTimeout
+from handrolled.requests import MailRequest
 from handrolled.results import (
     Direction,
     Implementation,
     RecipientOutcome,
     Reply,
     SmtpResult,
+    SmtpStage,
     TranscriptLine,
 )
 from reference.smtp_layers import MAX_REPLY_LINE, SMTPCommand, SmtpStreamSocket
@@ -71,48 +75,18 @@ def message_size(message: bytes) -> int:
     return sum(len(line) + 2 for line in lines)
 
 
-def _check_text(value: str, what: str) -> None:
-    if any(c in value for c in "\r\n\0"):
-        raise UsageError(f"the {what} contains CR, LF or NUL")
+class _Refused(SmtpReplyError):
+    """The server's reply that ended the dialogue, kept whole for ``SmtpResult.refusal``."""
+
+    def __init__(self, reply: Reply, stage: str, lead: tuple[str, ...] = ()) -> None:
+        super().__init__(reply.code, (*lead, *reply.lines), stage)
+        self.reply = reply
 
 
-def _validate(
-    mail_from: str,
-    recipients: Sequence[str],
-    helo_name: str,
-    starttls: bool,
-    tls: bool,
-    auth: tuple[str, str] | None,
-    allow_plain_auth: bool,
-    timeout: float,
-) -> None:
-    if isinstance(recipients, str | bytes):
-        raise UsageError("recipients must be a sequence of addresses, not one string")
-    if not recipients:
-        raise UsageError("at least one recipient is needed")
-    if starttls and tls:
-        raise UsageError("choose one of STARTTLS and implicit TLS, not both")
-    if not timeout > 0:
-        raise UsageError("timeout must be positive")
-    if not helo_name or " " in helo_name:
-        raise UsageError(f"bad HELO name {helo_name!r}")
-    _check_text(helo_name, "HELO name")
-    _check_text(mail_from, "sender")
-    for address in (mail_from, *recipients):
-        if any(c in address for c in "<> "):
-            raise UsageError(f"bad address {address!r}")
-    for address in recipients:
-        _check_text(address, "recipient")
-        if not address:
-            raise UsageError("an empty recipient address")
-    if auth is not None:
-        _check_text(auth[0], "user name")
-        _check_text(auth[1], "password")
-        if not (starttls or tls) and not allow_plain_auth:
-            raise UsageError(
-                "refusing AUTH over an unencrypted connection: use STARTTLS or TLS "
-                "(or allow_plain_auth if you really mean it)"
-            )
+def _refusal(reply: Reply) -> Reply | None:
+    """RFC 5321 §4.2.1: a 4yz or 5yz reply refuses; anything else that ends the dialogue
+    (251 or 354 to the final dot) is the server breaking the protocol, not a refusal."""
+    return reply if 400 <= reply.code < 600 else None
 
 
 def _tls_context(insecure: bool, cafile: str | None) -> ssl.SSLContext:
@@ -186,13 +160,13 @@ class _Dialogue:
 
     def send(self, *commands: tuple[str, str]) -> None:
         """Send one or more (verb, argument) commands as one write (a pipelined group)."""
-        wire = b""
-        for verb, argument in commands:
-            pkt = SMTPCommand(verb=verb.encode("ascii"), argument=argument.encode("utf-8"))
-            data = bytes(pkt)
-            wire += data
+        lines = [
+            bytes(SMTPCommand(verb=verb.encode("ascii"), argument=argument.encode("utf-8")))
+            for verb, argument in commands
+        ]
+        self._write(b"".join(lines))
+        for data in lines:  # on the wire now (sendall returned)
             self._record(Direction.SENT, data)
-        self._write(wire)
 
     def send_secret(self, verb: str, secret: str, prefix: str = "") -> None:
         """A line carrying an AUTH secret: the transcript gets a placeholder."""
@@ -201,12 +175,12 @@ class _Dialogue:
         else:  # a bare response line to a 334 challenge
             pkt = SMTPCommand(verb=secret.encode("ascii"))
         placeholder = (prefix.encode() + b" " if prefix else b"") + REDACTED + b"\r\n"
-        self._record(Direction.SENT, placeholder, redacted=True)
         self._write(bytes(pkt))
+        self._record(Direction.SENT, placeholder, redacted=True)
 
     def send_body(self, body: bytes) -> None:
-        self._record(Direction.SENT, body)
         self._write(body)
+        self._record(Direction.SENT, body)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -274,13 +248,12 @@ def _extensions(reply: Reply) -> dict[str, str]:
 
 def _all_refused(outcomes: list[RecipientOutcome]) -> SmtpReplyError:
     """Every RCPT was refused: the error carries the last refusal's code and words."""
-    last = outcomes[-1].reply
-    return SmtpReplyError(last.code, ("every recipient was refused", *last.lines), "RCPT")
+    return _Refused(outcomes[-1].reply, "RCPT", ("every recipient was refused",))
 
 
 def _expect(reply: Reply, stage: str, *codes: int) -> Reply:
     if reply.code not in codes:
-        raise SmtpReplyError(reply.code, reply.lines, stage)
+        raise _Refused(reply, stage)
     return reply
 
 
@@ -291,7 +264,7 @@ def _hello(d: _Dialogue, helo_name: str) -> dict[str, str]:
     if 500 <= reply.code < 600:  # RFC 5321 4.1.4: an old server; fall back to HELO
         _expect(d.command("HELO", helo_name), "HELO", 250)
         return {}
-    raise SmtpReplyError(reply.code, reply.lines, "EHLO")
+    raise _Refused(reply, "EHLO")
 
 
 def _authenticate(d: _Dialogue, extensions: dict[str, str], user: str, password: str) -> None:
@@ -324,6 +297,8 @@ class _Attempt:
     extensions: dict[str, str] = field(default_factory=dict)
     tls: str | None = None
     error: str | None = None
+    stage: SmtpStage = SmtpStage.CONNECT  # the step under way
+    refusal: Reply | None = None
     started_ns: int = field(default_factory=time.time_ns)
     start: float = field(default_factory=time.monotonic)
 
@@ -344,89 +319,98 @@ class _Attempt:
             error=self.error,
             started_ns=self.started_ns,
             elapsed_ms=(time.monotonic() - self.start) * 1000.0,
+            stage=self.stage,
+            refusal=self.refusal,
         )
 
+    def failed(self, exc: BaseException) -> None:
+        """Record why the attempt ended; a server refusal keeps its reply."""
+        if isinstance(exc, _Refused):
+            self.refusal = _refusal(exc.reply)
+        self.error = _one_line(exc)
 
-def send_mail(
-    server: str,
-    port: int,
-    *,
-    mail_from: str,
-    recipients: Sequence[str],
-    message: bytes,
-    helo_name: str = "wiretwin.invalid",
-    starttls: bool = False,
-    tls: bool = False,
-    auth: tuple[str, str] | None = None,
-    allow_plain_auth: bool = False,
-    insecure: bool = False,
-    cafile: str | None = None,
-    timeout: float = 30.0,
-    pipelining: bool = True,
-) -> SmtpResult:
-    """Deliver ``message`` (RFC 5322, before dot-stuffing) with scapy SMTP packets."""
-    _validate(mail_from, recipients, helo_name, starttls, tls, auth, allow_plain_auth, timeout)
-    context = _tls_context(insecure, cafile) if (tls or starttls) else None
-    run = _Attempt(server, port, mail_from, Implementation.REFERENCE)
+    def quitted(self, code: int) -> None:
+        """QUIT answered ``code``: a delivered dialogue is DONE with 221 (RFC 5321 §4.1.1.10)."""
+        if self.final is not None and self.error is None and code == 221:
+            self.stage = SmtpStage.DONE
+
+
+def send_mail(request: MailRequest) -> SmtpResult:
+    """Deliver ``request.message`` (RFC 5322, before dot-stuffing) with scapy SMTP packets."""
+    if not isinstance(request, MailRequest):
+        raise UsageError(f"send_mail wants a MailRequest, not {type(request).__name__}")
+    r = request
+    context = _tls_context(r.insecure, r.cafile) if (r.tls or r.starttls) else None
+    run = _Attempt(r.server, r.port, r.mail_from, Implementation.REFERENCE)
     d: _Dialogue | None = None
     polite = True  # the dialogue is still fit for QUIT
     try:
-        sock = socket.create_connection((server, port), timeout=timeout)
-        if tls and context is not None:
-            sock = context.wrap_socket(sock, server_hostname=server)
+        sock = socket.create_connection((r.server, r.port), timeout=r.timeout)
+        if r.tls and context is not None:
+            sock.settimeout(r.timeout)
+            sock = context.wrap_socket(sock, server_hostname=r.server)
             run.tls = "implicit"
-        d = _Dialogue(sock, timeout, run.transcript)
-        _transaction(d, run, context, starttls, auth, helo_name, pipelining, recipients, message)
+        d = _Dialogue(sock, r.timeout, run.transcript)
+        _transaction(d, run, r, context)
     except (OSError, RemoteProtocolError, SmtpReplyError, ValueError) as exc:
         polite = _fit_for_quit(exc)
         if isinstance(exc, TimeoutError) and not isinstance(exc, WiretwinTimeout):
-            exc = WiretwinTimeout(f"timed out after {timeout:g} s")
-        run.error = _one_line(exc)
+            exc = WiretwinTimeout(f"timed out after {r.timeout:g} s")
+        run.failed(exc)
     if d is not None:
         if polite:
-            _quit(d)
+            if run.error is None:
+                run.stage = SmtpStage.QUIT
+            run.quitted(_quit(d))
         d.close()
     return run.result()
 
 
 def _transaction(
-    d: _Dialogue,
-    run: _Attempt,
-    context: ssl.SSLContext | None,
-    starttls: bool,
-    auth: tuple[str, str] | None,
-    helo_name: str,
-    pipelining: bool,
-    recipients: Sequence[str],
-    message: bytes,
+    d: _Dialogue, run: _Attempt, r: MailRequest, context: ssl.SSLContext | None
 ) -> None:
+    run.stage = SmtpStage.GREETING
     _expect(d.reply(), "greeting", 220)
-    extensions = run.extensions = _hello(d, helo_name)
-    if starttls and context is not None:
+    run.stage = SmtpStage.EHLO
+    if r.ehlo:
+        extensions = run.extensions = _hello(d, r.helo_name)
+    else:  # RFC 821 HELO only, as the seed does
+        _expect(d.command("HELO", r.helo_name), "HELO", 250)
+        extensions = run.extensions = {}
+    if r.starttls and context is not None:
+        run.stage = SmtpStage.STARTTLS
         if "STARTTLS" not in extensions:  # asked for: no silent downgrade
             raise ValueError("the server does not offer STARTTLS")
         _expect(d.command("STARTTLS"), "STARTTLS", 220)
         d.start_tls(context, run.server)
         run.tls = "starttls"
-        extensions = run.extensions = _hello(d, helo_name)  # RFC 3207 4.2: forget, ask again
-    if auth is not None:
-        _authenticate(d, extensions, *auth)
-    mail_from = run.mail_from
-    params = _mail_params(extensions, mail_from, recipients, message)
+        run.stage = SmtpStage.EHLO
+        extensions = run.extensions = _hello(d, r.helo_name)  # RFC 3207 4.2: forget, ask again
+    if r.auth is not None:
+        run.stage = SmtpStage.AUTH
+        _authenticate(d, extensions, *r.auth)
+    run.stage = SmtpStage.MAIL
+    mail_from, recipients, message = r.mail_from, r.recipients, r.message
+    params = _mail_params(extensions, mail_from, recipients, message) if r.ehlo else []
     mail_arg = " ".join([f"FROM:<{mail_from}>", *params])
     rcpts = [("RCPT", f"TO:<{rcpt}>") for rcpt in recipients]
     outcomes = run.outcomes
     data_reply: Reply | None = None
-    if pipelining and "PIPELINING" in extensions:
+    if r.pipelining and "PIPELINING" in extensions:
         d.send(("MAIL", mail_arg), *rcpts, ("DATA", ""))  # RFC 2920 3.1: DATA ends the group
         mail_reply = d.reply()
+        run.stage = SmtpStage.RCPT
         for rcpt in recipients:
             reply = d.reply()
             outcomes.append(RecipientOutcome(rcpt, reply, 200 <= reply.code < 300))
+        run.stage = SmtpStage.DATA
         data_reply = d.reply()
+        run.stage = SmtpStage.MAIL
         _expect(mail_reply, "MAIL", 250)
+        run.stage = SmtpStage.RCPT
     else:
         _expect(d.command("MAIL", mail_arg), "MAIL", 250)
+        run.stage = SmtpStage.RCPT
         for rcpt, (verb, arg) in zip(recipients, rcpts, strict=True):
             reply = d.command(verb, arg)
             outcomes.append(RecipientOutcome(rcpt, reply, 200 <= reply.code < 300))
@@ -435,21 +419,24 @@ def _transaction(
             d.send_body(b".\r\n")  # RFC 2920 3.1: DATA went through, nobody to deliver to
             d.reply()
         raise _all_refused(outcomes)
+    run.stage = SmtpStage.DATA
     if data_reply is None:
         data_reply = d.command("DATA")
     _expect(data_reply, "DATA", 354)
+    run.stage = SmtpStage.CONTENT
     d.send_body(encode_body(message))
     run.final = final = d.reply()
     _expect(final, "the message (final dot)", 250)
 
 
-def _quit(d: _Dialogue) -> None:
-    """QUIT; a failure here changes nothing."""
+def _quit(d: _Dialogue) -> int:
+    """QUIT; the reply's code (0: none).  A failure here changes nothing else."""
     try:
         d.send(("QUIT", ""))
-        d.reply()
+        return d.reply().code
     except (OSError, RemoteProtocolError) as exc:  # ssl.SSLError is an OSError
         log.debug("QUIT: %s", exc)
+        return 0
 
 
 # --- smtplib witness ------------------------------------------------------------------------------
@@ -478,9 +465,15 @@ def _recording(base: type[smtplib.SMTP]) -> type[smtplib.SMTP]:
 
         redact_auth = False
 
-        def __init__(self, transcript: list[TranscriptLine], *args: Any, **kwargs: Any) -> None:
-            self.transcript = transcript  # before smtplib connects and reads the greeting
+        def __init__(self, run: _Attempt, *args: Any, **kwargs: Any) -> None:
+            self.run = run  # before smtplib connects and reads the greeting
+            self.transcript = run.transcript
             super().__init__(*args, **kwargs)
+
+        def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+            sock = super()._get_socket(host, port, timeout)
+            self.run.stage = SmtpStage.GREETING  # connected (and TLS up, for SMTP_SSL)
+            return sock
 
         def send(self, s: bytes | str) -> None:
             data = s.encode("ascii") if isinstance(s, str) else s
@@ -491,8 +484,10 @@ def _recording(base: type[smtplib.SMTP]) -> type[smtplib.SMTP]:
                 if data.strip().upper() in (b"AUTH LOGIN", b"AUTH CRAM-MD5"):
                     shown = data
                 redacted = shown != data
-            self.transcript.append(TranscriptLine(Direction.SENT, shown, time.time_ns(), redacted))
             super().send(s)
+            self.transcript.append(TranscriptLine(Direction.SENT, shown, time.time_ns(), redacted))
+            if self.run.stage is SmtpStage.DATA and data.endswith(b"\r\n.\r\n"):
+                self.run.stage = SmtpStage.CONTENT  # smtplib.data(): the message, after 354
 
         def getreply(self) -> tuple[int, bytes]:
             if self.file is None and self.sock is not None:
@@ -508,83 +503,90 @@ def _smtplib_reply(code: int, text: bytes | str) -> Reply:
     return Reply(code, tuple(text.split("\n")))
 
 
-def send_mail_smtplib(
-    server: str,
-    port: int,
-    *,
-    mail_from: str,
-    recipients: Sequence[str],
-    message: bytes,
-    helo_name: str = "wiretwin.invalid",
-    starttls: bool = False,
-    tls: bool = False,
-    auth: tuple[str, str] | None = None,
-    allow_plain_auth: bool = False,
-    insecure: bool = False,
-    cafile: str | None = None,
-    timeout: float = 30.0,
-    pipelining: bool = True,
-) -> SmtpResult:
+def send_mail_smtplib(request: MailRequest) -> SmtpResult:
     """The same job through ``smtplib`` (the second witness); ``pipelining`` is ignored:
     smtplib never pipelines.  The message bytes go to ``SMTP.data`` as they are."""
-    _validate(mail_from, recipients, helo_name, starttls, tls, auth, allow_plain_auth, timeout)
-    context = _tls_context(insecure, cafile) if (tls or starttls) else None
-    run = _Attempt(server, port, mail_from, Implementation.SMTPLIB)
-    run.tls = "implicit" if tls else None
-    cls = _recording(smtplib.SMTP_SSL if tls else smtplib.SMTP)
+    if not isinstance(request, MailRequest):
+        raise UsageError(f"send_mail_smtplib wants a MailRequest, not {type(request).__name__}")
+    r = request
+    context = _tls_context(r.insecure, r.cafile) if (r.tls or r.starttls) else None
+    run = _Attempt(r.server, r.port, r.mail_from, Implementation.SMTPLIB)
+    run.tls = "implicit" if r.tls else None
+    cls = _recording(smtplib.SMTP_SSL if r.tls else smtplib.SMTP)
     client: Any = None
     polite = True  # the dialogue is still fit for QUIT
     try:
         # Given the host, smtplib connects and reads the greeting in its constructor (and
         # remembers the host for TLS server_hostname, which connect() alone does not).
-        client = cls(run.transcript, server, port, local_hostname=helo_name, timeout=timeout,
-                     **({"context": context} if tls else {}))  # fmt: skip
-        client.ehlo_or_helo_if_needed()
-        if starttls and context is not None:
-            if not client.has_extn("starttls"):
-                raise ValueError("the server does not offer STARTTLS")
-            client.starttls(context=context)
-            run.tls = "starttls"
-            client.ehlo()
-        run.extensions = {k.upper(): v for k, v in client.esmtp_features.items()}
-        if auth is not None:
-            client.redact_auth = True
-            try:
-                client.login(*auth)
-            finally:
-                client.redact_auth = False
-        options = []
-        if client.does_esmtp and client.has_extn("size"):  # as smtplib.sendmail does
-            options.append(f"size={len(message)}")
-        if not message.isascii() and client.has_extn("8bitmime"):
-            options.append("BODY=8BITMIME")
-        if not all(a.isascii() for a in (mail_from, *recipients)):
-            options.append("SMTPUTF8")
-        code, text = client.mail(mail_from, options)
-        if code != 250:
-            raise SmtpReplyError(code, _smtplib_reply(code, text).lines, "MAIL")
-        for rcpt in recipients:
-            code, text = client.rcpt(rcpt)
-            reply = _smtplib_reply(code, text)
-            run.outcomes.append(RecipientOutcome(rcpt, reply, 200 <= code < 300))
-        if not any(o.accepted for o in run.outcomes):
-            raise _all_refused(run.outcomes)
-        code, text = client.data(message)
-        run.final = _smtplib_reply(code, text)
-        if code != 250:
-            raise SmtpReplyError(code, run.final.lines, "the message (final dot)")
+        client = cls(run, r.server, r.port, local_hostname=r.helo_name, timeout=r.timeout,
+                     **({"context": context} if r.tls else {}))  # fmt: skip
+        _smtplib_dialogue(client, run, r, context)
     except smtplib.SMTPResponseException as exc:  # SMTPConnectError, SMTPDataError, ...
         reply = _smtplib_reply(exc.smtp_code, exc.smtp_error)
-        run.error = _one_line(SmtpReplyError(reply.code, reply.lines, type(exc).__name__))
+        run.failed(_Refused(reply, type(exc).__name__))
         polite = _fit_for_quit(exc)
     except (smtplib.SMTPException, OSError, ValueError, SmtpReplyError) as exc:
-        run.error = _one_line(exc)
+        run.failed(exc)
         polite = _fit_for_quit(exc)
     if client is not None:
         if polite and client.sock is not None:
+            if run.error is None:
+                run.stage = SmtpStage.QUIT
             try:
-                client.quit()
+                run.quitted(client.quit()[0])
             except (smtplib.SMTPException, OSError) as exc:
                 log.debug("QUIT: %s", exc)
         client.close()
     return run.result()
+
+
+def _smtplib_dialogue(
+    client: Any, run: _Attempt, r: MailRequest, context: ssl.SSLContext | None
+) -> None:
+    run.stage = SmtpStage.EHLO
+    if r.ehlo:
+        client.ehlo_or_helo_if_needed()
+    else:  # RFC 821 HELO only, as the seed does
+        code, text = client.helo(r.helo_name)
+        if code != 250:
+            raise smtplib.SMTPHeloError(code, text)
+    if r.starttls and context is not None:
+        run.stage = SmtpStage.STARTTLS
+        if not client.has_extn("starttls"):
+            raise ValueError("the server does not offer STARTTLS")
+        client.starttls(context=context)
+        run.tls = "starttls"
+        run.stage = SmtpStage.EHLO
+        client.ehlo()
+    run.extensions = {k.upper(): v for k, v in client.esmtp_features.items()}
+    if r.auth is not None:
+        run.stage = SmtpStage.AUTH
+        client.redact_auth = True
+        try:
+            client.login(*r.auth)
+        finally:
+            client.redact_auth = False
+    run.stage = SmtpStage.MAIL
+    mail_from, recipients, message = r.mail_from, r.recipients, r.message
+    options = []
+    if client.does_esmtp and client.has_extn("size"):  # as smtplib.sendmail does
+        options.append(f"size={len(message)}")
+    if not message.isascii() and client.has_extn("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if not all(a.isascii() for a in (mail_from, *recipients)):
+        options.append("SMTPUTF8")
+    code, text = client.mail(mail_from, options)
+    if code != 250:
+        raise _Refused(_smtplib_reply(code, text), "MAIL")
+    run.stage = SmtpStage.RCPT
+    for rcpt in recipients:
+        code, text = client.rcpt(rcpt)
+        reply = _smtplib_reply(code, text)
+        run.outcomes.append(RecipientOutcome(rcpt, reply, 200 <= code < 300))
+    if not any(o.accepted for o in run.outcomes):
+        raise _all_refused(run.outcomes)
+    run.stage = SmtpStage.DATA
+    code, text = client.data(message)
+    run.final = _smtplib_reply(code, text)
+    if code != 250:
+        raise _Refused(run.final, "the message (final dot)")

@@ -1,5 +1,6 @@
-"""handrolled.smtp against real servers: aiosmtpd in-process, scripted misbehaving servers, the
-lab.  The fixtures live in tests/smtpd_fixtures.py."""
+"""handrolled.smtp (and its command line, handrolled.cli.smtp) against real servers: aiosmtpd
+in-process, scripted misbehaving servers, the lab.  The fixtures live in tests/smtpd_fixtures.py.
+Bad inputs (MailRequest's rules) are in tests/test_request_mail.py."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ from smtpd_fixtures import (
 )
 
 from handrolled import smtp
-from handrolled.errors import LocalProtocolError, UsageError
-from handrolled.results import Direction, Implementation
+from handrolled.cli import smtp as cli
+from handrolled.errors import UsageError
+from handrolled.requests import MailRequest
+from handrolled.results import Direction, Implementation, SmtpStage
 
 # The fixtures (smtp_server, scripted_smtp_server, ...) come from tests/smtpd_fixtures.py via
 # tests/conftest.py (``from smtpd_fixtures import *``).
@@ -37,16 +40,15 @@ RCPT = "rcpt@wiretwin.test"
 MESSAGE = b"From: sender@wiretwin.test\r\nTo: rcpt@wiretwin.test\r\nSubject: hi\r\n\r\nHello.\r\n"
 
 
-def send(server, message: bytes = MESSAGE, recipients=(RCPT,), **kwargs):
+def request(port: int, message: bytes = MESSAGE, recipients=(RCPT,), **kwargs) -> MailRequest:
     kwargs.setdefault("timeout", 5.0)
-    return smtp.send_mail(
-        "127.0.0.1",
-        server.port,
-        mail_from=kwargs.pop("mail_from", SENDER),
-        recipients=list(recipients),
-        message=message,
-        **kwargs,
-    )
+    kwargs.setdefault("mail_from", SENDER)
+    server = kwargs.pop("server", "127.0.0.1")
+    return MailRequest(server, port, recipients=tuple(recipients), message=message, **kwargs)
+
+
+def send(server, message: bytes = MESSAGE, recipients=(RCPT,), **kwargs):
+    return smtp.send_mail(request(server.port, message, recipients, **kwargs))
 
 
 def sent(result) -> list[bytes]:
@@ -80,13 +82,33 @@ def _check_seed(result, server, capsys):
     assert out.out == "" and out.err == ""  # the seed prints nothing
 
 
-def test_seed_shares_send_mails_defaults():
-    """smtp_client passes only what differs from send_mail; _run's defaults must be the same."""
-    ours = inspect.signature(smtp.send_mail).parameters
-    run = inspect.signature(smtp._run).parameters
-    for name, param in ours.items():
-        if param.default is not inspect.Parameter.empty:
-            assert run[name].default == param.default, name
+def test_seed_signature_is_the_assignments():
+    params = inspect.signature(smtp.smtp_client).parameters
+    assert [(n, p.default) for n, p in params.items()] == [
+        ("port", 1025),
+        ("mailserver", "127.0.0.1"),
+    ]
+
+
+def test_a_failed_seed_is_silent_without_logging_configured():
+    """No logging configured: the warning of a failed smtp_client() must not reach stderr
+    through logging's last-resort handler (the libraries' loggers have a NullHandler)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    code = (
+        "import logging, sys\n"
+        "from handrolled.smtp import smtp_client\n"
+        "import reference.smtp, compare.smtp\n"
+        f"r = smtp_client({port})\n"
+        "assert not r.delivered and 'connection failed' in r.error, r\n"
+        "for name in ('handrolled.smtp', 'reference.smtp', 'compare.smtp'):\n"
+        "    logging.getLogger(name).warning('a library warning')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
 
 
 def test_seed_smtp_client_on_a_free_port(smtp_server, capsys):
@@ -181,7 +203,7 @@ def test_smtputf8_missing_is_a_clear_error():
         result = send(server, recipients=["\u7528@x.test"])
     assert not result.delivered and "SMTPUTF8" in result.error
     assert b"MAIL" not in b"".join(sent(result)) and server.messages == []
-    assert smtp.exit_status(result) == 2
+    assert cli.exit_status(result) == 2 and result.stage is SmtpStage.MAIL
 
 
 def test_8bitmime_missing_is_a_clear_error(scripted_smtp_server):
@@ -256,7 +278,7 @@ def test_some_recipients_refused(pipelining):
         ("ghost@x.test", False, 550),
     ]
     assert server.messages[0].rcpt_tos == ["a@x.test", "b@x.test"]
-    assert smtp.exit_status(result) == 0
+    assert cli.exit_status(result) == 0
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
@@ -274,7 +296,7 @@ def test_all_recipients_refused_stops_before_data(pipelining):
     assert b"\r\n.\r\n" not in b"".join(sent(result))  # no message went out
     if not pipelining:
         assert b"DATA" not in verbs(result)
-    assert smtp.exit_status(result) == 1
+    assert cli.exit_status(result) == 1
 
 
 def test_rfc2920_data_accepted_without_recipients(scripted_smtp_server):
@@ -295,7 +317,7 @@ def test_rfc2920_data_accepted_without_recipients(scripted_smtp_server):
 
     server = scripted_smtp_server(script)
     result = send(server)
-    assert not result.delivered and smtp.exit_status(result) == 1
+    assert not result.delivered and cli.exit_status(result) == 1
 
 
 def test_rset_and_a_second_transaction(smtp_plain_server):
@@ -338,20 +360,18 @@ def test_starttls_unknown_ca_fails(smtp_tls_server):
     result = send(smtp_tls_server, starttls=True)
     assert not result.delivered
     assert "certificate verification failed" in result.error
-    assert smtp_tls_server.messages == [] and smtp.exit_status(result) == 2
+    assert smtp_tls_server.messages == [] and cli.exit_status(result) == 2
 
 
 def test_starttls_wrong_name_fails(smtp_tls_server):
     # the certificate is for 127.0.0.1 and localhost; reach it as 127.0.0.2
     result = smtp.send_mail(
-        "127.0.0.2",
-        smtp_tls_server.port,
-        mail_from=SENDER,
-        recipients=[RCPT],
-        message=MESSAGE,
-        starttls=True,
-        cafile=smtp_tls_server.cafile,
-        timeout=5,
+        request(
+            smtp_tls_server.port,
+            server="127.0.0.2",
+            starttls=True,
+            cafile=smtp_tls_server.cafile,
+        ),
         connect=lambda host, port, timeout: socket.create_connection(
             ("127.0.0.1", port), timeout=timeout
         ),
@@ -384,7 +404,7 @@ def test_starttls_refused_by_server(scripted_smtp_server):
         peer.send(b"221 bye\r\n")
 
     result = send(scripted_smtp_server(script), starttls=True)
-    assert not result.delivered and "454" in result.error and smtp.exit_status(result) == 1
+    assert not result.delivered and "454" in result.error and cli.exit_status(result) == 1
 
 
 def test_starttls_response_injection(scripted_smtp_server):
@@ -469,7 +489,7 @@ def test_auth_wrong_password(smtp_auth_server, caplog):
     with caplog.at_level(logging.DEBUG):
         result = send(smtp_auth_server, auth=(AUTH_USER, wrong), allow_plain_auth=True)
     assert not result.delivered and "535" in result.error and "AUTH" in result.error
-    assert smtp.exit_status(result) == 1 and smtp_auth_server.messages == []
+    assert cli.exit_status(result) == 1 and smtp_auth_server.messages == []
     assert_no_secret(result, caplog.text, wrong)
 
 
@@ -492,31 +512,15 @@ def test_auth_not_offered(smtp_server):
 # --- refused before anything is sent --------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"mail_from": "a\r\nRCPT TO:<evil@x>@x.test"},
-        {"recipients": ["ok@x.test", "b\n@x.test"]},
-        {"recipients": ["nul\0@x.test"]},
-        {"helo_name": "c.test\r\nMAIL FROM:<x>"},
-        {"helo_name": "has space"},
-        {"recipients": []},
-        {"starttls": True, "tls": True},
-        {"starttls": True, "cafile": "/nonexistent/ca.pem"},
-    ],
-)
-def test_bad_arguments_refused_before_sending(kwargs, smtp_server):
-    kwargs = dict(kwargs)
-    with pytest.raises((UsageError, LocalProtocolError)):
-        smtp.send_mail(
-            "127.0.0.1",
-            smtp_server.port,
-            mail_from=kwargs.pop("mail_from", SENDER),
-            recipients=kwargs.pop("recipients", [RCPT]),
-            message=MESSAGE,
-            **kwargs,
-        )
+def test_unreadable_cafile_refused_before_connecting(smtp_server):
+    with pytest.raises(UsageError, match="CA file"):
+        send(smtp_server, starttls=True, cafile="/nonexistent/ca.pem")
     assert smtp_server.handler.helo_names == [] and smtp_server.messages == []
+
+
+def test_send_mail_wants_a_request(smtp_server):
+    with pytest.raises(UsageError, match="MailRequest"):
+        smtp.send_mail("127.0.0.1")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -524,9 +528,9 @@ def test_bad_arguments_refused_before_sending(kwargs, smtp_server):
 )
 def test_compose_refuses_cr_lf_nul_in_headers(header, value):
     with pytest.raises(UsageError):
-        smtp.compose_message(SENDER, [RCPT], headers=[(header, value)])
+        cli.compose_message(SENDER, [RCPT], headers=[(header, value)])
     with pytest.raises(UsageError):
-        smtp.compose_message(SENDER, [RCPT], subject=value)
+        cli.compose_message(SENDER, [RCPT], subject=value)
 
 
 # --- misbehaving servers --------------------------------------------------------------------
@@ -607,7 +611,7 @@ def test_misbehaving_servers(script, match, scripted_smtp_server):
     result = send(server, timeout=1.0)
     assert not result.delivered
     assert match in result.error and "\n" not in result.error
-    assert smtp.exit_status(result) == 2
+    assert cli.exit_status(result) == 2
 
 
 def test_connection_refused_is_a_result():
@@ -615,12 +619,21 @@ def test_connection_refused_is_a_result():
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
-    result = smtp.send_mail("127.0.0.1", port, mail_from=SENDER, recipients=[RCPT], message=b"x")
+    result = smtp.send_mail(request(port, b"x"))
     assert not result.delivered and "connection failed" in result.error
-    assert result.transcript == () and smtp.exit_status(result) == 2
+    assert result.transcript == () and cli.exit_status(result) == 2
+    assert result.stage is SmtpStage.CONNECT and result.refusal is None
 
 
 STAGES = ["greeting", "HELO", "MAIL", "RCPT", "DATA", "dot"]
+STAGE_OF = {
+    "greeting": SmtpStage.GREETING,
+    "HELO": SmtpStage.EHLO,  # EHLO and its HELO fallback are one stage
+    "MAIL": SmtpStage.MAIL,
+    "RCPT": SmtpStage.RCPT,
+    "DATA": SmtpStage.DATA,
+    "dot": SmtpStage.CONTENT,
+}
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -646,7 +659,9 @@ def test_4xx_5xx_at_every_stage(stage, code, scripted_smtp_server):
     result = send(server)
     assert not result.delivered
     assert code[:3].decode() in result.error
-    assert smtp.exit_status(result) == 1
+    assert cli.exit_status(result) == 1
+    assert result.refusal is not None and result.refusal.code == int(code[:3])
+    assert result.stage is STAGE_OF[stage]
     if stage == "dot":
         assert result.final_reply.code == int(code[:3])
     if stage == "RCPT":
@@ -684,7 +699,7 @@ def test_421_mid_transaction_stops_there(pipelining, scripted_smtp_server):
     outcomes = [(r.address, r.accepted, r.reply.code) for r in result.recipients]
     assert outcomes == [(RCPT, True, 250), ("second@wiretwin.test", False, 421)]
     assert verbs(result)[-1] == (b"DATA" if pipelining else b"RCPT")
-    assert smtp.exit_status(result) == 1
+    assert cli.exit_status(result) == 1
 
 
 @pytest.mark.parametrize("reply", [b"251 2.1.5 will forward\r\n", b"354 more?\r\n"])
@@ -704,7 +719,48 @@ def test_ehlo_refused_falls_back_to_helo(scripted_smtp_server):
 def test_quit_failure_after_delivery_is_still_delivered(scripted_smtp_server):
     server = scripted_smtp_server(happy_script("QUIT", b"500 what\r\n"))
     result = send(server)
-    assert result.delivered and result.error is None and smtp.exit_status(result) == 0
+    assert result.delivered and result.error is None and cli.exit_status(result) == 0
+    assert result.stage is SmtpStage.QUIT and result.refusal is None
+
+
+def test_delivered_dialogue_is_done(smtp_server):
+    result = send(smtp_server)
+    assert result.delivered and result.stage is SmtpStage.DONE and result.refusal is None
+
+
+@pytest.mark.parametrize("reply", [b"554 5.7.1 refused at the dot\r\n", b"250 2.0.0 queued\r\n"])
+def test_a_message_that_starts_with_quit(reply, scripted_smtp_server):
+    """The content's first bytes are "QUIT": the verdict comes from the reply to the final dot
+    (RFC 5321 §4.1.1.4), not from reading the transcript for a QUIT."""
+    server = scripted_smtp_server(happy_script("dot", reply))
+    result = send(server, b"QUIT now, and RSET too\r\n\r\nbody\r\n")
+    assert sent(result)[-2].startswith(b"QUIT now")  # the content, then the real QUIT
+    if reply.startswith(b"554"):
+        assert not result.delivered and cli.exit_status(result) == 1
+        assert result.stage is SmtpStage.CONTENT and result.refusal.code == 554
+    else:
+        assert result.delivered and cli.exit_status(result) == 0
+
+
+def test_a_line_is_in_the_transcript_only_once_it_is_written(scripted_smtp_server):
+    """A server that stops reading after 354: the message cannot all be written, and the
+    transcript does not claim it was."""
+    import time
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"220 x\r\n")
+        peer.expect(b"EHLO")
+        peer.send(b"250 x\r\n")
+        for verb, answer in ((b"MAIL", b"250 ok"), (b"RCPT", b"250 ok"), (b"DATA", b"354 go")):
+            peer.expect(verb)
+            peer.send(answer + b"\r\n")
+        time.sleep(3)  # reads nothing more
+
+    big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 40_000  # 40 MB: beyond buffers
+    result = send(scripted_smtp_server(script), big, timeout=1.0)
+    assert not result.delivered and "sending" in result.error
+    assert result.stage is SmtpStage.CONTENT and cli.exit_status(result) == 2
+    assert sent(result)[-1] == b"DATA\r\n"  # the message never counted as sent
 
 
 def test_dripping_server_is_bounded(scripted_smtp_server):
@@ -724,7 +780,7 @@ def test_dripping_server_is_bounded(scripted_smtp_server):
 
 
 def test_cli_delivers_composed_message(smtp_server, capsys):
-    status = smtp.main(
+    status = cli.main(
         [
             "--server", "127.0.0.1", "--port", str(smtp_server.port),
             "--from", SENDER, "--to", "a@x.test", "--to", "b@x.test",
@@ -745,18 +801,18 @@ def test_cli_delivers_composed_message(smtp_server, capsys):
 
 
 def test_cli_help_returns_0(capsys):
-    assert smtp.main(["--help"]) == 0
+    assert cli.main(["--help"]) == 0
     assert "--starttls" in capsys.readouterr().out
 
 
 def test_cli_json_and_quiet(smtp_server, capsys):
     base = ["--server", "127.0.0.1", "--port", str(smtp_server.port), "--from", SENDER]
-    assert smtp.main([*base, "--to", RCPT, "--json"]) == 0
+    assert cli.main([*base, "--to", RCPT, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["delivered"] is True and doc["exit_status"] == 0
     assert doc["final_reply"]["code"] == 250 and doc["implementation"] == "handrolled"
     assert doc["transcript"][0]["direction"] == "<-"
-    assert smtp.main([*base, "--to", RCPT, "--quiet"]) == 0
+    assert cli.main([*base, "--to", RCPT, "--quiet"]) == 0
     assert capsys.readouterr().out == ""
 
 
@@ -788,7 +844,7 @@ def test_cli_body_file_and_auth(smtp_tls_server, tmp_path, capsys):
     body.write_text("from a file\n")
     password = tmp_path / "password"
     password.write_text(AUTH_PASSWORD + "\n")
-    status = smtp.main(
+    status = cli.main(
         [
             "--server", "127.0.0.1", "--port", str(smtp_tls_server.port), "--from", SENDER,
             "--to", RCPT, "--body-file", str(body), "--starttls",
@@ -819,7 +875,7 @@ def test_cli_body_file_and_auth(smtp_tls_server, tmp_path, capsys):
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys):
-    assert smtp.main(argv) == 2
+    assert cli.main(argv) == 2
     out = capsys.readouterr()
     assert out.out == ""
     assert len(out.err.strip().splitlines()) == 1 and "Traceback" not in out.err
@@ -828,7 +884,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys):
 def test_cli_refused_is_exit_1(scripted_smtp_server, capsys):
     server = scripted_smtp_server(happy_script("MAIL", b"550 5.7.1 go away\r\n"))
     argv = ["--server", "127.0.0.1", "--port", str(server.port), "--from", SENDER, "--to", RCPT]
-    assert smtp.main(argv) == 1
+    assert cli.main(argv) == 1
     assert "550" in capsys.readouterr().err
 
 
@@ -838,7 +894,7 @@ def test_cli_connection_failure_is_exit_2(capsys):
     port = sock.getsockname()[1]
     sock.close()
     argv = ["--server", "127.0.0.1", "--port", str(port), "--from", SENDER, "--to", RCPT]
-    assert smtp.main(argv) == 2
+    assert cli.main(argv) == 2
     out = capsys.readouterr()
     assert "connection failed" in out.err and len(out.err.strip().splitlines()) == 1
     assert out.out == ""
@@ -851,16 +907,10 @@ def test_cli_connection_failure_is_exit_2(capsys):
 def test_send_mail_across_the_lab(lab, lab_smtp_server):
     """The client in its namespace, by name, through six routers, to aiosmtpd on the target."""
     message = b"Subject: lab\r\n\r\n.across the lab\r\n"
-    result = lab.call(
-        "client",
-        "handrolled.smtp:send_mail",
-        lab.target.hostname,
-        25,
-        mail_from=SENDER,
-        recipients=[RCPT],
-        message=message,
-        timeout=10.0,
+    request = MailRequest(
+        lab.target.hostname, 25, mail_from=SENDER, recipients=(RCPT,), message=message, timeout=10.0
     )
+    result = lab.call("client", "handrolled.smtp:send_mail", request)
     assert result.delivered, result.error
     (msg,) = lab_smtp_server.messages
     assert msg.content == message
@@ -875,14 +925,13 @@ def test_seed_across_the_lab(lab, lab_smtp_server):
 
 @pytest.mark.lab
 def test_unknown_name_in_the_lab_fails_fast(lab):
-    result = lab.call(
-        "client",
-        "handrolled.smtp:send_mail",
+    request = MailRequest(
         "nosuchhost.lab.test",
         25,
         mail_from=SENDER,
-        recipients=[RCPT],
+        recipients=(RCPT,),
         message=MESSAGE,
         timeout=5.0,
     )
+    result = lab.call("client", "handrolled.smtp:send_mail", request)
     assert not result.delivered and "resolve" in result.error
