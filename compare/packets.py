@@ -5,12 +5,20 @@ field by field (name, offset, width, as in the RFC diagrams) so that any differe
 as "field X at offset N: A vs B".  A difference is allowed only if a rule below names that field
 for that layer, with its reason; anything else is a mismatch.  These layouts are the harness's
 own reading of the RFCs, independent of both implementations' codecs.
+
+``tcp_segments`` / ``tcp_stream`` rebuild one direction of a captured TCP connection (the SMTP
+dialogue) from the frames, for the byte-for-byte comparison of streams.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compare.capture import Frame
 
 # (name, byte offset, byte width, bit mask or None); masks pick sub-byte fields.
 Field = tuple[str, int, int, int | None]
@@ -278,3 +286,33 @@ def echo_of_reply(received: bytes) -> tuple[int, int] | None:
     if len(body) < 8 or body[0] not in (0, 129):
         return None
     return struct.unpack_from("!HH", body, 4)
+
+
+def tcp_segments(frames: Sequence[Frame], port: int, outgoing: bool) -> list[bytes]:
+    """The TCP payloads one way (client->server if ``outgoing``) of the connection to ``port``,
+    in sequence order, retransmissions dropped."""
+    segments: dict[int, bytes] = {}
+    for frame in frames:
+        if frame.outgoing != outgoing or not frame.ip:
+            continue
+        try:
+            _ip, _head, proto, body = split_ip(frame.ip)
+        except ValueError:
+            continue
+        if proto != "tcp" or len(body) < 20:
+            continue
+        sport, dport, seq = struct.unpack_from("!HHI", body)
+        if (dport if outgoing else sport) != port:
+            continue
+        payload = body[(body[12] >> 4) * 4 :]
+        if payload and seq not in segments:
+            segments[seq] = payload
+    if not segments:
+        return []
+    first = min(segments)
+    return [segments[s] for s in sorted(segments, key=lambda s: (s - first) & 0xFFFFFFFF)]
+
+
+def tcp_stream(frames: Sequence[Frame], port: int, outgoing: bool) -> bytes:
+    """The TCP payload one way of the connection to ``port`` (see tcp_segments)."""
+    return b"".join(tcp_segments(frames, port, outgoing))

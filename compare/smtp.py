@@ -9,15 +9,13 @@ hidden.  The message the server received must be identical for all three.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
-from compare import packets
-from compare.capture import Frame
 from compare.lab import Lab
-from compare.packets import Allowed
+from compare.packets import Allowed, tcp_segments, tcp_stream
 from compare.scenario import Context, Row, SideRun, Sides, both_ran, run_side
 from compare.smtpserver import LabSmtpServer
+from handrolled.requests import MailRequest
 from handrolled.results import Direction, SmtpResult
 
 PORT = 25
@@ -77,36 +75,6 @@ def explicit_scenarios(
     return [SmtpScenario(name, tuple(recipients), True, None, server, port, mail_from)]
 
 
-def tcp_segments(frames: list[Frame], port: int, outgoing: bool) -> list[bytes]:
-    """The TCP payloads one way (client->server if ``outgoing``) of the connection to ``port``,
-    in sequence order, retransmissions dropped."""
-    segments: dict[int, bytes] = {}
-    for frame in frames:
-        if frame.outgoing != outgoing or not frame.ip:
-            continue
-        try:
-            _ip, _head, proto, body = packets.split_ip(frame.ip)
-        except ValueError:
-            continue
-        if proto != "tcp" or len(body) < 20:
-            continue
-        sport, dport, seq = struct.unpack_from("!HHI", body)
-        if (dport if outgoing else sport) != port:
-            continue
-        payload = body[(body[12] >> 4) * 4 :]
-        if payload and seq not in segments:
-            segments[seq] = payload
-    if not segments:
-        return []
-    first = min(segments)
-    return [segments[s] for s in sorted(segments, key=lambda s: (s - first) & 0xFFFFFFFF)]
-
-
-def tcp_stream(frames: list[Frame], port: int, outgoing: bool) -> bytes:
-    """The TCP payload one way of the connection to ``port`` (see tcp_segments)."""
-    return b"".join(tcp_segments(frames, port, outgoing))
-
-
 def mail_group(segments: list[bytes]) -> list[bytes]:
     """The commands in the segment that carries MAIL FROM (the pipelined group, RFC 2920)."""
     for segment in segments:
@@ -137,15 +105,18 @@ def split_commands(stream: bytes) -> list[bytes]:
 
 def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
     lab = ctx.lab if sc.server is None else None
-    kwargs = {
-        "mail_from": sc.mail_from,
-        "recipients": list(sc.recipients),
-        "message": MESSAGE,
-        "helo_name": HELO,
-        "pipelining": sc.pipelining,
-        "timeout": 20.0,
-    }
     host = lab.target.hostname if lab is not None else sc.server
+    # One request, the same object for all three clients (validated once, here).
+    request = MailRequest(
+        host,
+        sc.port,
+        mail_from=sc.mail_from,
+        recipients=sc.recipients,
+        message=MESSAGE,
+        helo_name=HELO,
+        pipelining=sc.pipelining,
+        timeout=20.0,
+    )
     runs: dict[str, SideRun] = {}
     received = {}
     targets = {
@@ -155,10 +126,10 @@ def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row]
     }
     for impl, (target, env) in targets.items():
         if lab is None:
-            runs[impl] = run_side(ctx.site, impl, target, (host, sc.port), kwargs, env)
+            runs[impl] = run_side(ctx.site, impl, target, (request,), {}, env)
             continue
         with LabSmtpServer(lab, "target", sc.port) as server:
-            runs[impl] = run_side(ctx.site, impl, target, (host, sc.port), kwargs, env)
+            runs[impl] = run_side(ctx.site, impl, target, (request,), {}, env)
         received[impl] = server.messages
     rows = [both_ran(sc.name, {k: runs[k] for k in ("handrolled", "reference")})]
     if runs["smtplib"].error:
@@ -237,6 +208,8 @@ def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row]
             r.delivered,
             tuple((o.address, o.accepted, o.reply.code) for o in r.recipients),
             r.final_reply.code if r.final_reply else None,
+            r.stage.value,
+            r.refusal.code if r.refusal else None,
         )
         for impl, r in res.items()
     }
@@ -246,7 +219,7 @@ def run(ctx: Context, sc: SmtpScenario, sides: Sides = SIDES) -> tuple[list[Row]
     rows.append(
         Row(
             sc.name,
-            "delivered and per-recipient outcomes agree"
+            "delivered, per-recipient outcomes, stage and refusal agree"
             + (f" (lab promises {sc.delivered})" if sc.delivered is not None else ""),
             str(outcome["handrolled"][0]),
             f"{outcome['reference'][0]} (smtplib {outcome['smtplib'][0]})",

@@ -2,8 +2,10 @@
 comparison runs inside the lab's target namespace (``LabSmtpServer``).  The tests' fixtures
 (tests/smtpd_fixtures.py) serve their handlers through the same ``SmtpdServer``.
 
-The lab server runs on a listening socket created inside the namespace (a socket keeps its
-namespace), served from a thread of the harness process, and records every message it accepts:
+The lab server runs on listening sockets created inside the namespace (a socket keeps its
+namespace), one on the node's IPv4 and one on its IPv6 address by default (a client that
+resolves the node's name tries IPv6 first, RFC 6724, and is answered there rather than with a
+reset), served from threads of the harness process, and records every message it accepts:
 envelope and content exactly as received after the dot is removed.  A recipient whose local
 part starts with ``refuse`` is refused with 550, so scenarios can exercise partial refusal.
 Its EHLO reply offers PIPELINING (aiosmtpd copes with pipelined commands, but never says so),
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from aiosmtpd.smtp import SMTP
 
 from compare.lab import Lab
+from handrolled.results import Family
 
 REFUSE_PREFIX = "refuse"
 START_TIMEOUT = 10.0  # seconds: starting and stopping the server are bounded
@@ -133,10 +136,13 @@ class SmtpdServer:
 
 
 class LabSmtpServer:
-    """``with LabSmtpServer(lab, "target", 25) as server: ... server.messages``."""
+    """``with LabSmtpServer(lab, "target", 25) as server: ... server.messages``.
+
+    ``family`` 4 or 6: listen on that address of the node only; None: on both.
+    """
 
     def __init__(
-        self, lab: Lab, role: str = "target", port: int = 25, family: int = socket.AF_INET
+        self, lab: Lab, role: str = "target", port: int = 25, family: Family | None = None
     ) -> None:
         self.lab, self.role, self.port, self.family = lab, role, port, family
         self.recorder = _Recorder()
@@ -148,16 +154,19 @@ class LabSmtpServer:
 
     def __enter__(self) -> LabSmtpServer:
         node = self.lab.nodes[self.role]
-        sock = self._stack.enter_context(
-            self.lab.socket(self.role, self.family, socket.SOCK_STREAM)
-        )
+        families: tuple[Family, ...] = (4, 6) if self.family is None else (self.family,)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((node.addr(6 if self.family == socket.AF_INET6 else 4), self.port))
-            sock.listen(16)
-            self._stack.enter_context(
-                SmtpdServer(sock, self.recorder, hostname=node.hostname or "lab")
-            )
+            for family in families:
+                af = socket.AF_INET6 if family == 6 else socket.AF_INET
+                sock = self._stack.enter_context(self.lab.socket(self.role, af, socket.SOCK_STREAM))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == 6:  # this socket for IPv6 only; IPv4 has its own
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((node.addr(family), self.port))
+                sock.listen(16)
+                self._stack.enter_context(
+                    SmtpdServer(sock, self.recorder, hostname=node.hostname or "lab")
+                )
         except BaseException:
             self._stack.close()
             raise

@@ -489,7 +489,8 @@ def scripted_smtp_server() -> Iterator[Callable[[Callable[[ScriptPeer], None]], 
 
 @pytest.fixture
 def lab_smtp_server(lab) -> Iterator[LabSmtpServer]:
-    """The comparison's recording server (PIPELINING offered) on the lab target's IPv4
-    address, port 25: a socket made inside the target namespace, served from this process."""
+    """The comparison's recording server (PIPELINING offered) on the lab target's IPv4 and
+    IPv6 addresses, port 25: sockets made inside the target namespace, served from this
+    process."""
     with LabSmtpServer(lab, "target", 25) as server:
         yield server

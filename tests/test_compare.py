@@ -20,9 +20,10 @@ import pytest
 from compare import lab as lab_mod
 from compare import packets, report, traceroute
 from compare.lab import Lab
+from compare.packets import tcp_stream
 from compare.runner import run_all
 from compare.scenario import Row
-from compare.smtp import split_commands, tcp_stream
+from compare.smtp import split_commands
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 
 ROOT = Path(__file__).resolve().parents[1]
