@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
                 summary, elapsed = result.summary, result.elapsed_ms
             else:
                 summary, elapsed = summarize(printer.collected), 0.0
+    except BrokenPipeError:
+        raise  # the reader left (``| head``): common.run_module ends quietly
     except (WiretwinError, OSError) as exc:
         print(f"ping: {exc}", file=sys.stderr)
         return EXIT_ERROR
