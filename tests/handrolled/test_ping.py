@@ -181,6 +181,27 @@ def test_ctrl_c_prints_statistics_so_far():
     assert RTT.search(out)
 
 
+@pytest.mark.root
+def test_reader_leaving_early_ends_quietly():
+    # `python -m handrolled.ping ... | head -1`: the pipe closes under the printer; no traceback
+    # and no error line (iputils dies of SIGPIPE silently).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handrolled.ping", "-c", "20", "-i", "0.05", "-n", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().startswith("PING 127.0.0.1")
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert err == ""
+    assert proc.returncode == 2
+
+
 # A private namespace whose kernel does not answer pings: a scripted responder does, with a
 # duplicate, a corrupted payload, a bad checksum, a stranger's reply, and ICMP errors.
 SCRIPT_IDENT = 0x3A3A
