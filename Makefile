@@ -13,6 +13,7 @@ setup:
 report: setup
 	@mkdir -p $(REPORTS)
 	@$(PY) -m compare.cli compare all --lab --json $(REPORTS)/report.json --pcap $(REPORTS)/pcap \
+		--html $(REPORTS)/report.html --junit $(REPORTS)/junit.xml \
 		| tee $(REPORTS)/report.txt; exit $${PIPESTATUS[0]}
 
 lint:

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from compare import baseline, report, tolerance
 from compare.lab import (
@@ -106,12 +107,8 @@ def scenario_truth(lab: Lab | None, sc: object) -> dict | None:
     return None
 
 
-def run_all(
-    target: Lab | Context,
-    kind: str,
-    **kwargs,
-) -> list[Row]:
-    """Every scenario of ``kind`` (see run_scenarios); the report's rows."""
+def run_all(target: Lab | Context, kind: str, **kwargs: Any) -> list[Row]:
+    """Every scenario of ``kind`` (run_scenarios' keywords); the report's rows."""
     return [r for sr in run_scenarios(target, kind, **kwargs) for r in sr.rows]
 
 
