@@ -203,6 +203,7 @@ commands:
   smtp        send one message, swaks-style   (--impl handrolled|reference|smtplib)
   lab         up | down | status | exec | selftest: the network-namespace lab
   compare     ping | traceroute | smtp | all: hand-rolled vs reference, the CI gate
+  anatomy     a packet bit by bit, hand-rolled vs scapy (terminal, --markdown, --json, --html)
 """
 
 
@@ -221,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             return lab_main(rest)
         if command == "compare":
             return compare_main(rest)
+        if command == "anatomy":
+            from compare.anatomy.cli import main as anatomy_main
+
+            return anatomy_main(rest)
     except WiretwinError as exc:
         print(f"wiretwin {command}: {exc}", file=sys.stderr)
         return EXIT_ERROR
