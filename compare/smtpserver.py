@@ -84,6 +84,7 @@ class SmtpdServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.connections = 0  # connections accepted (asyncio calls the factory once for each)
 
     @property
     def messages(self) -> list:
@@ -111,6 +112,7 @@ class SmtpdServer:
         try:
 
             def factory() -> SMTP:
+                self.connections += 1
                 return SMTP(self.handler, loop=loop, **self.smtp_kwargs)
 
             server = loop.run_until_complete(

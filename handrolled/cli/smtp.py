@@ -247,7 +247,7 @@ def request_from_args(args: argparse.Namespace) -> MailRequest:
     """The MailRequest the parsed options describe (it validates itself)."""
     envelope = MailRequest(  # the envelope first: a bad address is named before the message
         args.server,
-        args.port or (465 if args.tls else 25),
+        args.port if args.port is not None else (465 if args.tls else 25),
         mail_from=args.mail_from,
         recipients=tuple(args.recipients),
         message=b"",
