@@ -76,7 +76,9 @@ def run_client(command: str, argv: list[str]) -> int:
         ref_module, ref_name = alternatives[impl]
         runner = getattr(importlib.import_module(ref_module), ref_name)
     module = importlib.import_module(module_name)
-    return module.main(rest, runner=runner)
+    from handrolled.cli.common import run_module  # a reader that leaves early: no traceback
+
+    return run_module(lambda args: module.main(args, runner=runner), rest)
 
 
 # ---- lab -------------------------------------------------------------------------------------
