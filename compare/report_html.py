@@ -30,6 +30,10 @@ SVG_PARAMS = {"svg.fonttype": "none", "svg.hashsalt": "wiretwin"}  # text as tex
 
 
 # ---- packets side by side ----------------------------------------------------------------------
+def _printable(chunk: bytes) -> str:
+    return "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+
+
 def hex_rows(left: bytes, right: bytes, allowed: set[int] = frozenset()) -> list[dict]:
     """Rows of 16 bytes per side, each byte with its class: "" (same), "allowed", "diff"."""
     rows = []
@@ -45,7 +49,15 @@ def hex_rows(left: bytes, right: bytes, allowed: set[int] = frozenset()) -> list
                 cls = "" if same else ("allowed" if i in allowed else "diff")
                 cells.append({"hex": f"{data[i]:02x}", "cls": cls})
             sides.append(cells)
-        rows.append({"offset": f"{start:04x}", "left": sides[0], "right": sides[1]})
+        rows.append(
+            {
+                "offset": f"{start:04x}",
+                "left": sides[0],
+                "right": sides[1],
+                "left_text": _printable(left[start : start + report.HEX_WIDTH]),
+                "right_text": _printable(right[start : start + report.HEX_WIDTH]),
+            }
+        )
     return rows
 
 

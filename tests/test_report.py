@@ -213,12 +213,14 @@ def test_cli_on_loopback_with_github_env_and_a_baseline(tmp_path):
     set, the job summary is appended and each failing check is one ::error line."""
     first, summary = tmp_path / "first.json", tmp_path / "summary.md"
     env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_ACTIONS": "true"}
-    argv = [sys.executable, "-m", "compare.cli", "compare", "ping", "--quick", "--no-progress",
+    argv = [sys.executable, "-m", "compare.cli", "compare", "ping", "--quick",
             "--host", "127.0.0.1"]  # fmt: skip
-    proc = subprocess.run([*argv, "--json", str(first)], capture_output=True, text=True,
+    proc = subprocess.run([*argv, "-v", "--json", str(first)], capture_output=True, text=True,
                           timeout=120, env=env, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "::error" not in proc.stdout
+    assert "every probe seen on the wire" in proc.stdout  # -v: the full table
+    assert "[1/1]" not in proc.stderr  # stderr is no terminal here: no progress
     md = summary.read_text()
     assert "| ping -4 127.0.0.1" in md and "0 failed" in md
 
