@@ -265,13 +265,12 @@ def _server_view_row(sc: SmtpScenario, received: dict) -> Row:
     expected_count = 1 if sc.delivered else 0
     ok = views["handrolled"] == views["reference"] and len(views["handrolled"]) == expected_count
     details = [] if ok else [f"{impl}: {v!r}"[:300] for impl, v in views.items()]
+    allowed = []
     if witness_view != views["handrolled"]:
         ok = False
         details.append(f"smtplib: {views['smtplib']!r}"[:300])
     elif views["smtplib"] != views["handrolled"]:
         allowed = [WITNESS_ALLOWED["bare_lf"]]
-    else:
-        allowed = []
     return Row(
         sc.name,
         "message the server received identical",

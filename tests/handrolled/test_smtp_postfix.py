@@ -17,6 +17,8 @@ import pytest
 from smtpd_fixtures import skip_or_fail
 
 from handrolled import smtp
+from handrolled.cli import smtp as cli
+from handrolled.requests import MailRequest
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
 
@@ -71,15 +73,16 @@ def delivered_file(token: str, wait: float = 30.0) -> bytes:
 
 
 def send(token: str, body: bytes, recipients=None, **kwargs):
-    return smtp.send_mail(
+    request = MailRequest(
         "127.0.0.1",
         PORT,
         mail_from=kwargs.pop("mail_from", SENDER),
-        recipients=recipients or [f"alice@{DOMAIN}"],
+        recipients=tuple(recipients or [f"alice@{DOMAIN}"]),
         message=message(token, body),
         timeout=10.0,
         **kwargs,
     )
+    return smtp.send_mail(request)
 
 
 BODY = (
@@ -146,12 +149,12 @@ def test_postfix_all_refused_is_exit_1():
     token = uuid.uuid4().hex
     result = send(token, b"nobody\r\n", recipients=["someone@example.com"])
     assert not result.delivered and "every recipient was refused" in result.error
-    assert smtp.exit_status(result) == 1
+    assert cli.exit_status(result) == 1
 
 
 def test_postfix_cli(capsys):
     token = uuid.uuid4().hex
-    status = smtp.main(
+    status = cli.main(
         [
             "--server", "127.0.0.1", "--port", str(PORT), "--from", SENDER,
             "--to", f"carol@{DOMAIN}", "--subject", f"cli {token}", "--body", "from the CLI",
