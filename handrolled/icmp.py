@@ -1,7 +1,13 @@
 """ICMP (RFC 792) and ICMPv6 (RFC 4443) codec.  Pure: no socket, time or random imports.
 
 Messages are bytes starting at the ICMP type octet (no IP header: for a raw IPv4 socket,
-strip it first with ``handrolled.ipv4.decode_ipv4``).
+strip it first with ``handrolled.ip.decode_ipv4``).
+
+Speed (issue 17) comes from a few choices, each commented where it is made: structs compiled
+once; the RFC 1071 sum as ``int.from_bytes`` modulo 0xFFFF (``handrolled.checksum``), added
+to the header's words by arithmetic instead of summing a concatenated copy; type tests against
+plain ints instead of enum members; one ``bytes()`` conversion per call; parsed addresses
+cached.  Messages stay frozen, slotted dataclasses (``benchmarks/bench_codec.py`` measures).
 
 API
 ---
@@ -37,11 +43,18 @@ API
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
 
-from handrolled.checksum import internet_checksum, pseudo_header, pseudo_header_checksum
+from handrolled.checksum import (
+    checksum_verifies,
+    internet_checksum,
+    ones_complement_sum,
+    pseudo_header,
+    pseudo_header_checksum,
+)
 from handrolled.errors import MalformedPacket, UsageError
 from handrolled.ip import IpProto, IPv4Header, IPv6Header, decode_ipv4, decode_ipv6
 
@@ -72,6 +85,7 @@ __all__ = [
 ]
 
 ICMP_HEADER_LENGTH = 8  # type, code, checksum, 32 bits of ident/seq or unused/info
+# Precompiled structs: the format string is parsed once here, not on every pack/unpack.
 _HEADER = struct.Struct("!BBHHH")  # type, code, checksum, ident, seq (RFC 792 "Echo")
 _ERROR_HEADER = struct.Struct("!BBHI")  # type, code, checksum, info
 
@@ -146,13 +160,27 @@ class TimeExceededCode(enum.IntEnum):
     REASSEMBLY = 1
 
 
+# Plain ints for the type tests on the decode path: comparing with an IntEnum member costs an
+# attribute lookup on the enum class each time; a frozenset of ints is one hash probe.
+_ECHO4 = frozenset({IcmpType.ECHO_REQUEST.value, IcmpType.ECHO_REPLY.value})
+_ECHO6 = frozenset({Icmp6Type.ECHO_REQUEST.value, Icmp6Type.ECHO_REPLY.value})
+_ECHO_REQUEST4 = IcmpType.ECHO_REQUEST.value
+_ECHO_REQUEST6 = Icmp6Type.ECHO_REQUEST.value
+_ECHO_REPLY4 = IcmpType.ECHO_REPLY.value
+_ECHO_REPLY6 = Icmp6Type.ECHO_REPLY.value
+_FILL = bytes(range(256))
+
+
 def default_payload(size: int) -> bytes:
     """The fixed default payload: byte i is ``i & 0xFF`` (iputils' fill, no timestamp)."""
     if size < 0:
         raise UsageError(f"payload size {size} is negative")
-    return bytes(i & 0xFF for i in range(size))
+    return (_FILL * (size // 256 + 1))[:size]  # whole copies of 0..255, cut (no per-byte loop)
 
 
+# Cached: ipaddress parses an address in a few microseconds, and a run checksums against the
+# same pair again and again; a raise is never cached, so bad input always gets its UsageError.
+@functools.lru_cache(maxsize=256)
 def _require_v6(src: str, dst: str) -> None:
     try:
         ipaddress.IPv6Address(src)
@@ -185,11 +213,41 @@ def icmp_checksum(
     return _icmp6_checksum(zeroed, src, dst)
 
 
-def _finish(message: bytes, v6: bool, src: str | None, dst: str | None) -> bytes:
-    if v6 and (src is None or dst is None):
-        return message  # checksum 0: the kernel computes ICMPv6 checksums (RFC 3542 §3.1)
-    csum = icmp_checksum(message, v6=v6, src=src, dst=dst)
-    return message[:2] + struct.pack("!H", csum) + message[4:]
+def _checksum_field(words: int, body: bytes, v6: bool, src: str | None, dst: str | None) -> int:
+    """The checksum field for a message whose header words sum to ``words`` (checksum zero).
+
+    The header's words are added as numbers and ``body`` is summed where it lies, instead of
+    summing a concatenated copy (the body starts at octet 8, so its words stay aligned).
+    """
+    total = ones_complement_sum(body, words)
+    if not v6:
+        return ~total & 0xFFFF  # RFC 792: over the ICMP message only
+    if src is None or dst is None:
+        return 0  # the kernel computes ICMPv6 checksums (RFC 3542 §3.1)
+    # RFC 4443 §2.3: the pseudo-header's words join the sum
+    pseudo = icmp6_pseudo_header(src, dst, ICMP_HEADER_LENGTH + len(body))
+    return ~ones_complement_sum(pseudo, total) & 0xFFFF
+
+
+def _echo(
+    icmp_type: int,
+    code: int,
+    ident: int,
+    seq: int,
+    payload: bytes,
+    v6: bool,
+    src: str | None,
+    dst: str | None,
+) -> bytes:
+    """The echo encoder the public names share (one call less on the way to the bytes)."""
+    if type(payload) is not bytes:  # bytearray, memoryview: one copy; bytes pass through
+        payload = bytes(payload)
+    try:
+        csum = _checksum_field((icmp_type << 8 | code) + ident + seq, payload, v6, src, dst)
+        # No range checks in Python: pack checks every field once, in C.
+        return _HEADER.pack(icmp_type, code, csum, ident, seq) + payload
+    except (struct.error, TypeError) as exc:  # TypeError: a field that is not a number
+        raise UsageError(f"bad echo field (type, code: 0-255; ident, seq: 0-65535): {exc}") from exc
 
 
 def encode_echo(
@@ -204,11 +262,7 @@ def encode_echo(
     dst: str | None = None,
 ) -> bytes:
     """An echo message of ``icmp_type`` (RFC 792 "Echo or Echo Reply", RFC 4443 §4)."""
-    try:
-        header = _HEADER.pack(icmp_type, code, 0, ident, seq)
-    except struct.error as exc:
-        raise UsageError(f"bad echo field (type, code: 0-255; ident, seq: 0-65535): {exc}") from exc
-    return _finish(header + bytes(payload), v6, src, dst)
+    return _echo(icmp_type, code, ident, seq, payload, v6, src, dst)
 
 
 def encode_echo_request(
@@ -221,8 +275,8 @@ def encode_echo_request(
     dst: str | None = None,
 ) -> bytes:
     """ICMP echo request (type 8) or ICMPv6 echo request (type 128)."""
-    icmp_type = Icmp6Type.ECHO_REQUEST if v6 else IcmpType.ECHO_REQUEST
-    return encode_echo(icmp_type, ident, seq, payload, v6=v6, src=src, dst=dst)
+    icmp_type = _ECHO_REQUEST6 if v6 else _ECHO_REQUEST4
+    return _echo(icmp_type, 0, ident, seq, payload, v6, src, dst)
 
 
 def encode_echo_reply(
@@ -235,8 +289,8 @@ def encode_echo_reply(
     dst: str | None = None,
 ) -> bytes:
     """ICMP echo reply (type 0) or ICMPv6 echo reply (type 129)."""
-    icmp_type = Icmp6Type.ECHO_REPLY if v6 else IcmpType.ECHO_REPLY
-    return encode_echo(icmp_type, ident, seq, payload, v6=v6, src=src, dst=dst)
+    icmp_type = _ECHO_REPLY6 if v6 else _ECHO_REPLY4
+    return _echo(icmp_type, 0, ident, seq, payload, v6, src, dst)
 
 
 def encode_icmp_error(
@@ -250,13 +304,20 @@ def encode_icmp_error(
     dst: str | None = None,
 ) -> bytes:
     """An error message (time exceeded, unreachable...) quoting the datagram ``quoted``."""
+    quoted = bytes(quoted)
     try:
-        header = _ERROR_HEADER.pack(icmp_type, code, 0, info)
-    except struct.error as exc:
+        words = (icmp_type << 8 | code) + (info >> 16) + (info & 0xFFFF)
+        csum = _checksum_field(words, quoted, v6, src, dst)
+        return _ERROR_HEADER.pack(icmp_type, code, csum, info) + quoted
+    except (struct.error, TypeError) as exc:
         raise UsageError(f"bad ICMP error field: {exc}") from exc
-    return _finish(header + bytes(quoted), v6, src, dst)
 
 
+# The decoded messages are frozen, slotted dataclasses.  __slots__ makes them smaller and their
+# fields quicker to read; frozen costs about 0.15 us a field when building one (each field
+# goes through object.__setattr__), which a NamedTuple would avoid, but a NamedTuple equals
+# any tuple of the same values and cannot be given to dataclasses.replace: the decoder is
+# fast enough (see benchmarks/bench_codec.py) with the stricter type.
 @dataclass(frozen=True, slots=True)
 class EchoMessage:
     icmp_type: int
@@ -270,7 +331,7 @@ class EchoMessage:
 
     @property
     def is_reply(self) -> bool:
-        return self.icmp_type == (Icmp6Type.ECHO_REPLY if self.v6 else IcmpType.ECHO_REPLY)
+        return self.icmp_type == (_ECHO_REPLY6 if self.v6 else _ECHO_REPLY4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,16 +449,11 @@ def _quoted(body: bytes, info: int, v6: bool) -> QuotedDatagram:
 
 
 def _decode(data: bytes, v6: bool, checksum_ok: bool | None) -> IcmpMessage:
-    data = bytes(data)
+    """Build the message from ``data`` (bytes: the callers converted it)."""
     if len(data) < ICMP_HEADER_LENGTH:
         raise MalformedPacket(f"ICMP message needs {ICMP_HEADER_LENGTH} bytes, got {len(data)}")
     icmp_type, code, csum, ident, seq = _HEADER.unpack_from(data)
-    echo_types = (
-        (Icmp6Type.ECHO_REQUEST, Icmp6Type.ECHO_REPLY)
-        if v6
-        else (IcmpType.ECHO_REQUEST, IcmpType.ECHO_REPLY)
-    )
-    if icmp_type in echo_types:
+    if icmp_type in (_ECHO6 if v6 else _ECHO4):  # the common case first, positional fields
         return EchoMessage(icmp_type, code, csum, ident, seq, data[8:], v6, checksum_ok)
     error_cls = (_ERRORS6 if v6 else _ERRORS4).get(icmp_type)
     info = ident << 16 | seq
@@ -408,14 +464,18 @@ def _decode(data: bytes, v6: bool, checksum_ok: bool | None) -> IcmpMessage:
 
 def decode_icmp(data: bytes) -> IcmpMessage:
     """Decode an ICMPv4 message (no IP header in front); raise ``MalformedPacket`` if malformed."""
-    data = bytes(data)
-    return _decode(data, False, len(data) >= 4 and internet_checksum(data) == 0)
+    if type(data) is not bytes:  # bytearray, memoryview: one copy; bytes pass through
+        data = bytes(data)
+    return _decode(data, False, checksum_verifies(data))  # RFC 792: over the message alone
 
 
 def decode_icmp6(data: bytes, *, src: str | None = None, dst: str | None = None) -> IcmpMessage:
     """Decode an ICMPv6 message; its checksum is checked only when ``src`` and ``dst`` are given."""
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     checksum_ok: bool | None = None
     if src is not None and dst is not None and len(data) >= 4:
-        checksum_ok = _icmp6_checksum(data, src, dst) == 0
+        # RFC 4443 §2.3: the pseudo-header's sum, then the message's
+        pseudo = ones_complement_sum(icmp6_pseudo_header(src, dst, len(data)))
+        checksum_ok = checksum_verifies(data, pseudo)
     return _decode(data, True, checksum_ok)

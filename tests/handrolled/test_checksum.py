@@ -7,9 +7,11 @@ import struct
 
 from hypothesis import given
 from hypothesis import strategies as st
+from scapy.utils import checksum as scapy_checksum
 
 from handrolled.checksum import (
     checksum,
+    checksum_verifies,
     internet_checksum,
     ones_complement_sum,
     pseudo_header,
@@ -65,3 +67,39 @@ def test_pseudo_header_checksum_is_rfc1071_over_header_then_data(ends, data):
     header = pseudo_header(src, dst, 17, len(data))
     assert len(header) == (12 if "." in src else 40)
     assert pseudo_header_checksum(src, dst, 17, data) == internet_checksum(header + data)
+
+
+def test_sum_keeps_negative_zero_apart_from_zero():
+    # RFC 1071 §1-2: end-around carry never folds a non-zero sum to 0x0000, only to 0xFFFF
+    assert ones_complement_sum(b"\0\0\0\0") == 0x0000
+    assert ones_complement_sum(b"\xff\xff\xff\xff") == 0xFFFF  # 0x1fffe folds to 0xffff
+    assert ones_complement_sum(b"\x00\x01\xff\xfe") == 0xFFFF
+    assert ones_complement_sum(b"\x80\x00\x80\x00") == 0x0001  # 0x10000 folds to 1
+    assert ones_complement_sum(b"\x12", initial=0x0034) == 0x1234  # odd byte padded, chained
+
+
+@given(st.binary(max_size=1500))
+def test_agrees_with_scapy(data):
+    # scapy.utils.checksum: an independent RFC 1071 implementation (array of words, fold)
+    assert internet_checksum(data) == scapy_checksum(data)
+
+
+@given(st.binary(min_size=2, max_size=600), st.data())
+def test_verifies_scapys_checksum_and_catches_any_flipped_bit(body, draw):
+    data = b"\0\0" + body
+    sealed = struct.pack("!H", scapy_checksum(data)) + body
+    assert checksum_verifies(sealed)
+    # one flipped bit moves the sum by 2**k, never a multiple of 0xFFFF: always detected
+    bit = draw.draw(st.integers(0, len(sealed) * 8 - 1))
+    flipped = bytearray(sealed)
+    flipped[bit // 8] ^= 0x80 >> (bit % 8)
+    assert not checksum_verifies(bytes(flipped))
+
+
+@given(st.sampled_from([("192.0.2.1", "198.51.100.7"), ("2001:db8::1", "fe80::2")]), st.binary())
+def test_verifies_with_a_chained_pseudo_header(ends, data):
+    src, dst = ends
+    header = pseudo_header(src, dst, 6, len(data) + 2)
+    sealed = struct.pack("!H", scapy_checksum(header + b"\0\0" + data)) + data
+    assert checksum_verifies(sealed, ones_complement_sum(header))
+    assert checksum_verifies(header + sealed)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scapy.compat import raw
+from scapy.layers.inet import ICMP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 
 from handrolled.errors import MalformedPacket, UsageError
 from handrolled.icmp import (
@@ -241,3 +245,62 @@ def test_echo_round_trip(ident, seq, payload, v6):
     msg = decode_icmp6(raw, src=H1, dst=H2) if v6 else decode_icmp(raw)
     assert isinstance(msg, EchoMessage) and not msg.is_reply
     assert (msg.ident, msg.seq, msg.payload, msg.checksum_ok) == (ident, seq, payload, True)
+
+
+# scapy as the independent builder and checksum for the encoder and the decoder's check
+idents = st.integers(0, 0xFFFF)
+payloads = st.binary(max_size=300)
+
+
+@given(idents, idents, payloads)
+def test_echo4_matches_scapy(ident, seq, payload):
+    for ours, icmp_type in ((encode_echo_request, 8), (encode_echo_reply, 0)):
+        assert ours(ident, seq, payload) == raw(ICMP(type=icmp_type, id=ident, seq=seq) / payload)
+
+
+@given(idents, idents, payloads)
+def test_echo6_matches_scapy(ident, seq, payload):
+    theirs = raw(IPv6(src=H1, dst=H2) / ICMPv6EchoRequest(id=ident, seq=seq, data=payload))[40:]
+    assert encode_echo_request(ident, seq, payload, v6=True, src=H1, dst=H2) == theirs
+
+
+@given(st.sampled_from([3, 11, 12]), st.integers(0, 15), st.binary(min_size=28, max_size=120))
+def test_icmp_error4_matches_scapy(icmp_type, code, quoted):
+    assert encode_icmp_error(icmp_type, code, quoted) == raw(
+        ICMP(type=icmp_type, code=code) / quoted
+    )
+
+
+@given(idents, idents, payloads, st.booleans())
+def test_decode_checks_scapys_checksum(ident, seq, payload, corrupt):
+    reply = raw(ICMP(type=0, id=ident, seq=seq) / payload)
+    if corrupt:  # a wrong checksum field: any value but the right one
+        reply = reply[:2] + bytes([reply[2] ^ 0x01]) + reply[3:]
+    msg = decode_icmp(reply)
+    assert isinstance(msg, EchoMessage) and msg.is_reply
+    assert (msg.ident, msg.seq, msg.payload) == (ident, seq, payload)
+    assert msg.checksum_ok is not corrupt
+
+
+@given(idents, idents, payloads, st.booleans())
+def test_decode6_checks_scapys_checksum(ident, seq, payload, corrupt):
+    reply = raw(IPv6(src=H2, dst=H1) / ICMPv6EchoReply(id=ident, seq=seq, data=payload))[40:]
+    if corrupt:
+        reply = reply[:3] + bytes([reply[3] ^ 0x80]) + reply[4:]
+    msg = decode_icmp6(reply, src=H2, dst=H1)
+    assert isinstance(msg, EchoMessage) and msg.is_reply and msg.v6
+    assert (msg.ident, msg.seq, msg.payload) == (ident, seq, payload)
+    assert msg.checksum_ok is not corrupt
+
+
+def test_decode_accepts_bytearray_and_memoryview():
+    for view in (bytearray(ECHO4_REPLY), memoryview(ECHO4_REPLY)):
+        assert decode_icmp(view) == decode_icmp(ECHO4_REPLY)
+    assert encode_echo_request(0x1234, 1, bytearray(P56)) == ECHO4_REQUEST
+
+
+def test_decoded_messages_are_immutable():
+    msg = decode_icmp(ECHO4_REPLY)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        msg.seq = 2  # type: ignore[misc]
+    assert not hasattr(msg, "__dict__")  # slotted

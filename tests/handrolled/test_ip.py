@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scapy.compat import raw
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6
+from scapy.utils import checksum as scapy_checksum
 
 from handrolled.errors import MalformedPacket
 from handrolled.ip import (
@@ -189,3 +195,52 @@ def test_ipv4_round_trip(header, payload):
         header.identification,
     )
     assert encode_ipv4(decoded, got) == raw
+
+
+@given(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=4).map(str),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 7),
+    st.integers(0, 0x1FFF),
+    st.binary(max_size=40),
+)
+def test_ipv4_matches_scapy(src, dst, ttl, tos, ident, flags, frag, payload):
+    # scapy builds the same header and computes its own checksum
+    header = IPv4Header(
+        src=src, dst=dst, ttl=ttl, tos=tos, identification=ident, flags=flags, fragment_offset=frag
+    )
+    ours = encode_ipv4(header, payload)
+    theirs = IP(src=src, dst=dst, ttl=ttl, tos=tos, id=ident, flags=flags, frag=frag, proto=1)
+    assert ours == raw(theirs / payload)
+    decoded, _ = decode_ipv4(ours)
+    dissected = IP(ours)
+    assert (decoded.src, decoded.dst, decoded.checksum) == (
+        dissected.src,
+        dissected.dst,
+        dissected.chksum,
+    )
+
+
+@given(st.binary(min_size=1, max_size=40).map(lambda b: b + b"\0" * (-len(b) % 4)))
+def test_ipv4_checksum_with_options_matches_scapy(options):
+    # RFC 791 §3.1: the checksum covers the options too; scapy.utils.checksum as the witness
+    ours = encode_ipv4(IPv4Header(src="198.51.100.1", dst="203.0.113.10", options=options))
+    zeroed = ours[:10] + b"\0\0" + ours[12:]
+    assert struct.unpack_from("!H", ours, 10)[0] == scapy_checksum(zeroed)
+
+
+# RFC 5952 text, except IPv4-mapped addresses: §5 recommends ::ffff:192.0.2.1, which scapy
+# (inet_ntop) writes and Python 3.11's ipaddress does not.
+v6_unmapped = st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None).map(str)
+
+
+@given(v6_unmapped, v6_unmapped)
+def test_ipv6_address_text_matches_scapy(src6, dst6):
+    wire = raw(IPv6(src=src6, dst=dst6, nh=59))
+    header, _ = decode_ipv6(wire)
+    theirs = IPv6(wire)
+    assert (header.src, header.dst) == (theirs.src, theirs.dst)
+    assert encode_ipv6(IPv6Header(src=src6, dst=dst6, next_header=59)) == wire
