@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from compare import report, wire
+from compare.packets import tcp_stream
 from compare.report import ScenarioRun
 from handrolled.results import PingResult, SmtpResult, TraceResult
 
@@ -76,8 +77,6 @@ def packet_views(sr: ScenarioRun) -> list[dict]:
         return []
     hr, ref = runs["handrolled"].result, runs["reference"].result
     if isinstance(hr, SmtpResult) and isinstance(ref, SmtpResult):
-        from compare.smtp import tcp_stream
-
         left = tcp_stream(runs["handrolled"].frames, hr.port, True)[:STREAM_BYTES]
         right = tcp_stream(runs["reference"].frames, ref.port, True)[:STREAM_BYTES]
         return [

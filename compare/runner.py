@@ -78,7 +78,8 @@ def scenario_truth(lab: Lab | None, sc: object) -> dict | None:
     answering node (its RTT and the window a minimum RTT must fall in), a trace's hops."""
     if lab is None:
         return None
-    family = getattr(sc, "family", 4)
+    request = getattr(sc, "request", None)  # a scenario's family, or its request's
+    family = getattr(sc, "family", None) or getattr(request, "family", None) or 4
     answerer = getattr(sc, "answerer", None)
     expect = getattr(sc, "expect", None)
     to = getattr(sc, "to", None)

@@ -73,26 +73,39 @@ def _order(pair: tuple[Probe, WireProbe]) -> tuple[int, int]:
     return pair[0].ttl, pair[0].seq
 
 
+def match(
+    probes: Sequence[Probe], wire: dict[packets.ProbeKey, WireProbe]
+) -> tuple[dict[packets.ProbeKey, tuple[Probe, WireProbe]], list[packets.ProbeKey], int]:
+    """Each probe (duplicates aside) with its wire datagram: (found by key, keys missing from
+    the wire, probes looked for)."""
+    found, missing = {}, []
+    unique = [p for p in probes if p.outcome is not Outcome.DUPLICATE]
+    for probe in unique:
+        key = probe_key_of(probe)
+        hit = wire.get(key)
+        if hit is None:
+            missing.append(key)
+        else:
+            found[key] = (probe, hit)
+    return found, missing, len(unique)
+
+
+def _pairs(
+    found: dict[str, dict[packets.ProbeKey, tuple[Probe, WireProbe]]],
+) -> list[tuple[tuple[Probe, WireProbe], tuple[Probe, WireProbe]]]:
+    # The two sides' packets, pairwise by position (same inputs -> same sequence of probes).
+    left = sorted(found["handrolled"].values(), key=_order)
+    right = sorted(found["reference"].values(), key=_order)
+    return list(zip(left, right, strict=False))
+
+
 def packet_pairs(
     sides: dict[str, Sequence[Probe]], frames: dict[str, Sequence[Frame]]
 ) -> list[tuple[Probe, WireProbe, WireProbe]]:
     """The two sides' probes as they left, paired by position (TTL, then sequence): the
     handrolled probe, its wire datagram, and the reference's wire datagram at that position."""
-    found = {}
-    for impl, probes in sides.items():
-        index = index_wire(frames[impl])
-        hits = []
-        for probe in probes:
-            hit = index.get(probe_key_of(probe)) if probe.outcome is not Outcome.DUPLICATE else None
-            if hit is not None:
-                hits.append((probe, hit))
-        found[impl] = sorted(hits, key=_order)
-    return [
-        (probe_l, wire_l, wire_r)
-        for (probe_l, wire_l), (_, wire_r) in zip(
-            found["handrolled"], found["reference"], strict=False
-        )
-    ]
+    found = {impl: match(probes, index_wire(frames[impl]))[0] for impl, probes in sides.items()}
+    return [(probe_l, wire_l, wire_r) for (probe_l, wire_l), (_, wire_r) in _pairs(found)]
 
 
 def wire_rows(
@@ -100,21 +113,11 @@ def wire_rows(
 ) -> list[Row]:
     """Rows: probes found on the wire, sent == wire, packet diffs, RTT vs wire."""
     rows: list[Row] = []
-    wires = {impl: index_wire(frames[impl]) for impl in sides}
     found: dict[str, dict[packets.ProbeKey, tuple[Probe, WireProbe]]] = {}
     cells, details, ok = {}, [], True
     for impl, probes in sides.items():
-        found[impl] = {}
-        unique = [p for p in probes if p.outcome is not Outcome.DUPLICATE]
-        missing = []
-        for probe in unique:
-            key = probe_key_of(probe)
-            hit = wires[impl].get(key)
-            if hit is None:
-                missing.append(key)
-            else:
-                found[impl][key] = (probe, hit)
-        cells[impl] = f"{len(found[impl])}/{len(unique)} on the wire"
+        found[impl], missing, looked_for = match(probes, index_wire(frames[impl]))
+        cells[impl] = f"{len(found[impl])}/{looked_for} on the wire"
         if missing:
             ok = False
             details.append(f"{impl}: probes not seen on the wire: {missing[:5]}")
@@ -165,9 +168,7 @@ def wire_rows(
         )
     )
 
-    # The two sides' packets, pairwise by position (same inputs -> same sequence of probes).
-    left = sorted(found["handrolled"].values(), key=_order)
-    right = sorted(found["reference"].values(), key=_order)
+    left, right = list(found["handrolled"].values()), list(found["reference"].values())
     ip_details: list[str] = []
     transport_details: list[str] = []
     ip_diffs: list[Difference] = []
@@ -176,7 +177,7 @@ def wire_rows(
     ip_ok = transport_ok = len(left) == len(right)
     if len(left) != len(right):
         ip_details.append(f"handrolled sent {len(left)} probes, reference {len(right)}")
-    for (probe_l, wire_l), (_probe_r, wire_r) in zip(left, right, strict=False):
+    for (probe_l, wire_l), (_probe_r, wire_r) in _pairs(found):
         for diff in packets.diff_datagrams(wire_l.request, wire_r.request):
             label = f"probe seq {probe_l.seq} ttl {probe_l.ttl}: {diff.describe()}"
             is_ip = diff.layer in IP_LAYERS
