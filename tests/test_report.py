@@ -160,6 +160,16 @@ def test_failing_check_shows_field_offset_values_and_hex_diff():
     ident = lines[hr].index("0000") + 6 + 3 * 4  # identification (offset 4): allowed
     assert marks[ident : ident + 5] == "~~ ~~"
     assert lines[-1] == f"{len(sr.rows) - 1} passed, 1 failed"
+    # the JSON carries the same structured difference, packets included
+    data = json.loads(json.dumps(report.to_json(sr.rows, {}, [sr])))
+    (row,) = [r for r in data["rows"] if r["verdict"] == "FAIL"]
+    first = row["differences"][0]
+    assert (first["field"], first["offset"], first["values"]) == (
+        "ipv4.ttl",
+        8,
+        ["64 (0x40)", "63 (0x3f)"],
+    )
+    assert bytes.fromhex(first["packets"][1])[8] == 63
 
 
 def test_hex_diff_of_unequal_lengths():
