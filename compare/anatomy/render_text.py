@@ -10,7 +10,7 @@ from compare.anatomy.model import Anatomy, ChecksumWork, Field, Layer, Value
 
 WIDTH = 100
 # off, bytes/bits, field, hand-rolled, scapy, agreement, meaning (RFC): sum + 3 * 7 + 1 <= 100
-_COLS = [5, 13, 15, 13, 12, 2, 18]
+_COLS = [5, 13, 15, 13, 12, 2, 15]
 HEADERS = ["off", "bytes/bits", "field / RFC", "hand-rolled", "scapy", "=", "meaning"]
 
 
