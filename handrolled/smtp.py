@@ -21,6 +21,7 @@ API
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 import socket
 import ssl
@@ -132,10 +133,16 @@ class SmtpSession:
     def send(self, *events: proto.Event) -> None:
         """Send events as one write (a pipelined group when there are several).
 
-        Every event is encoded before a byte goes out; a line enters the transcript only once
-        all of it has been handed to the kernel.
+        Every event is encoded before a byte goes out, and a group that cannot be encoded
+        whole leaves the connection as it was; a line enters the transcript only once all of
+        it has been handed to the kernel.
         """
-        pieces = [(event, self.conn.send(event)) for event in events]
+        before = copy.deepcopy(self.conn)
+        try:
+            pieces = [(event, self.conn.send(event)) for event in events]
+        except LocalProtocolError:
+            self.conn = before  # nothing of the group was sent
+            raise
         wire = memoryview(b"".join(data for _, data in pieces))
         written = 0
         deadline = self.monotonic() + self.timeout

@@ -28,7 +28,7 @@ from smtpd_fixtures import (
 
 from handrolled import smtp
 from handrolled.cli import smtp as cli
-from handrolled.errors import UsageError
+from handrolled.errors import LocalProtocolError, UsageError
 from handrolled.requests import MailRequest
 from handrolled.results import Direction, Implementation, SmtpStage
 
@@ -342,6 +342,26 @@ def test_rset_and_a_second_transaction(smtp_plain_server):
         session.close()
     (msg,) = smtp_plain_server.messages
     assert (msg.mail_from, msg.rcpt_tos) == ("second@x.test", ["r2@x.test"])
+
+
+def test_a_group_that_cannot_be_encoded_sends_nothing(smtp_server):
+    """A recipient over the path limit (bypassing MailRequest): neither MAIL nor RCPT is
+    sent or recorded, and the dialogue goes on in step (QUIT is answered as QUIT)."""
+    from handrolled import smtp_protocol as sp
+
+    sock = socket.create_connection(("127.0.0.1", smtp_server.port), timeout=5)
+    session = smtp.SmtpSession(sock, timeout=5)
+    try:
+        assert session.read().reply.code == 220
+        assert session.command(sp.Ehlo("c.test")).verdict is sp.Verdict.OK
+        before = len(session.transcript)
+        with pytest.raises(LocalProtocolError, match="256"):
+            session.send(sp.MailFrom(SENDER), sp.RcptTo("r" * 600 + "@x.test"), sp.Data())
+        assert len(session.transcript) == before
+        answer = session.command(sp.Quit())
+        assert (answer.command, answer.reply.code) == (sp.Command.QUIT, 221)
+    finally:
+        session.close()
 
 
 # --- TLS ------------------------------------------------------------------------------------
@@ -879,6 +899,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys):
     out = capsys.readouterr()
     assert out.out == ""
     assert len(out.err.strip().splitlines()) == 1 and "Traceback" not in out.err
+
+
+def test_cli_shows_server_control_characters_escaped(scripted_smtp_server, capsys):
+    """A reply with ESC sequences and a bare CR never reaches the terminal raw; the JSON keeps
+    the exact bytes (hex) beside a text view."""
+    evil = b"550 5.7.1 \x1b[2J\x1b]0;pwned\x07 gone\rX\r\n"
+    server = scripted_smtp_server(happy_script("RCPT", evil))
+    argv = ["--server", "127.0.0.1", "--port", str(server.port), "--from", SENDER, "--to", RCPT]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr()
+    for stream in (out.out, out.err):
+        assert "\x1b" not in stream and "\x07" not in stream and "\r" not in stream
+    assert "\\x1b[2J" in out.out and "refused: rcpt@wiretwin.test: 550" in out.err
+    server = scripted_smtp_server(happy_script("RCPT", evil))
+    argv[3] = str(server.port)
+    assert cli.main([*argv, "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    (line,) = [t for t in doc["transcript"] if t["data"].startswith(b"550".hex())]
+    assert bytes.fromhex(line["data"]) == evil and line["text"] == evil.decode()
+    assert doc["refusal"]["code"] == 550 and doc["stage"] == "rcpt"
 
 
 def test_cli_refused_is_exit_1(scripted_smtp_server, capsys):
