@@ -156,6 +156,20 @@ TRACE_MAX_SIM_QUERIES = TRACE_MAX_TTL * TRACE_MAX_PROBES_PER_HOP
 TRACE_MAX_PAYLOAD = 65000  # fits one IPv4 or IPv6 datagram with any probe's headers
 TRACE_DEFAULT_PORTS = {Method.UDP: 33434, Method.TCP: 80}  # traceroute(8)'s defaults
 TRACE_DEFAULT_WAIT = (5.0, 3.0, 10.0)  # traceroute(8)'s -w MAX,HERE,NEAR
+# traceroute(8)'s DEF_DATA_LEN 40 less the 8-byte UDP / ICMP header: 60-byte IPv4 probes
+TRACE_DEFAULT_DATA_LEN = 32
+
+
+def _trace_interface(name: object) -> None:
+    # linux/if.h IFNAMSIZ 16 and dev_valid_name(): 1-15 octets, not "." or "..", no "/", ":"
+    # or whitespace
+    if not isinstance(name, str) or not name:
+        raise UsageError("interface: must not be empty")
+    bad = any(c in "/:" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+    if bad or name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > 15:
+        raise UsageError(
+            f"interface {name!r}: not a device name (1-15 octets, no '/', ':' or spaces)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +184,16 @@ class TraceRequest:
     ``family`` None: the first address ``host`` resolves to.  ``resolve``: reverse DNS of the
     hops.  ``ident``: ICMP identifier, UDP source port, TCP base source port; None: the
     engine's choice.  ``payload`` None: the engines' default (32 pattern bytes, none for TCP).
+
+    traceroute(8)'s other knobs: ``packet_len`` the whole IP datagram's length (its
+    ``packet_len`` argument; None: 60 bytes for IPv4, 80 for IPv6; a length below the headers
+    means no payload; TCP probes ignore it, as traceroute(8)'s do) sets the payload size
+    (``data_len``) and excludes ``payload``.  ``dont_fragment`` (-F): DF set and no local
+    fragmentation (IP_PMTUDISC_PROBE); off, traceroute(8) clears DF (IP_PMTUDISC_DONT).
+    ``tos`` (-t): IPv4 TOS byte / IPv6 traffic class.  ``source`` (-s): the address to send
+    from (a name or literal of the destination's family).  ``interface`` (-i): the device
+    every socket is bound to (SO_BINDTODEVICE).  ``send_wait`` (-z): at least this many
+    seconds between two probes (the CLI reads traceroute(8)'s ">= 10 means ms").
     """
 
     host: str
@@ -184,6 +208,12 @@ class TraceRequest:
     resolve: bool = True
     ident: int | None = None
     payload: bytes | None = None
+    packet_len: int | None = None
+    dont_fragment: bool = False
+    tos: int = 0
+    source: str | None = None
+    interface: str | None = None
+    send_wait: float = 0.0
 
     def __post_init__(self) -> None:
         check_host("host", self.host)
@@ -216,6 +246,34 @@ class TraceRequest:
                 raise UsageError(
                     f"payload of {len(self.payload)} bytes: at most {TRACE_MAX_PAYLOAD}"
                 )
+        self._check_traceroute8_knobs()
+
+    def _check_traceroute8_knobs(self) -> None:
+        if self.packet_len is not None:
+            # traceroute(8): "too big packetlen N specified" above MAX_PACKET_LEN (65000)
+            check_int("packet_len", self.packet_len, 0, TRACE_MAX_PAYLOAD)
+            if self.payload is not None:
+                raise UsageError("packet_len and payload: give one or the other")
+        if not isinstance(self.dont_fragment, bool):
+            raise UsageError(f"dont_fragment {self.dont_fragment!r}: must be True or False")
+        check_int("tos", self.tos, 0, 0xFF)  # RFC 791 §3.1 / RFC 8200 §7: one byte
+        if self.source is not None:
+            check_host("source", self.source)
+        if self.interface is not None:
+            _trace_interface(self.interface)
+        check_seconds("send_wait", self.send_wait, allow_zero=True)
+        object.__setattr__(self, "send_wait", float(self.send_wait))
+
+    def data_len(self, family: Family) -> int:
+        """Bytes after the probe's transport header (traceroute(8)'s ``data_len``)."""
+        if self.payload is not None:
+            return len(self.payload)
+        if self.method is Method.TCP:
+            return 0  # traceroute(8) -T sends a bare SYN whatever packet_len says
+        if self.packet_len is None:
+            return TRACE_DEFAULT_DATA_LEN
+        headers = (40 if family == 6 else 20) + 8  # IP header + the UDP / ICMP header
+        return max(self.packet_len - headers, 0)
 
     def _check_wait(self) -> None:
         wait = self.wait

@@ -11,7 +11,9 @@ traceroute(8) keeps in its ``do_it`` loop, so it can be tested with a fake clock
   of 0 disables that rule); so probes past a silent hop expire after a few RTTs, not MAX;
 - a final reply (the destination answered, or a router said it is unreachable) ends the trace at
   that probe's hop: later probes are not sent and their replies are ignored;
-- hops are released in TTL order once each of their probes is done (``pop_complete_hops``).
+- hops are released in TTL order once each of their probes is done (``pop_complete_hops``);
+- ``send_wait`` (traceroute(8)'s -z): at least that many seconds between two sends, so a
+  probe waits for ``next_send_at()`` before ``to_send(now)`` offers it.
 
 Times are floats in seconds on any monotonic scale the caller chooses.  The options are
 checked for the user by ``handrolled.requests.TraceRequest``; the scheduler only asserts them.
@@ -51,11 +53,15 @@ class TraceScheduler:
         probes_per_hop: int = 3,
         sim_queries: int = 16,
         wait: tuple[float, float, float] = (5.0, 3.0, 10.0),
+        send_wait: float = 0.0,
     ) -> None:
         # TraceRequest has told the user about bad options; these guard internal callers.
         assert 1 <= first_ttl <= max_hops <= 255, (first_ttl, max_hops)
         assert probes_per_hop >= 1 and sim_queries >= 1, (probes_per_hop, sim_queries)
         assert len(wait) == 3 and all(w >= 0 for w in wait), wait
+        assert send_wait >= 0, send_wait
+        self.send_wait = float(send_wait)
+        self._last_send: float | None = None
         self.first_ttl = first_ttl
         self.max_hops = max_hops
         self.probes_per_hop = probes_per_hop
@@ -112,12 +118,28 @@ class TraceScheduler:
 
     # -- transitions --------------------------------------------------------------------------
 
-    def to_send(self) -> list[int]:
+    def next_send_at(self) -> float | None:
+        """When ``send_wait`` lets the next probe go; None: no wait, nothing sent yet, or no
+        probe could go then anyway (none left, or ``sim_queries`` in flight)."""
+        if not self.send_wait or self._last_send is None:
+            return None
+        start = self._released * self.probes_per_hop
+        unsent = any(s.sent_at is None for s in self.slots[start : self.end])
+        if not unsent or self.in_flight >= self.sim_queries:
+            return None
+        return self._last_send + self.send_wait
+
+    def to_send(self, now: float | None = None) -> list[int]:
         """Indexes to send now, in order, keeping at most ``sim_queries`` in flight.
 
-        The caller sends each and reports it with ``mark_sent``.
+        With ``send_wait`` at most one, and none before ``next_send_at()`` (``now`` is then
+        required).  The caller sends each and reports it with ``mark_sent``.
         """
         budget = self.sim_queries - self.in_flight
+        if self.send_wait:
+            assert now is not None, "to_send needs now when send_wait is set"
+            due = self.next_send_at()
+            budget = min(budget, 0 if due is not None and now < due else 1)
         picked: list[int] = []
         start = self._released * self.probes_per_hop
         for slot in self.slots[start : self.end]:
@@ -130,11 +152,13 @@ class TraceScheduler:
 
     def mark_sent(self, index: int, at: float) -> None:
         self.slots[index].sent_at = at
+        self._last_send = at
 
     def mark_lost(self, index: int, at: float) -> None:
         """Probe ``index`` could not be sent (the local stack refused it): done at once."""
         self.slots[index].sent_at = at
         self.slots[index].done = True
+        self._last_send = at
 
     def on_reply(self, index: int, *, rtt: float, final: bool) -> bool:
         """Record a reply to probe ``index`` after ``rtt`` seconds; False if it no longer counts.

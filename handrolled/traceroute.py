@@ -51,7 +51,9 @@ from handrolled.errors import MalformedPacket, ResolveError, UsageError
 from handrolled.icmp import (
     DestinationUnreachable,
     EchoMessage,
+    Icmp6Type,
     IcmpError,
+    IcmpType,
     TimeExceeded,
     Unreach6Code,
     UnreachCode,
@@ -65,7 +67,7 @@ from handrolled.net import ReverseResolver
 from handrolled.net import resolve as resolve_host
 from handrolled.requests import TraceRequest
 from handrolled.results import Family, Hop, Implementation, Method, Outcome, Probe, TraceResult
-from handrolled.tracenet import RawReceived, TraceSockets, source_address
+from handrolled.tracenet import RawReceived, TraceSockets, source_for
 from handrolled.tracer_core import TraceScheduler
 
 __all__ = [
@@ -161,6 +163,8 @@ class Tracer:
         self._keys: dict[tuple, int] = {}
         if method is Method.ICMP:
             self.ident = (os.getpid() & 0xFFFF) if ident is None else ident
+            if sockets is not None and sockets.icmp_ident is not None:
+                self.ident = sockets.icmp_ident  # a datagram socket's: the kernel writes it
         elif method is Method.UDP:
             # hold the source port for the trace (``sockets`` None: pure use, e.g. in tests)
             self.ident = ident if sockets is None else sockets.reserve_udp_port(ident)
@@ -205,15 +209,53 @@ class Tracer:
         try:
             if rec.kind == "tcp":
                 return self._match_tcp(rec)
+            if rec.error is not None:
+                return self._match_queued(rec)
             return self._match_icmp(rec)
         except MalformedPacket as exc:
             log.debug("ignoring malformed packet from %s: %s", rec.source, exc)
             return None
 
+    def _match_queued(self, rec: RawReceived) -> _Match | None:
+        """An ICMP error from a datagram socket's error queue (IP_RECVERR).
+
+        The kernel matched it to our socket; ``rec.data`` is what it quoted of our probe (UDP:
+        the payload, with the destination port in ``rec.dst_port``; ICMP: our echo request).
+        """
+        err = rec.error
+        assert err is not None
+        if rec.kind == "udp":
+            if self.method is not Method.UDP or rec.dst_port is None:
+                return None
+            k = self._keys.get(("udp", self.ident, rec.dst_port))
+        else:
+            if self.method is not Method.ICMP or len(rec.data) < 8:
+                return None
+            # RFC 792 / RFC 4443 §4.1: identifier and sequence at octets 4 and 6
+            ident = int.from_bytes(rec.data[4:6], "big")
+            seq = int.from_bytes(rec.data[6:8], "big")
+            k = self._keys.get(("icmp", ident, seq))
+        if k is None:
+            return None
+        exceeded = Icmp6Type.TIME_EXCEEDED if self.v6 else IcmpType.TIME_EXCEEDED
+        unreachable = Icmp6Type.DEST_UNREACHABLE if self.v6 else IcmpType.DEST_UNREACHABLE
+        if err.icmp_type == exceeded:
+            return _Match(k, Outcome.TIME_EXCEEDED, False, err.icmp_type, err.icmp_code, rec.ttl)
+        if err.icmp_type != unreachable:
+            return None  # as on the raw path: only time exceeded and unreachable count
+        port_unreach = err.icmp_code == (Unreach6Code.PORT if self.v6 else UnreachCode.PORT)
+        if port_unreach and rec.source == self.dst and self.method is Method.UDP:
+            outcome = Outcome.REPLY
+        else:
+            outcome = Outcome.UNREACHABLE
+        return _Match(k, outcome, True, err.icmp_type, err.icmp_code, rec.ttl)
+
     def _match_icmp(self, rec: RawReceived) -> _Match | None:
         reply_ttl = rec.ttl
         if self.v6:
             msg = decode_icmp6(rec.data, src=rec.source, dst=self.src)
+        elif rec.kind == "dgram":  # a datagram ICMP socket reads the message without IP header
+            msg = decode_icmp(rec.data)
         else:
             header, body = decode_ipv4(rec.data)
             reply_ttl = header.ttl
@@ -296,9 +338,9 @@ class Tracer:
         started = self.clock()
         # a hard bound: every probe expires within MAX of its sending, and sending is never
         # blocked for longer than that, so the whole trace fits in count * MAX (+ slack)
-        hard_stop = started + len(sched.slots) * max(wait_max, 0.01) + 5.0
+        hard_stop = started + len(sched.slots) * (max(wait_max, 0.01) + sched.send_wait) + 5.0
         while not sched.finished:
-            for k in sched.to_send():
+            for k in sched.to_send(self.clock()):
                 ttl = sched.ttl_of(k)
                 sent = self._build(k, ttl)
                 self.sent[k] = sent
@@ -313,6 +355,9 @@ class Tracer:
                     continue
                 sched.mark_sent(k, self.clock())
             deadline = sched.next_deadline()
+            send_at = sched.next_send_at()
+            if send_at is not None and (deadline is None or send_at < deadline):
+                deadline = send_at  # -z: wake up for the next send
             now = self.clock()
             timeout = 0.0 if deadline is None else max(deadline - now, 0.0)
             for rec in sockets.wait(min(timeout, 1.0)):
@@ -392,27 +437,44 @@ class Tracer:
 
 
 def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = None) -> TraceResult:
-    """Trace the route ``request`` describes; see the module docstring for the wire format."""
+    """Trace the route ``request`` describes; see the module docstring for the wire format.
+
+    Raw sockets when permitted, else datagram ones (UDP and ICMP; see handrolled/tracenet.py).
+    """
     if not isinstance(request, TraceRequest):
         raise TypeError(f"run_trace takes a TraceRequest, not {type(request).__name__}")
     method = request.method
     port = request.dst_port
-    payload = request.payload
-    if payload is None:
-        payload = b"" if method is Method.TCP else DEFAULT_PAYLOAD
     scheduler = TraceScheduler(
         first_ttl=request.first_ttl,
         max_hops=request.max_hops,
         probes_per_hop=request.probes_per_hop,
         sim_queries=request.sim_queries,
         wait=request.wait,
+        send_wait=request.send_wait,
     )
     address, fam = resolve_host(request.host, request.family)
-    src = source_address(address, fam)
+    payload = request.payload
+    if payload is None:
+        payload = default_payload(request.data_len(fam))
+    if request.source is not None:
+        src = source_of(request.source, fam)
+    else:
+        src = source_for(address, fam, request.interface)
     started_ns = time.time_ns()
     t0 = time.monotonic()
     resolver = ReverseResolver() if request.resolve else None
-    with TraceSockets(method, fam, address, src) as sockets:
+    with TraceSockets(
+        method,
+        fam,
+        address,
+        src,
+        ident=request.ident,
+        dont_fragment=request.dont_fragment,
+        tos=request.tos,
+        interface=request.interface,
+        bind_source=request.source is not None,
+    ) as sockets:
         tracer = Tracer(
             sockets,
             scheduler,
@@ -439,6 +501,16 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
         started_ns=started_ns,
         elapsed_ms=(time.monotonic() - t0) * 1000.0,
     )
+
+
+def source_of(source: str, family: Family) -> str:
+    """The address -s names, in the destination's family (traceroute(8): "IP version mismatch
+    in addresses specified" otherwise)."""
+    try:
+        return resolve_host(source, family)[0]
+    except ResolveError:
+        resolve_host(source, None)  # does not resolve at all: that error, not a mismatch
+        raise UsageError(f"source {source}: IP version mismatch in addresses specified") from None
 
 
 # -- the seed contract -------------------------------------------------------------------------

@@ -12,26 +12,26 @@ Run it as ``python -m handrolled.cli.traceroute`` or ``python -m handrolled.trac
 from __future__ import annotations
 
 import dataclasses
-import json
+import re
 import sys
 from collections.abc import Callable
 
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
 from handrolled.errors import UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType
-from handrolled.net import resolve as resolve_host
 from handrolled.requests import TRACE_DEFAULT_WAIT, TraceRequest
 from handrolled.results import Hop, Method, Outcome, Probe, TraceResult
-from handrolled.traceroute import DEFAULT_PAYLOAD_SIZE, run_trace
 
 __all__ = [
     "EXIT_NOT_REACHED",
     "EXIT_REACHED",
     "annotation",
+    "backward_hops",
     "format_header",
     "format_hop",
     "main",
     "packet_length",
+    "parse_sendwait",
     "parse_wait",
     "request_from_args",
     "result_to_json",
@@ -72,19 +72,65 @@ def annotation(icmp_type: int | None, code: int | None, v6: bool) -> str:
     return marks.get(code, f"!<{code}>")
 
 
+# What C's strtod() reads at the start of a string: decimal or hex floats, inf, nan
+_STRTOD = re.compile(
+    r"[ \t\n\v\f\r]*[+-]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?\d+)?"
+    r"|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
+    re.IGNORECASE,
+)
+
+
+def _strtod(text: str, pos: int) -> tuple[float, int]:
+    """(value, end) like ``strtod(text + pos, &end)``; ValueError when no number is there."""
+    match = _STRTOD.match(text, pos)
+    if match is None:
+        raise ValueError(text[pos:])
+    number = match.group().strip()
+    sign, digits = (number[0], number[1:]) if number[:1] in "+-" else ("", number)
+    if digits[:2].lower() == "0x":
+        value = float.fromhex(number if "p" in digits.lower() else number + "p0")
+    else:
+        value = float(sign + digits)
+    return value, match.end()
+
+
 def parse_wait(text: str) -> tuple[float, float, float]:
-    """Read ``MAX[,HERE[,NEAR]]`` (traceroute(8)'s -w, "," or "/" between); missing parts keep
-    their defaults.  Only the numbers are read here: their ranges are TraceRequest's rules."""
-    values = list(TRACE_DEFAULT_WAIT)
-    parts = text.replace("/", ",").split(",")
-    if len(parts) > 3:
-        raise UsageError(f"wait {text!r}: expected MAX[,HERE[,NEAR]]")
-    for i, part in enumerate(parts):
-        try:
-            values[i] = float(part)
-        except ValueError:
-            raise UsageError(f"wait {text!r}: {part!r} is not a number") from None
-    return values[0], values[1], values[2]
+    """traceroute(8) 2.1's -w ``MAX[,HERE[,NEAR]]`` (its set_wait_specs()).
+
+    HERE and NEAR start at 0: ``-w 2`` is a fixed 2-second wait, ``-w 2,3`` leaves NEAR off,
+    only ``-w 5,3,10`` sets all three.  Any one character separates the numbers ("," and "/"
+    are the documented ones).  Only the numbers are read here: their ranges are
+    TraceRequest's rules.
+    """
+    values = [0.0, 0.0, 0.0]
+    pos = 0
+    try:
+        for i in range(3):
+            values[i], pos = _strtod(text, pos)
+            if pos == len(text):
+                return values[0], values[1], values[2]
+            pos += 1  # the separator
+    except ValueError:
+        pass
+    raise UsageError(f"wait {text!r}: expected MAX[,HERE,NEAR]")
+
+
+def parse_sendwait(text: str) -> float:
+    """traceroute(8)'s -z: seconds, or milliseconds when 10 or more; a negative one is bad."""
+    try:
+        value, end = _strtod(text, 0)
+    except ValueError:
+        value, end = 0.0, -1
+    if end != len(text):
+        raise UsageError(f"sendwait {text!r}: not a number")
+    if value < 0:
+        raise UsageError(f"bad sendtime {text!r} specified")  # traceroute(8)'s words
+    return value / 1000.0 if value >= 10 else value
+
+
+def backward_hops(reply_ttl: int) -> int:
+    """traceroute(8)'s ttl2hops(): hops back, guessing an initial TTL of 64, 128 or 255."""
+    return (65 if reply_ttl <= 64 else 129 if reply_ttl <= 128 else 256) - reply_ttl
 
 
 def packet_length(method: Method, family: int, payload_len: int) -> int:
@@ -102,20 +148,32 @@ def _is_v6(probe: Probe) -> bool:
     return probe.reply_from is not None and ":" in probe.reply_from
 
 
-def format_hop(hop: Hop, *, numeric: bool = False) -> str:
-    """One line in traceroute(8)'s shape: `` 3  name (addr)  1.234 ms  1.301 ms !X``."""
+def format_hop(hop: Hop, *, numeric: bool = False, back: bool = False) -> str:
+    """One line in traceroute(8)'s shape: `` 3  name (addr)  1.234 ms  1.301 ms !X``.
+
+    ``back`` (--back): after an address, `` '-N'`` when the reply's TTL says it came back over
+    N hops and N is not the probe's TTL; the address is then repeated whenever the reply TTL
+    changes (traceroute(8)'s print_probe()).
+    """
     parts = [f"{hop.ttl:2d} "]
-    previous: str | None = None
+    previous: Probe | None = None
     for probe in hop.probes:
         if probe.reply_from is None or probe.rtt_ms is None:
             parts.append(" *")
             continue
-        if probe.reply_from != previous:
+        changed = previous is None or probe.reply_from != previous.reply_from
+        if back and previous is not None and probe.reply_ttl != previous.reply_ttl:
+            changed = True
+        if changed:
             if numeric:
                 parts.append(f" {probe.reply_from}")
             else:
                 parts.append(f" {probe.reply_name or probe.reply_from} ({probe.reply_from})")
-            previous = probe.reply_from
+            if back and probe.reply_ttl:
+                hops_back = backward_hops(probe.reply_ttl)
+                if hops_back != hop.ttl:
+                    parts.append(f" '-{hops_back}'")
+        previous = probe
         parts.append(f"  {probe.rtt_ms:.3f} ms")
         mark = annotation(probe.icmp_type, probe.icmp_code, _is_v6(probe))
         if probe.outcome is Outcome.UNREACHABLE and mark:
@@ -133,6 +191,9 @@ def result_to_json(result: TraceResult) -> dict:
 def _parser() -> Parser:
     p = Parser(prog="traceroute", description="Hand-rolled traceroute (wiretwin).")
     p.add_argument("host")
+    p.add_argument(
+        "packet_len", nargs="?", type=int, help="whole probe length in bytes (60; 80 for IPv6)"
+    )
     how = p.add_mutually_exclusive_group()
     how.add_argument("-I", "--icmp", dest="method", action="store_const", const=Method.ICMP)
     how.add_argument("-U", "--udp", dest="method", action="store_const", const=Method.UDP)
@@ -145,16 +206,31 @@ def _parser() -> Parser:
     p.add_argument("-f", "--first", type=int, default=1, help="first TTL (1)")
     p.add_argument("-m", "--max-hops", type=int, default=30, help="max TTL (30)")
     p.add_argument("-N", "--sim-queries", type=int, default=16, help="probes in flight (16)")
-    p.add_argument("-w", "--wait", default="5,3,10", help="MAX[,HERE,NEAR] (5,3,10)")
+    p.add_argument("-w", "--wait", help="MAX[,HERE,NEAR] (5,3,10; MAX alone: a fixed wait)")
     p.add_argument("-n", dest="numeric", action="store_true", help="no reverse DNS")
+    p.add_argument("-F", "--dont-fragment", action="store_true", help="set DF, never fragment")
+    p.add_argument("-s", "--source", help="source address")
+    p.add_argument("-i", "--interface", help="send through this interface")
+    p.add_argument("-t", "--tos", type=int, default=0, help="IPv4 TOS / IPv6 traffic class")
+    p.add_argument("-z", "--sendwait", help="seconds between probes (10 or more: ms)")
+    p.add_argument("--back", action="store_true", help="print backward hops when they differ")
     p.add_argument("--ident", type=int, help="ICMP identifier / source port")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(method=Method.ICMP)
+    p.set_defaults(method=Method.UDP)  # traceroute(8)'s "default" method
     return p
 
 
-def request_from_args(argv: list[str]) -> tuple[TraceRequest, bool, bool]:
-    """(request, numeric, json) from the command line; ``UsageError`` for any bad option."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Output:
+    """How the command line prints (not part of the request)."""
+
+    numeric: bool = False
+    json: bool = False
+    back: bool = False
+
+
+def request_from_args(argv: list[str]) -> tuple[TraceRequest, Output]:
+    """(request, output options) from the command line; ``UsageError`` for any bad option."""
     args = _parser().parse_args(argv)
     request = TraceRequest(
         args.host,
@@ -164,34 +240,43 @@ def request_from_args(argv: list[str]) -> tuple[TraceRequest, bool, bool]:
         first_ttl=args.first,
         max_hops=args.max_hops,
         sim_queries=args.sim_queries,
-        wait=parse_wait(args.wait),
+        wait=TRACE_DEFAULT_WAIT if args.wait is None else parse_wait(args.wait),
         family=args.family,
         resolve=not args.numeric,
         ident=args.ident,
+        packet_len=args.packet_len,
+        dont_fragment=args.dont_fragment,
+        tos=args.tos,
+        source=args.source,
+        interface=args.interface,
+        send_wait=0.0 if args.sendwait is None else parse_sendwait(args.sendwait),
     )
-    return request, args.numeric, args.json
+    return request, Output(args.numeric, args.json, args.back)
 
 
 def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | None = None) -> int:
-    """``traceroute [-I|-U|-T] [-4|-6] [-n] [-q N] [-f N] [-m N] [-N N] [-w W] [-p P] HOST``.
+    """``traceroute [-I|-U|-T] [-4|-6] [-nF] [-q N] [-f N] [-m N] [-N N] [-w W] [-p P] [-s SRC]
+    [-i IFACE] [-t TOS] [-z WAIT] [--back] HOST [PACKET_LEN]``; UDP probes by default.
 
     Exit status: 0 the destination answered, 1 it did not, 2 an error (one line on stderr).
     """
-    runner = runner or run_trace
     out = sys.stdout
     try:
-        request, numeric, as_json = request_from_args(list(sys.argv[1:] if argv is None else argv))
+        request, opts = request_from_args(list(sys.argv[1:] if argv is None else argv))
+        if runner is None:  # imported here: --help and bad options never pay for the engine
+            from handrolled.traceroute import run_trace as runner
         on_hop = None
-        if not as_json:
+        if not opts.json:
+            from handrolled.net import resolve as resolve_host
+
             address, fam = resolve_host(request.host, request.family)
-            payload_len = 0 if request.method is Method.TCP else DEFAULT_PAYLOAD_SIZE
-            length = packet_length(request.method, fam, payload_len)
+            length = packet_length(request.method, fam, request.data_len(fam))
             print(format_header(request.host, address, request.max_hops, length), file=out)
             out.flush()
             request = dataclasses.replace(request, host=address, family=fam)  # as announced
 
             def on_hop(hop: Hop) -> None:
-                print(format_hop(hop, numeric=numeric), file=out, flush=True)
+                print(format_hop(hop, numeric=opts.numeric, back=opts.back), file=out, flush=True)
 
         result = runner(request, on_hop=on_hop)
     except BrokenPipeError:  # the reader left (``| head``): run_module ends quietly
@@ -201,7 +286,9 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-    if as_json:
+    if opts.json:
+        import json
+
         json.dump(result_to_json(result), out, indent=2)
         out.write("\n")
     return EXIT_REACHED if result.reached else EXIT_NOT_REACHED

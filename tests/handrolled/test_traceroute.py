@@ -17,7 +17,15 @@ import time
 import pytest
 
 from handrolled import transport as tp
-from handrolled.cli.traceroute import annotation, format_hop, main, parse_wait, result_to_json
+from handrolled.cli.traceroute import (
+    annotation,
+    backward_hops,
+    format_hop,
+    main,
+    parse_sendwait,
+    parse_wait,
+    result_to_json,
+)
 from handrolled.errors import UsageError
 from handrolled.icmp import (
     decode_icmp,
@@ -151,14 +159,35 @@ def test_first_ttl_numbers_probes_from_there() -> None:
 
 
 def test_parse_wait() -> None:
-    assert parse_wait("5") == (5.0, 3.0, 10.0)
-    assert parse_wait("2,1") == (2.0, 1.0, 10.0)
+    # traceroute 2.1 set_wait_specs(): HERE and NEAR start at 0, so MAX alone is a fixed wait
+    # and MAX,HERE leaves NEAR off (man traceroute: "Here and near are always set to zero if
+    # only max is specified")
+    assert parse_wait("5") == (5.0, 0.0, 0.0)
+    assert parse_wait("2,1") == (2.0, 1.0, 0.0)
+    assert parse_wait("5,3,10") == (5.0, 3.0, 10.0)
     assert parse_wait("1.5/0/0") == (1.5, 0.0, 0.0)  # traceroute(8) takes "/" too
+    assert parse_wait("1e0,2") == (1.0, 2.0, 0.0)  # strtod() syntax
     # it reads numbers only; their ranges are TraceRequest's (tests/test_request_trace.py)
-    assert parse_wait("-1") == (-1.0, 3.0, 10.0)
-    for bad in ("", "x", "1,2,3,4", "1,,3"):
+    assert parse_wait("-1") == (-1.0, 0.0, 0.0)
+    for bad in ("", "x", "1,2,3,4", "1,,3", "5,", "1,2,"):
         with pytest.raises(UsageError):
             parse_wait(bad)
+
+
+def test_parse_sendwait() -> None:
+    # traceroute(8) -z: "If the value is more than 10, then it specifies a number in
+    # milliseconds" (the code: 10 or more)
+    assert parse_sendwait("0.5") == 0.5
+    assert parse_sendwait("9.5") == 9.5
+    assert parse_sendwait("10") == pytest.approx(0.010)
+    assert parse_sendwait("250") == pytest.approx(0.250)
+    for bad in ("-1", "x", "1s"):
+        with pytest.raises(UsageError):
+            parse_sendwait(bad)
+
+
+def test_backward_hops_is_traceroute8s_ttl2hops() -> None:
+    assert [backward_hops(t) for t in (64, 60, 128, 120, 255, 250)] == [1, 5, 1, 9, 1, 6]
 
 
 # -- reply matching with real bytes ------------------------------------------------------------
