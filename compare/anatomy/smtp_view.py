@@ -206,12 +206,12 @@ def render_smtp(turns: list[Turn], fmt: str = "terminal") -> str:
         rows,
         headers=headers,
         tablefmt="grid",
-        maxcolwidths=[3, 3, 30, 4, 26, 12],
+        maxcolwidths=[3, 3, 28, 4, 26, 12],
         disable_numparse=True,
     )
     legend = textwrap.wrap(
-        "C: client, S: server. Reply codes: 2yz done, 3yz go on, 4yz try later,"
-        " 5yz refused (RFC 5321 §4.2.1).",
+        "C: client, S: server. Codes: 2yz done, 3yz go on, 4yz try later, 5yz refused"
+        " (RFC 5321 §4.2.1).",
         100,
     )
     return "SMTP dialogue\n" + table + "\n" + "\n".join(legend) + "\n"
