@@ -594,3 +594,118 @@ class ReverseResolver:
                 self._waited += time.monotonic() - started
         with self._lock:
             return self._results.get(addr)
+
+
+# ---- ping's socket options: -Q TOS, -I source address or device ------------------------------
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def bind_device(sock: socket.socket, device: str) -> None:
+    """SO_BINDTODEVICE: send and receive through ``device`` only; UsageError naming it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode() + b"\0")
+    except OSError as exc:  # iputils: "SO_BINDTODEVICE eth9: No such device"
+        raise UsageError(f"SO_BINDTODEVICE {device}: {_strerror(exc)}") from exc
+
+
+def set_tos(sock: socket.socket, family: Family, tos: int) -> None:
+    """IPv4 type of service (RFC 791 §3.1) or IPv6 traffic class (RFC 8200 §7) of what we send."""
+    if family == 6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, tos)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
+def source_address_via(dst: str, family: Family, device: str | None = None) -> str:
+    """The address the kernel sends from to reach ``dst``, through ``device`` when given."""
+    if device is None:
+        return source_address(dst, family)
+    with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
+        bind_device(probe, device)
+        try:
+            probe.connect((dst, 1025))  # iputils' probe_fd does the same
+        except OSError as exc:
+            raise UsageError(f"connect: {_strerror(exc)}") from exc
+        return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]).compressed
+
+
+def open_ping_socket(
+    family: Family,
+    kind: str = "auto",
+    *,
+    ttl: int | None = None,
+    ident: int | None = None,
+    tos: int | None = None,
+    source: str | None = None,
+    device: str | None = None,
+) -> IcmpSocket:
+    """``open_icmp_socket`` with ping's options: ``tos`` (-Q), ``source`` and ``device`` (-I).
+
+    The device is bound first (SO_BINDTODEVICE), then the source address: a raw socket binds
+    to (source, 0), a datagram socket to (source, ident) so the kernel's identifier stays ours.
+    A device or address that cannot be used is a ``UsageError`` worded as iputils words it.
+    """
+    if source is None and device is None:
+        icmp = open_icmp_socket(family, kind, ttl=ttl, ident=ident)
+        try:
+            if tos is not None:
+                set_tos(icmp.sock, family, tos)
+        except BaseException:
+            icmp.close()
+            raise
+        return icmp
+    icmp = _open_unbound(family, kind)
+    try:
+        if ttl is not None:
+            icmp.set_ttl(ttl)
+        if device is not None:
+            bind_device(icmp.sock, device)
+        if tos is not None:
+            set_tos(icmp.sock, family, tos)
+        if source is not None or icmp.kind == "dgram":
+            host = source or ("::" if family == 6 else "0.0.0.0")
+            port = 0 if icmp.kind == "raw" else (ident or 0)
+            try:
+                icmp.sock.bind((host, port))
+            except OSError as exc:
+                if icmp.kind == "raw" or not port:
+                    raise UsageError(f"bind: {_strerror(exc)}") from exc
+                log.info("identifier %d taken (%s); letting the kernel choose", port, exc)
+                try:
+                    icmp.sock.bind((host, 0))
+                except OSError as again:
+                    raise UsageError(f"bind: {_strerror(again)}") from again
+            if icmp.kind == "dgram":
+                icmp.ident = icmp.sock.getsockname()[1]
+    except BaseException:
+        icmp.close()
+        raise
+    return icmp
+
+
+def _open_unbound(family: Family, kind: str) -> IcmpSocket:
+    """An ICMP socket as ``open_icmp_socket`` opens it, but a datagram one left unbound."""
+    if kind in ("auto", "raw"):
+        try:
+            return open_icmp_socket(family, "raw")
+        except RawSocketPermissionError:
+            if kind == "raw":
+                raise
+    try:
+        sock = _make(family, "dgram")
+    except PermissionError as exc:
+        message = (
+            PERMISSION_FIX
+            if kind == "auto"
+            else (
+                "cannot open a datagram ICMP socket: allow it with "
+                "sysctl -w net.ipv4.ping_group_range='0 2147483647'"
+            )
+        )
+        raise RawSocketPermissionError(message) from exc
+    return IcmpSocket(sock, family, "dgram")

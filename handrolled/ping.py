@@ -28,12 +28,14 @@ UNREACHABLE.  A reply later than ``timeout`` leaves the probe TIMEOUT (logged, n
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import statistics
+import struct
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from handrolled import net
 from handrolled.errors import MalformedPacket, UsageError
@@ -48,15 +50,42 @@ from handrolled.icmp import (
     encode_echo_request,
 )
 from handrolled.ip import decode_ipv4
-from handrolled.requests import PingRequest
+from handrolled.requests import PING_TIMESTAMP_SIZE, PingRequest
 from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
 
-__all__ = ["SEED_NO_ANSWER", "Pinger", "ping", "run_ping", "summarize"]
+__all__ = [
+    "SEED_NO_ANSWER",
+    "Pinger",
+    "default_fill",
+    "ping",
+    "run_ping",
+    "stamp_payload",
+    "summarize",
+]
 
 log = logging.getLogger(__name__)
 
 SEED_NO_ANSWER = ["0", "0.0", "0", "0.0"]
 NS_PER_S = 1_000_000_000
+MIN_INTERVAL_NS = 10_000_000  # iputils' MININTERVAL: -i 0 / -f send at least every 10 ms
+_TIMEVAL = struct.Struct("@ll")  # struct timeval: tv_sec, tv_usec (native longs)
+
+
+def default_fill(size: int, pattern: bytes | None = None) -> bytes:
+    """iputils' payload before its timestamp: byte i = i (mod 256), or ``pattern`` repeated
+    from the first payload octet (-p; iputils' fill() covers the timestamp area too)."""
+    if pattern:
+        return (pattern * (size // len(pattern) + 1))[:size]
+    return default_payload(size)
+
+
+def stamp_payload(fill: bytes, now_ns: int) -> bytes:
+    """``fill`` with its first 16 octets replaced by ``now_ns`` as a struct timeval, as iputils'
+    pinger() writes the send time (host byte order); a shorter payload carries no timestamp."""
+    if len(fill) < PING_TIMESTAMP_SIZE or _TIMEVAL.size != PING_TIMESTAMP_SIZE:
+        return fill
+    sec, nsec = divmod(now_ns, NS_PER_S)
+    return _TIMEVAL.pack(sec, nsec // 1000) + fill[PING_TIMESTAMP_SIZE:]
 
 
 @dataclass(slots=True)
@@ -65,11 +94,21 @@ class _Sent:
     message: bytes
     send_ns: int
     deadline_ns: int  # monotonic
+    payload: bytes = b""
     settled: Probe | None = None
+    duplicates: list[Probe] = field(default_factory=list)
 
 
 class Pinger:
-    """Sends echo requests on one ICMP socket and matches what comes back to them."""
+    """Sends echo requests on one ICMP socket and matches what comes back to them.
+
+    ``payload``: the bytes every probe carries, or with ``timestamped`` the fill whose first 16
+    octets each send overwrites with its send time.  A reply must come from ``address`` and
+    carry our identifier and a sequence number we sent; its payload must be the probe's.
+    ``user_latency``: send and receive times read in user space around the system calls
+    (iputils -U) instead of the kernel's stamps.  ``source``: our address, when bound to one
+    (the ICMPv6 pseudo-header's source).
+    """
 
     def __init__(
         self,
@@ -81,6 +120,9 @@ class Pinger:
         ttl: int,
         timeout: float = 1.0,
         clock: Callable[[], int] = net.monotonic_ns,
+        timestamped: bool = False,
+        user_latency: bool = False,
+        source: str | None = None,
     ) -> None:
         self.sock = sock
         self.address = address
@@ -88,6 +130,8 @@ class Pinger:
         self.ttl = ttl
         self.timeout_ns = int(timeout * NS_PER_S)
         self.clock = clock
+        self.timestamped = timestamped
+        self.user_latency = user_latency
         # A datagram socket's kernel writes its local port as the identifier (and the checksum):
         # encode that identifier ourselves so ``sent`` is the bytes on the wire.
         self.ident = sock.ident if sock.kind == "dgram" and sock.ident is not None else ident
@@ -97,12 +141,12 @@ class Pinger:
         self.src = self.dst = None
         if sock.v6:
             try:
-                self.src, self.dst = net.source_address(address, 6), address
+                self.src = source or net.source_address(address, 6)
+                self.dst = address
             except UsageError:
                 log.debug("no route to %s yet: the kernel will fill the ICMPv6 checksum", address)
-        self.sent: dict[int, _Sent] = {}
-        self.order: list[int] = []
-        self.duplicates: dict[int, list[Probe]] = {}
+        self.sent: dict[int, _Sent] = {}  # the latest probe with each sequence number
+        self.history: list[_Sent] = []  # every probe, in the order sent (seq may wrap)
         # Probes not yet settled, in send order, settled ones dropped lazily from the left.  One
         # timeout for all on a monotonic clock: deadlines come in send order too, so expiring and
         # the next deadline look only at the front (no scan of every probe ever sent).
@@ -110,36 +154,43 @@ class Pinger:
         self._pending = 0
 
     # ---- sending ----------------------------------------------------------------------------
+    def _encode(self, seq: int, payload: bytes) -> bytes:
+        return encode_echo_request(
+            self.ident, seq, payload, v6=self.sock.v6, src=self.src, dst=self.dst
+        )
+
     def send(self, seq: int) -> Probe | None:
         """Send echo request ``seq``; returns a settled Probe only if sending failed."""
         seq &= 0xFFFF
-        message = encode_echo_request(
-            self.ident, seq, self.payload, v6=self.sock.v6, src=self.src, dst=self.dst
-        )
+        before = net.now_ns()
+        payload = stamp_payload(self.payload, before) if self.timestamped else self.payload
+        message = self._encode(seq, payload)
         deadline = self.clock() + self.timeout_ns
         try:
             send_ns = self.sock.send(message, self.address)
         except OSError as exc:  # e.g. ENETUNREACH: the probe is lost, say why
             send_ns = net.now_ns()
-            entry = self._track(seq, message, send_ns, deadline)
+            entry = self._track(seq, message, send_ns, deadline, payload)
             return self._settle(entry, Outcome.TIMEOUT, note=f"sendto: {exc.strerror or exc}")
+        if self.user_latency:
+            send_ns = before  # -U: the time read in user space before the send call
         if self.sock.kind == "dgram" and self.sock.ident not in (None, self.ident):
             # autobound on this first send: re-encode with the identifier the kernel used
             self.ident = self.sock.ident
-            message = encode_echo_request(
-                self.ident, seq, self.payload, v6=self.sock.v6, src=self.src, dst=self.dst
-            )
-        self._track(seq, message, send_ns, deadline)
+            message = self._encode(seq, payload)
+        self._track(seq, message, send_ns, deadline, payload)
         return None
 
-    def _track(self, seq: int, message: bytes, send_ns: int, deadline: int) -> _Sent:
-        entry = _Sent(seq, message, send_ns, deadline)
-        if seq in self.sent:
-            self.order.remove(seq)  # sequence wrapped after 65536 probes
-            if self.sent[seq].settled is None:
-                self._pending -= 1  # the older probe with this number is no longer tracked
+    def _track(
+        self, seq: int, message: bytes, send_ns: int, deadline: int, payload: bytes
+    ) -> _Sent:
+        entry = _Sent(seq, message, send_ns, deadline, payload)
+        old = self.sent.get(seq)
+        if old is not None and old.settled is None:
+            # sequence wrapped (65536 in flight): the older probe can no longer be matched
+            self._settle(old, Outcome.TIMEOUT, note="sequence number reused before an answer")
         self.sent[seq] = entry
-        self.order.append(seq)
+        self.history.append(entry)
         self._waiting.append(entry)
         self._pending += 1
         return entry
@@ -190,6 +241,8 @@ class Pinger:
 
     def handle(self, received: net.Received) -> list[Probe]:
         """Match one received message; return the probes it settles (usually zero or one)."""
+        if self.user_latency:  # -U: the time read in user space as the receive call returned
+            received = dataclasses.replace(received, recv_ns=net.now_ns(), kernel_timestamp=False)
         try:
             return self._handle(received)
         except MalformedPacket as exc:
@@ -229,15 +282,15 @@ class Pinger:
             if entry.settled is not None:
                 if entry.settled.outcome in (Outcome.REPLY, Outcome.CORRUPT):
                     dup = self._probe(entry, Outcome.DUPLICATE, **fields)
-                    self.duplicates.setdefault(entry.seq, []).append(dup)
+                    entry.duplicates.append(dup)
                     return [dup]
                 log.debug("late reply to seq %d from %s ignored", msg.seq, r.source)
                 return []
             note = ""
             if msg.checksum_ok is False:
                 note = "bad checksum"
-            elif msg.payload != self.payload:
-                note = _payload_difference(self.payload, msg.payload)
+            elif msg.payload != entry.payload:
+                note = _payload_difference(entry.payload, msg.payload)
             outcome = Outcome.CORRUPT if note else Outcome.REPLY
             return [self._settle(entry, outcome, note=note, **fields)]
         if isinstance(msg, IcmpError):
@@ -265,11 +318,10 @@ class Pinger:
     def probes(self) -> tuple[Probe, ...]:
         """Every settled probe in the order sent, each followed by its duplicates."""
         out: list[Probe] = []
-        for seq in self.order:
-            entry = self.sent[seq]
+        for entry in self.history:
             if entry.settled is not None:
                 out.append(entry.settled)
-            out.extend(self.duplicates.get(seq, ()))
+            out.extend(entry.duplicates)
         return tuple(out)
 
 
@@ -326,22 +378,38 @@ def run_ping(
     *,
     on_probe: Callable[[Probe], None] | None = None,
     sock: net.IcmpSocket | None = None,
+    on_send: Callable[[int], None] | None = None,
 ) -> PingResult:
     """Ping as ``request`` says; see the module docstring."""
     address, version = net.resolve(request.host, request.family if sock is None else sock.family)
     request.check_fits(version)
-    payload = default_payload(request.payload_size) if request.payload is None else request.payload
+    fill = default_fill(request.payload_size, request.pattern)
+    payload = fill if request.payload is None else request.payload
     ttl = request.ttl
     chosen = os.getpid() & 0xFFFF if request.ident is None else request.ident
     own = sock is None
+    source = request.source
     if sock is None:
-        sock = net.open_icmp_socket(version, request.socket_kind, ttl=ttl, ident=chosen)
-    elif ttl is not None:
-        sock.set_ttl(ttl)
+        sock = net.open_ping_socket(
+            version,
+            request.socket_kind,
+            ttl=ttl,
+            ident=chosen,
+            tos=request.tos,
+            source=source,
+            device=request.interface,
+        )
+    else:
+        if ttl is not None:
+            sock.set_ttl(ttl)
+        if request.tos is not None:
+            net.set_tos(sock.sock, version, request.tos)
     started_ns = net.now_ns()
     start = net.monotonic_ns()
     host = request.host
     try:
+        if source is None and request.interface is not None and version == 6:
+            source = net.source_address_via(address, 6, request.interface)
         pinger = Pinger(
             sock,
             address,
@@ -349,9 +417,12 @@ def run_ping(
             payload=payload,
             ttl=ttl if ttl is not None else sock.get_ttl(),
             timeout=request.timeout,
+            timestamped=request.timestamped,
+            user_latency=request.user_latency,
+            source=source,
         )
         try:
-            _drive(pinger, request, start, on_probe)
+            _drive(pinger, request, start, on_probe, on_send)
         except KeyboardInterrupt as exc:
             # Ctrl-C: what is still in flight is lost; hand the statistics so far to the caller.
             for probe in pinger.expire():
@@ -371,39 +442,80 @@ def _emit(on_probe: Callable[[Probe], None] | None, probe: Probe) -> None:
         on_probe(probe)
 
 
+_ERRORS = (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE)
+
+
+def _answers(probe: Probe) -> bool:
+    """Counts towards -c as iputils' nreceived + nerrors (not a duplicate, checksum good)."""
+    if probe.outcome is Outcome.CORRUPT:
+        return "checksum" not in probe.note  # a wrong payload is still a reply to iputils
+    return probe.outcome is Outcome.REPLY or probe.outcome in _ERRORS
+
+
 def _drive(
     pinger: Pinger,
     request: PingRequest,
     start: int,
     on_probe: Callable[[Probe], None] | None,
+    on_send: Callable[[int], None] | None,
 ) -> None:
+    """iputils' main loop: send on schedule, read what comes back, stop when it says.
+
+    Without a deadline: ``count`` probes (None: no end), then until each has settled.  With a
+    deadline: probes keep going until ``count`` answers or the first ICMP error (iputils
+    20221126 main_loop), or the deadline.  ``interval`` 0: the next probe as soon as nothing is
+    in flight, else MIN_INTERVAL_NS after the last (pinger()'s bound for -i 0 and -f).
+    """
     count, seq_start = request.count, request.seq_start
-    end = start + int(request.deadline * NS_PER_S) if request.deadline is not None else None
+    by_time = request.deadline is not None
+    end = start + int(request.deadline * NS_PER_S) if by_time else None
     interval_ns = int(request.interval * NS_PER_S)
     next_send = start
-    sent = 0
-    while True:  # bounded: count sends, each waited for at most timeout (or the deadline)
+    last_send = start
+    sent = answered = 0
+    stop = False
+
+    def settle(probe: Probe) -> None:
+        nonlocal answered, stop
+        _emit(on_probe, probe)
+        if _answers(probe):
+            answered += 1
+        if by_time and probe.outcome in _ERRORS:
+            stop = True  # iputils: "if (rts->deadline && rts->nerrors) break;"
+
+    while not stop:
         now = net.monotonic_ns()
         if end is not None and now >= end:
             break
-        if sent < count and now >= next_send:
-            failed = pinger.send(seq_start + sent)
+        if count is not None and answered >= count:
+            break
+        more = count is None or by_time or sent < count
+        if more and interval_ns == 0:
+            next_send = last_send + (MIN_INTERVAL_NS if pinger.pending and sent else 0)
+        if more and now >= next_send:
+            seq = (seq_start + sent) & 0xFFFF
+            if on_send is not None:
+                on_send(seq)
+            failed = pinger.send(seq)
             sent += 1
+            last_send = now
             next_send += interval_ns
             if failed is not None:
-                _emit(on_probe, failed)
+                settle(failed)
             continue
         for probe in pinger.expire(now):
-            _emit(on_probe, probe)
-        if sent >= count and pinger.pending == 0:
+            settle(probe)
+        if stop or (not more and pinger.pending == 0):
             break
         wake = [t for t in (pinger.next_deadline(), end) if t is not None]
-        if sent < count:
+        if more:
             wake.append(next_send)
+        if not wake:  # nothing in flight, nothing to send: only an interrupt ends this
+            wake.append(now + NS_PER_S)
         received = pinger.sock.recv(max(0, min(wake) - now) / NS_PER_S)
         if received is not None:
             for probe in pinger.handle(received):
-                _emit(on_probe, probe)
+                settle(probe)
     for probe in pinger.expire():
         _emit(on_probe, probe)
 

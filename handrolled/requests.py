@@ -70,23 +70,69 @@ PING_MAX_COUNT = 2**31 - 1
 # IP and 8-byte ICMP headers (RFC 791 §3.1); IPv6's payload length counts the 8-byte ICMPv6
 # header only (RFC 8200 §3; no jumbograms).  iputils agrees: -s 65507 / -6 -s 65527.
 PING_MAX_PAYLOAD: dict[Family, int] = {4: 65535 - 20 - 8, 6: 65535 - 8}
+PING_MAX_PATTERN = 16  # iputils -p: "up to 16 pad bytes"
+# iputils' default payload starts with the send time as a struct timeval (tv_sec, tv_usec:
+# two native longs, 16 octets on 64-bit Linux); a payload shorter than that carries none.
+PING_TIMESTAMP_SIZE = 16
+IFNAMSIZ = 16  # linux/if.h: an interface name is at most 15 octets and a NUL
 SOCKET_KINDS = ("auto", "raw", "dgram")
+
+
+def _check_ping_source(source: object) -> None:
+    """An IPv4 or IPv6 address literal (no name, no zone: the zone is ``interface``)."""
+    if not isinstance(source, str) or not source:
+        raise UsageError(f"source {source!r}: must be an IPv4 or IPv6 address")
+    if _ip_version(source) is None:
+        raise UsageError(f"source {source!r}: must be an IPv4 or IPv6 address")
+
+
+def _ip_version(text: str) -> int | None:
+    """4 or 6 if ``text`` is an IPv4 / IPv6 address literal (no zone), else None."""
+    import ipaddress  # only requests that name a source pay for it
+
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        return None
+
+
+def _check_interface(name: object) -> None:
+    # linux/if.h and dev_valid_name(): 1-15 octets, not "." or "..", no "/", ":" or spaces.
+    bad = not isinstance(name, str) or not name or name in (".", "..")
+    if bad or len(name.encode("utf-8", "surrogatepass")) >= IFNAMSIZ:  # type: ignore[union-attr]
+        raise UsageError(f"interface {name!r}: must be a device name of 1-{IFNAMSIZ - 1} octets")
+    if any(c in "/:" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in name):  # type: ignore[union-attr]
+        raise UsageError(f"interface {name!r}: must not contain '/', ':', spaces or controls")
 
 
 @dataclass(frozen=True, slots=True)
 class PingRequest:
-    """One ping job: ``count`` echo requests to ``host``, ``interval`` s apart.
+    """One ping job: echo requests to ``host``, ``interval`` s apart.
 
-    ``timeout``: how long each probe waits for its answer after it was sent (> 0: a reply
-    never comes back in no time).  ``deadline``: stop everything that many seconds after the
-    start (None: when every probe has settled).  ``payload`` None means ``size`` bytes (default
-    56) of the iputils fill; giving both, they must agree.  ``ttl`` None: the system default.
-    ``family`` None: the first address ``host`` resolves to.  ``ident`` None: the engine's
-    choice (the pid).  ``socket_kind``: how the hand-rolled engine opens its ICMP socket.
+    ``count``: how many to send; None: until the deadline or until interrupted (iputils without
+    -c).  With a ``deadline`` the count is, as iputils' -c with -w, the number of answers
+    (replies and ICMP errors) that ends the run early: probes go on being sent until then or
+    until the deadline, and the first ICMP error ends it (iputils 20221126 main_loop).
+    ``timeout``: how long each probe waits for its answer after it was sent (> 0).
+    ``deadline``: stop everything that many seconds after the start (None: when every probe
+    has settled).  ``interval`` 0: as fast as answers come back, at least every 10 ms (iputils'
+    MININTERVAL bound for -i 0 and -f).
+
+    The payload: ``payload`` bytes are sent as given in every probe (the harness's fixed bytes).
+    ``payload`` None is iputils' default: ``size`` bytes (default 56) filled with byte i = i
+    (or with ``pattern`` repeated, -p), the first 16 overwritten at each send by the send time
+    as a struct timeval when ``size`` is at least 16 (``timestamped``).
+    ``tos``: IPv4 type of service / IPv6 traffic class octet (-Q); None: the socket's default.
+    ``source``: send from this address (-I ADDR); ``interface``: bind to this device (-I IFACE).
+    ``user_latency``: time in user space (-U): the clock read before the send call and after
+    the receive call instead of the kernel's stamps.
+    ``ttl`` None: the system default.  ``family`` None: the first address ``host`` resolves to.
+    ``ident`` None: the engine's choice (the pid).  ``socket_kind``: how the hand-rolled engine
+    opens its ICMP socket.
     """
 
     host: str
-    count: int = 4
+    count: int | None = 4
     interval: float = 1.0
     timeout: float = 1.0
     deadline: float | None = None
@@ -97,12 +143,17 @@ class PingRequest:
     ident: int | None = None
     seq_start: int = 1
     socket_kind: str = "auto"
+    pattern: bytes | None = None
+    tos: int | None = None
+    source: str | None = None
+    interface: str | None = None
+    user_latency: bool = False
 
     def __post_init__(self) -> None:
         check_host("host", self.host)
-        # At least one probe, as iputils' -c (1..LONG_MAX); a run bounded by time only is a
-        # large count with a deadline.
-        check_int("count", self.count, 1, PING_MAX_COUNT)
+        if self.count is not None:
+            # At least one probe, as iputils' -c (1..LONG_MAX); None: no limit (no -c).
+            check_int("count", self.count, 1, PING_MAX_COUNT)
         check_seconds("interval", self.interval, allow_zero=True)  # 0: back to back (iputils -i 0)
         check_seconds("timeout", self.timeout)
         if self.deadline is not None:
@@ -117,6 +168,15 @@ class PingRequest:
                     f"size {self.size}: the payload given is {len(self.payload)} bytes "
                     "(give one or the other)"
                 )
+        if self.pattern is not None:
+            if not isinstance(self.pattern, bytes):
+                raise UsageError(f"pattern {type(self.pattern).__name__}: must be bytes")
+            if not 1 <= len(self.pattern) <= PING_MAX_PATTERN:
+                raise UsageError(
+                    f"pattern of {len(self.pattern)} bytes: must be 1-{PING_MAX_PATTERN} bytes"
+                )
+            if self.payload is not None:
+                raise UsageError("pattern: fills the default payload (give it or a payload)")
         if self.ttl is not None:
             check_int("ttl", self.ttl, 1, 255)  # RFC 791 §3.2: a datagram with TTL 0 is dropped
         check_family(self.family)
@@ -125,6 +185,17 @@ class PingRequest:
         check_int("seq_start", self.seq_start, 0, 0xFFFF)  # and a 16-bit sequence number
         if self.socket_kind not in SOCKET_KINDS:
             raise UsageError(f"socket kind {self.socket_kind!r}: must be auto, raw or dgram")
+        if self.tos is not None:
+            check_int("tos", self.tos, 0, 255)  # RFC 791 §3.1 / RFC 8200 §7: one octet
+        if self.source is not None:
+            _check_ping_source(self.source)
+            version = _ip_version(self.source)
+            if self.family is not None and version != self.family:
+                raise UsageError(f"source {self.source}: not an IPv{self.family} address")
+        if self.interface is not None:
+            _check_interface(self.interface)
+        if not isinstance(self.user_latency, bool):
+            raise UsageError(f"user_latency {self.user_latency!r}: must be True or False")
         if self.family is not None:
             self.check_fits(self.family)
 
@@ -135,15 +206,23 @@ class PingRequest:
             return len(self.payload)
         return PING_DEFAULT_SIZE if self.size is None else self.size
 
+    @property
+    def timestamped(self) -> bool:
+        """Each probe carries its send time in its first 16 octets (the default payload)."""
+        return self.payload is None and self.payload_size >= PING_TIMESTAMP_SIZE
+
     def check_fits(self, family: Family) -> None:
-        """Refuse a payload too large for one IPv4 / IPv6 datagram (engines call this once the
-        host has resolved to ``family``)."""
+        """Refuse what the resolved ``family`` cannot carry: a payload too large for one IPv4 /
+        IPv6 datagram, a source address of the other family (engines call this once the host
+        has resolved to ``family``)."""
         limit = PING_MAX_PAYLOAD[family]
         if self.payload_size > limit:
             raise UsageError(
                 f"size {self.payload_size}: does not fit an IPv{family} packet "
                 f"(at most {limit} bytes)"
             )
+        if self.source is not None and _ip_version(self.source) != family:
+            raise UsageError(f"source {self.source}: not an IPv{family} address")
 
 
 # -- traceroute -------------------------------------------------------------------------------

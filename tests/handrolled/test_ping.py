@@ -12,6 +12,7 @@ import pickle
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -125,7 +126,12 @@ def test_loopback_replies(address, family):
         assert probe.seq == seq and probe.ident == 0x5151
         # ICMPv6: we fill in the pseudo-header checksum ourselves (::1 -> ::1), as on the wire
         ends = {"src": address, "dst": address} if family == 6 else {}
-        expected = encode_echo_request(0x5151, seq, default_payload(56), v6=family == 6, **ends)
+        # iputils' default payload: the send time as a struct timeval (two native longs, 16
+        # octets on 64-bit Linux), then the fill i & 0xFF from octet 16 on
+        sec, usec = struct.unpack("@ll", probe.sent[8:24])
+        assert 0 <= probe.send_ns - (sec * 10**9 + usec * 1000) < 50_000_000 and usec < 10**6
+        payload = probe.sent[8:24] + default_payload(56)[16:]
+        expected = encode_echo_request(0x5151, seq, payload, v6=family == 6, **ends)
         assert probe.sent == expected and (family == 4 or expected[2:4] != b"\0\0")
         assert probe.kernel_timestamp and probe.reply_ttl == 64 and probe.reply_from == address
         assert 0 < probe.rtt_ms < 1000
@@ -225,7 +231,7 @@ def _responder(sock: socket.socket, stop: threading.Event) -> None:
             out = [reply, reply]  # duplicate
         elif msg.seq == 3:
             bad = bytearray(msg.payload)
-            bad[5] ^= 0xFF
+            bad[21] ^= 0xFF  # past the timestamp (octets 0-15)
             out = [encode_echo_reply(msg.ident, msg.seq, bytes(bad))]  # valid checksum
         elif msg.seq == 4:
             out = [reply[:2] + bytes([reply[2] ^ 1]) + reply[3:]]  # bad checksum
@@ -279,7 +285,7 @@ def test_scripted_misbehaviour_is_reported_as_outcomes():
         (7, Outcome.UNREACHABLE),
     ]
     by = {(p.seq, p.outcome): p for p in result.probes}
-    assert by[3, Outcome.CORRUPT].note == "payload byte 5 is 0xfa, sent 0x05"
+    assert by[3, Outcome.CORRUPT].note == "payload byte 21 is 0xea, sent 0x15"
     assert by[4, Outcome.CORRUPT].note == "bad checksum"
     assert by[7, Outcome.UNREACHABLE].icmp_code == 13
     assert by[6, Outcome.TIME_EXCEEDED].reply_from == "127.0.0.1"
