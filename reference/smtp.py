@@ -329,7 +329,7 @@ class _Attempt:
             self.refusal = _refusal(exc.reply)
         self.error = _one_line(exc)
 
-    def quitted(self, code: int) -> None:
+    def quit_answered(self, code: int) -> None:
         """QUIT answered ``code``: a delivered dialogue is DONE with 221 (RFC 5321 §4.1.1.10)."""
         if self.final is not None and self.error is None and code == 221:
             self.stage = SmtpStage.DONE
@@ -361,7 +361,7 @@ def send_mail(request: MailRequest) -> SmtpResult:
         if polite:
             if run.error is None:
                 run.stage = SmtpStage.QUIT
-            run.quitted(_quit(d))
+            run.quit_answered(_quit(d))
         d.close()
     return run.result()
 
@@ -533,7 +533,7 @@ def send_mail_smtplib(request: MailRequest) -> SmtpResult:
             if run.error is None:
                 run.stage = SmtpStage.QUIT
             try:
-                run.quitted(client.quit()[0])
+                run.quit_answered(client.quit()[0])
             except (smtplib.SMTPException, OSError) as exc:
                 log.debug("QUIT: %s", exc)
         client.close()
