@@ -29,6 +29,8 @@ def to_junit(scenarios: Sequence[ScenarioRun]) -> JUnitXml:
     xml = JUnitXml("wiretwin compare")
     for sr in scenarios:
         suite = TestSuite(sr.name)
+        suite.add_property("kind", sr.kind)
+        suite.add_property("figures", report.key_figures(sr))  # handrolled | reference
         seconds = sum(run.seconds for run in sr.runs.values())
         for i, row in enumerate(sr.rows):
             # the sides' running time goes to the first check (did each side run?)

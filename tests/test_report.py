@@ -197,6 +197,32 @@ def test_junit_suites_cases_and_failure(tmp_path):
     assert "ipv4.ttl" in failure.message
     assert "64 (0x40)" in failure.message and "63 (0x3f)" in failure.message
     assert "handrolled 0000" in failure.text  # the hex diff rides along
+    props = {p.name: p.value for p in suites[0].properties()}
+    assert props["kind"] == "ping" and "min RTT 10.210 | 10.250 ms" in props["figures"]
+
+
+def test_reports_written_and_github_summary_appended(tmp_path, monkeypatch):
+    """runner.write_reports: the files asked for, and GITHUB_STEP_SUMMARY appended (not
+    overwritten) when the variable is set."""
+    from argparse import Namespace
+
+    from compare import runner
+
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    scenarios = [ping_scenario("ping -4 ttl", ref_ttl=63)]
+    args = Namespace(json=str(tmp_path / "r.json"), html=None, junit=str(tmp_path / "j.xml"))
+    runner.write_reports(args, scenarios, {"kind": "ping"})
+    text = summary.read_text()
+    assert text.startswith("earlier step\n## wiretwin compare")
+    assert "| ping -4 ttl" in text and "ipv4.ttl at offset 8" in text
+    assert json.loads((tmp_path / "r.json").read_text())["failed"] == 1
+    (suite,) = JUnitXml.fromfile(str(tmp_path / "j.xml"))
+    assert suite.failures == 1
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    runner.write_reports(args, scenarios, {"kind": "ping"})
+    assert summary.read_text() == text
 
 
 # ---- GitHub Actions --------------------------------------------------------------------------
