@@ -26,7 +26,11 @@ def _enum_name(enum_cls, value: int) -> str:
 
 
 def proto_name(value: int) -> str:
-    return _enum_name(IpProto, value).replace("icmpv6", "ICMPv6").replace("icmp", "ICMP").upper()
+    try:
+        name = IpProto(value).name
+    except ValueError:
+        return f"protocol {value}"
+    return name.replace("ICMPV6", "ICMPv6").replace("IPV6_", "IPv6-")
 
 
 def icmp_type_name(value: int, v6: bool) -> str:

@@ -171,7 +171,8 @@ def render_markdown(anatomy: Anatomy) -> str:
             for f in anatomy.fields_of(layer.name)
         ]
         headers = ["offset", "bits/bytes", "field", "hand-rolled", "scapy", "agree", "meaning"]
-        out += [tabulate(rows, headers=[*headers, "RFC"], tablefmt="github"), ""]
+        table = tabulate(rows, headers=[*headers, "RFC"], tablefmt="github", disable_numparse=True)
+        out += [table, ""]
     out += [line for line in disagreement_lines(anatomy) if line]
     out += ["", "```", *hexdump(anatomy.packet), "```"]
     for work in anatomy.checksums:
