@@ -88,31 +88,35 @@ def checksum_verifies(data: bytes, initial: int = 0) -> bool:
     return total % _FOLD == 0 and total != 0
 
 
-# Speed: parsing address text with ipaddress costs a few microseconds; a probe run sends to
-# the same few addresses again and again, so the packed form is cached (a failed parse
-# raises, and lru_cache never caches a raise, so bad input still gets its UsageError).
-@functools.lru_cache(maxsize=512)
-def _packed_text(addr: str) -> bytes:
-    return ipaddress.ip_address(addr).packed
-
-
 def _packed(addr: str) -> bytes:
     try:
-        return _packed_text(addr)
-    except (ValueError, TypeError) as exc:  # TypeError: unhashable, so not an address either
+        return ipaddress.ip_address(addr).packed
+    except ValueError as exc:
         raise UsageError(f"not an IP address: {addr!r}") from exc
+
+
+# Speed: parsing address text with ipaddress costs a few microseconds; a probe run sends to
+# the same pair again and again, so the packed pair is cached (a failed parse raises, and
+# lru_cache never caches a raise, so bad input still gets its UsageError every time).
+@functools.lru_cache(maxsize=512)
+def _address_pair(src: str, dst: str) -> bytes:
+    src_b, dst_b = _packed(src), _packed(dst)
+    if len(src_b) != len(dst_b):
+        raise UsageError(f"address families differ: {src} and {dst}")
+    return src_b + dst_b
 
 
 def pseudo_header(src: str, dst: str, protocol: int, length: int) -> bytes:
     """The pseudo-header a UDP/TCP/ICMPv6 checksum covers (RFC 768; RFC 8200 §8.1 for IPv6)."""
-    src_b, dst_b = _packed(src), _packed(dst)
-    if len(src_b) != len(dst_b):
-        raise UsageError(f"address families differ: {src} and {dst}")
-    if len(src_b) == 4:
+    try:
+        addresses = _address_pair(src, dst)
+    except TypeError as exc:  # unhashable, so not an address either
+        raise UsageError(f"not an IP address pair: {src!r}, {dst!r}") from exc
+    if len(addresses) == 8:
         # RFC 9293 §3.1: source, destination, zero, PTCL, TCP length (16 bits)
-        return src_b + dst_b + _PSEUDO4_TAIL.pack(0, protocol, length)
+        return addresses + _PSEUDO4_TAIL.pack(0, protocol, length)
     # RFC 8200 §8.1: source, destination, upper-layer length (32 bits), 3 zero bytes, next header
-    return src_b + dst_b + _PSEUDO6_TAIL.pack(length, protocol)
+    return addresses + _PSEUDO6_TAIL.pack(length, protocol)
 
 
 def pseudo_header_checksum(src: str, dst: str, protocol: int, data: bytes) -> int:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
+import operator
 import struct
 from dataclasses import dataclass
 
@@ -146,21 +147,23 @@ def decode_ipv4(data: bytes, *, truncated_ok: bool = False) -> tuple[IPv4Header,
         raise MalformedPacket(f"IPv4 total length {total_length} < header length {header_length}")
     if total_length > len(data) and not truncated_ok:
         raise MalformedPacket(f"IPv4 total length {total_length} > {len(data)} bytes present")
+    # Speed: positional arguments, in the dataclass's field order; matching 14 keywords by name
+    # costs about a microsecond more per header.
     header = IPv4Header(
-        version=version,
-        ihl=ihl,
-        tos=tos,
-        total_length=total_length,
-        identification=ident,
-        flags=flags_frag >> 13,
-        fragment_offset=flags_frag & 0x1FFF,
-        ttl=ttl,
-        protocol=proto,
-        checksum=csum,
-        src=_address_text(src),
-        dst=_address_text(dst),
-        options=data[IPV4_MIN_HEADER:header_length],
-        checksum_ok=checksum_verifies(data[:header_length]),  # RFC 791 §3.1: header only
+        _address_text(src),  # src
+        _address_text(dst),  # dst
+        proto,  # protocol
+        ttl,
+        tos,
+        ident,  # identification
+        flags_frag >> 13,  # flags
+        flags_frag & 0x1FFF,  # fragment_offset
+        data[IPV4_MIN_HEADER:header_length],  # options
+        total_length,
+        csum,  # checksum
+        version,
+        ihl,
+        checksum_verifies(data[:header_length]),  # checksum_ok (RFC 791 §3.1: header only)
     )
     return header, data[header_length:total_length]
 
@@ -182,7 +185,8 @@ def encode_ipv4(header: IPv4Header, payload: bytes = b"") -> bytes:
         header.tos,
         total_length,
         header.identification,
-        (header.flags & 0x7) << 13 | (header.fragment_offset & 0x1FFF),
+        # operator.index: an IPv4Flags member's own "&" builds a new flag (about 1 us)
+        (operator.index(header.flags) & 0x7) << 13 | (header.fragment_offset & 0x1FFF),
         header.ttl,
         header.protocol,
     )
@@ -239,16 +243,16 @@ def decode_ipv6(data: bytes, *, truncated_ok: bool = False) -> tuple[IPv6Header,
         if length > len(body):
             raise MalformedPacket(f"IPv6 extension header {upper} runs past the data")
         upper, body = body[0], body[length:]
-    header = IPv6Header(
-        version=version,
-        traffic_class=(first >> 20) & 0xFF,
-        flow_label=first & 0xFFFFF,
-        payload_length=payload_length,
-        next_header=next_header,
-        hop_limit=hop_limit,
-        src=_address_text(src),
-        dst=_address_text(dst),
-        upper_protocol=upper,
+    header = IPv6Header(  # positional, in field order (as in decode_ipv4)
+        _address_text(src),  # src
+        _address_text(dst),  # dst
+        next_header,
+        hop_limit,
+        (first >> 20) & 0xFF,  # traffic_class
+        first & 0xFFFFF,  # flow_label
+        payload_length,
+        version,
+        upper,  # upper_protocol
     )
     return header, body
 

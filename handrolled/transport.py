@@ -26,6 +26,7 @@ encoder packs its header once; TCP flags from a precomputed table.
 from __future__ import annotations
 
 import enum
+import operator
 import struct
 from dataclasses import dataclass
 
@@ -133,13 +134,7 @@ def decode_udp(data: bytes) -> UdpDatagram:
     src_port, dst_port, length, csum = _UDP.unpack_from(data)
     if length < UDP_HEADER:
         raise MalformedPacket(f"UDP length {length} < {UDP_HEADER}")
-    return UdpDatagram(
-        src_port=src_port,
-        dst_port=dst_port,
-        payload=data[UDP_HEADER:length],
-        length=length,
-        checksum=csum,
-    )
+    return UdpDatagram(src_port, dst_port, data[UDP_HEADER:length], length, csum)  # field order
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +170,8 @@ def encode_tcp(segment: TcpSegment, *, src: str, dst: str) -> bytes:
         segment.dst_port,
         segment.seq,
         segment.ack,
-        (offset & 0xF) << 12 | (segment.flags & 0xFF),
+        # operator.index: a TcpFlags member's own "&" builds a new flag (about 1 us)
+        (offset & 0xF) << 12 | (operator.index(segment.flags) & 0xFF),
         segment.window,
     )
     body = options + bytes(segment.payload)
@@ -205,18 +201,20 @@ def decode_tcp(data: bytes) -> TcpSegment:
         raise MalformedPacket(f"TCP data offset {offset} < 5")
     if header_length > len(data):
         raise MalformedPacket(f"TCP data offset says {header_length} bytes, got {len(data)}")
+    # Speed: positional arguments, in the dataclass's field order (keywords are matched by
+    # name on every call).
     return TcpSegment(
-        src_port=src_port,
-        dst_port=dst_port,
-        seq=seq,
-        ack=ack,
-        flags=_FLAGS_BY_VALUE[off_flags & 0xFF],
-        window=window,
-        urgent=urgent,
-        options=data[TCP_MIN_HEADER:header_length],
-        payload=data[header_length:],
-        data_offset=offset,
-        checksum=csum,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        _FLAGS_BY_VALUE[off_flags & 0xFF],  # flags
+        window,
+        urgent,
+        data[TCP_MIN_HEADER:header_length],  # options
+        data[header_length:],  # payload
+        offset,  # data_offset
+        csum,  # checksum
     )
 
 
