@@ -22,7 +22,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 from smtpd_fixtures import skip_or_fail
 
-from compare import baseline, junit, report, wire
+from compare import baseline, junit, report, tolerance, wire
 from compare.capture import Frame
 from compare.report import ScenarioRun
 from compare.scenario import Row, SideRun
@@ -426,6 +426,11 @@ def _html_report(tmp_path: Path) -> tuple[Path, list[ScenarioRun]]:
     scenarios[2].truth = {"hops": [
         {"ttl": i + 1, "role": f"r{i + 1}", "address": a, "answers": True, "rtt_ms": rtt,
          "window_ms": [rtt - 0.1, rtt + 1.5]} for i, (a, rtt) in enumerate(HOPS)]}  # fmt: skip
+    # text from the network (a reverse-DNS name, a server's reply) is shown, never run
+    scenarios[2].rows.append(
+        Row(scenarios[2].name, "same reverse-DNS names", "<script>alert(1)</script>", "b", False,
+            ["<img src=http://203.0.113.99/x.png>"])
+    )  # fmt: skip
     path = tmp_path / "report.html"
     meta = {"kind": "all", "seconds": 1.0, "tolerances": {"sides_min_ms": "1.0"}, "lab": []}
     report_html.write_html(path, scenarios, meta)
@@ -444,7 +449,9 @@ def test_html_report_in_headless_chromium(tmp_path):
     assert dom.allowed_bytes >= 4  # identification (2 bytes) on both sides, allowed
     assert dom.svgs >= 2  # the ping plot and the trace plot, inline
     assert dom.urls == [], dom.urls  # nothing to fetch: self-contained
-    assert "<script" not in proc.stdout
+    assert "<script" not in proc.stdout and "&lt;script&gt;alert(1)" in proc.stdout
+    early = tolerance.WIRE_EARLY_MS
+    assert f"RTT vs wire (each &gt;= -{early} ms" in proc.stdout  # checks with tolerances
 
     shot = tmp_path / "shot.png"
     proc = _browse(path, f"--screenshot={shot}", "--window-size=1280,2400")
