@@ -197,9 +197,21 @@ def _field_width(layer: str, name: str) -> int:
     return 1
 
 
+def _is_datagram(data: bytes) -> bool:
+    """Whether ``data`` is a whole IP datagram: its length field says so (RFC 791 §3.1 total
+    length; RFC 8200 §3 payload length after the 40-byte header)."""
+    if len(data) >= 20 and data[0] >> 4 == 4:
+        return int.from_bytes(data[2:4], "big") == len(data)
+    if len(data) >= 40 and data[0] >> 4 == 6:
+        return int.from_bytes(data[4:6], "big") + 40 == len(data)
+    return False
+
+
 def allowed_offsets(left: bytes, right: bytes) -> set[int]:
     """Byte offsets of two IP datagrams covered by a field that a named rule allows to differ
     (compare/packets.py); empty for anything that is not a pair of IP datagrams."""
+    if not (_is_datagram(left) and _is_datagram(right)):
+        return set()
     try:
         diffs = packets.diff_datagrams(left, right)
     except (ValueError, IndexError):
@@ -212,13 +224,19 @@ def allowed_offsets(left: bytes, right: bytes) -> set[int]:
 
 
 def hex_diff(
-    left: bytes, right: bytes, labels: tuple[str, str] = ("handrolled", "reference")
+    left: bytes,
+    right: bytes,
+    labels: tuple[str, str] = ("handrolled", "reference"),
+    base: int = 0,
+    allowed: set[int] | None = None,
 ) -> list[str]:
     """A hex dump of the lines of two packets that differ, one above the other, with ``^^``
     under each differing byte (``~~`` where a named rule allows it; ``--`` where one packet
-    is shorter)."""
+    is shorter).  ``base``: the offset of the first byte shown (a window of a stream);
+    ``allowed``: offsets allowed to differ (default: found when both are IP datagrams)."""
     out = []
-    allowed = allowed_offsets(left, right)
+    if allowed is None:
+        allowed = allowed_offsets(left, right) if base == 0 else set()
     width = max(len(label) for label in labels)
     for start in range(0, max(len(left), len(right)), HEX_WIDTH):
         a, b = left[start : start + HEX_WIDTH], right[start : start + HEX_WIDTH]
@@ -226,8 +244,8 @@ def hex_diff(
         marks = [i >= len(a) or i >= len(b) or a[i] != b[i] for i in range(n)]  # a differing byte
         if not any(marks):
             continue
-        out.append(f"{labels[0]:>{width}} {start:04x}  {_hex_cells(a, n)}")
-        out.append(f"{labels[1]:>{width}} {start:04x}  {_hex_cells(b, n)}")
+        out.append(f"{labels[0]:>{width}} {base + start:04x}  {_hex_cells(a, n)}")
+        out.append(f"{labels[1]:>{width}} {base + start:04x}  {_hex_cells(b, n)}")
         marks_line = " ".join(
             ("~~" if start + i in allowed else "^^") if m else "  " for i, m in enumerate(marks)
         )
@@ -288,13 +306,50 @@ def closing_line(rows: list[Row]) -> str:
     return f"{len(rows) - failed} passed, {failed} failed"
 
 
+def client_streams(sr: ScenarioRun) -> tuple[bytes, bytes] | None:
+    """An SMTP scenario's two client-to-server TCP streams as captured (None: not SMTP, or a
+    side without a result)."""
+    results = [sr.runs[i].result if i in sr.runs else None for i in ("handrolled", "reference")]
+    if not all(isinstance(r, SmtpResult) for r in results):
+        return None
+    return (
+        packets.tcp_stream(sr.runs["handrolled"].frames, results[0].port, True),
+        packets.tcp_stream(sr.runs["reference"].frames, results[1].port, True),
+    )
+
+
+def stream_context(sr: ScenarioRun, lines: int = 3) -> list[str]:
+    """For a failing SMTP scenario: where the two client streams first differ, hex-dumped
+    (``lines`` lines of 16 bytes from there), or nothing when the streams are identical."""
+    streams = client_streams(sr)
+    if streams is None or streams[0] == streams[1]:
+        return []
+    left, right = streams
+    first = next(
+        (i for i, (a, b) in enumerate(zip(left, right, strict=False)) if a != b),
+        min(len(left), len(right)),
+    )
+    start = first - first % HEX_WIDTH
+    window = slice(start, start + lines * HEX_WIDTH)
+    return [
+        f"    {sr.name}: the client command streams (TCP payload) first differ at byte {first}"
+        f" (of {len(left)} and {len(right)})",
+        *(f"      {line}" for line in hex_diff(left[window], right[window], base=start)),
+    ]
+
+
 def terminal(scenarios: Sequence[ScenarioRun], verbose: bool = False) -> str:
     """What `wiretwin compare` prints: the summary (or, verbose, the full table), the failing
     checks, the allowed differences, and the closing line alone on the last line."""
     rows = [r for sr in scenarios for r in sr.rows]
     parts = [table(rows) if verbose else summary(scenarios)]
-    if any(not r.ok for r in rows):
-        parts.append("failures:\n" + failure_details(rows))
+    failing = []
+    for sr in scenarios:
+        if not sr.ok:
+            failing.append(failure_details(sr.rows))
+            failing += stream_context(sr)
+    if failing:
+        parts.append("failures:\n" + "\n".join(failing))
     notes = allowed_notes(rows)
     if notes:
         parts.append(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from junitparser import Failure, JUnitXml
-from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import Ether
 from smtpd_fixtures import skip_or_fail
 
@@ -34,6 +34,7 @@ from handrolled.results import (
     PingResult,
     PingSummary,
     Probe,
+    SmtpResult,
     TraceResult,
 )
 
@@ -176,6 +177,33 @@ def test_hex_diff_of_unequal_lengths():
     out = report.hex_diff(b"\x01\x02", b"\x01\x02\x03")
     assert out[0].endswith("01 02 --") and out[1].endswith("01 02 03")
     assert out[2].endswith("^^") and out[2].count("^^") == 1
+
+
+def _smtp_side(impl: str, commands: bytes) -> SideRun:
+    segment = IP(src=CLIENT, dst=TARGET) / TCP(sport=40000, dport=25, seq=1000, flags="PA")
+    frames = [_frame(T0, True, bytes(segment / commands))]
+    result = SmtpResult(server=TARGET, port=25, mail_from="a@b", recipients=(), transcript=(),
+                        delivered=False, implementation=Implementation(impl))  # fmt: skip
+    return SideRun(impl, result, frames)
+
+
+def test_failing_smtp_scenario_shows_where_the_client_streams_differ():
+    runs = {
+        "handrolled": _smtp_side("handrolled", b"EHLO client\r\nMAIL FROM:<a@b>\r\n"),
+        "reference": _smtp_side("reference", b"EHLO client\r\nmail FROM:<a@b>\r\n"),
+    }
+    row = Row("smtp x", "client commands identical (wire)", "2 commands", "2 commands", False)
+    text = report.terminal([ScenarioRun("smtp x", "smtp", [row], runs)])
+    assert "first differ at byte 13 (of 30 and 30)" in text  # len("EHLO client\r\n") == 13
+    lines = text.splitlines()
+    hr = next(i for i, line in enumerate(lines) if line.strip().startswith("handrolled 0000"))
+    assert lines[hr].split()[2:] == [f"{b:02x}" for b in b"EHLO client\r\nMAI"]
+    assert lines[hr + 1].split()[2:] == [f"{b:02x}" for b in b"EHLO client\r\nmai"]
+    marks = lines[hr + 2]
+    column = lines[hr].index("0000") + 6 + 3 * 13
+    assert marks[column:] == "^^ ^^ ^^"  # M A I vs m a i: bytes 13..15
+    assert lines[hr + 5].split() == ["^^"]  # and the L of the next line
+    assert "~~" not in text  # no rule allows anything in a TCP stream
 
 
 # ---- JUnit, read back by junitparser ---------------------------------------------------------
