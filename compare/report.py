@@ -7,6 +7,7 @@ re-parses text.  HTML and JUnit live in compare/report_html.py and compare/junit
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import textwrap
@@ -38,6 +39,11 @@ class ScenarioRun:
     rows: list[Row]
     runs: dict[str, SideRun] = field(default_factory=dict)
     truth: dict[str, Any] | None = None  # what the lab promised (None: an explicit target)
+
+    @functools.cached_property
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """side_figures of each side, computed once (the runs do not change)."""
+        return {impl: side_figures(run) for impl, run in self.runs.items()}
 
     @property
     def passed(self) -> int:
@@ -128,8 +134,7 @@ def _fmt(value: float | None) -> str:
 
 def key_figures(sr: ScenarioRun) -> str:
     """The one-line figures of a scenario: min RTT each side vs truth, hops, delivery."""
-    figs = {impl: side_figures(run) for impl, run in sr.runs.items()}
-    hr, ref = figs.get("handrolled", {}), figs.get("reference", {})
+    hr, ref = sr.figures.get("handrolled", {}), sr.figures.get("reference", {})
     if sr.kind != "smtp" and ("error" in hr or "error" in ref):
         return "a side did not run"
     truth = sr.truth or {}
@@ -380,7 +385,7 @@ def scenario_json(sr: ScenarioRun) -> dict:
         "passed": sr.passed,
         "total": len(sr.rows),
         "truth": sr.truth,
-        "sides": {impl: side_figures(run) for impl, run in sr.runs.items()},
+        "sides": sr.figures,
     }
 
 

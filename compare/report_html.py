@@ -121,7 +121,7 @@ def _svg(fig: Figure) -> str:
 
 def ping_plot(sr: ScenarioRun) -> str | None:
     """Per probe: each side's reported RTT and the wire's, and the lab's promised window."""
-    figs = {impl: report.side_figures(run) for impl, run in sr.runs.items()}
+    figs = sr.figures
     if not any(v is not None for f in figs.values() for v in f.get("rtts_ms", [])):
         return None
     with rc_context(SVG_PARAMS):
@@ -148,7 +148,7 @@ def ping_plot(sr: ScenarioRun) -> str | None:
 
 def trace_plot(sr: ScenarioRun) -> str | None:
     """Per hop: every probe's RTT on each side, against the lab's promise and window."""
-    figs = {impl: report.side_figures(run) for impl, run in sr.runs.items()}
+    figs = sr.figures
     if not any(f.get("rtts_ms") for f in figs.values()):
         return None
     with rc_context(SVG_PARAMS):
