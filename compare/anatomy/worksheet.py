@@ -133,6 +133,8 @@ def build_items(packets: list[tuple[int, bytes]]) -> list[Item]:
             )
         )
     answered = set()
+    expired: list[Item] = []  # one per hop: the sheet keeps the first and the last
+    insert_at = len(items)
     for i, a in dissected:
         kind = kind_of(a)
         if kind not in ("time-exceeded", "dest-unreachable", "echo-reply"):
@@ -145,7 +147,7 @@ def build_items(packets: list[tuple[int, bytes]]) -> list[Item]:
         if kind == "time-exceeded" and sent is not None:
             j, probe = sent
             hop = _ttl(probe)
-            items.append(
+            expired.append(
                 Item(
                     f"Why does hop {hop} ({sender}) answer with type {_type(a)} in packet {i}?",
                     f"Packet {i} quotes probe {j} ({_key_text(key)}), sent with TTL {hop}. Every"
@@ -159,12 +161,14 @@ def build_items(packets: list[tuple[int, bytes]]) -> list[Item]:
             j, probe = sent
             items.append(
                 Item(
-                    f"Probe {j} (TTL {_ttl(probe)}) gets packet {i}, a {kind}, not a time"
+                    f"Probe {j} (TTL {_ttl(probe)}) gets packet {i},"
+                    f" {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a time"
                     " exceeded. Why?",
                     f"It reached its destination {sender}: its TTL lasted the whole path, so no"
                     f" router discarded it, and the destination itself answered ({kind}).",
                 )
             )
+    items[insert_at:insert_at] = expired[:1] + expired[-1:] if len(expired) > 1 else expired
     silent = [p for key, p in probes.items() if key not in answered]
     if silent and answered:
         j, probe = silent[0]
