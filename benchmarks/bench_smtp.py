@@ -1,0 +1,266 @@
+"""Delivery rate of the hand-rolled SMTP client against smtplib and aiosmtplib, in one run.
+
+Run: ``python benchmarks/bench_smtp.py [--rounds 20] [--per-chunk 40] [--quick] [--json FILE]``.
+No root: one in-process aiosmtpd (compare.smtpserver.SmtpdServer, in a thread) on 127.0.0.1,
+on a port the kernel picks, accepts every message; its EHLO reply offers PIPELINING, as the
+lab's server does.
+
+Clients, each sending the same small message to one recipient, with the same HELO name (so
+smtplib never looks up the host's FQDN):
+
+- wiretwin ``send_mail``: one connection per message (EHLO, MAIL, RCPT, DATA, QUIT), the only
+  way it sends today;
+- smtplib, one connection per message, and one connection for a whole chunk of messages
+  (``sendmail`` again and again, RFC 5321 §3.3: transactions back to back);
+- aiosmtplib, the same two ways, on one event loop made before timing starts.
+
+Each round times a chunk of ``--per-chunk`` messages from every client in turn (interleaved,
+so that load from other processes falls on all alike).  Rate = 1 / the 10th percentile of the
+chunks' per-message times; the median rate is printed beside it.  The server's count of
+accepted messages is checked against the number sent.  Ratios are of rates measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import platform
+import smtplib
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiosmtplib
+
+from compare.smtpserver import SmtpdServer
+from handrolled import smtp
+from handrolled.requests import SMTP_DEFAULT_HELO, MailRequest
+
+SENDER = "alice@wiretwin.test"
+RECIPIENT = "bob@wiretwin.test"
+HELO = SMTP_DEFAULT_HELO
+MESSAGE = (
+    b"From: alice@wiretwin.test\r\nTo: bob@wiretwin.test\r\nSubject: bench\r\n\r\n"
+    + b"A line of the benchmark's message body, the same for every client.\r\n" * 4
+)
+
+
+class _Counter:
+    """An aiosmtpd handler that accepts everything and counts the messages."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        responses.insert(-1, "250-PIPELINING")  # RFC 2920, as compare.smtpserver's server
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):
+        self.accepted += 1
+        return "250 2.0.0 accepted"
+
+
+def _wiretwin_sender(port: int) -> Callable[[int], None]:
+    """``send(n)``: n messages through ``handrolled.smtp.send_mail``, one connection each."""
+    params = inspect.signature(smtp.send_mail).parameters
+    if "request" not in params:
+        raise SystemExit(f"send_mail{inspect.signature(smtp.send_mail)}: no request parameter")
+    request = MailRequest(
+        "127.0.0.1",
+        port,
+        mail_from=SENDER,
+        recipients=(RECIPIENT,),
+        message=MESSAGE,
+        helo_name=HELO,
+        timeout=10.0,
+    )
+
+    def send(n: int) -> None:
+        for _ in range(n):
+            result = smtp.send_mail(request)
+            if not result.delivered:
+                raise SystemExit(f"wiretwin did not deliver: {result.error}")
+
+    return send
+
+
+def _smtplib_per_message(port: int) -> Callable[[int], None]:
+    def send(n: int) -> None:
+        for _ in range(n):
+            with smtplib.SMTP("127.0.0.1", port, local_hostname=HELO, timeout=10) as client:
+                client.sendmail(SENDER, [RECIPIENT], MESSAGE)
+
+    return send
+
+
+def _smtplib_one_connection(port: int) -> Callable[[int], None]:
+    def send(n: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname=HELO, timeout=10) as client:
+            for _ in range(n):
+                client.sendmail(SENDER, [RECIPIENT], MESSAGE)
+
+    return send
+
+
+def _aiosmtplib_senders(
+    port: int, loop: asyncio.AbstractEventLoop
+) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    options = {"hostname": "127.0.0.1", "port": port, "local_hostname": HELO}
+    options |= {"start_tls": False, "timeout": 10}
+
+    async def per_message(n: int) -> None:
+        for _ in range(n):
+            await aiosmtplib.send(MESSAGE, sender=SENDER, recipients=[RECIPIENT], **options)
+
+    async def one_connection(n: int) -> None:
+        client = aiosmtplib.SMTP(**options)
+        await client.connect()
+        for _ in range(n):
+            await client.sendmail(SENDER, [RECIPIENT], MESSAGE)
+        await client.quit()
+
+    return (
+        lambda n: loop.run_until_complete(per_message(n)),
+        lambda n: loop.run_until_complete(one_connection(n)),
+    )
+
+
+def _p10(values: list[float]) -> float:
+    return sorted(values)[len(values) // 10]
+
+
+def run(rounds: int, per_chunk: int) -> dict:
+    """Time every client; return rows, ratio lines (also what ``report`` prints)."""
+    handler = _Counter()
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+    # and accepted sockets inherit it; with proto 0 every reply waits out Nagle's algorithm
+    # against the client's delayed ACK (about 40 ms a command on Linux).
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    loop = asyncio.new_event_loop()
+    with listener, SmtpdServer(listener, handler, hostname="bench.wiretwin.test") as server:
+        port = server.port
+        aio_each, aio_one = _aiosmtplib_senders(port, loop)
+        per_message, one_for_all = "per message", "one for all"
+        clients: dict[tuple[str, str], Callable[[int], None]] = {
+            ("wiretwin send_mail", per_message): _wiretwin_sender(port),
+            ("smtplib", per_message): _smtplib_per_message(port),
+            ("aiosmtplib", per_message): aio_each,
+            ("smtplib", one_for_all): _smtplib_one_connection(port),
+            ("aiosmtplib", one_for_all): aio_one,
+        }
+        for send in clients.values():
+            send(1)  # warm up: imports, first connection
+        sent = len(clients)
+        samples: dict[tuple[str, str], list[float]] = {key: [] for key in clients}
+        for _ in range(rounds):
+            for key, send in clients.items():
+                started = time.perf_counter()
+                send(per_chunk)
+                samples[key].append((time.perf_counter() - started) / per_chunk)
+                sent += per_chunk
+        time.sleep(0.05)  # the last DATA reply may reach us just before the count is bumped
+        accepted = handler.accepted
+    loop.close()
+    if accepted != sent:
+        raise SystemExit(f"the server accepted {accepted} messages, {sent} were sent")
+    rows = [
+        {
+            "client": client,
+            "connections": connections,
+            "messages_per_s": 1.0 / _p10(times),
+            "median_messages_per_s": 1.0 / statistics.median(times),
+        }
+        for (client, connections), times in samples.items()
+    ]
+    rate = {(r["client"], r["connections"]): r["messages_per_s"] for r in rows}
+    ours = rate[("wiretwin send_mail", "per message")]
+    pairs = [
+        ("wiretwin (per message)", ours, "smtplib (per message)", rate[("smtplib", "per message")]),
+        (
+            "wiretwin (per message)",
+            ours,
+            "aiosmtplib (per message)",
+            rate[("aiosmtplib", "per message")],
+        ),
+        (
+            "wiretwin (per message)",
+            ours,
+            "smtplib (one connection)",
+            rate[("smtplib", "one for all")],
+        ),
+        (
+            "wiretwin (per message)",
+            ours,
+            "aiosmtplib (one connection)",
+            rate[("aiosmtplib", "one for all")],
+        ),
+        (
+            "smtplib (one connection)",
+            rate[("smtplib", "one for all")],
+            "smtplib (per message)",
+            rate[("smtplib", "per message")],
+        ),
+    ]
+    ratios = [f"ratio {a} / {b} = {ra / rb:.2f} (rates)" for a, ra, b, rb in pairs]
+    ratios.append(
+        "wiretwin over one connection: not measured (send_mail opens one connection per message)"
+    )
+    return {
+        "benchmark": "smtp",
+        "python": platform.python_version(),
+        "rounds": rounds,
+        "per_chunk": per_chunk,
+        "messages_sent": sent,
+        "message_octets": len(MESSAGE),
+        "rows": rows,
+        "ratios": ratios,
+    }
+
+
+def report(result: dict) -> str:
+    """The result as the text this script prints."""
+    lines = [
+        f"{result['rounds']} rounds x {result['per_chunk']} messages per client, interleaved; "
+        f"{result['message_octets']}-octet message, one recipient, aiosmtpd on 127.0.0.1 "
+        f"(all {result['messages_sent']} accepted).  Rate: 1 / 10th-percentile chunk time; "
+        "median beside it.",
+        "",
+        f"  {'client':<20} {'connection':<12} {'msgs/s':>9} {'median':>9}",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"  {row['client']:<20} {row['connections']:<12} {row['messages_per_s']:9.0f} "
+            f"{row['median_messages_per_s']:9.0f}"
+        )
+    lines.append("")
+    lines += result["ratios"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20, help="chunks per client")
+    parser.add_argument("--per-chunk", type=int, default=40, help="messages in one chunk")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 (smoke test)")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.per_chunk < 1:
+        parser.error("--rounds and --per-chunk must be >= 1")
+    rounds, per_chunk = (2, 3) if args.quick else (args.rounds, args.per_chunk)
+    result = run(rounds, per_chunk)
+    print(report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
