@@ -26,16 +26,26 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from compare.lab import netns
+from compare.lab import faults, netns
 from compare.lab.calls import call_python
+from compare.lab.delay import INJECT_MARK
 from compare.lab.plan import (
     BLACKHOLE4,
     BLACKHOLE6,
     CHAIN,
     END_LINKS,
+    FORK_LINKS,
+    FORK_ROUTER,
+    LOSSY,
+    LOSSY_ICMP_IDENT,
+    LOSSY_ICMP_SEQ,
+    LOSSY_UDP_PORT,
+    NARROW_MTU4,
+    NARROW_MTU6,
     NS_PREFIX,
     ROUTERS,
     SILENT,
+    UNREACHABLE,
     LabError,
     Plan,
     link_addrs,
@@ -60,17 +70,43 @@ table inet wiretwin {
   }
 }
 """
-PROHIBITED_RULES = """
+REJECT_RULES = """
 table inet wiretwin {
   chain input {
     type filter hook input priority 0; policy accept;
     iifname "lo" accept
     icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
-    reject with icmpx type admin-prohibited comment "ICMP 3/13, ICMPv6 1/1 (RFC 1812 5.2.7.1)"
+    meta nfproto ipv4 reject with icmp type %s comment "ICMP %d/%d"
+    meta nfproto ipv6 reject with icmpv6 type %s comment "ICMPv6 %d/%d"
   }
 }
 """
-_QUEUE_RULE = ("-t", "mangle", "-A", "PREROUTING", "-i", "up0", "-j", "NFQUEUE", "--queue-num", "0")
+# nft's names for the answers in plan.UNREACHABLE (RFC 792, RFC 1812 5.2.7.1, RFC 4443 3.1)
+REJECT_WITH = {
+    "admin-prohibited": ("admin-prohibited", "admin-prohibited"),
+    "host-unreachable": ("host-unreachable", "addr-unreachable"),
+    "net-unreachable": ("net-unreachable", "no-route"),
+}
+# The lossy hop: only the probe that would expire here (TTL 1 on arrival) with the chosen
+# port, or identifier and sequence, is dropped, before the delay stage (priority -300).
+LOSSY_RULES = f"""
+table inet wiretwin {{
+  chain prerouting {{
+    type filter hook prerouting priority -300; policy accept;
+    ip ttl 1 udp dport {LOSSY_UDP_PORT} drop
+    ip6 hoplimit 1 udp dport {LOSSY_UDP_PORT} drop
+    ip ttl 1 icmp type echo-request icmp id {LOSSY_ICMP_IDENT} icmp sequence {LOSSY_ICMP_SEQ} drop
+    ip6 hoplimit 1 icmpv6 type echo-request icmpv6 id {LOSSY_ICMP_IDENT} \
+      icmpv6 sequence {LOSSY_ICMP_SEQ} drop
+  }}
+}}
+"""
+# Queue 0: what arrives on a node's upstream link(s); queue 1 (faulty): its own echo replies,
+# except the copies our raw socket sends (INJECT_MARK).
+_QUEUE_RULE = ("-t", "mangle", "-A", "PREROUTING", "-i", "up+", "-j", "NFQUEUE", "--queue-num", "0")
+_REPLY_QUEUE = ("-t", "mangle", "-A", "OUTPUT", "-o", "up0", "-m", "mark", "!", "--mark")
+_REPLY_QUEUE += (str(INJECT_MARK), "-j", "NFQUEUE", "--queue-num", "1")
+FORWARDERS = (*ROUTERS, "fork-a", "fork-b", "join")
 
 
 def _run(
@@ -159,6 +195,7 @@ class Lab(Plan):
             lo_if: str,
             a4: tuple[str, str],
             a6: tuple[str, str],
+            up_if: str = "up0",
         ) -> None:
             # Fixed MACs and permanent neighbour entries: no ARP or neighbour discovery ever
             # runs, so the first probe of a run costs what the hundredth does, and the pcaps
@@ -166,10 +203,10 @@ class Lab(Plan):
             mac_lo, mac_up = f"02:77:74:00:{number:02x}:01", f"02:77:74:00:{number:02x}:02"
             root_cmds.append(
                 f"link add {lo_if} netns {self.ns(lower)} address {mac_lo} type veth"
-                f" peer name up0 netns {self.ns(upper)} address {mac_up}"
+                f" peer name {up_if} netns {self.ns(upper)} address {mac_up}"
             )
             devices[lower].append(lo_if)
-            devices[upper].append("up0")
+            devices[upper].append(up_if)
             batches[lower] += [
                 f"addr add {a4[0]}/30 dev {lo_if}",
                 f"addr add {a6[0]}/64 dev {lo_if} nodad",
@@ -178,11 +215,11 @@ class Lab(Plan):
                 f"neigh add {a6[1]} lladdr {mac_up} dev {lo_if} nud permanent",
             ]
             batches[upper] += [
-                f"addr add {a4[1]}/30 dev up0",
-                f"addr add {a6[1]}/64 dev up0 nodad",
-                "link set up0 up",
-                f"neigh add {a4[0]} lladdr {mac_lo} dev up0 nud permanent",
-                f"neigh add {a6[0]} lladdr {mac_lo} dev up0 nud permanent",
+                f"addr add {a4[1]}/30 dev {up_if}",
+                f"addr add {a6[1]}/64 dev {up_if} nodad",
+                f"link set {up_if} up",
+                f"neigh add {a4[0]} lladdr {mac_lo} dev {up_if} nud permanent",
+                f"neigh add {a6[0]} lladdr {mac_lo} dev {up_if} nud permanent",
             ]
 
         for k in range(1, len(CHAIN)):
@@ -197,6 +234,10 @@ class Lab(Plan):
                 (v4_add(base4, 1), v4_add(base4, 2)),
                 (prefix6 + "1", prefix6 + "2"),
             )
+
+        for n, (lower, upper, lo_if, up_if, base4, prefix6) in enumerate(FORK_LINKS, start=0x20):
+            a4, a6 = (v4_add(base4, 1), v4_add(base4, 2)), (prefix6 + "1", prefix6 + "2")
+            link(n, lower, upper, lo_if, a4, a6, up_if)
 
         # Routes: everything upstream via the upstream neighbour, downstream via the downstream one.
         lab4, lab6 = ("198.51.100.0/24", "203.0.113.0/24"), "2001:db8::/32"
@@ -225,6 +266,11 @@ class Lab(Plan):
                 f"route add {lab4[1]} via {gw4}",
                 f"route add {lab6} via {gw6}",
             ]
+        self._fork_routes(batches, lab4, lab6)
+        # The small link (RFC 1191 / RFC 8201: r6 answers what does not fit); IPv6's MTU is set
+        # by sysctl below, once the device exists.
+        batches["r6"].append(f"link set to-narro mtu {NARROW_MTU4}")
+        batches["narrow"].append(f"link set up0 mtu {NARROW_MTU4}")
 
         sysctls = [
             "net.ipv4.icmp_ratelimit=0",  # traces and repeated runs must never meet the limiter
@@ -240,15 +286,22 @@ class Lab(Plan):
         for role in roles:
             extra = (
                 ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
-                if role in ROUTERS
+                if role in FORWARDERS
                 else []
             )
+            if role == FORK_ROUTER:  # hash the flow: addresses, protocol and ports (L4)
+                extra += ["net.ipv4.fib_multipath_hash_policy=1"]
+                extra += ["net.ipv6.fib_multipath_hash_policy=1"]
             _ns_exec(self.ns(role), ["sysctl", "-q", "-w", *sysctls, *extra])
         _run(["ip", "-batch", "-"], input_text="\n".join(root_cmds) + "\n")
         for role in roles:
             _run(
                 ["ip", "-n", self.ns(role), "-batch", "-"],
                 input_text="\n".join(batches[role]) + "\n",
+            )
+        for role, dev in (("r6", "to-narro"), ("narrow", "up0")):
+            _ns_exec(
+                self.ns(role), ["sysctl", "-q", "-w", f"net.ipv6.conf.{dev}.mtu={NARROW_MTU6}"]
             )
 
         # Checksum offload off on every veth end: otherwise the kernel leaves TCP and UDP
@@ -260,25 +313,92 @@ class Lab(Plan):
 
         # Filtering, in nftables.
         _ns_exec(self.ns(SILENT), ["nft", "-f", "-"], input_text=SILENT_RULES)
-        _ns_exec(self.ns("prohibited"), ["nft", "-f", "-"], input_text=PROHIBITED_RULES)
+        _ns_exec(self.ns(LOSSY), ["nft", "-f", "-"], input_text=LOSSY_RULES)
+        for role, (name, v4, v6) in UNREACHABLE.items():
+            rules = REJECT_RULES % (REJECT_WITH[name][0], *v4, REJECT_WITH[name][1], *v6)
+            _ns_exec(self.ns(role), ["nft", "-f", "-"], input_text=rules)
         # Delay stages: NFQUEUE via iptables-nft (nft's own `queue` needs CONFIG_NFT_QUEUE,
         # which this kernel lacks; the xt NFQUEUE target through nft_compat works).
         queues = []
         for role in roles:
-            if not self.has_stage(role):
-                continue
-            delay = self.delays[role]
-            _ns_exec(self.ns(role), ["iptables-nft", *_QUEUE_RULE])
-            # Neighbour discovery is never delayed (the entries are permanent anyway).
-            for nd_type in ("neighbour-solicitation", "neighbour-advertisement"):
-                nd_rule = ["-t", "mangle", "-A", "PREROUTING", "-i", "up0", "-p", "icmpv6"]
-                nd_rule += ["--icmpv6-type", nd_type, "-j", "ACCEPT"]
-                _ns_exec(self.ns(role), ["ip6tables-nft", *nd_rule])
-            _ns_exec(self.ns(role), ["ip6tables-nft", *_QUEUE_RULE])
-            queues += ["--queue", f"{self.ns(role)}:0:{delay}"]
+            for number, (delay, rules) in self.queues(role).items():
+                queues += ["--queue", f"{self.ns(role)}:{number}:{delay}"]
+                if rules:
+                    queues += ["--faults", f"{self.ns(role)}:{number}:{faults.plan_text(rules)}"]
+            if 0 in self.queues(role):
+                # Neighbour discovery is never delayed (the entries are permanent anyway).
+                for nd_type in ("neighbour-solicitation", "neighbour-advertisement"):
+                    nd_rule = ["-t", "mangle", "-A", "PREROUTING", "-i", "up+", "-p", "icmpv6"]
+                    nd_rule += ["--icmpv6-type", nd_type, "-j", "ACCEPT"]
+                    _ns_exec(self.ns(role), ["ip6tables-nft", *nd_rule])
+                _ns_exec(self.ns(role), ["iptables-nft", *_QUEUE_RULE])
+                _ns_exec(self.ns(role), ["ip6tables-nft", *_QUEUE_RULE])
+            if 1 in self.queues(role):
+                _ns_exec(
+                    self.ns(role),
+                    [
+                        "iptables-nft",
+                        *_REPLY_QUEUE[:6],
+                        "-p",
+                        "icmp",
+                        "--icmp-type",
+                        "echo-reply",
+                        *_REPLY_QUEUE[6:],
+                    ],
+                )
+                _ns_exec(
+                    self.ns(role),
+                    [
+                        "ip6tables-nft",
+                        *_REPLY_QUEUE[:6],
+                        "-p",
+                        "icmpv6",
+                        "--icmpv6-type",
+                        "echo-reply",
+                        *_REPLY_QUEUE[6:],
+                    ],
+                )
         if queues:
             self._start_delay(queues)
         self._save_state()
+
+    def _fork_routes(self, batches: dict[str, list[str]], lab4: tuple[str, str], lab6: str) -> None:
+        """The fork's routes: r2 reaches multi over two equal-cost next hops (RFC 2992 hashing
+        per flow), each branch and the join route back through the way they were reached."""
+        via = {(lo, up): (v4_add(b4, 1), v4_add(b4, 2), p6 + "1", p6 + "2")
+               for lo, up, _, _, b4, p6 in FORK_LINKS}  # fmt: skip
+        a4, _, a6, _ = via[("r2", "fork-a")]
+        b4, _, b6, _ = via[("r2", "fork-b")]
+        _, fa4, _, fa6 = via[("r2", "fork-a")]
+        _, fb4, _, fb6 = via[("r2", "fork-b")]
+        _, _, _, _, join4, join6 = FORK_LINKS[2]
+        _, _, _, _, jb4, jb6 = FORK_LINKS[3]
+        _, _, _, _, multi4, multi6 = FORK_LINKS[4]
+        batches["r2"] += [
+            f"route add {join4}/30 via {fa4}",
+            f"route add {jb4}/30 via {fb4}",
+            f"route add {join6}/64 via {fa6}",
+            f"route add {jb6}/64 via {fb6}",
+            f"route add {multi4}/30 nexthop via {fa4} dev fork0 nexthop via {fb4} dev fork1",
+            f"route add {multi6}/64 nexthop via {fa6} dev fork0 nexthop via {fb6} dev fork1",
+        ]
+        for branch, gw4, gw6 in (("fork-a", a4, a6), ("fork-b", b4, b6)):
+            _, jgw4, _, jgw6 = via[(branch, "join")]
+            batches[branch] += [
+                f"route add {multi4}/30 via {jgw4}",
+                f"route add {multi6}/64 via {jgw6}",
+                f"route add {lab4[0]} via {gw4}",
+                f"route add {lab4[1]} via {gw4}",
+                f"route add {lab6} via {gw6}",
+            ]
+        # join answers and replies via fork-a, from that link's address in both families (a
+        # route's preferred source: ICMPv6 errors would otherwise leave from the inbound one)
+        back4, src4, back6, src6 = via[("fork-a", "join")]
+        batches["join"] += [f"route add {net} via {back4} src {src4}" for net in lab4]
+        batches["join"].append(f"route add {lab6} via {back6} src {src6}")
+        m4, _, m6, _ = via[("join", "multi")]
+        batches["multi"] += [f"route add {net} via {m4}" for net in lab4]
+        batches["multi"].append(f"route add {lab6} via {m6}")
 
     def _start_delay(self, queue_args: list[str]) -> None:
         log_path = STATE_DIR / f"{self.lab_id}.delay.log"
@@ -356,6 +476,12 @@ class Lab(Plan):
             timeout=timeout,
             check=check,
         )
+
+    def forget_pmtu(self, role: str = "client") -> None:
+        """Drop the path MTUs ``role`` has learnt (RFC 1191 / RFC 8201 caches), so the next
+        too-big datagram to narrow meets r6's ICMP error again, not a local EMSGSIZE."""
+        for family in ("-4", "-6"):
+            _ns_exec(self.ns(role), ["ip", family, "route", "flush", "cache"], check=False)
 
     def popen(self, role: str, argv: Sequence[str], **kw) -> subprocess.Popen:
         return subprocess.Popen([*_exec_prefix(self.ns(role)), *argv], **kw)

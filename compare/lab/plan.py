@@ -5,13 +5,21 @@ Pure: no subprocess, socket, os or time; compare/lab/build.py turns a Plan into 
 Default topology (IPv4 and IPv6; every address from the documentation ranges)::
 
     client -- r1 -- r2 -- r3 -- r4 -- r5 -- r6 -+- target       (answers)
-                          |           |         +- prohibited   (ICMP admin-prohibited)
-                    silent hop    no reverse      blackhole      (routed nowhere by r6)
-                  (no time-exceeded)  DNS name
+                   |      |     |     |         +- prohibited   (ICMP admin-prohibited)
+                   |  silent  lossy  no reverse +- hostunreach  (ICMP host-unreachable)
+                   |   hop    probe  DNS name   +- netunreach   (ICMP net-unreachable)
+                   |                            +- faulty       (deterministic faults, FAULTY)
+                   |                            +- forged       (a forger beside it)
+                   |                            +- narrow       (link MTU 1400 / IPv6 1280)
+                   |                               blackhole    (routed nowhere by r6)
+                   +- fork-a -+
+                   +- fork-b -+- join -- multi  (r2: equal-cost multipath, L4 hash)
 
 Link k joins chain node k-1 to node k: 198.51.100.4(k-1)/30 and 2001:db8:0:k::/64, the client
-side taking .1 / ::1 and the far side .2 / ::2.  The end hosts sit on 203.0.113.8/30
-(target .10) and 203.0.113.16/30 (prohibited .18).
+side taking .1 / ::1 and the far side .2 / ::2.  The end hosts sit on 203.0.113.4n/30 behind
+r6 (target .10, prohibited .18, ...; END_LINKS); the fork on 203.0.113.128/27 and
+2001:db8:0:120::/61 (FORK_LINKS).  Faults (compare/lab/faults.py) are keyed by sequence number,
+so one ``ping -c 6`` to faulty meets each once; everything else is untouched by them.
 
 Delay: each node holds the packets that arrive on its upstream (client-side) link for the
 link's round-trip delay (compare/lab/delay.py); the path back is not delayed, so a node's
@@ -28,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
+from compare.lab import faults
 from handrolled.errors import WiretwinError
 
 NS_PREFIX = "wt-"  # every lab namespace starts with this; `lab down --all` reaps them all
@@ -47,6 +56,15 @@ DEFAULT_DELAYS_MS: dict[str, float] = {
     "r6": 5.0,
     "target": 4.0,
     "prohibited": 4.0,
+    "hostunreach": 4.0,
+    "netunreach": 4.0,
+    "faulty": 4.0,
+    "forged": 4.0,
+    "narrow": 4.0,
+    "fork-a": 2.0,  # equal on both branches, so multi's RTT is the same on either
+    "fork-b": 2.0,
+    "join": 1.0,
+    "multi": 2.0,
 }
 ROUTERS = ("r1", "r2", "r3", "r4", "r5", "r6")
 CHAIN = ("client", *ROUTERS)
@@ -58,7 +76,47 @@ BLACKHOLE6 = "2001:db8:0:1ff::99"
 END_LINKS = {
     "target": ("203.0.113.8", "2001:db8:0:100::"),
     "prohibited": ("203.0.113.16", "2001:db8:0:101::"),
+    "hostunreach": ("203.0.113.20", "2001:db8:0:102::"),
+    "netunreach": ("203.0.113.24", "2001:db8:0:103::"),
+    "faulty": ("203.0.113.28", "2001:db8:0:104::"),
+    "forged": ("203.0.113.32", "2001:db8:0:105::"),
+    "narrow": ("203.0.113.36", "2001:db8:0:106::"),
 }
+# What an end host answers instead of an echo reply (v4 type/code, v6 type/code).
+UNREACHABLE = {
+    "prohibited": ("admin-prohibited", (3, 13), (1, 1)),  # RFC 1812 5.2.7.1, RFC 4443 3.1
+    "hostunreach": ("host-unreachable", (3, 1), (1, 3)),  # RFC 792; ICMPv6 address unreachable
+    "netunreach": ("net-unreachable", (3, 0), (1, 0)),  # RFC 792; ICMPv6 no route
+}
+# The fork: r2 -> fork-a | fork-b -> join -> multi.  link: (lower, upper, lower's interface,
+# upper's interface, v4 /30 base, v6 /64 prefix); the lower end takes .1/::1.
+FORK = ("fork-a", "fork-b")
+FORK_ROUTER = "r2"
+FORK_LINKS = (
+    ("r2", "fork-a", "fork0", "up0", "203.0.113.128", "2001:db8:0:120::"),
+    ("r2", "fork-b", "fork1", "up0", "203.0.113.132", "2001:db8:0:121::"),
+    ("fork-a", "join", "down0", "up0", "203.0.113.136", "2001:db8:0:122::"),
+    ("fork-b", "join", "down0", "up1", "203.0.113.140", "2001:db8:0:123::"),
+    ("join", "multi", "down0", "up0", "203.0.113.144", "2001:db8:0:124::"),
+)
+FORK_ROLES = ("fork-a", "fork-b", "join", "multi")
+# The small-MTU link: r6 -- narrow; r6 answers what does not fit (RFC 1191 4, RFC 8201 4).
+NARROW_MTU4 = 1400
+NARROW_MTU6 = 1280
+# The lossy hop: r4 drops the one probe that would expire there (TTL 1 on arrival) with this
+# UDP destination port or this ICMP echo identifier and sequence: traceroute(8) -q 3 -p 44444
+# puts it second at TTL 4 (ports base + (ttl - 1) * 3 + i).  Normal traces never use them.
+LOSSY = "r4"
+LOSSY_UDP_PORT = 44454
+LOSSY_ICMP_IDENT = 0x4C53
+LOSSY_ICMP_SEQ = 11
+# The fault plan of faulty (both families; any identifier): seq 1..6 meet one outcome each.
+FAULTY_RULES = faults.parse_plan(
+    "hold reply seq=1 after=2; duplicate reply seq=3; corrupt reply seq=4 byte=20;"
+    "corrupt-bad-checksum reply seq=5 byte=20; drop request seq=6"
+)
+FORGED_RULES = faults.parse_plan("forge request")
+FAULT_PLANS = {"faulty": FAULTY_RULES, "forged": FORGED_RULES}
 
 
 class LabError(WiretwinError):
@@ -141,9 +199,48 @@ class Plan:
                 f"{role}.{DOMAIN}",
                 True,
                 rtt + self.delays.get(role, 0.0),
-                stages + self.has_stage(role),
+                stages + self.stages_at(role),
+            )
+        # The fork: each node answers from the address of the link it is first reached by
+        # (join: from fork-a, its route back); the RTTs run through fork-a.
+        fork_up = {
+            upper: (lower, base4, prefix6) for lower, upper, _, _, base4, prefix6 in FORK_LINKS
+        }
+        for role in FORK_ROLES:
+            lower, base4, prefix6 = fork_up[role]
+            if role == "join":
+                lower, base4, prefix6 = FORK_LINKS[2][0], FORK_LINKS[2][4], FORK_LINKS[2][5]
+            up = nodes[lower]
+            nodes[role] = Node(
+                role,
+                self.ns(role),
+                up.ttl + 1,  # type: ignore[operator]
+                v4_add(base4, 2),
+                prefix6 + "2",
+                f"{role}.{DOMAIN}",
+                True,
+                up.rtt_ms + self.delays.get(role, 0.0),
+                up.stages + self.stages_at(role),
             )
         return nodes
+
+    def stages_at(self, role: str) -> int:
+        """Stages a round trip to ``role`` crosses at its own link: the delay stage, and for a
+        node with a fault plan the stage that always holds its requests and its replies."""
+        if role in FAULT_PLANS:
+            return 1 + (role == "faulty")  # forged queues requests only
+        return int(self.has_stage(role))
+
+    def queues(self, role: str) -> dict[int, tuple[float, tuple[faults.Rule, ...]]]:
+        """The NFQUEUE queues at ``role``: number -> (delay ms, fault rules).  Queue 0 holds
+        what arrives on its upstream link(s), queue 1 (faulty only) its outgoing echo replies."""
+        rules = FAULT_PLANS.get(role, ())
+        out: dict[int, tuple[float, tuple[faults.Rule, ...]]] = {}
+        if self.has_stage(role) or rules:
+            out[0] = (self.delays.get(role, 0.0), rules)
+        if role == "faulty":
+            out[1] = (0.0, rules)
+        return out
 
     def has_stage(self, role: str) -> bool:
         """Whether the link ending at ``role`` gets a delay stage (only a positive delay does)."""
@@ -164,8 +261,12 @@ class Plan:
     def prohibited(self) -> Node:
         return self.nodes["prohibited"]
 
-    def hops(self, to: str = "target") -> list[Node]:
-        """The nodes a trace from the client meets, in TTL order: r1..r6 then ``to``."""
+    def hops(self, to: str = "target", branch: int = 0) -> list[Node]:
+        """The nodes a trace from the client meets, in TTL order: r1..r6 then ``to``; for the
+        fork's nodes r1, r2, fork-a (``branch`` 1: fork-b), join, multi."""
+        if to in FORK_ROLES:
+            path = ["r1", "r2", to if to in FORK else FORK[branch], "join", "multi"]
+            return [self.nodes[r] for r in path[: path.index(to) + 1]]
         return [self.nodes[r] for r in ROUTERS] + ([self.nodes[to]] if to in END_LINKS else [])
 
     def rtt_tolerance(self, node: Node) -> tuple[float, float]:
@@ -218,10 +319,25 @@ class Plan:
             not outside, best, used, why + (f" after {used} measurement(s)" if outside else "")
         )
 
+    def answers(self, node: Node) -> str:
+        """What ``node`` answers a probe addressed to it (or, for a router, one expiring there)."""
+        if not node.answers:
+            return "no (silent)"
+        if node.role in UNREACHABLE:
+            return UNREACHABLE[node.role][0]
+        return {
+            "faulty": "yes, with faults (see faults)",
+            "forged": "yes, and a forger beside it",
+            "narrow": f"yes, behind MTU {NARROW_MTU4} / IPv6 {NARROW_MTU6}",
+            LOSSY: "yes, but loses one probe (see lost_probe)",
+        }.get(node.role, "yes")
+
     def truth(self) -> list[dict]:
         """The table `wiretwin lab status` prints: per hop what the lab promises."""
         rows = []
-        for node in [*self.hops("target"), self.prohibited]:
+        ends = [self.nodes[role] for role in END_LINKS if role != "target"]
+        forks = [self.nodes[role] for role in FORK_ROLES]
+        for node in [*self.hops("target"), *ends, *forks]:
             low, high = self.rtt_tolerance(node)
             rows.append(
                 {
@@ -231,9 +347,7 @@ class Plan:
                     "ipv4": node.addr4,
                     "ipv6": node.addr6,
                     "name": node.hostname or "(no reverse DNS)",
-                    "answers": "no (silent)"
-                    if not node.answers
-                    else ("admin-prohibited" if node.role == "prohibited" else "yes"),
+                    "answers": self.answers(node),
                     "rtt_ms": round(node.rtt_ms, 3),
                     "min_rtt_window_ms": f"{low:.2f}..{high:.2f}",
                 }
@@ -253,6 +367,79 @@ class Plan:
         )
         return rows
 
+    def promises(self) -> dict:
+        """The lab's other promises, beside the hop table: which probe meets which fault, the
+        forger, the unreachable answers, the lost probe, the fork and the small-MTU link."""
+        r4, r6 = self.nodes[LOSSY], self.nodes["r6"]
+        fork = {role: self.nodes[role] for role in (FORK_ROUTER, *FORK_ROLES)}
+        return {
+            "faults": {
+                "node": "faulty",
+                "rules": [rule.text() for rule in FAULTY_RULES],
+                "per_seq": {
+                    str(family): faults.outcomes(FAULTY_RULES, family, range(1, 7))
+                    for family in (4, 6)
+                },
+                "hold_limit_s": faults.HOLD_LIMIT_S,
+                "note": "any identifier; corrupt flips payload byte 20 (payloads of 21 bytes "
+                "or more); a bad ICMPv6 checksum is dropped by the client's kernel before any "
+                "socket (RFC 4443 2.3), so an IPv6 client reports that probe lost",
+            },
+            "forger": {
+                "node": "forged",
+                "forged_from": {"4": faults.FORGER4, "6": faults.FORGER6},
+                "rules": [rule.text() for rule in FORGED_RULES],
+                "per_request": [
+                    "an echo reply with the probe's identifier and sequence from forged_from",
+                    "an echo reply from forged with identifier XOR 0xffff",
+                    "then the real reply",
+                ],
+                "correct_client": "ignores both forgeries: every probe gets one reply",
+            },
+            "unreachable": {
+                role: {
+                    "answers": name,
+                    "ipv4_type_code": list(v4),
+                    "ipv6_type_code": list(v6),
+                    "traceroute": {"admin-prohibited": "!X", "host-unreachable": "!H"}.get(
+                        name, "!N"
+                    ),
+                }
+                for role, (name, v4, v6) in UNREACHABLE.items()
+            },
+            "lost_probe": {
+                "ttl": r4.ttl,
+                "router": r4.role,
+                "udp_dst_port": LOSSY_UDP_PORT,
+                "icmp_ident": LOSSY_ICMP_IDENT,
+                "icmp_seq": LOSSY_ICMP_SEQ,
+                "rule": "dropped at r4 when it would expire there (TTL / hop limit 1 on arrival)",
+                "example": "traceroute -q 3 -p 44444 target.lab.test: hop 4's second probe *",
+            },
+            "fork": {
+                "to": "multi",
+                "forks_at_ttl": fork[FORK_ROUTER].ttl,
+                "router": FORK_ROUTER,
+                "branch_ttl": fork["fork-a"].ttl,
+                "branches": {
+                    role: {"ipv4": fork[role].addr4, "ipv6": fork[role].addr6} for role in FORK
+                },
+                "joins_at_ttl": fork["join"].ttl,
+                "join": {"ipv4": fork["join"].addr4, "ipv6": fork["join"].addr6},
+                "hash": "fib_multipath_hash_policy=1 (addresses, protocol, ports), both families",
+            },
+            "mtu": {
+                "to": "narrow",
+                "router": "r6",
+                "ttl": r6.ttl,
+                "from": {"4": r6.addr4, "6": r6.addr6},
+                "mtu4": NARROW_MTU4,
+                "mtu6": NARROW_MTU6,
+                "answers": "frag-needed with the next-hop MTU (RFC 1191 4) / Packet Too Big "
+                "(RFC 8201 4), for datagrams that do not fit and may not be fragmented",
+            },
+        }
+
     def hosts_file(self) -> str:
         """/etc/hosts for every node: each named node under both its addresses."""
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -260,6 +447,8 @@ class Plan:
             if node.hostname:
                 lines.append(f"{node.addr4}\t{node.hostname}")
                 lines.append(f"{node.addr6}\t{node.hostname}")
+        lines.append(f"{faults.FORGER4}\tforger.{DOMAIN}")
+        lines.append(f"{faults.FORGER6}\tforger.{DOMAIN}")
         lines.append(f"{BLACKHOLE4}\t{self.blackhole_name}")
         lines.append(f"{BLACKHOLE6}\t{self.blackhole_name}")
         return "\n".join(lines) + "\n"
