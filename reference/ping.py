@@ -18,7 +18,9 @@ import logging
 import math
 import os
 import select
+import socket
 import statistics
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +62,70 @@ def kernel_default_ttl(version: int) -> int:
         return 64
 
 
-def build_request(version: int, dst: str, ident: int, seq: int, payload: bytes, ttl: int) -> Any:
+_SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)  # asm-generic/socket.h
+MIN_INTERVAL = 0.010  # iputils' MININTERVAL: -i 0 sends again after 10 ms while one is out
+TIMEVAL = struct.Struct("@ll")  # iputils' timestamp: struct timeval (16 octets on 64-bit Linux)
+
+
+def fill_payload(size: int, pattern: bytes | None) -> bytes:
+    """iputils' setup()/fill(): byte i = i, or -p's pattern repeated from the first octet."""
+    if pattern:
+        return bytes(pattern[i % len(pattern)] for i in range(size))
+    return default_payload(size)
+
+
+def timestamped(fill: bytes, wall_ns: int) -> bytes:
+    """iputils' pinger(): the send time as a struct timeval over the first 16 octets."""
+    if len(fill) < TIMEVAL.size:
+        return fill
+    return TIMEVAL.pack(wall_ns // 1_000_000_000, wall_ns % 1_000_000_000 // 1000) + fill[16:]
+
+
+def _errno_text(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def check_source(version: int, source: str) -> None:
+    """Refuse a source address this host does not have, as bind(2) does for the hand-rolled
+    side (IP_HDRINCL would let scapy send from any address)."""
+    af = socket.AF_INET6 if version == 6 else socket.AF_INET
+    with socket.socket(af, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((source, 0))
+        except OSError as exc:
+            raise UsageError(f"bind: {_errno_text(exc)}") from exc
+
+
+def device_source(version: int, dst: str, device: str) -> str:
+    """The address the kernel sends from to ``dst`` through ``device`` (UDP connect probe)."""
+    af = socket.AF_INET6 if version == 6 else socket.AF_INET
+    with socket.socket(af, socket.SOCK_DGRAM) as probe:
+        bind_to_device(probe, device)
+        try:
+            probe.connect((dst, 1025))
+        except OSError as exc:
+            raise UsageError(f"connect: {_errno_text(exc)}") from exc
+        return probe.getsockname()[0].split("%")[0]
+
+
+def bind_to_device(sock: socket.socket, device: str) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, device.encode() + b"\0")
+    except OSError as exc:
+        raise UsageError(f"SO_BINDTODEVICE {device}: {_errno_text(exc)}") from exc
+
+
+def build_request(
+    version: int,
+    dst: str,
+    ident: int,
+    seq: int,
+    payload: bytes,
+    ttl: int,
+    *,
+    tos: int | None = None,
+    src: str | None = None,
+) -> Any:
     """One echo request as a scapy packet, every header field chosen deliberately.
 
     IP header: :func:`reference.common.ip_header` with ID ``seq`` (the reasons for each field
@@ -74,6 +139,13 @@ def build_request(version: int, dst: str, ident: int, seq: int, payload: bytes, 
     from scapy.packet import Raw
 
     ip = ip_header(version, dst, ttl, seq)
+    if tos is not None:  # -Q: RFC 791 §3.1 type of service / RFC 8200 §7 traffic class
+        if version == 4:
+            ip.tos = tos
+        else:
+            ip.tc = tos
+    if src is not None:
+        ip.src = src
     if version == 4:
         pkt = ip / ICMP(type=8, code=0, id=ident, seq=seq & 0xFFFF)
         return pkt / Raw(load=payload) if payload else pkt
@@ -107,6 +179,7 @@ class _Pending:
     sent_time: float  # wall clock, as the kernel's receive stamp (``reply.time``)
     expires: float  # sent_time + timeout: a reply stamped later is late
     ttl: int
+    payload: bytes = b""
     done: Probe | None = None
     duplicates: list[Probe] = field(default_factory=list)
 
@@ -187,13 +260,18 @@ def run_ping(
     request: PingRequest,
     *,
     on_probe: Callable[[Probe], None] | None = None,
+    on_send: Callable[[int], None] | None = None,
 ) -> PingResult:
     """Ping as ``request`` says, with scapy; timeouts and ICMP errors are outcomes.
 
-    A probe is sent every ``interval`` s; each waits up to ``timeout`` s for its reply; the run
-    ends when every probe is answered or expired, or when ``deadline`` s have passed since the
-    start.  A second reply to an answered probe is recorded as a DUPLICATE probe.  The request
-    was validated when it was built; what is left here is what needs the resolved family.
+    A probe is sent every ``interval`` s (0: as soon as none is out, else after 10 ms); each
+    waits up to ``timeout`` s for its reply.  Without a deadline the run ends when ``count``
+    probes (None: no end) are answered or expired; with one, when ``count`` answers (replies
+    and ICMP errors) are in, at the first ICMP error, or when ``deadline`` s have passed, as
+    iputils' main loop.  The default payload carries each send time as a struct timeval in
+    its first 16 octets.  A second reply to an answered probe is a DUPLICATE probe.  The
+    request was validated when it was built; what is left here needs the resolved family.
+    ``on_send(seq)`` is called as each probe is about to go.
     """
     if request.socket_kind == "dgram":
         # Not a bad request but one this side cannot carry out: scapy builds the IP header.
@@ -202,9 +280,16 @@ def run_ping(
     deadline, seq_start = request.deadline, request.seq_start
     address, version = resolve(host, request.family)
     request.check_fits(version)
-    payload = default_payload(request.payload_size) if request.payload is None else request.payload
+    fill = fill_payload(request.payload_size, request.pattern)
+    payload = fill if request.payload is None else request.payload
+    stamp = request.timestamped
     ident = (os.getpid() & 0xFFFF) if request.ident is None else request.ident
     hop_limit = request.ttl if request.ttl is not None else kernel_default_ttl(version)
+    source = request.source
+    if source is not None:
+        check_source(version, source)
+    elif request.interface is not None:
+        source = device_source(version, address, request.interface)
 
     scapy_conf()
     from scapy.compat import raw
@@ -213,13 +298,23 @@ def run_ping(
     started_ns = time.time_ns()
     start = time.monotonic()
     end_by = start + deadline if deadline is not None else math.inf
+    by_time = deadline is not None
     pending: dict[int, _Pending] = {}  # by seq, in send order
+    history: list[_Pending] = []  # every probe sent (a sequence number may come round again)
     by_hash: dict[bytes, list[_Pending]] = {}
     finished: list[Probe] = []
+    tally = {"answers": 0, "errors": 0}
 
     def finish(item: _Pending, probe: Probe) -> None:
         if item.done is None:
             item.done = probe
+            if probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
+                tally["errors"] += 1
+                tally["answers"] += 1
+            elif probe.outcome is Outcome.REPLY or (
+                probe.outcome is Outcome.CORRUPT and "checksum" not in probe.note
+            ):
+                tally["answers"] += 1  # iputils' nreceived counts a wrong payload, not a bad sum
         else:
             item.duplicates.append(probe)
         finished.append(probe)
@@ -263,7 +358,7 @@ def run_ping(
                 if item.done is not None:
                     finish(item, probe_for(item, Outcome.DUPLICATE, reply))
                     return
-                reason = _corrupt_reason(version, reply, payload)
+                reason = _corrupt_reason(version, reply, item.payload)
                 outcome = Outcome.CORRUPT if reason else Outcome.REPLY
                 finish(item, probe_for(item, outcome, reply, reason))
                 return
@@ -275,25 +370,41 @@ def run_ping(
             if late(item, reply):
                 log.info("late reply for seq %d ignored", item.seq)
                 return
-            reason = _corrupt_reason(version, reply, payload) or "reply does not answer"
+            reason = _corrupt_reason(version, reply, item.payload) or "reply does not answer"
             finish(item, probe_for(item, Outcome.CORRUPT, reply, reason))
 
     try:
+        if request.interface is not None:
+            bind_to_device(sock.outs, request.interface)
         sent_count = 0
         next_send = start
+        last_send = start
         while True:
             # 1. Drain what has arrived before judging any probe expired (its stamp decides).
             while select.select([sock], [], [], 0)[0]:
                 reply = sock.recv()
+                if reply is not None and request.user_latency:
+                    reply.time = time.time()  # -U: the time read as the receive returned
                 if reply is not None and getattr(reply, "version", None) == version:
                     handle(reply)
             now = time.monotonic()
-            if now >= end_by:
+            if now >= end_by or (by_time and tally["errors"]):
                 break
+            if count is not None and tally["answers"] >= count:
+                break
+            more = count is None or by_time or sent_count < count
+            in_flight = any(item.done is None for item in pending.values())
+            if more and interval == 0:
+                next_send = last_send + (MIN_INTERVAL if in_flight and sent_count else 0.0)
             # 2. Send when the next probe is due.
-            if sent_count < count and now >= next_send:
+            if more and now >= next_send:
                 seq = (seq_start + sent_count) & 0xFFFF
-                packet = build_request(version, address, ident, seq, payload, hop_limit)
+                if on_send is not None:
+                    on_send(seq)
+                data = timestamped(payload, time.time_ns()) if stamp else payload
+                packet = build_request(
+                    version, address, ident, seq, data, hop_limit, tos=request.tos, src=source
+                )
                 wire = raw(packet)
                 sock.send(packet)  # sets packet.sent_time = time.time() right before sendto
                 item = _Pending(
@@ -303,10 +414,16 @@ def run_ping(
                     sent_time=packet.sent_time,
                     expires=packet.sent_time + timeout,
                     ttl=hop_limit,
+                    payload=data,
                 )
+                old = pending.get(seq)
+                if old is not None and old.done is None:
+                    finish(old, probe_for(old, Outcome.TIMEOUT, note="sequence number reused"))
                 pending[seq] = item
+                history.append(item)
                 by_hash.setdefault(packet.hashret(), []).append(item)
                 sent_count += 1
+                last_send = now
                 next_send += interval
                 continue
             # 3. Expire what is still unanswered (every reply stamped in time was read above).
@@ -314,23 +431,46 @@ def run_ping(
             for item in pending.values():
                 if item.done is None and item.expires <= wall:
                     finish(item, probe_for(item, Outcome.TIMEOUT))
-            all_sent = sent_count >= count
-            if all_sent and all(item.done is not None for item in pending.values()):
+            if by_time and tally["errors"]:
+                break
+            if not more and all(item.done is not None for item in pending.values()):
                 break
             # 4. Sleep until a reply, the next send, the earliest expiry or the deadline.
             waits = [end_by - now] + [i.expires - wall for i in pending.values() if i.done is None]
-            if not all_sent:
+            if more:
                 waits.append(next_send - now)
             select.select([sock], [], [], max(0.0, min(waits)))
+    except KeyboardInterrupt as exc:
+        exc.partial_result = _result(  # type: ignore[attr-defined]
+            request, address, version, ident, payload, history, finish, probe_for, started_ns,
+            start,
+        )  # fmt: skip
+        raise
     finally:
         sock.close()
+    return _result(
+        request, address, version, ident, payload, history, finish, probe_for, started_ns, start
+    )
 
-    for item in pending.values():
-        if item.done is None:  # cut short by the deadline
+
+def _result(
+    request: PingRequest,
+    address: str,
+    version: int,
+    ident: int,
+    payload: bytes,
+    history: list[_Pending],
+    finish: Callable[[_Pending, Probe], None],
+    probe_for: Callable[..., Probe],
+    started_ns: int,
+    start: float,
+) -> PingResult:
+    for item in history:
+        if item.done is None:  # cut short by the deadline, the count or Ctrl-C
             finish(item, probe_for(item, Outcome.TIMEOUT, note="deadline"))
-    probes = tuple(p for item in pending.values() for p in (item.done, *item.duplicates) if p)
+    probes = tuple(p for item in history for p in (item.done, *item.duplicates) if p)
     return PingResult(
-        target=host,
+        target=request.host,
         address=address,
         family=version,
         ident=ident,

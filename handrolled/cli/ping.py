@@ -4,7 +4,19 @@
 once (the ``PING`` header names the address that is pinged), hands the request to ``runner``
 (``handrolled.ping.run_ping`` by default; ``wiretwin ping --impl reference`` passes
 ``reference.ping.run_ping``) and prints each probe as it settles, then iputils' statistics.
-Exit codes as iputils: 0 if any reply came back, 1 if none, 2 on bad input or an error.
+
+Flags and output follow iputils ping 20221126 (ping/ping.c, ping/ping_common.c):
+without ``-c`` it pings until Ctrl-C or the ``-w`` deadline; ``-p`` pattern, ``-D``
+timestamps, ``-O`` outstanding replies, ``-Q`` TOS, ``-I`` device or source address, ``-a``
+bell, ``-U`` user-space timing, ``-f`` flood (``.`` per request, a backspace per reply; root
+only below 2 ms, as iputils).  The statistics are iputils' own arithmetic on the probes
+(integer microseconds; duplicates in the RTT figures; a bad checksum counted as "corrupted",
+a wrong payload still as received).  Exit codes as iputils' finish(): 1 if nothing came back,
+or with ``-w`` fewer replies than ``-c`` asked for; else 0; 2 on bad input or an error.
+
+Where this differs from iputils on purpose: a reply from another address than the target is
+not counted (iputils prints it with "(DIFFERENT ADDRESS!)"); ``-Q`` below 0 and a ``-I``
+address of the other family are refused; ``-w`` takes fractions of a second.
 
 Run it as ``python -m handrolled.ping HOST`` (or ``python -m handrolled.cli.ping``).
 """
@@ -12,22 +24,39 @@ Run it as ``python -m handrolled.ping HOST`` (or ``python -m handrolled.cli.ping
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import json
+import math
+import os
+import re
+import struct
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from handrolled import net
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
-from handrolled.errors import WiretwinError
+from handrolled.errors import UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType, TimeExceededCode
 from handrolled.ping import run_ping, summarize
-from handrolled.requests import PingRequest
-from handrolled.results import Outcome, PingResult, PingSummary, Probe
+from handrolled.requests import PING_MAX_PATTERN, PING_TIMESTAMP_SIZE, PingRequest
+from handrolled.results import Outcome, PingResult, Probe
 
-__all__ = ["describe_error", "main", "request_from_args"]
+__all__ = [
+    "IputilsStats",
+    "describe_error",
+    "iputils_stats",
+    "main",
+    "parse_pattern",
+    "parse_tos",
+    "request_from_args",
+]
 
 Runner = Callable[..., PingResult]
+MIN_USER_INTERVAL = 0.002  # iputils' MINUSERINTERVAL (2 ms): the fastest a non-root user may go
+TOS_MAX = 255
 
 # iputils' wording for ICMP destination unreachable codes (RFC 792, RFC 1812 §5.2.7.1).
 _UNREACH4 = {
@@ -79,23 +108,55 @@ def describe_error(probe: Probe, v6: bool) -> str:
     return _UNREACH4.get(c, f"Dest Unreachable, Bad Code: {c}")
 
 
-def _format_ms(rtt_ms: float) -> str:
-    # iputils' precision rule: 3 decimals under 1 ms, 2 under 10, 1 under 100, then none.
-    us = round(rtt_ms * 1000)
+def _format_us(us: int) -> str:
+    # gather_statistics(): 3 decimals under 1 ms, 2 under 10, 1 under 100, then none.
     if us >= 100000 - 50:
         return f"{(us + 500) // 1000}"
     if us >= 10000 - 5:
-        return f"{rtt_ms:.1f}"
+        return f"{(us + 50) // 1000}.{((us + 50) % 1000) // 100:01d}"
     if us >= 1000:
-        return f"{rtt_ms:.2f}"
-    return f"{rtt_ms:.3f}"
+        return f"{(us + 5) // 1000}.{((us + 5) % 1000) // 10:02d}"
+    return f"{us // 1000}.{us % 1000:03d}"
+
+
+def _us(rtt_ms: float | None) -> int:
+    """An RTT as iputils holds it: whole microseconds."""
+    return max(0, round((rtt_ms or 0.0) * 1000))
+
+
+def parse_pattern(text: str) -> bytes:
+    """-p as iputils' fill(): hex digits only, read two at a time (a last odd digit is a byte
+    of its own), at most 16 bytes used."""
+    for i, c in enumerate(text):
+        if c not in "0123456789abcdefABCDEF":
+            raise UsageError(f"patterns must be specified as hex digits: {text[i:]}")
+    pairs = [text[i : i + 2] for i in range(0, len(text), 2)][:PING_MAX_PATTERN]
+    return bytes(int(p, 16) for p in pairs)
+
+
+_DECIMAL = re.compile(r"\s*[+-]?[0-9]*")
+_HEX = re.compile(r"\s*[+-]?[0-9a-fA-F]*")
+
+
+def parse_tos(text: str) -> int:
+    """-Q as iputils' parsetos(): 0x-prefixed hex or decimal (strtol: empty digits are 0)."""
+    hexa = text[:2] in ("0x", "0X")
+    digits = text[2:] if hexa else text
+    if (_HEX if hexa else _DECIMAL).fullmatch(digits) is None:
+        raise UsageError(f"bad TOS value: {text}")
+    body = digits.strip()
+    value = int(body, 16 if hexa else 10) if body.lstrip("+-") else 0
+    if not 0 <= value <= TOS_MAX:
+        # iputils lets a negative value through to setsockopt; we hold it to its own message
+        raise UsageError(f"the decimal value of TOS bits must be in range 0-255: {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="ping", description="Hand-rolled ICMP ping (iputils-style options).")
     p.add_argument("host")
-    p.add_argument("-c", dest="count", type=int, default=None, help="probes to send (default 4)")
-    p.add_argument("-i", dest="interval", type=float, default=1.0, help="seconds between probes")
+    p.add_argument("-c", dest="count", type=int, default=None, help="stop after N replies")
+    p.add_argument("-i", dest="interval", type=float, default=None, help="seconds between probes")
     p.add_argument("-W", dest="timeout", type=float, default=1.0, help="seconds to wait per reply")
     p.add_argument("-w", dest="deadline", type=float, default=None, help="stop after N seconds")
     p.add_argument("-s", dest="size", type=int, default=None, help="payload bytes (default 56)")
@@ -105,18 +166,55 @@ def _parser() -> argparse.ArgumentParser:
     fam.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 only")
     p.add_argument("-q", dest="quiet", action="store_true", help="only the summary")
     p.add_argument("-n", dest="numeric", action="store_true", help="no reverse name lookups")
+    p.add_argument("-p", dest="pattern", default=None, help="fill the payload with these hex bytes")
+    p.add_argument("-D", dest="timestamps", action="store_true", help="print [epoch] per line")
+    p.add_argument("-O", dest="outstanding", action="store_true", help="report missing replies")
+    p.add_argument("-Q", dest="tos", default=None, help="IP TOS / traffic class (dec or 0xhex)")
+    p.add_argument("-I", dest="iface", default=None, help="interface name or source address")
+    p.add_argument("-a", dest="audible", action="store_true", help="bell on each reply")
+    p.add_argument("-U", dest="latency", action="store_true", help="time in user space")
+    p.add_argument("-f", dest="flood", action="store_true", help="flood ping (root only)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--socket", dest="socket_kind", choices=("auto", "raw", "dgram"), default="auto")
     p.add_argument("--ident", type=int, default=None, help="echo identifier (default: pid)")
     return p
 
 
+def _source_and_device(value: str | None) -> tuple[str | None, str | None]:
+    """-I as iputils reads it: an address with ':' is IPv6 (``addr%dev`` names the device too),
+    an IPv4 literal is a source address, anything else a device name."""
+    if value is None:
+        return None, None
+    if ":" in value:
+        addr, _, dev = value.partition("%")
+        if _address_version(addr) != 6:
+            raise UsageError(f"invalid source address: {value}")
+        return addr, dev or None
+    if _address_version(value) == 4:
+        return value, None
+    return None, value
+
+
+def _address_version(text: str) -> int | None:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        return None
+
+
 def request_from_args(args: argparse.Namespace) -> PingRequest:
     """The request the options describe (validated: a bad value raises UsageError)."""
-    request = PingRequest(
+    interval = args.interval
+    if interval is None:
+        interval = 0.0 if args.flood else 1.0  # iputils setup(): -f without -i is -i 0
+    source, device = _source_and_device(args.iface)
+    pattern = parse_pattern(args.pattern) if args.pattern is not None else None
+    return PingRequest(
         args.host,
-        count=4 if args.count is None else args.count,
-        interval=args.interval,
+        count=args.count,
+        interval=interval,
         timeout=args.timeout,
         deadline=args.deadline,
         size=args.size,
@@ -124,92 +222,268 @@ def request_from_args(args: argparse.Namespace) -> PingRequest:
         family=args.family,
         ident=args.ident,
         socket_kind=args.socket_kind,
+        pattern=pattern or None,
+        tos=parse_tos(args.tos) if args.tos is not None else None,
+        source=source,
+        interface=device,
+        user_latency=args.latency,
     )
-    if args.count is None and request.deadline is not None:
-        # iputils pings forever without -c; we stay bounded: -w's worth of probes (the
-        # request has checked deadline and interval, so this is a finite number).
-        count = int(request.deadline / max(request.interval, 0.001)) + 1
-        request = dataclasses.replace(request, count=count)
-    return request
 
 
-def _icmp_length(received: bytes | None) -> int:
-    """Length of the ICMP message in a reply's bytes as read (0 when there are none).
+def _icmp_part(data: bytes | None) -> bytes:
+    """The ICMP message in a probe's bytes as sent or read (b"" when there are none).
 
-    A raw IPv4 socket reads the IP header too, its length given by the IHL (RFC 791 §3.1); a
-    datagram socket, or ICMPv6, reads the ICMP message alone, whose type octet (an echo reply:
-    0 or 129) never has 4 in its high nibble as an IPv4 header's first octet does.
+    A raw IPv4 socket reads the IP header too, its length given by the IHL (RFC 791 §3.1); the
+    scapy reference keeps the IPv6 header (40 octets, RFC 8200 §3).  An ICMP message alone
+    starts with its type, which never has 4 or 6 in its high nibble for an echo (0, 8, 128,
+    129) or an error (3, 11, 1, 3).
     """
-    if not received:
-        return 0
-    if received[0] >> 4 == 4:
-        return max(len(received) - (received[0] & 0x0F) * 4, 0)
-    return len(received)
+    if not data:
+        return b""
+    if data[0] >> 4 == 4:
+        return data[(data[0] & 0x0F) * 4 :]
+    if data[0] >> 4 == 6:
+        return data[40:]
+    return data
 
 
-def _statistics_lines(host: str, summary: PingSummary, elapsed_ms: float) -> list[str]:
-    parts = [f"{summary.transmitted} packets transmitted", f"{summary.received} received"]
-    if summary.duplicates:
-        parts.append(f"+{summary.duplicates} duplicates")
-    if summary.errors:
-        parts.append(f"+{summary.errors} errors")
-    parts.append(f"{summary.loss_percent:g}% packet loss")
-    parts.append(f"time {elapsed_ms:.0f}ms")
-    lines = ["", f"--- {host} ping statistics ---", ", ".join(parts)]
-    if summary.received:
-        lines.append(
-            f"rtt min/avg/max/mdev = {summary.min_ms:.3f}/{summary.avg_ms:.3f}/"
-            f"{summary.max_ms:.3f}/{summary.mdev_ms:.3f} ms"
-        )
-    return lines
+def _float32(value: float) -> float:
+    """printf("%g", (float)x): iputils computes the loss in single precision."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _bad_checksum(probe: Probe) -> bool:
+    return probe.outcome is Outcome.CORRUPT and "checksum" in probe.note.lower()
+
+
+def _wrong_byte(probe: Probe) -> tuple[int, int, int] | None:
+    """iputils' data check: the first payload octet from 16 on that differs from the one sent,
+    as (index, sent, got); None when they agree there."""
+    sent, got = _icmp_part(probe.sent)[8:], _icmp_part(probe.received)[8:]
+    for i in range(PING_TIMESTAMP_SIZE, len(sent)):
+        if i >= len(got) or got[i] != sent[i]:
+            return (i, sent[i], got[i] if i < len(got) else 0)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class IputilsStats:
+    """The figures of iputils' finish(), from raw probes, in its integer microseconds."""
+
+    transmitted: int
+    received: int
+    duplicates: int
+    corrupted: int
+    errors: int
+    time_ms: int
+    rtt_us: tuple[int, int, int, int] | None  # min, avg, max, mdev
+    pipe: int
+    ewma_us: int  # rtt/8 of iputils' moving average (its ``rts->rtt`` is 8 times this)
+    ipg_us: int
+
+    @property
+    def loss(self) -> str:
+        lost = (self.transmitted - self.received) * 100.0 / self.transmitted
+        return f"{_float32(lost):g}"
+
+
+def iputils_stats(probes: tuple[Probe, ...] | list[Probe], started_ns: int) -> IputilsStats:
+    """iputils' counters from probes: received = replies (a wrong payload included, a bad
+    checksum not), duplicates, corrupted (bad checksum), errors (ICMP errors); RTT figures over
+    replies and duplicates alike, mdev as its integer square root."""
+    sent = sorted(p.send_ns for p in probes if p.outcome is not Outcome.DUPLICATE)
+    received = duplicates = corrupted = errors = 0
+    trips: list[int] = []
+    ewma = 0
+    pipe = -1
+    for p in probes:
+        if _bad_checksum(p):
+            corrupted += 1
+            continue
+        if p.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
+            errors += 1
+        elif p.outcome is Outcome.DUPLICATE:
+            duplicates += 1
+        elif p.outcome in (Outcome.REPLY, Outcome.CORRUPT):
+            received += 1
+        else:
+            continue
+        if p.recv_ns is not None and p.outcome is not Outcome.DUPLICATE:
+            # acknowledge(): how many were sent by the time this answer came, less its place
+            place = bisect.bisect_left(sent, p.send_ns) + 1
+            pipe = max(pipe, bisect.bisect_right(sent, p.recv_ns) - place + 1)
+        if p.outcome in (Outcome.REPLY, Outcome.CORRUPT, Outcome.DUPLICATE):
+            t = _us(p.rtt_ms)
+            trips.append(t)
+            ewma = t * 8 if not ewma else ewma + t - int(ewma / 8)
+    time_ms = (sent[-1] - sent[0] + 500_000) // 1_000_000 if len(sent) > 1 else 0
+    rtt = None
+    if received and trips:
+        total = received + duplicates
+        tsum, tsum2 = sum(trips), float(sum(t * t for t in trips))
+        avg = tsum // total
+        if tsum < 2**31 - 1:
+            var = int((tsum2 - (tsum * tsum) // total) / total)
+        else:
+            var = int(tsum2 / total - avg * avg)
+        rtt = (min(trips), avg, max(trips), math.isqrt(var) if var > 0 else 0)
+    ipg = (sent[-1] - sent[0]) // 1000 // (len(sent) - 1) if len(sent) > 1 else 0
+    return IputilsStats(
+        len(sent), received, duplicates, corrupted, errors, time_ms, rtt, pipe, ewma // 8, ipg
+    )
+
+
+def _ms3(us: int) -> str:
+    return f"{us // 1000}.{us % 1000:03d}"
+
+
+def statistics_lines(host: str, stats: IputilsStats, *, timing: bool, fast: bool) -> list[str]:
+    """iputils' finish() block, without its leading newline.  ``fast``: -i 0 or -f (ipg/ewma)."""
+    parts = [f"{stats.transmitted} packets transmitted", f"{stats.received} received"]
+    if stats.duplicates:
+        parts.append(f"+{stats.duplicates} duplicates")
+    if stats.corrupted:
+        parts.append(f"+{stats.corrupted} corrupted")
+    if stats.errors:
+        parts.append(f"+{stats.errors} errors")
+    if stats.transmitted:
+        parts.append(f"{stats.loss}% packet loss")
+        parts.append(f"time {stats.time_ms}ms")
+    figures = []
+    if stats.received and timing and stats.rtt_us is not None:
+        figures.append("rtt min/avg/max/mdev = " + "/".join(_ms3(v) for v in stats.rtt_us) + " ms")
+    if stats.pipe > 1:
+        figures.append(f"pipe {stats.pipe}")
+    if stats.received and fast and stats.transmitted > 1:
+        figures.append(f"ipg/ewma {_ms3(stats.ipg_us)}/{_ms3(stats.ewma_us)} ms")
+    return [f"--- {host} ping statistics ---", ", ".join(parts), ", ".join(figures)]
 
 
 class _Printer:
-    """Prints each settled probe as iputils does (``64 bytes from ...``, ``From ... icmp_seq``)."""
+    """Prints each probe as iputils does: reply and ``From`` lines, -D, -O, -a, -f's dots."""
 
-    def __init__(self, args: argparse.Namespace, request: PingRequest) -> None:
+    def __init__(self, args: argparse.Namespace, request: PingRequest, family: int) -> None:
         self.args = args
         self.request = request
-        self.v6 = request.family == 6
+        self.v6 = family == 6
+        self.timing = request.payload_size >= PING_TIMESTAMP_SIZE
         self.collected: list[Probe] = []
         self.names: dict[str, str] = {}
+        self.last_sent: int | None = None
+        self.answered: set[int] = set()
+        self.out = sys.stdout
 
     def who(self, addr: str) -> str:
-        if self.args.numeric:
+        if self.args.numeric or self.args.flood:  # iputils: -f implies -n
             return addr
         if addr not in self.names:
             name = net.reverse_name(addr)
             self.names[addr] = f"{name} ({addr})" if name else addr
         return self.names[addr]
 
+    def _stamp(self) -> str:
+        if not self.args.timestamps:
+            return ""
+        sec, ns = divmod(time.time_ns(), 1_000_000_000)
+        return f"[{sec}.{ns // 1000:06d}] "
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    @property
+    def silent(self) -> bool:
+        return self.args.quiet or self.args.json
+
+    def sent(self, seq: int) -> None:
+        """Called as each probe is about to go (pinger())."""
+        waiting = self.last_sent is not None and self.last_sent not in self.answered
+        if self.args.outstanding and waiting and not self.silent:
+            self._write(f"{self._stamp()}no answer yet for icmp_seq={self.last_sent}\n")
+        self.last_sent = seq
+        if self.args.flood and not self.silent:
+            self._write(".")
+
     def __call__(self, probe: Probe) -> None:
         self.collected.append(probe)
-        if self.args.quiet or self.args.json:
+        bad_sum = _bad_checksum(probe)
+        if probe.outcome in (Outcome.REPLY, Outcome.CORRUPT) and not bad_sum:
+            self.answered.add(probe.seq)
+        if self.silent:
             return
-        out = sys.stdout
-        if probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE, Outcome.CORRUPT):
-            size = _icmp_length(probe.received) or 8 + self.request.payload_size
-            line = (
-                f"{size} bytes from {self.who(probe.reply_from or self.request.host)}: "
-                f"icmp_seq={probe.seq} ttl={probe.reply_ttl} "
-                f"time={_format_ms(probe.rtt_ms or 0.0)} ms"
-            )
-            if probe.outcome is Outcome.DUPLICATE:
-                line += " (DUP!)"
-            elif probe.outcome is Outcome.CORRUPT:
-                line += f" ({probe.note.upper() if 'checksum' in probe.note else probe.note})"
-            print(line, file=out)
+        if self.args.flood:
+            self._flood(probe, bad_sum)
+        elif probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE, Outcome.CORRUPT):
+            self._reply(probe, bad_sum)
         elif probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
-            print(
-                f"From {self.who(probe.reply_from or '?')} icmp_seq={probe.seq} "
-                f"{describe_error(probe, self.v6)}",
-                file=out,
+            self._write(
+                f"{self._stamp()}From {self.who(probe.reply_from or '?')} "
+                f"icmp_seq={probe.seq} {describe_error(probe, self.v6)}\n"
             )
-        out.flush()
+
+    def _flood(self, probe: Probe, bad_sum: bool) -> None:
+        bell = "\a" if self.args.audible else ""
+        if probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
+            self._write("\bE")
+        elif bad_sum:
+            self._write("\bC" + bell)
+        elif probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE, Outcome.CORRUPT):
+            self._write("\b \b" + bell)
+
+    def _reply(self, probe: Probe, bad_sum: bool) -> None:
+        icmp = _icmp_part(probe.received)
+        size = len(icmp) or 8 + self.request.payload_size
+        line = (
+            f"{self._stamp()}{size} bytes from {self.who(probe.reply_from or self.request.host)}:"
+            f" icmp_seq={probe.seq}"
+        )
+        if probe.reply_ttl is not None:
+            line += f" ttl={probe.reply_ttl}"
+        if size < self.request.payload_size + 8:
+            self._write(line + " (truncated)\n")
+            return
+        if self.timing:
+            line += f" time={_format_us(_us(probe.rtt_ms))} ms"
+        if probe.outcome is Outcome.DUPLICATE:
+            line += " (DUP!)"
+        if bad_sum:
+            line += " (BAD CHECKSUM!)"
+        elif probe.outcome is Outcome.CORRUPT and (wrong := _wrong_byte(probe)) is not None:
+            at, want, got = wrong
+            line += f"\nwrong data byte #{at} should be 0x{want:x} but was 0x{got:x}"
+            data = icmp[8:]
+            for i in range(PING_TIMESTAMP_SIZE, self.request.payload_size):
+                if i % 32 == PING_TIMESTAMP_SIZE:
+                    line += f"\n#{i}\t"
+                line += f"{data[i] if i < len(data) else 0:x} "
+        if self.args.audible:
+            line += "\a"
+        self._write(line + "\n")
+
+
+def _exit_status(stats: IputilsStats, request: PingRequest) -> int:
+    # finish(): !nreceived || (deadline && nreceived < npackets)
+    if not stats.received:
+        return 1
+    if request.deadline is not None and stats.received < (request.count or 0):
+        return 1
+    return 0
+
+
+def _header(args: argparse.Namespace, request: PingRequest, address: str, family: int) -> str:
+    size = request.payload_size
+    source = ""
+    if request.source is not None or request.interface is not None:
+        src = request.source or net.source_address_via(address, family, request.interface)
+        source = f"from {src} {request.interface or ''}: "
+    if family == 6:
+        shown = address if args.numeric or args.flood else _Printer(args, request, 6).who(address)
+        return f"PING {args.host}({shown}) {source}{size} data bytes"
+    return f"PING {args.host} ({address}) {source}{size}({size + 28}) bytes of data."
 
 
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
-    """``ping`` CLI: 0 if any reply came back, 1 if none, 2 on error."""
+    """``ping`` CLI: 0 if replies came back as asked, 1 if not, 2 on error (iputils' rule)."""
     runner = runner or run_ping
     out = sys.stdout
     try:
@@ -219,37 +493,47 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         request.check_fits(family)
         # Resolved once, here: the engine pings the address the header names.
         request = dataclasses.replace(request, host=address, family=family)
-        size = request.payload_size
-        if not args.quiet and not args.json:
-            if family == 6:
-                print(f"PING {args.host} ({address}) {size} data bytes", file=out)
-            else:
-                print(f"PING {args.host} ({address}) {size}({size + 28}) bytes of data.", file=out)
+        shown = not args.quiet and not args.json
+        if args.pattern is not None and shown:
+            print(f"PATTERN: 0x{(request.pattern or b'').hex()}", file=out)
+        header = _header(args, request, address, family)
+        if shown:
+            print(header, file=out)
             out.flush()
-        printer = _Printer(args, request)
+        if request.interval < MIN_USER_INTERVAL and os.getuid() != 0:
+            # iputils setup(), after the header: only root may go faster than 2 ms (and flood)
+            raise UsageError("cannot flood; minimal interval allowed for user is 2ms")
+        printer = _Printer(args, request, family)
         result: PingResult | None
         try:
-            result = runner(request, on_probe=printer)
-            summary, elapsed = result.summary, result.elapsed_ms
+            result = runner(request, on_probe=printer, on_send=printer.sent)
+            probes, started = result.probes, result.started_ns
         except KeyboardInterrupt as exc:
             result = getattr(exc, "partial_result", None)
             if result is not None:
-                summary, elapsed = result.summary, result.elapsed_ms
+                probes, started = result.probes, result.started_ns
             else:
-                summary, elapsed = summarize(printer.collected), 0.0
+                probes, started = tuple(printer.collected), 0
+    except KeyboardInterrupt:  # before anything was sent (resolving, the header): quietly
+        sys.stdout.flush()
+        return 130
     except BrokenPipeError:
         raise  # the reader left (``| head``): common.run_module ends quietly
     except (WiretwinError, OSError) as exc:
+        sys.stdout.flush()
         print(f"ping: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    stats = iputils_stats(probes, started)
     if args.json:
-        doc = jsonable(result) if result is not None else {}
+        doc = jsonable(result) if result is not None else {"summary": jsonable(summarize(probes))}
         if isinstance(doc, dict):
             doc["target"] = args.host
         print(json.dumps(doc, indent=2), file=out)
     else:
-        print("\n".join(_statistics_lines(args.host, summary, elapsed)), file=out)
-    return 0 if summary.received else 1
+        fast = request.interval == 0 or args.flood
+        lines = statistics_lines(args.host, stats, timing=printer.timing, fast=fast)
+        print("\n" + "\n".join(lines), file=out)
+    return _exit_status(stats, request)
 
 
 if __name__ == "__main__":
