@@ -23,8 +23,13 @@ Per-probe identifiers (deterministic, so compare can lay the bytes side by side)
   ports and window are the hand-rolled tracer's documented choices too: they are inputs of the
   comparison, so that the two sides' probes are identical byte for byte.  Our own kernel
   answers the destination's SYN-ACK with a RST (no socket owns the port): a half-open probe.
-- IP header: reference.common's ``ip_header`` with ID ``n + 1`` (DF set, TOS 0; IPv6 flow
-  label 0), as for reference.ping.
+- IP header: reference.common's ``ip_header`` with ID ``n + 1`` (IPv6 flow label 0), then the
+  request's traceroute(8) knobs, as the kernel applies them to the hand-rolled probes: DF set
+  only with ``dont_fragment`` (traceroute(8) clears it otherwise: IP_PMTUDISC_DONT), TOS /
+  traffic class ``tos``, source ``source`` (else scapy's route picks it, as the kernel does).
+- payload: ``request.data_len`` bytes of the default pattern (``packet_len`` sets it).
+- ``send_wait``: at least that long between two sends; ``interface``: the sending socket is
+  bound to that device (SO_BINDTODEVICE); replies are read on every interface.
 
 Times: send = scapy's ``sent_time`` (right before sendto), receive = the kernel's capture stamp
 (``pkt.time``), both on the wall clock, which also schedules the waits.
@@ -35,11 +40,13 @@ from __future__ import annotations
 import logging
 import os
 import select
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from handrolled.errors import ResolveError, UsageError
 from handrolled.requests import TraceRequest
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 from reference.common import (
@@ -61,7 +68,7 @@ log = logging.getLogger(__name__)
 
 TCP_WINDOW = 64240  # see the module docstring
 WAIT_PRECISION = 0.001  # traceroute(8)'s DEF_WAIT_PREC: 1 ms added to an RTT before scaling
-DEFAULT_PAYLOAD_SIZE = {Method.ICMP: 32, Method.UDP: 32, Method.TCP: 0}  # 60-byte IPv4 probes
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 
 @dataclass
@@ -97,6 +104,9 @@ def build_probe(
     ident: int,
     port: int,
     payload: bytes,
+    dont_fragment: bool = False,
+    tos: int = 0,
+    src: str | None = None,
 ) -> Any:
     """Probe ``index`` as a scapy packet (fields as documented in the module docstring)."""
     from scapy.layers.inet import TCP, UDP
@@ -104,8 +114,9 @@ def build_probe(
 
     seq = (index + 1) & 0xFFFF
     if method is Method.ICMP:
-        return build_request(version, dst, ident, seq, payload, ttl)
-    ip = ip_header(version, dst, ttl, seq)
+        pkt = build_request(version, dst, ident, seq, payload, ttl)
+        return _knobs(pkt, version, dont_fragment, tos, src)
+    ip = _knobs(ip_header(version, dst, ttl, seq), version, dont_fragment, tos, src)
     if method is Method.UDP:
         pkt = ip / UDP(sport=source_port(method, ident, index), dport=(port + index) & 0xFFFF)
     else:
@@ -118,6 +129,27 @@ def build_probe(
             options=[],
         )
     return pkt / Raw(load=payload) if payload else pkt
+
+
+def _knobs(ip: Any, version: int, dont_fragment: bool, tos: int, src: str | None) -> Any:
+    """Set traceroute(8)'s -F, -t and -s on the outermost IP layer of ``ip`` (in place)."""
+    if version == 4:
+        ip.flags = "DF" if dont_fragment else 0  # RFC 791 §3.1; IP_PMTUDISC_DONT clears DF
+        ip.tos = tos
+    else:
+        ip.tc = tos  # RFC 8200 §7: the traffic class
+    if src is not None:
+        ip.src = src
+    return ip
+
+
+def source_of(source: str, version: int) -> str:
+    """-s's address in the destination's family; traceroute(8)'s mismatch error otherwise."""
+    try:
+        return resolve_host(source, version)[0]
+    except ResolveError:
+        resolve_host(source, None)  # does not resolve at all: that error, not a mismatch
+        raise UsageError(f"source {source}: IP version mismatch in addresses specified") from None
 
 
 def _classify(
@@ -152,7 +184,8 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
     The request was validated when it was made (handrolled/requests.py, shared with the
     hand-rolled engine).  Payload None means ``DEFAULT_PAYLOAD_SIZE[method]`` bytes of
     reference.common's pattern.  Reverse DNS (``request.resolve``) runs per distinct address,
-    cached, within a time budget.
+    cached, within a time budget.  ``packet_len``, ``dont_fragment``, ``tos``, ``source``,
+    ``send_wait`` and ``interface`` as the module docstring says.
     """
     if not isinstance(request, TraceRequest):
         raise TypeError(f"run_trace takes a TraceRequest, not {type(request).__name__}")
@@ -161,11 +194,14 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
     first_ttl, max_hops = request.first_ttl, request.max_hops
     probes_per_hop, sim_queries = request.probes_per_hop, request.sim_queries
     max_wait, here, near = request.wait
-    payload = request.payload
-    if payload is None:
-        payload = default_payload(DEFAULT_PAYLOAD_SIZE[method])
     port = request.dst_port  # None for ICMP
     address, version = resolve_host(host, request.family)
+    payload = request.payload
+    if payload is None:
+        payload = default_payload(request.data_len(version))
+    src = None if request.source is None else source_of(request.source, version)
+    send_wait, dont_fragment, tos = request.send_wait, request.dont_fragment, request.tos
+    last_send: float | None = None
     ident = (os.getpid() & 0xFFFF) if request.ident is None else request.ident
 
     scapy_conf()
@@ -252,6 +288,13 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
                 on_hop(hop)
 
     sock = open_l3(version)
+    if request.interface is not None:
+        try:
+            name = request.interface.encode() + b"\0"
+            sock.outs.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name)
+        except OSError as exc:
+            sock.close()
+            raise UsageError(f"interface {request.interface}: {exc.strerror or exc}") from exc
     try:
         while True:
             # 1. Drain what has arrived before judging any probe expired (its stamp decides).
@@ -268,8 +311,10 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
             release_hops()
             if next_index >= end and not in_flight:
                 break
-            # 2. Send while fewer than sim_queries probes are in flight.
-            if next_index < end and len(in_flight) < sim_queries:
+            # 2. Send while fewer than sim_queries probes are in flight (and -z allows).
+            send_due = None if not send_wait or last_send is None else last_send + send_wait
+            can_send = next_index < end and len(in_flight) < sim_queries
+            if can_send and (send_due is None or time.time() >= send_due):
                 slot = slots[next_index]
                 request = build_probe(
                     method,
@@ -280,18 +325,24 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
                     ident=ident,
                     port=port or 0,
                     payload=payload,
+                    dont_fragment=dont_fragment,
+                    tos=tos,
+                    src=src,
                 )
                 slot.request = request
                 slot.sent = raw(request)
                 if method is not Method.ICMP:
                     slot.src_port, slot.dst_port = request.payload.sport, request.payload.dport
                 sock.send(request)  # sets request.sent_time right before sendto
-                slot.sent_time = request.sent_time
+                slot.sent_time = last_send = request.sent_time
                 by_hash.setdefault(request.hashret(), []).append(slot)
                 next_index += 1
                 continue
-            # 3. Sleep until a reply or the earliest expiry.
-            wake = min(s.sent_time + timeout_for(s) for s in in_flight)
+            # 3. Sleep until a reply, the earliest expiry or the next send -z allows.
+            wakes = [s.sent_time + timeout_for(s) for s in in_flight]
+            if can_send and send_due is not None:
+                wakes.append(send_due)
+            wake = min(wakes)
             select.select([sock], [], [], max(0.0, wake - time.time()))
     finally:
         sock.close()
