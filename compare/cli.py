@@ -110,7 +110,12 @@ def print_truth(lab, as_json: bool = False) -> None:
     if as_json:
         print(
             json.dumps(
-                {"lab_id": lab.lab_id, "delay_stage_alive": lab.delay_alive(), "hops": rows},
+                {
+                    "lab_id": lab.lab_id,
+                    "delay_stage_alive": lab.delay_alive(),
+                    "hops": rows,
+                    "promises": lab.promises(),
+                },
                 indent=2,
             )
         )
@@ -119,6 +124,7 @@ def print_truth(lab, as_json: bool = False) -> None:
         f"lab {lab.lab_id}: namespaces {lab.prefix}*  (run programs with: wiretwin lab exec -- CMD)"
     )
     print(tabulate(rows, headers="keys", tablefmt="simple"))
+    print("\n".join(lab.promise_lines()))
     print(
         "rtt_ms: the RTT the lab promises (sum of per-link delays); a measured minimum RTT must\n"
         f"fall in min_rtt_window_ms (each NFQUEUE delay stage may add up to {STAGE_SLACK_MS} ms"

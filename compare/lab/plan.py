@@ -440,6 +440,34 @@ class Plan:
             },
         }
 
+    def promise_lines(self) -> list[str]:
+        """promises() for a terminal: one line each."""
+        p = self.promises()
+        f, fork, mtu, lost = p["faults"], p["fork"], p["mtu"], p["lost_probe"]
+        per_seq = ", ".join(f"{seq} {what}" for seq, what in f["per_seq"]["4"].items())
+        unreach = ", ".join(
+            f"{role} {u['answers']} (v4 {u['ipv4_type_code'][0]}/{u['ipv4_type_code'][1]},"
+            f" v6 {u['ipv6_type_code'][0]}/{u['ipv6_type_code'][1]}, {u['traceroute']})"
+            for role, u in p["unreachable"].items()
+        )
+        branches = " | ".join(f"{b['ipv4']} {b['ipv6']}" for b in fork["branches"].values())
+        return [
+            f"faults at faulty, any identifier, both families: seq {per_seq}"
+            " (IPv6: the bad checksum is dropped by the client's kernel)",
+            f"forger at forged: per request a reply with its identifier/sequence from"
+            f" {p['forger']['forged_from']['4']} / {p['forger']['forged_from']['6']}, one from"
+            " forged with identifier XOR 0xffff, then the real one",
+            f"unreachable: {unreach}",
+            f"lost probe: {lost['router']} (ttl {lost['ttl']}) drops the probe expiring there with"
+            f" UDP port {lost['udp_dst_port']} or ICMP id {lost['icmp_ident']:#x} seq"
+            f" {lost['icmp_seq']} ({lost['example']})",
+            f"fork to multi: {fork['router']} (ttl {fork['forks_at_ttl']}) hashes flows over ttl"
+            f" {fork['branch_ttl']} {branches}; join at ttl {fork['joins_at_ttl']}"
+            f" {fork['join']['ipv4']} {fork['join']['ipv6']}",
+            f"mtu to narrow: {mtu['router']} (ttl {mtu['ttl']}) answers frag-needed mtu"
+            f" {mtu['mtu4']} / Packet Too Big mtu {mtu['mtu6']}",
+        ]
+
     def hosts_file(self) -> str:
         """/etc/hosts for every node: each named node under both its addresses."""
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
