@@ -208,9 +208,10 @@ def scapy_checksum(packet: bytes, layer_name: str, anatomy: Anatomy) -> int | No
     kind = next(layer.kind for layer in anatomy.layers if layer.name == layer_name)
     field_name = _CHECKSUM_FIELD.get(kind)
     pkt = parse(packet)
-    index = list(pair_layers(anatomy, pkt)).index(layer_name) if field_name else -1
-    if index < 0:
-        return None
+    paired = list(pair_layers(anatomy, pkt))
+    if field_name is None or layer_name not in paired:
+        return None  # scapy did not dissect this layer (e.g. a fragment's payload)
+    index = paired.index(layer_name)
     try:
         target = chain(pkt)[index]
         delattr(target, field_name)

@@ -13,6 +13,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6TimeExceeded, IPv6
 
@@ -21,6 +23,7 @@ from compare.anatomy import explain
 from compare.anatomy.build import KINDS, PROBES, Params, build
 from compare.anatomy.render_text import render_terminal
 from handrolled.checksum import internet_checksum
+from handrolled.errors import MalformedPacket
 
 CASES = [
     (kind, v6, probe)
@@ -243,3 +246,25 @@ def test_cli_outputs_json_markdown_and_html(tmp_path):
     assert "wrote" in _cli("tcp-syn", "--html", str(page))
     html = page.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and "<script>" in html and "http" not in html
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=st.sampled_from(
+        [(k, v6, p) for k, v6, p in CASES if p != "icmp" or k not in ("udp-probe", "tcp-syn")]
+    ),
+    edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),
+    cut=st.integers(1, 400),
+    extra=st.binary(max_size=24),
+)
+def test_any_damaged_packet_dissects_or_is_malformed(base, edits, cut, extra):
+    kind, v6, probe = base
+    data = bytearray(build(Params(kind=kind, v6=v6, probe=probe)))
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    data = bytes(data[:cut]) + extra
+    try:
+        doc = explain(data).to_json()
+    except MalformedPacket:
+        return  # the one exception a bad packet may raise
+    _cover(doc)
