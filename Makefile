@@ -31,8 +31,7 @@ lab-selftest: setup
 	$(PY) -m compare.cli lab selftest
 
 bench: setup
-	$(PY) benchmarks/bench_ping.py
-	$(PY) benchmarks/bench_traceroute.py
+	$(PY) benchmarks/run_all.py --output $(REPORTS)/bench.md
 
 clean:
 	-$(PY) -m compare.cli lab down --all

@@ -1,0 +1,63 @@
+"""The benchmarks still run: bench_codec.py and bench_smtp.py in --quick mode, and run_all.py.
+
+No timing is asserted (speed goals live in the benchmarks, never in tests); these only check
+that each script exits 0, prints its ratio lines and writes what it promises, so they cannot rot.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *map(str, argv)], capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "anchors"),
+    [
+        ("bench_codec.py", ["ours / dpkt", "ours / scapy", "ours / floor"]),
+        ("bench_smtp.py", ["/ smtplib (per message)", "/ aiosmtplib (one connection)"]),
+    ],
+)
+def test_benchmark_quick_mode_prints_ratios(tmp_path: Path, script: str, anchors: list[str]):
+    out = tmp_path / "result.json"
+    proc = _run(BENCH / script, "--quick", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    ratio_lines = [line for line in proc.stdout.splitlines() if line.startswith("ratio ")]
+    for anchor in anchors:
+        assert any(anchor in line for line in ratio_lines), f"no ratio against {anchor}"
+    for line in ratio_lines:
+        assert float(line.split(" = ")[1].split()[0]) > 0, line
+    result = json.loads(out.read_text())
+    assert result["rows"] and set(ratio_lines) <= set(result["ratios"])
+
+
+def test_codec_benchmark_reports_both_goals():
+    proc = _run(BENCH / "bench_codec.py", "--quick")
+    goals = [line for line in proc.stdout.splitlines() if line.startswith("goal ")]
+    assert len(goals) == 2 and all(g.endswith(("met", "NOT met")) for g in goals), proc.stdout
+
+
+def test_run_all_writes_the_markdown_report(tmp_path: Path):
+    report = tmp_path / "bench.md"
+    proc = _run(BENCH / "run_all.py", "--quick", "--skip-lab", "--output", report)
+    assert proc.returncode == 0, proc.stderr
+    text = report.read_text()
+    assert "- machine: " in text and "CPUs" in text and "- Python: " in text
+    assert "| wiretwin send_mail" in text and "| ours " in text
+    assert text.count("Skipped: --skip-lab") == 2
+
+
+def test_bad_arguments_are_usage_errors():
+    proc = _run(BENCH / "bench_codec.py", "--chunks", "0")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
