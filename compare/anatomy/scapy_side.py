@@ -193,8 +193,11 @@ def scapy_value(kind: str, leaf: Field, layer: Packet) -> Value:
 
 def annotate(anatomy: Anatomy) -> Anatomy:
     """Fill each leaf's ``scapy`` and ``agree`` from scapy's dissection of the same bytes."""
-    pkt = parse(anatomy.packet)
-    pairs = pair_layers(anatomy, pkt)
+    try:
+        pairs = pair_layers(anatomy, parse(anatomy.packet))
+    except Exception:  # scapy's dissectors raise anything on damaged input
+        pairs = {}
+        anatomy.notes.append("scapy could not dissect these bytes: no scapy column.")
     kinds = {layer.name: layer.kind for layer in anatomy.layers}
     for leaf in anatomy.fields:
         layer = pairs.get(leaf.layer)
@@ -217,5 +220,5 @@ def scapy_checksum(packet: bytes, layer_name: str, anatomy: Anatomy) -> int | No
         delattr(target, field_name)
         rebuilt = parse(bytes(pkt))
         return int(chain(rebuilt)[index].getfieldval(field_name))
-    except (IndexError, AttributeError, TypeError, ValueError):
+    except Exception:  # scapy's builders raise anything on damaged input: no opinion, then
         return None
