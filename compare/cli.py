@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import signal
 import sys
@@ -102,6 +101,8 @@ def _parse_delays(text: str) -> dict[str, float]:
 
 
 def print_truth(lab, as_json: bool = False) -> None:
+    import json  # here too: the client commands never need it
+
     from tabulate import tabulate  # here, not at start-up: it costs every command ~80 ms
 
     from compare.lab import BASE_SLACK_MS, STAGE_SLACK_MS

@@ -551,4 +551,5 @@ if __name__ == "__main__":  # the command line lives in handrolled/cli/tracerout
     from handrolled.cli.common import run_module
     from handrolled.cli.traceroute import main
 
-    sys.exit(run_module(main))
+    # this module's own engine: importing handrolled.traceroute again would run it twice
+    sys.exit(run_module(lambda argv: main(argv, runner=run_trace)))

@@ -11,7 +11,10 @@ Run it as ``python -m handrolled.cli.traceroute`` or ``python -m handrolled.trac
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -73,16 +76,20 @@ def annotation(icmp_type: int | None, code: int | None, v6: bool) -> str:
 
 
 # What C's strtod() reads at the start of a string: decimal or hex floats, inf, nan
-_STRTOD = re.compile(
+_STRTOD = (
     r"[ \t\n\v\f\r]*[+-]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?\d+)?"
-    r"|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
-    re.IGNORECASE,
+    r"|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)"
 )
+
+
+@functools.cache
+def _strtod_pattern() -> re.Pattern[str]:
+    return re.compile(_STRTOD, re.IGNORECASE)  # compiled when -w or -z is given, not at start-up
 
 
 def _strtod(text: str, pos: int) -> tuple[float, int]:
     """(value, end) like ``strtod(text + pos, &end)``; ValueError when no number is there."""
-    match = _STRTOD.match(text, pos)
+    match = _strtod_pattern().match(text, pos)
     if match is None:
         raise ValueError(text[pos:])
     number = match.group().strip()
@@ -188,8 +195,24 @@ def result_to_json(result: TraceResult) -> dict:
     return data
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, its width found without ``import shutil`` (which brings bz2,
+    lzma and zlib along: a few ms of every start-up); COLUMNS first, as shutil does."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(1).columns
+        except (OSError, ValueError):
+            columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 def _parser() -> Parser:
-    p = Parser(prog="traceroute", description="Hand-rolled traceroute (wiretwin).")
+    p = Parser(
+        prog="traceroute",
+        description="Hand-rolled traceroute (wiretwin).",
+        formatter_class=_Formatter,
+    )
     p.add_argument("host")
     p.add_argument(
         "packet_len", nargs="?", type=int, help="whole probe length in bytes (60; 80 for IPv6)"
