@@ -14,7 +14,7 @@ import time
 from email.message import EmailMessage
 
 import pytest
-from smtpd_fixtures import serve_recording, skip_or_fail
+from smtpd_fixtures import RecordingHandler, serve_recording, skip_or_fail
 
 from compare.anatomy.build import Params, build
 from compare.capture import Capture, Frame, write_pcap
@@ -158,9 +158,11 @@ def _runs(codes: list[str]) -> list[str]:
 
 @pytest.mark.root
 def test_smtp_dialogue_from_a_loopback_capture(tmp_path):
-    with serve_recording() as server, Capture(None, "lo") as cap:
+    handler = RecordingHandler(refuse={"carol@example.org"})  # RCPT gets 550 (a 5yz)
+    with serve_recording(handler) as server, Capture(None, "lo") as cap:
         msg = EmailMessage()
         msg["From"], msg["To"], msg["Subject"] = "alice@example.org", "bob@example.org", "hi"
+        msg["Cc"] = "carol@example.org"
         msg.set_content("hello\nworld\n")
         with smtplib.SMTP(server.host, server.port, timeout=10) as client:
             client.send_message(msg)
@@ -196,17 +198,32 @@ def test_smtp_dialogue_from_a_loopback_capture(tmp_path):
     theirs_commands = [r[0] for r in rows if r[0]]
     theirs_codes = [r[1] for r in rows if len(r) > 1 and r[1]]
     assert commands == [c.upper() for c in theirs_commands]
-    assert commands == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]  # smtplib's send_message
+    assert commands == ["EHLO", "MAIL", "RCPT", "RCPT", "DATA", "QUIT"]  # send_message
     assert [t["text"] for t in content][-1] == "."  # RFC 5321 §4.1.1.4: the lone dot
     # tshark names one code per segment, and a multi-line reply may span segments: compare
-    # the runs of codes (the dialogue's replies 220, 250, 354, 250, 221 in order).
-    assert _runs(codes) == _runs(theirs_codes) == ["220", "250", "354", "250", "221"]
+    # the runs of codes (the dialogue's replies in order).
+    assert _runs(codes) == _runs(theirs_codes) == ["220", "250", "550", "354", "250", "221"]
     assert codes[0] == "220" and "354" in codes and codes[-1] == "221"
     by_code = {t["code"]: t for t in turns if t["who"] == "S"}
     assert by_code["354"]["meaning"].startswith("3yz positive intermediate")
     assert by_code["250"]["meaning"].startswith("2yz positive completion")
+    assert (
+        by_code["550"]["meaning"]
+        == "5yz permanent negative completion: no, do not repeat as is; x5z mail system"
+    )
     assert all(t["rfc"].startswith("RFC ") for t in turns)
     assert any(t["text"].startswith("(message:") for t in turns)
     text = _cli("smtp", "--pcap", once).stdout
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "RFC 5321 §4.2.1" in text
+
+
+def test_reply_codes_by_their_digits():
+    from compare.anatomy.smtp_view import reply_meaning
+
+    # RFC 5321 §4.2.1: the first digit is the class, the second the category
+    assert reply_meaning("421").startswith("4yz transient negative completion")
+    assert reply_meaning("421").endswith("x2z connections")
+    assert reply_meaning("334").startswith("3yz positive intermediate")
+    assert reply_meaning("500").endswith("x0z syntax")
+    assert reply_meaning("214").endswith("x1z information")
