@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import smtplib
+import ssl
 import subprocess
 import sys
 import time
@@ -227,3 +228,22 @@ def test_reply_codes_by_their_digits():
     assert reply_meaning("334").startswith("3yz positive intermediate")
     assert reply_meaning("500").endswith("x0z syntax")
     assert reply_meaning("214").endswith("x1z information")
+
+
+@pytest.mark.root
+def test_smtp_dialogue_stops_where_starttls_begins(smtp_tls_server, tmp_path):
+    server = smtp_tls_server
+    with Capture(None, "lo") as cap:
+        context = ssl.create_default_context(cafile=server.cafile)
+        with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+            client.starttls(context=context)
+            client.sendmail("alice@example.org", ["bob@example.org"], "Subject: x\r\n\r\nhi\r\n")
+        time.sleep(0.2)
+    path = tmp_path / "tls.pcap"
+    port = server.port.to_bytes(2, "big")
+    write_pcap(path, [f for f in cap.frames if f.outgoing and port in f.data[34:38]])
+    turns = json.loads(_cli("smtp", "--pcap", path, "--json").stdout)["dialogue"]
+    said = [(t["who"], t["text"].split(" ")[0].upper(), t["code"]) for t in turns]
+    assert said[-3:] == [("C", "STARTTLS", ""), ("S", "220", "220"), ("", "TLS", "")]
+    assert turns[-1]["rfc"] == "RFC 3207 §4"  # nothing after the handshake is shown as SMTP
+    assert not any("alice@example.org" in t["text"] for t in turns)
