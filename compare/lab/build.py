@@ -107,6 +107,7 @@ _QUEUE_RULE = ("-t", "mangle", "-A", "PREROUTING", "-i", "up+", "-j", "NFQUEUE",
 _REPLY_QUEUE = ("-t", "mangle", "-A", "OUTPUT", "-o", "up0", "-m", "mark", "!", "--mark")
 _REPLY_QUEUE += (str(INJECT_MARK), "-j", "NFQUEUE", "--queue-num", "1")
 FORWARDERS = (*ROUTERS, "fork-a", "fork-b", "join")
+FORK_HASH_SEED = 7774
 
 
 def _run(
@@ -292,6 +293,9 @@ class Lab(Plan):
             if role == FORK_ROUTER:  # hash the flow: addresses, protocol and ports (L4)
                 extra += ["net.ipv4.fib_multipath_hash_policy=1"]
                 extra += ["net.ipv6.fib_multipath_hash_policy=1"]
+                # A fixed seed (both families; kernels since 6.11): a flow takes the same
+                # branch in every lab, so a selftest over the fork is repeatable.
+                extra += [f"net.ipv4.fib_multipath_hash_seed={FORK_HASH_SEED}"]
             _ns_exec(self.ns(role), ["sysctl", "-q", "-w", *sysctls, *extra])
         _run(["ip", "-batch", "-"], input_text="\n".join(root_cmds) + "\n")
         for role in roles:
