@@ -10,11 +10,18 @@ import os
 import shutil
 
 import pytest
+from hypothesis import settings
 
 from compare.lab import TOOL_PACKAGES
 from compare.lab import TOOLS as LAB_TOOLS  # the programs Lab.create runs
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Hypothesis: many more examples in CI (each decoder test 2,000), a quick run while developing.
+# A test's own @settings(max_examples=...) still wins; --hypothesis-profile picks one by hand.
+settings.register_profile("ci", max_examples=2000, deadline=None, print_blob=True)
+settings.register_profile("dev", max_examples=100)
+settings.load_profile("ci" if IN_CI else "dev")
 
 
 def _privilege_problem(need_lab: bool) -> str | None:
