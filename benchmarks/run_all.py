@@ -4,7 +4,8 @@ Run: ``python benchmarks/run_all.py [--output reports/bench.md] [--quick] [--ski
 
 - ``bench_codec.py`` and ``bench_smtp.py`` need neither root nor the lab; their JSON output
   becomes tables (tabulate) with the ratio lines each printed;
-- ``bench_ping.py`` and ``bench_traceroute.py`` build a lab, so they need root and run under
+- ``bench_ping.py``, ``bench_traceroute.py`` and any other ``benchmarks/bench_*.py`` (titled
+  by its docstring's first line) build a lab, so they need root and run under
   ``flock /tmp/wiretwin-lab.lock`` (one lab at a time on a shared machine); their output is
   copied into the report as printed.  Without root (or with ``--skip-lab``) they are listed
   as skipped, with the reason.
@@ -17,6 +18,7 @@ that ran succeeded, 1 otherwise (the report is written either way).
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import json
 import os
@@ -34,6 +36,21 @@ ROOT = HERE.parent
 LAB_LOCK = "/tmp/wiretwin-lab.lock"
 LAB_TIMEOUT = 1800  # seconds for one lab benchmark
 LOCAL_TIMEOUT = 600
+LAB_BENCHMARKS = {
+    "bench_ping.py": "Ping RTT error against the capture (lab)",
+    "bench_traceroute.py": "Traceroute and CLI wall time (lab)",
+}
+JSON_BENCHMARKS = {"bench_codec.py", "bench_smtp.py"}
+
+
+def lab_benchmarks() -> dict[str, str]:
+    """Script name -> section title: the known lab benchmarks, then any other bench_*.py."""
+    found = dict(LAB_BENCHMARKS)
+    for path in sorted(HERE.glob("bench_*.py")):
+        if path.name not in found and path.name not in JSON_BENCHMARKS:
+            doc = ast.get_docstring(ast.parse(path.read_text())) or path.name
+            found[path.name] = f"{doc.splitlines()[0].rstrip('.')} (lab)"
+    return found
 
 
 def cpu_model() -> str:
@@ -170,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "reports" / "bench.md")
     parser.add_argument("--quick", action="store_true", help="codec and SMTP in --quick mode")
-    parser.add_argument("--skip-lab", action="store_true", help="skip the two lab benchmarks")
+    parser.add_argument("--skip-lab", action="store_true", help="skip the lab benchmarks")
     args = parser.parse_args(argv)
 
     info = machine()
@@ -189,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             *json_benchmark("bench_codec.py", quick, codec_section),
         ),
         ("SMTP delivery rate", *json_benchmark("bench_smtp.py", quick, smtp_section)),
-        ("Ping RTT error against the capture (lab)", *lab_benchmark("bench_ping.py", lab_skip)),
-        ("Traceroute and CLI wall time (lab)", *lab_benchmark("bench_traceroute.py", lab_skip)),
+    ]
+    sections += [
+        (title, *lab_benchmark(name, lab_skip)) for name, title in lab_benchmarks().items()
     ]
     header = [
         "# wiretwin benchmarks",
