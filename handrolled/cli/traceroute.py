@@ -37,6 +37,7 @@ __all__ = [
     "parse_sendwait",
     "parse_wait",
     "request_from_args",
+    "resolve_like_traceroute8",
     "result_to_json",
 ]
 
@@ -207,6 +208,21 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, width=columns - 2)
 
 
+def resolve_like_traceroute8(host: str, family: int | None) -> tuple[str, int]:
+    """(address, family) of ``host``; without -4/-6 its IPv4 address when it has one, as
+    traceroute(8) (man traceroute: "If resolving a host name returns both IPv4 and IPv6
+    addresses, traceroute will use IPv4")."""
+    from handrolled.errors import ResolveError
+    from handrolled.net import resolve
+
+    if family is None:
+        try:
+            return resolve(host, 4)
+        except ResolveError:
+            pass
+    return resolve(host, family)  # type: ignore[arg-type]
+
+
 def _parser() -> Parser:
     p = Parser(
         prog="traceroute",
@@ -289,10 +305,9 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
         if runner is None:  # imported here: --help and bad options never pay for the engine
             from handrolled.traceroute import run_trace as runner
         on_hop = None
+        address, fam = resolve_like_traceroute8(request.host, request.family)
+        request = dataclasses.replace(request, family=fam)
         if not opts.json:
-            from handrolled.net import resolve as resolve_host
-
-            address, fam = resolve_host(request.host, request.family)
             length = packet_length(request.method, fam, request.data_len(fam))
             print(format_header(request.host, address, request.max_hops, length), file=out)
             out.flush()

@@ -134,6 +134,14 @@ def test_default_method_is_udp_on_the_wire(lab, family) -> None:
     assert ports == list(range(33434, 33434 + len(ports)))
 
 
+def test_without_a_family_a_name_with_both_is_traced_over_ipv4(lab) -> None:
+    # man traceroute: "If resolving a host name returns both IPv4 and IPv6 addresses,
+    # traceroute will use IPv4"
+    ours, theirs = _both(lab, ["-n", "-q", "1", "target.lab.test"])
+    _same_trace(ours, theirs)
+    assert f"({lab.target.addr4})" in ours.stdout.splitlines()[0]
+
+
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("method", ["", "-I"])
 def test_packet_length_argument(lab, family, method) -> None:
