@@ -309,3 +309,30 @@ def test_a_fault_rule_leaves_alone_what_it_cannot_apply_to(lab):
     assert "wrong data" not in out
     seqs = [seq for _, seq, _ in selftest.parse_ping_replies(out)]
     assert seqs == [2, 1, 3, 3, 4, 5], out
+
+
+def test_parsers_of_ping8_and_traceroute8_output():
+    out = (
+        "64 bytes from 203.0.113.30: icmp_seq=2 ttl=58 time=30.6 ms\n"
+        "16 bytes from 203.0.113.30: icmp_seq=3 ttl=58 (DUP!)\n"
+        "64 bytes from 203.0.113.77: icmp_seq=2 ttl=58 time=26.7 ms (DIFFERENT ADDRESS!)\n"
+        "6 packets transmitted, 4 received, +1 duplicates, 33.3333% packet loss, time 1013ms\n"
+    )
+    assert selftest.parse_ping_replies(out) == [
+        ("203.0.113.30", 2, "ttl=58 time=30.6 ms"),
+        ("203.0.113.30", 3, "ttl=58 (DUP!)"),
+        ("203.0.113.77", 2, "ttl=58 time=26.7 ms (DIFFERENT ADDRESS!)"),
+    ]
+    assert selftest.parse_ping_stats(out) == (6, 4, 1)
+    assert selftest.parse_ping_stats("3 packets transmitted, 0 received, +3 errors") == (3, 0, 0)
+    trace = (
+        "traceroute to multi.lab.test (203.0.113.146), 30 hops max, 60 byte packets\n"
+        " 3  203.0.113.134  10.049 ms  10.034 ms 203.0.113.130  10.028 ms\n"
+        " 4  2001:db8:0:4::2  18.066 ms *  18.046 ms\n"
+        " 7  203.0.113.22  30.164 ms !H  30.108 ms !H\n"
+    )
+    assert selftest.parse_hop_lines(trace) == {
+        3: (["203.0.113.134", "203.0.113.130"], ["r", "r", "r"]),
+        4: (["2001:db8:0:4::2"], ["r", "*", "r"]),
+        7: (["203.0.113.22"], ["r!H", "r!H"]),
+    }

@@ -169,7 +169,7 @@ def check_lab(lab: Lab) -> list[Check]:
 
 
 # ---- the promises beside the chain: faults, forger, unreachables, lost probe, fork, MTU ----------
-_REPLY_LINE = re.compile(r"bytes from ([0-9a-fA-F:.]+): icmp_seq=(\d+) .*?ms(.*)$")
+_REPLY_LINE = re.compile(r"bytes from ([0-9a-fA-F:.]+): icmp_seq=(\d+)(.*)$")
 _STATS = re.compile(r"(\d+) packets transmitted, (\d+) received(?:, \+(\d+) duplicates)?")
 _IP_TOKEN = re.compile(r"^(?:\d+\.\d+\.\d+\.\d+|[0-9a-fA-F]*:[0-9a-fA-F:]+)$")
 
