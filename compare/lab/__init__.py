@@ -4,6 +4,7 @@
 - build.py     Lab: builds, uses (exec, call, sockets) and tears down a plan; reap, TOOLS
 - calls.py     call_python: a function run in a fresh child (in a namespace or not), by pickle
 - delay.py     the per-link delay stage (NFQUEUE), run as ``python -m compare.lab.delay``
+- faults.py    the fault rules the delay stage applies and their packet matcher; pure
 - netns.py     entering a namespace from a thread; sockets created inside one
 - neighbour.py a noisy second pinger (``python -m compare.lab.neighbour``)
 - selftest.py  `wiretwin lab selftest`: the promises checked with ping(8) and traceroute(8)

@@ -1,9 +1,10 @@
 """Building, using and tearing down a lab: namespaces, veth pairs, routes, filters, delay.
 
 Lab (a Plan, compare/lab/plan.py, made real) creates one network namespace per node, joins them
-with veth pairs (fixed MACs, permanent neighbour entries, checksum offload off), adds the routes,
-the nftables filters of the silent and prohibited nodes, the sysctls, and the NFQUEUE rules whose
-packets the delay stage (compare/lab/delay.py, one process per lab) holds.  Names resolve
+with veth pairs (fixed MACs, permanent neighbour entries, checksum offload off), adds the routes
+(the fork's multipath one at r2), the nftables filters of the silent, lossy and rejecting nodes,
+the sysctls (narrow's small MTU), and the NFQUEUE rules whose packets the delay stage
+(compare/lab/delay.py, one process per lab) holds, or applies faults to.  Names resolve
 through /etc/netns/<ns>/{hosts,nsswitch.conf,resolv.conf}, which `ip netns exec` bind-mounts over
 /etc: `hosts: files` only, so an unknown name fails at once and no lookup leaves the lab.
 Nothing in the root namespace changes except those files and the namespaces.  A state file under
