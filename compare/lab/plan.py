@@ -5,15 +5,15 @@ Pure: no subprocess, socket, os or time; compare/lab/build.py turns a Plan into 
 Default topology (IPv4 and IPv6; every address from the documentation ranges)::
 
     client -- r1 -- r2 -- r3 -- r4 -- r5 -- r6 -+- target       (answers)
-                   |      |     |     |         +- prohibited   (ICMP admin-prohibited)
-                   |  silent  lossy  no reverse +- hostunreach  (ICMP host-unreachable)
-                   |   hop    probe  DNS name   +- netunreach   (ICMP net-unreachable)
-                   |                            +- faulty       (deterministic faults, FAULTY)
-                   |                            +- forged       (a forger beside it)
-                   |                            +- narrow       (link MTU 1400 / IPv6 1280)
-                   |                               blackhole    (routed nowhere by r6)
-                   +- fork-a -+
-                   +- fork-b -+- join -- multi  (r2: equal-cost multipath, L4 hash)
+                    |     |     |     |         +- prohibited   (ICMP admin-prohibited)
+                    |   silent lossy no rDNS    +- hostunreach  (ICMP host-unreachable)
+                    |    hop   probe            +- netunreach   (ICMP net-unreachable)
+                    |                           +- faulty       (deterministic faults)
+                    |                           +- forged       (a forger beside it)
+                    |                           +- narrow       (link MTU 1400 / IPv6 1280)
+                    |                              blackhole    (routed nowhere by r6)
+                    +- fork-a -+
+                    +- fork-b -+- join -- multi  (r2: equal-cost multipath, L4 hash)
 
 Link k joins chain node k-1 to node k: 198.51.100.4(k-1)/30 and 2001:db8:0:k::/64, the client
 side taking .1 / ::1 and the far side .2 / ::2.  The end hosts sit on 203.0.113.4n/30 behind
