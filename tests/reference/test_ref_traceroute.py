@@ -5,6 +5,9 @@ Bad input is the request's to refuse (tests/test_request_trace.py, for both engi
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
+
 import pytest
 
 from handrolled.requests import PingRequest, TraceRequest
@@ -24,12 +27,29 @@ PORT = {Method.ICMP: 0, Method.UDP: 33434, Method.TCP: 80}
 
 @pytest.mark.parametrize("method", list(Method))
 def test_probe_bytes_match_golden(method: Method) -> None:
+    # the golden bytes carry DF, as -F (traceroute(8)'s IP_PMTUDISC_PROBE) sets it
     pkt = build_probe(
         method, 4, "203.0.113.10", ttl=3, index=7, ident=0x1234, port=PORT[method],
-        payload=default_payload(4),
+        payload=default_payload(4), dont_fragment=True, src="198.51.100.1",
     )  # fmt: skip
-    pkt.src = "198.51.100.1"
     assert bytes(pkt).hex() == GOLDEN[method]
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_probe_knobs_set_the_ip_header(method: Method) -> None:
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+
+    common = {"ttl": 3, "index": 7, "ident": 0x1234, "port": PORT[method], "payload": b""}
+    plain = IP(bytes(build_probe(method, 4, "203.0.113.10", src="198.51.100.1", **common)))
+    assert (plain.flags, plain.tos) == (0, 0)  # traceroute(8) without -F: DF clear
+    knobs = build_probe(
+        method, 4, "203.0.113.10", dont_fragment=True, tos=16, src="198.51.100.9", **common
+    )
+    parsed = IP(bytes(knobs))
+    assert (int(parsed.flags), parsed.tos, parsed.src) == (2, 16, "198.51.100.9")  # RFC 791
+    six = IPv6(bytes(build_probe(method, 6, "2001:db8::1", tos=16, src="2001:db8::9", **common)))
+    assert (six.tc, six.src) == (16, "2001:db8::9")  # RFC 8200 §7: the traffic class
 
 
 def test_ports_follow_the_documented_scheme() -> None:
@@ -139,3 +159,54 @@ def test_lab_first_ttl_and_max_hops_bound_the_trace(lab) -> None:
     assert [h.ttl for h in result.hops] == [2, 3, 4]
     assert not result.reached
     assert [len(h.probes) for h in result.hops] == [1, 1, 1]
+
+
+def _wire(lab, target: str, family: int, request: TraceRequest) -> list[tuple[int, bytes]]:
+    """(time, IP datagram) of what the client sent to the target while ``target`` ran."""
+    from compare.capture import Capture
+
+    dst = ipaddress.ip_address(lab.target.addr(family)).packed
+    with Capture(lab.ns("client"), None) as cap:
+        lab.call("client", target, request)
+    out = []
+    for frame in cap.frames:
+        ip = frame.ip
+        ours = frame.outgoing and ip and ip[0] >> 4 == family
+        if ours and (ip[16:20] if family == 4 else ip[24:40]) == dst:
+            out.append((frame.time_ns, ip))
+    return out
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("method", list(Method))
+def test_lab_both_engines_honour_the_traceroute8_knobs(lab, family, method) -> None:
+    # one request with traceroute(8)'s packet_len, -F, -t, -s and -z; each engine's probes on
+    # the wire carry them, read back from a capture (RFC 791 §3.1 / RFC 8200 §3 offsets)
+    src = lab.client.addr(family)
+    request = TraceRequest(
+        "target.lab.test", method=method, family=family, probes_per_hop=1, max_hops=3,
+        wait=(1.0, 3.0, 10.0), ident=0x7775, resolve=False, packet_len=300,
+        dont_fragment=True, tos=16, source=src, send_wait=0.05,
+    )  # fmt: skip
+    header = 20 if family == 4 else 40
+    length = header + 20 if method is Method.TCP else 300  # traceroute(8) -T ignores the length
+    seen = {}
+    for side in ("handrolled", "reference"):
+        packets = _wire(lab, f"{side}.traceroute:run_trace", family, request)
+        assert len(packets) == 3, side
+        fields = set()
+        for _, ip in packets:
+            if family == 4:
+                total, tos, df = int.from_bytes(ip[2:4], "big"), ip[1], ip[6] >> 6 & 1
+                source = ip[12:16]
+            else:
+                total, df = 40 + int.from_bytes(ip[4:6], "big"), None
+                tos, source = ((ip[0] & 0x0F) << 4) | (ip[1] >> 4), ip[8:24]
+            fields.add((total, tos, df, source))
+        want_df = 1 if family == 4 else None
+        assert fields == {(length, 16, want_df, ipaddress.ip_address(src).packed)}, side
+        times = sorted(t for t, _ in packets)
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 45_000_000, side
+        seen[side] = fields
+    assert seen["handrolled"] == seen["reference"]
