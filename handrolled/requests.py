@@ -489,3 +489,21 @@ class MailRequest:
                 "auth: refusing AUTH over an unencrypted connection: use STARTTLS or TLS "
                 "(or allow_plain_auth / --allow-plain-auth if you really mean it)"
             )
+
+
+SMTP_MAX_SESSION_MESSAGES = 1_000_000  # our bound on one session (smtp-source -m has none)
+
+
+@dataclass(frozen=True, slots=True)
+class MailSessionRequest:
+    """``count`` copies of ``mail.message`` over one connection: mail transactions back to
+    back without RSET (RFC 5321 §3.3), pipelined across transactions where the server offers
+    PIPELINING and ``mail.pipelining`` allows it (RFC 2920 §3.1)."""
+
+    mail: MailRequest
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mail, MailRequest):
+            raise UsageError(f"mail {type(self.mail).__name__}: must be a MailRequest")
+        check_int("count", self.count, 1, SMTP_MAX_SESSION_MESSAGES)

@@ -207,3 +207,48 @@ class SmtpResult:
     # RCPT reply); None when nothing was refused (delivered, or a network, TLS, protocol or
     # local failure).
     refusal: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOutcome:
+    """One message of an SMTP session: what became of its mail transaction (RFC 5321 §3.3).
+
+    ``stage`` is where its transaction ended (DONE: the final dot answered 250); ``refusal``
+    the server's 4xx/5xx that ended it; ``error`` one line when it was not delivered
+    (refused, or never sent because the session ended first: then ``stage`` is MAIL and
+    ``recipients`` empty).
+    """
+
+    recipients: tuple[RecipientOutcome, ...]
+    delivered: bool  # True only if the server answered this message's final dot with 250
+    final_reply: Reply | None = None
+    stage: SmtpStage = SmtpStage.MAIL
+    refusal: Reply | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSessionResult:
+    """Many messages over one connection: one ``MessageOutcome`` per message asked for, in
+    order, and the session's own transcript, stage and error (why it ended early)."""
+
+    server: str
+    port: int
+    mail_from: str
+    messages: tuple[MessageOutcome, ...]
+    transcript: tuple[TranscriptLine, ...]
+    implementation: Implementation
+    extensions: tuple[tuple[str, str], ...] = field(default=())
+    tls: str | None = None
+    pipelined: bool = False  # transactions were pipelined across (RFC 2920 §3.1)
+    connections: int = 0  # TCP connections opened (1 once connected)
+    error: str | None = None  # one line: why the session ended before its last message
+    started_ns: int = 0
+    elapsed_ms: float = 0.0
+    stage: SmtpStage = SmtpStage.CONNECT  # where the session ended (DONE: QUIT answered)
+    refusal: Reply | None = None  # a refusal that ended the session (greeting, EHLO, 421...)
+
+    @property
+    def delivered(self) -> int:
+        """How many messages the server accepted."""
+        return sum(m.delivered for m in self.messages)

@@ -21,7 +21,6 @@ API
 from __future__ import annotations
 
 import base64
-import copy
 import logging
 import socket
 import ssl
@@ -137,12 +136,7 @@ class SmtpSession:
         whole leaves the connection as it was; a line enters the transcript only once all of
         it has been handed to the kernel.
         """
-        before = copy.deepcopy(self.conn)
-        try:
-            pieces = [(event, self.conn.send(event)) for event in events]
-        except LocalProtocolError:
-            self.conn = before  # nothing of the group was sent
-            raise
+        pieces = list(zip(events, self.conn.send_all(events), strict=True))
         wire = memoryview(b"".join(data for _, data in pieces))
         written = 0
         deadline = self.monotonic() + self.timeout
@@ -160,14 +154,15 @@ class SmtpSession:
             self._record_sent(pieces, written)
 
     def _record_sent(self, pieces: list[tuple[proto.Event, bytes]], written: int) -> None:
-        now, end = self.clock_ns(), 0
+        now, end, debug = self.clock_ns(), 0, log.isEnabledFor(logging.DEBUG)
         for event, data in pieces:
             end += len(data)
             if end > written:
                 return
             shown, redacted = _redact(event, data)
             self.transcript.append(TranscriptLine(Direction.SENT, shown, now, redacted))
-            log.debug("-> %r", shown)
+            if debug:
+                log.debug("-> %r", shown)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -177,10 +172,11 @@ class SmtpSession:
         while True:
             event = self.conn.next_event()
             if isinstance(event, proto.Answer):
-                now = self.clock_ns()
+                now, debug = self.clock_ns(), log.isEnabledFor(logging.DEBUG)
                 for raw in event.raw:
                     self.transcript.append(TranscriptLine(Direction.RECEIVED, raw, now))
-                    log.debug("<- %r", raw)
+                    if debug:
+                        log.debug("<- %r", raw)
                 if (
                     self.conn.state is proto.State.CLOSED
                     and event.command is not proto.Command.QUIT
@@ -427,6 +423,42 @@ def _describe(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def open_session(
+    r: MailRequest,
+    context: ssl.SSLContext | None,
+    connect: Connect,
+    clock_ns: Callable[[], int],
+    monotonic: Callable[[], float],
+) -> SmtpSession:
+    """Connect as ``r`` says (implicit TLS from the first byte, RFC 8314)."""
+    sock = connect(r.server, r.port, r.timeout)
+    if r.tls and context is not None:
+        try:
+            sock = _wrap(sock, context, r.server, r.timeout)
+        except BaseException:
+            sock.close()
+            raise
+    session = SmtpSession(
+        sock, timeout=r.timeout, pipelining=r.pipelining, clock_ns=clock_ns, monotonic=monotonic
+    )
+    if r.tls:
+        session.tls = "implicit"
+    return session
+
+
+def failed(exc: BaseException, out: _Outcome) -> bool:
+    """Record why the dialogue ended in ``out``; True if the connection is still fit for QUIT
+    (a refusal or a local decision; not a 421, a network, TLS or protocol failure)."""
+    out.error = _describe(exc)
+    if isinstance(exc, _Refused):
+        out.stage = _STAGE_OF.get(exc.answer.command, out.stage)
+        if 400 <= exc.reply.code < 600:  # RFC 5321 §4.2.1: 4yz/5yz, a refusal
+            out.refusal = exc.reply
+    if isinstance(exc, _ServerClosing):
+        return False
+    return isinstance(exc, SmtpReplyError | _Stop | LocalProtocolError)
+
+
 def send_mail(
     request: MailRequest,
     *,
@@ -448,24 +480,13 @@ def send_mail(
     session: SmtpSession | None = None
     polite = True  # the connection is still fit for QUIT
     try:
-        sock = connect(r.server, r.port, r.timeout)
-        if r.tls and context is not None:
-            sock = _wrap(sock, context, r.server, r.timeout)
-        session = SmtpSession(
-            sock, timeout=r.timeout, pipelining=r.pipelining, clock_ns=clock_ns, monotonic=monotonic
-        )
-        if r.tls:
-            session.tls = "implicit"
-        _dialogue(session, r, context, out)
+        session = open_session(r, context, connect, clock_ns, monotonic)
+        greet(session, r, context, out)
+        out.stage = SmtpStage.MAIL
+        params = _mail_params(session, r.mail_from, r.recipients, r.message) if r.ehlo else ()
+        _transaction(session, r.mail_from, r.recipients, r.message, params, out)
     except (WiretwinError, OSError) as exc:  # ssl.SSLError and timeouts are OSErrors
-        out.error = _describe(exc)
-        polite = isinstance(exc, SmtpReplyError | _Stop | LocalProtocolError)
-        if isinstance(exc, _ServerClosing):
-            polite = False
-        if isinstance(exc, _Refused):
-            out.stage = _STAGE_OF.get(exc.answer.command, out.stage)
-            if 400 <= exc.reply.code < 600:  # RFC 5321 §4.2.1: 4yz/5yz, a refusal
-                out.refusal = exc.reply
+        polite = failed(exc, out)
         log.info("not delivered: %s", out.error)
     if session is not None:
         if polite:
@@ -493,10 +514,10 @@ def send_mail(
     )
 
 
-def _dialogue(
+def greet(
     session: SmtpSession, r: MailRequest, context: ssl.SSLContext | None, out: _Outcome
 ) -> None:
-    """Greeting, EHLO (or the seed's HELO), STARTTLS, AUTH, then the mail transaction."""
+    """Greeting, EHLO (or the seed's HELO), STARTTLS, AUTH: everything before MAIL."""
     out.stage = SmtpStage.GREETING
     greeting = session.read()
     if greeting.verdict is not proto.Verdict.OK:
@@ -521,9 +542,6 @@ def _dialogue(
     if r.auth is not None:
         out.stage = SmtpStage.AUTH
         _authenticate(session, *r.auth)
-    out.stage = SmtpStage.MAIL
-    params = _mail_params(session, r.mail_from, r.recipients, r.message) if r.ehlo else ()
-    _transaction(session, r.mail_from, r.recipients, r.message, params, out)
 
 
 def smtp_client(port: int = 1025, mailserver: str = "127.0.0.1") -> SmtpResult:

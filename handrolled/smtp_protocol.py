@@ -17,7 +17,8 @@ pending are errors, never hangs.
 API
 ---
 ``ClientConnection(pipelining=True)``
-    ``.send(event) -> bytes``; ``.can_send(command) -> bool``; ``.receive_data(data)``
+    ``.send(event) -> bytes``; ``.send_all(events) -> list[bytes]`` (a group, all or
+    nothing); ``.can_send(command) -> bool``; ``.receive_data(data)``
     (``b""`` means EOF);
     ``.next_event() -> Answer | ConnectionClosed | NEED_DATA``; ``.tls_established()``;
     ``.state``, ``.extensions``, ``.pipelining``, ``.pending``.
@@ -42,6 +43,7 @@ import enum
 import ipaddress
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -101,6 +103,10 @@ MAX_BUFFER = 1 << 20  # our bound on unread bytes from the server
 class Command(enum.Enum):
     """What a reply answers.  GREETING and CONTENT are not commands but are answered."""
 
+    # Speed: members are singletons compared by identity, so the identity hash serves as
+    # well as Enum's own (which hashes the name, in Python) and costs nothing.
+    __hash__ = object.__hash__
+
     GREETING = "greeting"  # the server's opening reply (RFC 5321 §3.1)
     EHLO = "EHLO"
     HELO = "HELO"
@@ -118,6 +124,10 @@ class Command(enum.Enum):
 
 class State(enum.Enum):
     """Where the client is in the dialogue, as of what it has sent."""
+
+    # Speed: members are singletons compared by identity, so the identity hash serves as
+    # well as Enum's own (which hashes the name, in Python) and costs nothing.
+    __hash__ = object.__hash__
 
     GREETING = "greeting"  # waiting for the server's 220
     REFUSED = "refused"  # the greeting was not 220: only QUIT is left (RFC 5321 §3.1)
@@ -139,6 +149,8 @@ class State(enum.Enum):
 
 
 class Verdict(enum.Enum):
+    __hash__ = object.__hash__  # see Command
+
     OK = "ok"
     CHALLENGE = "challenge"  # 334 to AUTH (RFC 4954 §4)
     FAIL = "fail"
@@ -321,9 +333,22 @@ TRANSITIONS: dict[tuple[State, _Send | _Got], State] = {
     (S.CONTENT, _Send(C.CONTENT)): S.CONTENT_SENT,
     (S.CONTENT_SENT, _Got(C.CONTENT, V.OK)): S.READY,
     (S.CONTENT_SENT, _Got(C.CONTENT, V.FAIL)): S.READY,
-    # §4.1.1.5 RSET aborts the transaction; §4.1.1.9 NOOP changes nothing.
+    # §3.3: after the final dot's reply, the next transaction needs no RSET.  RFC 2920 §3.1
+    # lets the content open the next group (content, MAIL, RCPT..., DATA in one write), and
+    # QUIT may end a group: the reply to the dot then arrives after they were sent and, like
+    # the replies to MAIL and RCPT, does not move the state.
+    (S.CONTENT_SENT, _Send(C.MAIL)): S.MAIL_SENT,
+    (S.CONTENT_SENT, _Send(C.QUIT)): S.QUIT_SENT,
+    **{(s, _Got(C.CONTENT, v)): s for s in (S.MAIL_SENT, S.RCPT_SENT, S.DATA_SENT) for v in _ANY},
+    **{(S.QUIT_SENT, _Got(C.CONTENT, v)): S.QUIT_SENT for v in _ANY},
+    # §4.1.1.5 RSET aborts the transaction; §4.1.1.9 NOOP changes nothing.  RFC 2920 §3.1:
+    # RSET may open a group (RSET, MAIL, RCPT..., DATA), its reply then arriving later.
     **{(s, _Send(C.RSET)): S.READY for s in (S.READY, S.MAIL_SENT, S.RCPT_SENT)},
-    **{(S.READY, _Got(C.RSET, v)): S.READY for v in _ANY},
+    **{
+        (s, _Got(C.RSET, v)): s
+        for s in (S.READY, S.MAIL_SENT, S.RCPT_SENT, S.DATA_SENT)
+        for v in _ANY
+    },
     **{(s, _Send(C.NOOP)): s for s in (S.READY, S.MAIL_SENT, S.RCPT_SENT)},
     **{(s, _Got(C.NOOP, v)): s for s in (S.READY, S.MAIL_SENT, S.RCPT_SENT) for v in _ANY},
     # §4.1.1.10 QUIT, from anywhere a command may be sent.
@@ -331,6 +356,10 @@ TRANSITIONS: dict[tuple[State, _Send | _Got], State] = {
     **{(S.QUIT_SENT, _Got(C.QUIT, v)): S.CLOSED for v in _ANY},
 }
 del S, C, V
+# Speed: one symbol object per move, built once rather than on every send and reply.
+_SEND = {c: _Send(c) for c in Command}
+_GOT = {(c, v): _Got(c, v) for c in Command for v in Verdict}
+_MAX_ENCODED = 64
 
 # The reply codes that count as success for each command (RFC 5321 §4.3.2, RFC 3207 §4,
 # RFC 4954 §6).  Anything else is FAIL, except 334 to AUTH, which is a CHALLENGE.
@@ -350,12 +379,17 @@ _OK_CODES: dict[Command, frozenset[int]] = {
     Command.QUIT: frozenset({221}),
 }
 
-# RFC 2920 §3.1: only these may be followed by another command before their reply arrives;
-# we pipeline exactly one group, MAIL RCPT... DATA.
-_PIPELINE_HEAD = frozenset({Command.MAIL, Command.RCPT})
-_PIPELINE_TAIL = frozenset({Command.RCPT, Command.DATA})
+# RFC 2920 §3.1: only these may be followed by another command before their reply arrives
+# (the message content may open a group) ...
+_PIPELINE_HEAD = frozenset({Command.MAIL, Command.RCPT, Command.CONTENT, Command.RSET})
+# ... and these may follow them (DATA and QUIT only last: their replies change the state).
+# Our groups: [content or RSET,] MAIL, RCPT..., DATA; and content, QUIT.
+_PIPELINE_TAIL = frozenset({Command.MAIL, Command.RCPT, Command.DATA, Command.QUIT})
 
 _SECRET = frozenset({Command.AUTH, Command.AUTH_RESPONSE})
+_ENDS_TRANSACTION = frozenset(
+    {Command.CONTENT, Command.RSET, Command.EHLO, Command.HELO, Command.STARTTLS}
+)
 
 
 def verdict_for(command: Command, code: int) -> Verdict:
@@ -592,8 +626,16 @@ class ClientConnection:
     def __init__(self, pipelining: bool = True) -> None:
         self.state = State.GREETING
         self.want_pipelining = pipelining
-        self.extensions: dict[str, str] = {}
+        self._extensions: dict[str, str] = {}
         self.mail_params: tuple[str, ...] = ()  # of the current transaction
+        # RFC 5321 §3.3: the server accepted MAIL and the transaction has not ended (only the
+        # dot's reply, RSET, or a new EHLO/HELO end it, §4.1.1.4-5, §4.1.4; a refused DATA
+        # does not), so a new MAIL would be "nested": RSET first.
+        self.in_transaction = False
+        # (event, mail_params) -> (wire, argument).  Speed: a session sends the same MAIL,
+        # RCPT and content thousands of times; they encode the same way until the extensions
+        # change.  Never AUTH (secrets stay only where the caller put them).
+        self._encoded: dict[tuple[Event, tuple[str, ...]], tuple[bytes, str]] = {}
         self.pending: list[tuple[Command, str]] = [(Command.GREETING, "")]
         self._buffer = bytearray()
         self._reply_raw: list[bytes] = []
@@ -601,6 +643,16 @@ class ClientConnection:
         self._reply_code: int | None = None
         self._reply_octets = 0
         self._eof = False
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        """EHLO keywords (upper case) to their parameters; {} before EHLO and after TLS."""
+        return self._extensions
+
+    @extensions.setter
+    def extensions(self, value: dict[str, str]) -> None:
+        self._extensions = value
+        self._encoded.clear()  # what may be sent depends on what the server offers
 
     @property
     def pipelining(self) -> bool:
@@ -621,26 +673,56 @@ class ClientConnection:
             error = self._unexpected_data()
             self.state = State.ERROR
             raise error
-        if self.pending and not (
-            self.pipelining
-            and command in _PIPELINE_TAIL
-            and all(c in _PIPELINE_HEAD for c, _ in self.pending)
-        ):
+        if self.pending and not self._may_pipeline(command):
             waiting = self.pending[0][0].value
             raise LocalProtocolError(
                 f"cannot send {command.value} while the reply to {waiting} is outstanding"
             )
-        new_state = self._transition(_Send(command))
-        wire, argument = self._encode(event)
+        new_state = self._transition(_SEND[command])
+        if command is Command.MAIL and self.in_transaction and not self._ending():
+            raise LocalProtocolError(
+                "a mail transaction is still open (MAIL was accepted, no final dot): "
+                "RSET first (RFC 5321 §4.1.1.5)"
+            )
+        key = (event, self.mail_params)
+        encoded = self._encoded.get(key)
+        if encoded is None:
+            encoded = self._encode(event)
+            if command not in _SECRET and len(self._encoded) < _MAX_ENCODED:
+                self._encoded[key] = encoded
+        wire, argument = encoded
         self.state = new_state
         if isinstance(event, MailFrom):
             self.mail_params = event.params
         self.pending.append((command, argument))
         return wire
 
+    def send_all(self, events: Sequence[Event]) -> list[bytes]:
+        """Bytes for each of ``events``, a pipelined group: all of them, or (on
+        LocalProtocolError) none, and the connection as it was."""
+        state, pending, params = self.state, len(self.pending), self.mail_params
+        try:
+            return [self.send(event) for event in events]
+        except LocalProtocolError:
+            self.state, self.mail_params = state, params
+            del self.pending[pending:]
+            raise
+
+    def _ending(self) -> bool:
+        """A pending dot or RSET will end the open transaction before the next MAIL."""
+        return any(c in (Command.CONTENT, Command.RSET) for c, _ in self.pending)
+
+    def _may_pipeline(self, command: Command) -> bool:
+        """RFC 2920 §3.1: ``command`` may go out before the pending replies arrive."""
+        if not self.pipelining or command not in _PIPELINE_TAIL:
+            return False
+        if command is Command.QUIT:  # we end only a group the content opened with QUIT
+            return all(c is Command.CONTENT for c, _ in self.pending)
+        return all(c in _PIPELINE_HEAD for c, _ in self.pending)
+
     def can_send(self, command: Command) -> bool:
         """Whether the state allows sending ``command`` (TRANSITIONS); ignores pending replies."""
-        return (self.state, _Send(command)) in TRANSITIONS
+        return (self.state, _SEND[command]) in TRANSITIONS
 
     def _encode(self, event: Event) -> tuple[bytes, str]:
         limit = MAX_COMMAND_LINE
@@ -783,7 +865,9 @@ class ClientConnection:
             return NEED_DATA
         if self._buffer or self._reply_raw:
             raise RemoteProtocolError("connection closed in the middle of a reply")
-        if self.pending and self.state is not State.QUIT_SENT:
+        if self.pending and (
+            self.state is not State.QUIT_SENT or self.pending[0][0] is not Command.QUIT
+        ):  # after QUIT the server may close without its 221; before, a reply is missing
             raise RemoteProtocolError(
                 f"connection closed while waiting for the reply to {self.pending[0][0].value}"
             )
@@ -822,7 +906,11 @@ class ClientConnection:
             self.pending.clear()
             self.state = State.CLOSED
             return answer
-        self.state = self._transition(_Got(command, verdict), remote=True)
+        self.state = self._transition(_GOT[command, verdict], remote=True)
+        if command is Command.MAIL and verdict is Verdict.OK:
+            self.in_transaction = True
+        elif command in _ENDS_TRANSACTION and (command is Command.CONTENT or verdict is Verdict.OK):
+            self.in_transaction = False
         if command is Command.EHLO and verdict is Verdict.OK:
             self.extensions = parse_ehlo(reply)
         if command in (Command.EHLO, Command.HELO) and verdict is Verdict.FAIL:

@@ -71,7 +71,10 @@ def skip_or_fail(problem: str) -> None:
 
 
 def _listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, as getaddrinfo() names it for aiosmtpd's own Controller: asyncio
+    # sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and without it the
+    # server's Nagle holds each pipelined reply back until our delayed ACK (40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(16)
@@ -101,11 +104,33 @@ class RecordingHandler:
 
     pipelining: bool = True
     refuse: set[str] = field(default_factory=set)
+    # Transactions (counted by MAIL from 1, over all connections) whose RCPTs get 550, and
+    # whose content gets 554 after the final dot.
+    refuse_rcpt_in: set[int] = field(default_factory=set)
+    refuse_content_in: set[int] = field(default_factory=set)
     messages: list[ReceivedMessage] = field(default_factory=list)
     helo_names: list[str] = field(default_factory=list)
     auth_attempts: list[tuple[str, bytes]] = field(default_factory=list)  # (mechanism, login)
+    transactions: int = 0
+    # Every chunk one recv() returned to the server, after the first EHLO of each connection
+    # (the hook wraps the connection's data_received, which asyncio calls once per recv()):
+    # bytes in one chunk arrived together.
+    chunks: list[bytes] = field(default_factory=list)
+
+    def _record_chunks(self, server) -> None:
+        if getattr(server, "_wiretwin_recording", False):
+            return
+        received = server.data_received
+
+        def data_received(data: bytes) -> None:
+            self.chunks.append(bytes(data))
+            received(data)
+
+        server.data_received = data_received
+        server._wiretwin_recording = True
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self._record_chunks(server)
         self.helo_names.append(hostname)
         session.host_name = hostname
         if self.pipelining:  # aiosmtpd reads line by line, so it copes; it just never says so
@@ -113,18 +138,27 @@ class RecordingHandler:
         return responses
 
     async def handle_HELO(self, server, session, envelope, hostname):
+        self._record_chunks(server)
         self.helo_names.append(hostname)
         session.host_name = hostname
         return f"250 {SERVER_NAME}"
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.transactions += 1
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address in self.refuse:
+        if address in self.refuse or self.transactions in self.refuse_rcpt_in:
             return "550 5.1.1 no such user here"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.transactions in self.refuse_content_in:
+            return "554 5.7.1 message refused"
         self.messages.append(
             ReceivedMessage(
                 mail_from=envelope.mail_from,

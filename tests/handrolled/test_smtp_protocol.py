@@ -598,6 +598,7 @@ GOOD = {
     Command.RCPT: b"250 ok\r\n",
     Command.DATA: b"354 go ahead\r\n",
     Command.CONTENT: b"250 queued\r\n",
+    Command.RSET: b"250 ok\r\n",
     Command.QUIT: b"221 bye\r\n",
 }
 _line = st.sampled_from(REPLY_LINES)
@@ -630,7 +631,9 @@ def test_arbitrary_bytes_never_hang_or_crash(data, chunk, eof):
                     if event is NEED_DATA or isinstance(event, ConnectionClosed):
                         break
                     assert isinstance(event, Answer)
-                    if not conn.pending and conn.state in NEXT:
+                    if not conn.pending and conn.in_transaction and conn.state is State.READY:
+                        conn.send(Rset())  # RFC 5321 §4.1.1.5: a refused DATA left it open
+                    elif not conn.pending and conn.state in NEXT:
                         conn.send(NEXT[conn.state])
                 else:
                     raise AssertionError("next_event() never ran dry")
@@ -658,6 +661,7 @@ def test_can_send_follows_the_transition_table():
         State.READY,
         State.MAIL_SENT,
         State.RCPT_SENT,
+        State.CONTENT_SENT,  # RFC 2920 §3.1: QUIT may end the group the content opens
     }
 
 
@@ -670,3 +674,185 @@ def test_unexpected_reply_is_caught_before_the_next_command():
     with pytest.raises(RemoteProtocolError, match="unexpected data"):
         conn.send(MailFrom("a@x.test"))
     assert conn.state is State.ERROR
+
+
+# --- sessions: transactions back to back (RFC 5321 §3.3), pipelined across (RFC 2920 §3.1) ---
+# Expectations from the RFC text, quoted where the test relies on it.
+
+
+def _through_data(conn: ClientConnection, replies: bytes) -> None:
+    for e in (MailFrom("a@x.test"), RcptTo("b@x.test"), Data()):
+        conn.send(e)
+        if not conn.pipelining:
+            answer(conn, replies.split(b"\r\n")[0] + b"\r\n")
+            replies = replies.split(b"\r\n", 1)[1]
+    if conn.pipelining:
+        feed(conn, replies)
+    assert conn.state is State.CONTENT
+
+
+@pytest.mark.parametrize("dot_reply", [b"250 2.0.0 queued\r\n", b"554 5.7.1 refused\r\n"])
+def test_mail_again_after_the_final_dot_without_rset(dot_reply):
+    """RFC 5321 §4.1.1.4: after the end of mail data the receiver "clears the buffers" and
+    §3.3: a transaction "ends" with the reply to the dot, accepted or not; the next MAIL
+    starts a new one, no RSET needed (§4.1.1.5 RSET is for aborting a transaction)."""
+    conn = ready(pipelining=False)
+    _through_data(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    conn.send(Content(b"one\r\n"))
+    assert answer(conn, dot_reply).command is Command.CONTENT
+    assert conn.send(MailFrom("a@x.test")) == b"MAIL FROM:<a@x.test>\r\n"
+    answer(conn, b"250 ok\r\n")
+    conn.send(RcptTo("b@x.test"))
+    answer(conn, b"250 ok\r\n")
+    conn.send(Data())
+    answer(conn, b"354 go\r\n")
+    assert conn.send(Content(b"two\r\n")) == b"two\r\n.\r\n"
+    assert answer(conn, b"250 ok\r\n").verdict is Verdict.OK
+
+
+@pytest.mark.parametrize("how", ["whole", "bytewise"])
+def test_the_content_opens_the_next_group(how):
+    """RFC 2920 §3.1: "The actual transfer of message content is explicitly allowed to be the
+    first 'command' in a group": content, MAIL, RCPT, DATA go out before any reply, and the
+    replies come back in that order, the dot's first."""
+    conn = ready()
+    _through_data(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    wire = b"".join(
+        conn.send(e) for e in (Content(b"one\r\n"), MailFrom("a@x.test"), RcptTo("b@x"), Data())
+    )
+    assert wire == b"one\r\n.\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
+    got = feed(conn, b"250 queued\r\n250 ok\r\n250 ok\r\n354 go\r\n", how)
+    assert [(e.command, e.reply.code) for e in got] == [
+        (Command.CONTENT, 250),
+        (Command.MAIL, 250),
+        (Command.RCPT, 250),
+        (Command.DATA, 354),
+    ]
+    assert conn.state is State.CONTENT  # the second message's content may go now
+
+
+def test_a_refused_dot_inside_a_group_leaves_the_next_transaction_alone():
+    """RFC 5321 §4.1.1.4: a failed message still ends its transaction; the MAIL after it in
+    the same group opens the next one."""
+    conn = ready()
+    _through_data(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    for e in (Content(b"one\r\n"), MailFrom("a@x.test"), RcptTo("b@x"), Data()):
+        conn.send(e)
+    got = feed(conn, b"554 no\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    assert [e.verdict for e in got] == [Verdict.FAIL, Verdict.OK, Verdict.OK, Verdict.OK]
+    assert conn.state is State.CONTENT
+
+
+def test_without_pipelining_the_next_mail_waits_for_the_dots_reply():
+    """RFC 2920 §3.1 applies only when the server offered PIPELINING (RFC 2920 §2); without
+    it each command waits for its reply (RFC 5321 §4.1)."""
+    conn = ready(pipelining=False)
+    _through_data(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    conn.send(Content(b"one\r\n"))
+    with pytest.raises(LocalProtocolError, match="outstanding"):
+        conn.send(MailFrom("a@x.test"))
+    assert conn.pending == [(Command.CONTENT, "")]
+
+
+def test_nothing_but_mail_or_quit_follows_the_content_in_a_group():
+    """RFC 2920 §3.1: DATA "can only appear as the last command in a group" (its 354 must be
+    seen before content); RCPT needs a MAIL first (RFC 5321 §4.1.1.3)."""
+    conn = ready()
+    _through_data(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    conn.send(Content(b"one\r\n"))
+    for event in (Data(), RcptTo("b@x"), Content(b"two\r\n"), Ehlo("c.test"), Noop()):
+        with pytest.raises(LocalProtocolError):
+            conn.send(event)
+    conn.send(MailFrom("a@x.test"))
+    conn.send(RcptTo("b@x"))
+    conn.send(Data())
+    with pytest.raises(LocalProtocolError):
+        conn.send(MailFrom("a@x.test"))  # DATA ended the group
+
+
+@pytest.mark.parametrize("how", ["whole", "bytewise"])
+def test_the_content_then_quit_in_one_group(how):
+    """RFC 2920 §3.1: QUIT "can only appear as the last command in a group": the last
+    message's content and QUIT go together; the dot is answered first, then 221."""
+    conn = ready()
+    _through_data(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    wire = conn.send(Content(b"last\r\n")) + conn.send(Quit())
+    assert wire == b"last\r\n.\r\nQUIT\r\n"
+    with pytest.raises(LocalProtocolError):
+        conn.send(MailFrom("a@x.test"))  # nothing after QUIT (RFC 5321 §4.1.1.10)
+    got = feed(conn, b"250 queued\r\n221 bye\r\n", how)
+    assert [(e.command, e.reply.code) for e in got] == [(Command.CONTENT, 250), (Command.QUIT, 221)]
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_eof_before_the_dots_reply_after_content_and_quit_is_an_error():
+    """RFC 5321 §3.8/§4.1.1.10: the server may close after QUIT, but the dot's reply comes
+    before QUIT's; EOF without it leaves the message undecided: an error, not "closed"."""
+    conn = ready()
+    _through_data(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    conn.send(Content(b"last\r\n"))
+    conn.send(Quit())
+    conn.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="content"):
+        conn.next_event()
+
+
+def test_send_all_is_all_or_nothing():
+    conn = ready()
+    before = (conn.state, list(conn.pending), conn.mail_params)
+    with pytest.raises(LocalProtocolError):
+        conn.send_all([MailFrom("a@x.test", ("SIZE=10",)), RcptTo("b@x"), RcptTo("x" * 600)])
+    assert (conn.state, conn.pending, conn.mail_params) == before
+    wires = conn.send_all([MailFrom("a@x.test"), RcptTo("b@x"), Data()])
+    assert b"".join(wires) == b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
+
+
+def test_encoding_follows_the_extensions():
+    """What may be sent depends on the latest EHLO (RFC 3207 §4.2: forgotten after TLS): an
+    encoding allowed before must be refused once the extension is gone."""
+    conn = ready()
+    assert conn.send(MailFrom("a@x.test", ("SIZE=10",))).endswith(b"SIZE=10\r\n")
+    conn.receive_data(b"250 ok\r\n")
+    conn.next_event()
+    conn.send(Rset())
+    answer(conn, b"250 ok\r\n")
+    conn.send(Ehlo("c.test"))
+    answer(conn, b"250 mx.test\r\n")  # no SIZE now
+    with pytest.raises(LocalProtocolError, match="SIZE"):
+        conn.send(MailFrom("a@x.test", ("SIZE=10",)))
+
+
+def test_a_refused_data_leaves_the_transaction_open_until_rset():
+    """RFC 5321 §3.3: only the end of data (or RSET, §4.1.1.5; or EHLO, §4.1.4) ends a
+    transaction MAIL opened; after DATA is refused a new MAIL would be nested."""
+    for pipelining in (False, True):
+        conn = ready(pipelining=pipelining)
+        for e in (MailFrom("a@x.test"), RcptTo("b@x"), Data()):
+            conn.send(e)
+            if not pipelining:
+                answer(conn, b"554 no\r\n" if isinstance(e, Data) else b"250 ok\r\n")
+        if pipelining:
+            feed(conn, b"250 ok\r\n250 ok\r\n554 no valid recipients\r\n")
+        assert conn.in_transaction
+        with pytest.raises(LocalProtocolError, match="RSET first"):
+            conn.send(MailFrom("a@x.test"))
+        if pipelining:  # RFC 2920 §3.1: RSET may open the group
+            wire = b"".join(conn.send(e) for e in (Rset(), MailFrom("a@x.test"), RcptTo("b@x")))
+            assert wire == b"RSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@x>\r\n"
+            got = feed(conn, b"250 flushed\r\n250 ok\r\n250 ok\r\n")
+            assert [e.command for e in got] == [Command.RSET, Command.MAIL, Command.RCPT]
+        else:
+            conn.send(Rset())
+            answer(conn, b"250 flushed\r\n")
+            assert not conn.in_transaction
+            conn.send(MailFrom("a@x.test"))
+
+
+def test_a_refused_mail_opens_no_transaction():
+    """RFC 5321 §4.1.1.2: a refused MAIL starts nothing: the next MAIL needs no RSET."""
+    conn = ready(pipelining=False)
+    conn.send(MailFrom("a@x.test"))
+    answer(conn, b"550 no\r\n")
+    assert not conn.in_transaction
+    assert conn.send(MailFrom("a@x.test")) == b"MAIL FROM:<a@x.test>\r\n"

@@ -1,0 +1,261 @@
+"""Many messages over one SMTP connection: the job of Postfix's smtp-source, hand-rolled.
+
+RFC 5321 §3.3: after the reply to the final dot the server is back in its initial state, so
+the next ``MAIL`` needs no ``RSET`` (only a transaction that MAIL opened and no dot ended, as
+when every recipient was refused, is aborted with RSET first, §4.1.1.5).  RFC 2920 §3.1:
+with PIPELINING the message content may open the next group, so each message costs one
+write and one wait for 354::
+
+    MAIL RCPT... DATA            -> 250 250... 354
+    content MAIL RCPT... DATA    -> 250 (the dot)  250 250... 354
+    ...
+    content QUIT                 -> 250 (the dot)  221
+
+Without PIPELINING (not offered, or ``pipelining=False``) each command waits for its reply.
+
+API
+---
+``send_session(request, *, connect=..., clock_ns=..., monotonic=...) -> SmtpSessionResult``
+    ``request.count`` copies of ``request.mail.message`` over one connection; one
+    ``MessageOutcome`` per message, a refusal of one message touching no other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from handrolled import smtp_protocol as proto
+from handrolled.errors import UsageError, WiretwinError
+from handrolled.requests import MailSessionRequest
+from handrolled.results import (
+    Implementation,
+    MessageOutcome,
+    SmtpSessionResult,
+    SmtpStage,
+)
+from handrolled.smtp import (
+    Connect,
+    SmtpSession,
+    _connect,
+    _mail_params,
+    _Outcome,
+    _quit,
+    _record_rcpt,
+    _Refused,
+    _ServerClosing,
+    _tls_context,
+    _transaction,
+    failed,
+    greet,
+    open_session,
+)
+
+__all__ = ["send_session"]
+
+log = logging.getLogger(__name__)
+
+
+class _Message(_Outcome):
+    """One message's transaction; ``finished`` once its outcome can no longer change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage = SmtpStage.MAIL
+        self.finished = False
+
+    def refused(self, answer: proto.Answer, lead: tuple[str, ...] = ()) -> None:
+        failed(_Refused(answer, lead), self)
+        self.finished = True
+
+    def outcome(self, why: str | None) -> MessageOutcome:
+        error = self.error
+        if not self.finished and not self.delivered:
+            error = f"not delivered: {why or 'the session ended'}"
+        return MessageOutcome(
+            recipients=tuple(self.recipients),
+            delivered=self.delivered,
+            final_reply=self.final_reply,
+            stage=SmtpStage.DONE if self.delivered else self.stage,
+            refusal=self.refusal,
+            error=error,
+        )
+
+
+def _final(session: SmtpSession, message: _Message | None) -> None:
+    """Read the reply to a final dot; ``message`` None: the empty body that closed a DATA no
+    recipient was accepted for (RFC 2920 §3.1), whose reply decides nothing."""
+    answer = session.read()
+    if message is None:
+        return
+    message.final_reply = answer.reply
+    if answer.verdict is proto.Verdict.OK:
+        message.delivered = message.finished = True
+    else:
+        message.refused(answer)
+
+
+def _replies(session: SmtpSession, message: _Message, rcpts: int) -> bool:
+    """Read a group's MAIL, RCPT... and DATA replies into ``message``; True if DATA got 354.
+    The message is finished unless its content is to go."""
+    mail = session.read()
+    message.stage = SmtpStage.RCPT
+    last = mail
+    for _ in range(rcpts):
+        last = session.read()
+        _record_rcpt(message, last)
+    message.stage = SmtpStage.DATA
+    data = session.read()
+    go = data.verdict is proto.Verdict.OK
+    if mail.verdict is not proto.Verdict.OK:
+        message.refused(mail)
+    elif not any(r.accepted for r in message.recipients):
+        message.refused(last, ("every recipient was refused",))
+    elif not go:
+        message.refused(data)
+    else:
+        message.stage = SmtpStage.CONTENT
+    return go
+
+
+def _closing(exc: _ServerClosing, earlier: _Message | None, message: _Message) -> None:
+    """Keep a 421 with the message whose command it answered: the final dot of the earlier
+    message (answered first), else one of this message's MAIL, RCPT or DATA."""
+    if exc.answer.command is proto.Command.CONTENT:
+        if earlier is None:  # the empty body's dot: no message of ours
+            return
+        earlier.final_reply = exc.reply
+        message = earlier
+    elif exc.answer.command is proto.Command.RCPT:
+        _record_rcpt(message, exc.answer)
+    message.refused(exc.answer)
+
+
+def _pipelined(
+    session: SmtpSession,
+    r: MailSessionRequest,
+    params: tuple[str, ...],
+    messages: list[_Message],
+    out: _Outcome,
+) -> None:
+    """RFC 2920 §3.1: [content,] MAIL, RCPT..., DATA per write; the last content with QUIT."""
+    mail = proto.MailFrom(r.mail.mail_from, params)
+    group = (mail, *(proto.RcptTo(a) for a in r.mail.recipients), proto.Data())
+    body, empty = proto.Content(r.mail.message), proto.Content(b"")
+    carry: tuple[proto.Content, _Message | None] | None = None  # content opening the next group
+    for _ in range(r.count):
+        message = _Message()
+        messages.append(message)
+        # RFC 5321 §4.1.1.5: a transaction MAIL opened and no dot ended is aborted first
+        reset = carry is None and session.conn.in_transaction
+        session.send(*((carry[0],) if carry else (proto.Rset(),) if reset else ()), *group)
+        try:
+            if carry:
+                _final(session, carry[1])
+            elif reset:
+                session.read()  # a refused RSET shows in the next MAIL's reply
+            go = _replies(session, message, len(group) - 2)
+        except _ServerClosing as exc:  # 421 (RFC 5321 §3.8): it still answers a command
+            _closing(exc, carry[1] if carry else None, message)
+            raise
+        carry = ((body, message) if not message.finished else (empty, None)) if go else None
+    out.stage = SmtpStage.QUIT
+    if carry is None:
+        if _quit(session):
+            out.stage = SmtpStage.DONE
+        return
+    session.send(carry[0], proto.Quit())
+    _final(session, carry[1])
+    try:
+        if session.read().verdict is proto.Verdict.OK:
+            out.stage = SmtpStage.DONE
+    except (WiretwinError, OSError) as exc:  # every message is decided: QUIT changes nothing
+        log.debug("QUIT: %s", exc)
+
+
+def _lockstep(
+    session: SmtpSession,
+    r: MailSessionRequest,
+    params: tuple[str, ...],
+    messages: list[_Message],
+    out: _Outcome,
+) -> None:
+    """RFC 5321 §3.3: one transaction after another, each command answered before the next."""
+    m = r.mail
+    for _ in range(r.count):
+        message = _Message()
+        messages.append(message)
+        if session.conn.in_transaction:  # RFC 5321 §4.1.1.5: no dot ended the last one
+            answer = session.command(proto.Rset())
+            if answer.verdict is not proto.Verdict.OK:
+                raise _Refused(answer)
+        try:
+            _transaction(session, m.mail_from, m.recipients, m.message, params, message)
+        except _Refused as exc:  # kept with this message (_transaction records RCPT and dot)
+            failed(exc, message)
+            message.finished = True
+            if isinstance(exc, _ServerClosing):  # 421: the session ends (RFC 5321 §3.8)
+                raise
+            continue  # a refusal: the server is back in its initial state (§3.3)
+        message.finished = True
+    out.stage = SmtpStage.QUIT
+    if _quit(session):
+        out.stage = SmtpStage.DONE
+
+
+def send_session(
+    request: MailSessionRequest,
+    *,
+    connect: Connect = _connect,
+    clock_ns: Callable[[], int] = time.time_ns,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> SmtpSessionResult:
+    """Deliver ``request.count`` copies of the message over one connection.
+
+    Everything after we try to connect is in the result: per message its outcome, for the
+    session its transcript, stage and error.  A message is delivered only when the server
+    answered its final dot with 250.
+    """
+    if not isinstance(request, MailSessionRequest):
+        raise UsageError(f"send_session wants a MailSessionRequest, not {type(request).__name__}")
+    r = request.mail
+    context = _tls_context(r.insecure, r.cafile) if (r.starttls or r.tls) else None
+    started_ns, t0 = clock_ns(), monotonic()
+    out = _Outcome()
+    messages: list[_Message] = []
+    session: SmtpSession | None = None
+    pipelined = False
+    try:
+        session = open_session(r, context, connect, clock_ns, monotonic)
+        greet(session, r, context, out)
+        out.stage = SmtpStage.MAIL
+        params = _mail_params(session, r.mail_from, r.recipients, r.message) if r.ehlo else ()
+        pipelined = session.conn.pipelining
+        (_pipelined if pipelined else _lockstep)(session, request, params, messages, out)
+    except (WiretwinError, OSError) as exc:  # ssl.SSLError and timeouts are OSErrors
+        if failed(exc, out) and session is not None:
+            _quit(session)
+        log.info("session ended: %s", out.error)
+    if session is not None:
+        session.close()
+    outcomes = [m.outcome(out.error) for m in messages]
+    never = f"not sent: {out.error or 'the session ended'}"
+    outcomes += [MessageOutcome((), False, error=never)] * (request.count - len(messages))
+    return SmtpSessionResult(
+        server=r.server,
+        port=r.port,
+        mail_from=r.mail_from,
+        messages=tuple(outcomes),
+        transcript=tuple(session.transcript) if session else (),
+        implementation=Implementation.HANDROLLED,
+        extensions=tuple(session.conn.extensions.items()) if session else (),
+        tls=session.tls if session else None,
+        pipelined=pipelined,
+        connections=1 if session else 0,
+        error=out.error,
+        started_ns=started_ns,
+        elapsed_ms=(monotonic() - t0) * 1000.0,
+        stage=out.stage,
+        refusal=out.refusal,
+    )

@@ -1,0 +1,189 @@
+"""handrolled.smtp_session: many messages over one connection, against real aiosmtpd servers
+and scripted ones.  Expectations from RFC 5321 §3.3 (transactions back to back, no RSET) and
+RFC 2920 §3.1 (the content opens the next group), and from what the server recorded."""
+
+from __future__ import annotations
+
+import pytest
+from smtpd_fixtures import RecordingHandler, ScriptPeer, serve_recording
+
+from handrolled.requests import MailRequest, MailSessionRequest
+from handrolled.results import Direction, SmtpStage
+from handrolled.smtp_session import send_session
+
+SENDER = "sender@wiretwin.test"
+RCPT = "rcpt@wiretwin.test"
+MESSAGE = b"From: sender@wiretwin.test\r\nTo: rcpt@wiretwin.test\r\nSubject: hi\r\n\r\nHello.\r\n"
+# RFC 5321 §4.5.2 / §4.1.1.4: the content on the wire, and the commands with SIZE (RFC 1870)
+WIRE_CONTENT = MESSAGE + b".\r\n"
+WIRE_MAIL = f"MAIL FROM:<{SENDER}> SIZE={len(MESSAGE)}\r\n".encode()
+WIRE_RCPT = f"RCPT TO:<{RCPT}>\r\n".encode()
+
+
+def session(port: int, count: int, **kwargs):
+    kwargs.setdefault("timeout", 5.0)
+    recipients = kwargs.pop("recipients", (RCPT,))
+    mail = MailRequest(
+        "127.0.0.1", port, mail_from=SENDER, recipients=recipients, message=MESSAGE, **kwargs
+    )
+    return send_session(MailSessionRequest(mail, count))
+
+
+def sent(result) -> list[bytes]:
+    return [t.data for t in result.transcript if t.direction is Direction.SENT]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_n_messages_over_one_connection_all_received(pipelining):
+    with serve_recording(RecordingHandler(pipelining=pipelining)) as server:
+        result = session(server.port, 40)
+    assert server.connections == 1 and result.connections == 1
+    assert len(server.messages) == 40
+    assert all(m.content == MESSAGE and m.rcpt_tos == [RCPT] for m in server.messages)
+    assert result.delivered == 40 and result.error is None
+    assert all(m.delivered and m.stage is SmtpStage.DONE for m in result.messages)
+    assert all(m.final_reply.code == 250 for m in result.messages)
+    assert result.stage is SmtpStage.DONE and result.pipelined is pipelining
+    commands = [d.split(b" ")[0].split(b":")[0].rstrip(b"\r\n") for d in sent(result)]
+    assert b"RSET" not in commands  # RFC 5321 §3.3: none needed between transactions
+    assert commands.count(b"MAIL") == 40 and commands[-1] == b"QUIT"
+
+
+def test_pipelined_groups_arrive_together_at_the_server():
+    """RFC 2920 §3.1: content, MAIL, RCPT..., DATA in one write: each group reached the
+    server in one recv(), the first without content, the last the content and QUIT."""
+    handler = RecordingHandler()
+    with serve_recording(handler) as server:
+        result = session(server.port, 5, recipients=(RCPT, "second@wiretwin.test"))
+    assert result.delivered == 5
+    rcpts = WIRE_RCPT + b"RCPT TO:<second@wiretwin.test>\r\n"
+    group = WIRE_MAIL + rcpts + b"DATA\r\n"
+    assert handler.chunks == [group] + [WIRE_CONTENT + group] * 4 + [WIRE_CONTENT + b"QUIT\r\n"]
+
+
+def test_lockstep_without_pipelining_sends_one_command_per_write():
+    handler = RecordingHandler(pipelining=False)
+    with serve_recording(handler) as server:
+        result = session(server.port, 3)
+    assert result.delivered == 3 and not result.pipelined
+    one = [WIRE_MAIL, WIRE_RCPT, b"DATA\r\n", WIRE_CONTENT]
+    assert handler.chunks == one * 3 + [b"QUIT\r\n"]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize("where", ["rcpt", "content"])
+def test_a_refusal_in_message_k_affects_only_message_k(where, pipelining):
+    handler = RecordingHandler(pipelining=pipelining)
+    if where == "rcpt":
+        handler.refuse_rcpt_in = {3}
+    else:
+        handler.refuse_content_in = {3}
+    with serve_recording(handler) as server:
+        result = session(server.port, 5)
+    assert server.connections == 1 and len(server.messages) == 4
+    assert [m.delivered for m in result.messages] == [True, True, False, True, True]
+    third = result.messages[2]
+    if where == "rcpt":
+        assert third.stage is SmtpStage.RCPT and third.refusal.code == 550
+        assert [r.accepted for r in third.recipients] == [False]
+        assert "every recipient was refused" in third.error
+    else:
+        assert third.stage is SmtpStage.CONTENT and third.refusal.code == 554
+        assert third.final_reply.code == 554
+    assert result.error is None and result.stage is SmtpStage.DONE
+    assert sent(result).count(WIRE_CONTENT) == 4 + (where == "content")
+    # RFC 5321 §4.1.1.5: message 3's MAIL was accepted and no dot ended its transaction
+    # (aiosmtpd answers DATA without recipients with 503), so RSET aborts it; else none.
+    assert sent(result).count(b"RSET\r\n") == (where == "rcpt")
+    if where == "rcpt" and pipelining:  # RFC 2920 §3.1: RSET opens the next group
+        group = b"RSET\r\n" + WIRE_MAIL + WIRE_RCPT + b"DATA\r\n"
+        assert group in handler.chunks
+
+
+def _closing_at_third_rcpt(pipelined: bool):
+    """A server that accepts two messages, then answers the third RCPT with 421 and closes."""
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"220 x\r\n")
+        peer.expect(b"EHLO")
+        peer.send(b"250-x\r\n" + (b"250-PIPELINING\r\n" if pipelined else b"") + b"250 HELP\r\n")
+        for n in range(1, 4):
+            peer.expect(b"MAIL")
+            if not pipelined:
+                peer.send(b"250 ok\r\n")
+            peer.expect(b"RCPT")
+            if n == 3:
+                peer.send(
+                    b"250 ok\r\n421 4.3.2 going down\r\n" if pipelined else b"421 4.3.2 bye\r\n"
+                )
+                assert peer.readline() in (b"DATA\r\n", b"")  # pipelined: DATA was in the group
+                return
+            if pipelined:
+                peer.expect(b"DATA")
+                peer.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            else:
+                peer.send(b"250 ok\r\n")
+                peer.expect(b"DATA")
+                peer.send(b"354 go\r\n")
+            peer.read_data()
+            peer.send(b"250 queued\r\n")  # pipelined: the next group is already on its way
+
+    return script
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_421_ends_the_session_and_keeps_what_was_decided(pipelined, scripted_smtp_server):
+    """RFC 5321 §3.8: after 421 nothing more is sent; messages 1 and 2 stay delivered, the
+    third keeps the 421, the rest were never sent."""
+    server = scripted_smtp_server(_closing_at_third_rcpt(pipelined))
+    result = session(server.port, 5)
+    assert [m.delivered for m in result.messages] == [True, True, False, False, False]
+    third = result.messages[2]
+    assert third.refusal.code == 421 and third.stage is SmtpStage.RCPT
+    assert [r.reply.code for r in third.recipients] == [421]
+    assert all(m.error.startswith("not sent") for m in result.messages[3:])
+    assert result.refusal.code == 421 and "421" in result.error
+    assert b"QUIT\r\n" not in sent(result)
+
+
+def test_a_missing_reply_to_the_last_dot_is_not_delivered(scripted_smtp_server):
+    """The last message's content went out but its dot was never answered: not delivered
+    (RFC 5321 §4.1.1.4: only the reply to the dot accepts it); the others were."""
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"220 x\r\n")
+        peer.expect(b"EHLO")
+        peer.send(b"250 x\r\n")
+        for n in range(2):
+            for verb, reply in ((b"MAIL", b"250 ok"), (b"RCPT", b"250 ok"), (b"DATA", b"354 go")):
+                peer.expect(verb)
+                peer.send(reply + b"\r\n")
+            peer.read_data()
+            if n == 0:
+                peer.send(b"250 queued\r\n")
+        peer.readline()  # says nothing more
+
+    result = session(scripted_smtp_server(script).port, 2, timeout=1.0)
+    assert [m.delivered for m in result.messages] == [True, False]
+    assert "no complete reply within 1 s" in result.messages[1].error
+    assert result.messages[1].stage is SmtpStage.CONTENT and result.messages[1].refusal is None
+    assert result.delivered == 1
+
+
+def test_a_session_refused_at_the_greeting_sends_no_message(scripted_smtp_server):
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"554 5.3.2 not now\r\n")
+        peer.expect(b"QUIT")
+        peer.send(b"221 bye\r\n")
+
+    result = session(scripted_smtp_server(script).port, 3)
+    assert result.delivered == 0 and result.refusal.code == 554
+    assert result.stage is SmtpStage.GREETING
+    assert all(m.error.startswith("not sent") and not m.recipients for m in result.messages)
+
+
+def test_session_over_starttls(smtp_tls_server):
+    result = session(smtp_tls_server.port, 3, starttls=True, cafile=smtp_tls_server.cafile)
+    assert result.delivered == 3 and result.tls == "starttls"
+    assert all(m.tls for m in smtp_tls_server.messages)
+    assert smtp_tls_server.connections == 1
