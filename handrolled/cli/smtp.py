@@ -26,12 +26,20 @@ from email.message import EmailMessage
 
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
 from handrolled.errors import UsageError, WiretwinError
-from handrolled.requests import SMTP_DEFAULT_HELO, MailRequest
-from handrolled.results import SmtpResult
+from handrolled.requests import SMTP_DEFAULT_HELO, MailRequest, MailSessionRequest
+from handrolled.results import SmtpResult, SmtpSessionResult
 from handrolled.smtp import send_mail
 from handrolled.smtp_protocol import forbidden_char
 
-__all__ = ["compose_message", "exit_status", "main", "request_from_args", "transcript_text"]
+__all__ = [
+    "compose_message",
+    "exit_status",
+    "main",
+    "rate_line",
+    "request_from_args",
+    "session_status",
+    "transcript_text",
+]
 
 Runner = Callable[[MailRequest], SmtpResult]
 
@@ -139,7 +147,7 @@ def _printable(text: str) -> str:
     return "".join(_escaped(c) for c in text)
 
 
-def transcript_text(result: SmtpResult) -> list[str]:
+def transcript_text(result: SmtpResult | SmtpSessionResult) -> list[str]:
     """The dialogue as swaks shows it: one ``-> `` or ``<- `` line per line on the wire."""
     lines = []
     for entry in result.transcript:
@@ -149,13 +157,15 @@ def transcript_text(result: SmtpResult) -> list[str]:
     return lines
 
 
-def _json(result: SmtpResult, status: int) -> str:
+def _json(
+    result: SmtpResult | SmtpSessionResult, status: int, extra: dict[str, object] | None = None
+) -> str:
     """The one JSON encoding (bytes as hex); each transcript entry also gets its ``text``."""
     doc = jsonable(result)
     assert isinstance(doc, dict)
     for entry, line in zip(doc["transcript"], result.transcript, strict=True):
         entry["text"] = line.data.decode("utf-8", errors="replace")
-    return json.dumps({"exit_status": status, **doc}, indent=2)
+    return json.dumps({"exit_status": status, **(extra or {}), **doc}, indent=2)
 
 
 # --- the command line -----------------------------------------------------------------------
@@ -187,6 +197,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--helo", default=SMTP_DEFAULT_HELO, help="name for EHLO/HELO")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per step")
     p.add_argument("--no-pipelining", action="store_true", help="one command at a time")
+    p.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="send N copies over one connection and print the rate (like smtp-source)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="print nothing but errors")
     out.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -263,12 +279,66 @@ def request_from_args(args: argparse.Namespace) -> MailRequest:
     return dataclasses.replace(envelope, message=_message(args), auth=_auth(args))
 
 
+def session_status(result: SmtpSessionResult) -> int:
+    """0 every message delivered; 1 the server refused some (each undelivered message, or
+    the session, ended by a 4xx/5xx); 2 anything else."""
+    if result.error is not None and result.refusal is None:
+        return EXIT_ERROR
+    undelivered = [m for m in result.messages if not m.delivered]
+    if not undelivered:
+        return 0
+    if result.refusal is not None or all(m.refusal is not None for m in undelivered):
+        return 1
+    return EXIT_ERROR
+
+
+def rate_line(result: SmtpSessionResult) -> str:
+    """The session's figure, as smtp-source users compute it: messages per second."""
+    plural = "" if result.connections == 1 else "s"
+    return (
+        f"{result.delivered}/{len(result.messages)} messages delivered over "
+        f"{result.connections} connection{plural} in {result.elapsed_ms / 1000.0:.3f} s: "
+        f"{_rate(result):.1f} messages/s"
+    )
+
+
+def _rate(result: SmtpSessionResult) -> float:
+    seconds = result.elapsed_ms / 1000.0
+    return result.delivered / seconds if seconds > 0 else 0.0
+
+
+def _session(args: argparse.Namespace, request: MailSessionRequest) -> int:
+    from handrolled.smtp_session import send_session  # loaded only for a session
+
+    result = send_session(request)
+    status = session_status(result)
+    if args.json:
+        extra = {"delivered_count": result.delivered, "messages_per_second": _rate(result)}
+        print(_json(result, status, extra))
+    elif not args.quiet:
+        for line in transcript_text(result):
+            print(line)
+        print(rate_line(result))
+        for n, m in enumerate(result.messages, start=1):
+            if m.refusal is not None:
+                text = _printable(m.refusal.text.replace("\n", " "))
+                print(f"refused: message {n}: {m.refusal.code} {text}", file=sys.stderr)
+    if result.error:
+        print(f"wiretwin smtp: {_printable(result.error)}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     """``wiretwin smtp``: exit 0 delivered, 1 refused by the server, 2 any other error."""
-    runner = runner or send_mail
     try:
         args = _parser().parse_args(argv)
-        result = runner(request_from_args(args))
+        request = request_from_args(args)
+        if args.count is not None:
+            if runner is not None:
+                raise UsageError("--count: only the hand-rolled client sends a session")
+            # a bad count is refused here, before connecting
+            return _session(args, MailSessionRequest(request, args.count))
+        result = (runner or send_mail)(request)
     except WiretwinError as exc:
         print(f"wiretwin smtp: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -4,6 +4,8 @@ RFC 2920 §3.1 (the content opens the next group), and from what the server reco
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from smtpd_fixtures import RecordingHandler, ScriptPeer, serve_recording
 
@@ -187,3 +189,53 @@ def test_session_over_starttls(smtp_tls_server):
     assert result.delivered == 3 and result.tls == "starttls"
     assert all(m.tls for m in smtp_tls_server.messages)
     assert smtp_tls_server.connections == 1
+
+
+# --- the command line: wiretwin smtp --count N ----------------------------------------------
+
+
+def _argv(port: int, *extra: str) -> list[str]:
+    return ["--server", "127.0.0.1", "--port", str(port), "--from", SENDER, "--to", RCPT, *extra]
+
+
+def test_cli_count_sends_n_copies_and_prints_the_rate(smtp_server, capsys):
+    from handrolled.cli import smtp as cli
+
+    assert cli.main(_argv(smtp_server.port, "--count", "4", "--body", "hello")) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(smtp_server.messages) == 4 and smtp_server.connections == 1
+    assert len({m.content for m in smtp_server.messages}) == 1  # copies of one message
+    assert sum(" MAIL FROM:<sender@wiretwin.test> SIZE=" in line for line in out) == 4
+    )
+    assert out[-1].startswith("4/4 messages delivered over 1 connection in ")
+    assert out[-1].endswith(" messages/s")
+
+
+def test_cli_count_json_keeps_every_outcome(capsys):
+    from handrolled.cli import smtp as cli
+
+    handler = RecordingHandler(refuse_rcpt_in={2})
+    with serve_recording(handler) as server:
+        status = cli.main(_argv(server.port, "--count", "3", "--json"))
+    doc = json.loads(capsys.readouterr().out)
+    assert status == 1 == doc["exit_status"]  # a message refused by the server
+    assert [m["delivered"] for m in doc["messages"]] == [True, False, True]
+    assert doc["messages"][1]["refusal"]["code"] == 550 and doc["delivered_count"] == 2
+    assert doc["messages_per_second"] > 0 and doc["connections"] == 1
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "", "x", "1.5", "nan", "inf", "1e3", "10000001"])
+def test_cli_bad_count_is_one_line_and_no_connection(count, smtp_server, capsys):
+    from handrolled.cli import smtp as cli
+
+    assert cli.main(_argv(smtp_server.port, "--count", count)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "count" in err[0]
+    assert smtp_server.connections == 0
+
+
+def test_cli_count_only_for_the_handrolled_client(smtp_server, capsys):
+    from compare.cli import run_client
+
+    assert run_client("smtp", [*_argv(smtp_server.port, "--count", "2"), "--impl", "smtplib"]) == 2
+    assert "--count" in capsys.readouterr().err and smtp_server.connections == 0
