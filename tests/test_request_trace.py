@@ -56,6 +56,16 @@ BAD = [
     ({"ident": 0x10000}, "ident 65536: must be 0-65535"),
     ({"payload": "text"}, "payload str: must be bytes"),
     ({"payload": bytes(65001)}, "payload of 65001 bytes: at most 65000"),
+    # traceroute(8): "too big packetlen N specified" above its MAX_PACKET_LEN, 65000
+    ({"packet_len": 65001}, "packet_len 65001: must be 0-65000"),
+    ({"packet_len": 100, "payload": b"x"}, "packet_len and payload: give one or the other"),
+    ({"dont_fragment": 1}, "dont_fragment 1: must be True or False"),
+    ({"tos": 256}, "tos 256: must be 0-255"),  # one octet: RFC 791 §3.1, RFC 8200 §7
+    ({"source": ""}, "source: must not be empty"),
+    # linux/if.h IFNAMSIZ and dev_valid_name()
+    ({"interface": "a/b"}, "interface 'a/b': not a device name"),
+    ({"interface": "x" * 16}, f"interface {'x' * 16!r}: not a device name"),
+    ({"send_wait": -1}, "send_wait -1: must be at least 0"),  # traceroute(8): "bad sendtime"
 ]
 
 
@@ -77,6 +87,18 @@ def test_good_requests_are_kept_as_given_and_cross_processes() -> None:
     # the edges are allowed: factors of 0 turn HERE/NEAR off (traceroute(8)'s -w)
     TraceRequest("x", first_ttl=255, max_hops=255, probes_per_hop=10, wait=(MAX_SECONDS, 0, 0))
     TraceRequest("x", method=Method.UDP, port=65535, ident=0)
+
+
+def test_packet_len_sets_the_payload_size_as_traceroute8() -> None:
+    # traceroute(8): packet_len is the whole IP datagram; default 60 (IPv4) / 80 (IPv6) bytes,
+    # i.e. 32 payload bytes after an 8-byte UDP or ICMP header; below the headers, none; -T
+    # sends a bare SYN whatever it says
+    assert TraceRequest("x").data_len(4) == TraceRequest("x").data_len(6) == 32
+    assert TraceRequest("x", packet_len=1400).data_len(4) == 1400 - 28
+    assert TraceRequest("x", packet_len=1400).data_len(6) == 1400 - 48
+    assert TraceRequest("x", packet_len=10).data_len(4) == 0
+    assert TraceRequest("x", method=Method.TCP, packet_len=1400).data_len(4) == 0
+    assert TraceRequest("x", payload=b"abc").data_len(6) == 3
 
 
 def test_dst_port_is_the_methods_default_unless_given() -> None:
@@ -107,10 +129,20 @@ BAD_ARGV = [
     (["-m", "256"], "max_hops 256: must be 1-255"),
     (["-w", "1e10"], "wait MAX 10000000000.0: must be more than 0 and at most"),
     (["-w", "nan"], "wait MAX nan: must be a number of seconds"),
+    (["-w", "5,"], "wait '5,': expected MAX[,HERE,NEAR]"),
+    (["-z", "-1"], "bad sendtime '-1' specified"),
+    (["-t", "256"], "tos 256: must be 0-255"),
+    (["-i", "a/b"], "interface 'a/b': not a device name"),
 ]
 # Of those, the ones traceroute(8) refuses too (exit 2, before it sends anything).  It takes
 # -w 0 (no probe waits at all), -w 1e10 and -w nan, and reads -p 0 as "the default port".
-TRACEROUTE8_REFUSES = [["-q", "0"], ["-f", "5", "-m", "3"], ["-m", "256"]]
+TRACEROUTE8_REFUSES = [
+    ["-q", "0"],
+    ["-f", "5", "-m", "3"],
+    ["-m", "256"],
+    ["-w", "5,"],
+    ["-z", "-1"],
+]
 
 
 def _wiretwin() -> list[str]:

@@ -268,9 +268,46 @@ class Output:
     back: bool = False
 
 
+# options that take a value; traceroute(8) takes the next word as it whatever it looks like
+_VALUED = frozenset("pqfmNwsitz")
+_VALUED_LONG = frozenset(
+    [
+        "--port",
+        "--queries",
+        "--first",
+        "--max-hops",
+        "--sim-queries",
+        "--wait",
+        "--source",
+        "--interface",
+        "--tos",
+        "--sendwait",
+        "--ident",
+    ]
+)
+
+
+def _join_values(argv: list[str]) -> list[str]:
+    """``-z -1`` as ``-z-1``: argparse reads a word like ``-1`` as an option of its own
+    (this parser has -4 and -6), where traceroute(8) takes it as the value."""
+    out: list[str] = []
+    words = iter(argv)
+    for word in words:
+        valued = len(word) == 2 and word[0] == "-" and word[1] in _VALUED
+        if valued or word in _VALUED_LONG:
+            value = next(words, None)
+            if value is not None and value.startswith("-"):
+                word = f"{word}{'' if valued else '='}{value}"
+            elif value is not None:
+                out.append(word)
+                word = value
+        out.append(word)
+    return out
+
+
 def request_from_args(argv: list[str]) -> tuple[TraceRequest, Output]:
     """(request, output options) from the command line; ``UsageError`` for any bad option."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_join_values(argv))
     request = TraceRequest(
         args.host,
         method=args.method,
