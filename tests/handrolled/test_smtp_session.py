@@ -206,7 +206,6 @@ def test_cli_count_sends_n_copies_and_prints_the_rate(smtp_server, capsys):
     assert len(smtp_server.messages) == 4 and smtp_server.connections == 1
     assert len({m.content for m in smtp_server.messages}) == 1  # copies of one message
     assert sum(" MAIL FROM:<sender@wiretwin.test> SIZE=" in line for line in out) == 4
-    )
     assert out[-1].startswith("4/4 messages delivered over 1 connection in ")
     assert out[-1].endswith(" messages/s")
 
