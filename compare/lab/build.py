@@ -294,9 +294,10 @@ class Lab(Plan):
             if role == FORK_ROUTER:  # hash the flow: addresses, protocol and ports (L4)
                 extra += ["net.ipv4.fib_multipath_hash_policy=1"]
                 extra += ["net.ipv6.fib_multipath_hash_policy=1"]
-                # A fixed seed (both families; kernels since 6.11): a flow takes the same
-                # branch in every lab, so a selftest over the fork is repeatable.
-                extra += [f"net.ipv4.fib_multipath_hash_seed={FORK_HASH_SEED}"]
+                # A fixed seed (both families): a flow takes the same branch in every lab, so
+                # a selftest over the fork is repeatable; -e: kernels before 6.11 lack it.
+                seed = f"net.ipv4.fib_multipath_hash_seed={FORK_HASH_SEED}"
+                _ns_exec(self.ns(role), ["sysctl", "-q", "-e", "-w", seed])
             _ns_exec(self.ns(role), ["sysctl", "-q", "-w", *sysctls, *extra])
         _run(["ip", "-batch", "-"], input_text="\n".join(root_cmds) + "\n")
         for role in roles:
