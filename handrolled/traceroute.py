@@ -7,6 +7,9 @@ API
     TraceRequest (validated there, once).  ``request.wait`` is traceroute(8)'s -w
     MAX,HERE,NEAR (see handrolled/tracer_core.py).  ``on_hop`` is called with each Hop, in TTL
     order, as soon as all its probes are done.  Timeouts and ICMP errors are outcomes.
+    Raw sockets when permitted, else (no CAP_NET_RAW) an ordinary UDP socket or a datagram
+    ICMP socket whose error queue reports the ICMP errors (handrolled/tracenet.py), as
+    traceroute(8) does; TCP needs raw sockets.
 ``get_route(hostname) -> list[list[str]]``
     The seed's rows: ``['1', '12ms', '198.51.100.1', 'r1.lab.test']``, ``'hostname not
     returnable'`` without reverse DNS, ``['3', '*', 'Request timed out']`` for a silent hop;
@@ -18,8 +21,10 @@ is handrolled/cli/traceroute.py.
 What goes on the wire (so another implementation can reproduce it byte for byte)
 ---------------------------------------------------------------------------------
 Probes are numbered k = 0, 1, ... in sending order: k = (ttl - first_ttl) * probes_per_hop + i.
-- ICMP: echo request, identifier ``ident`` (None: pid & 0xffff), sequence k + 1, payload
-  ``payload`` or ``DEFAULT_PAYLOAD`` (32 bytes, byte i = i, the project's default pattern).
+- ICMP: echo request, identifier ``ident`` (None: pid & 0xffff; on a datagram ICMP socket the
+  socket's port, which the kernel writes), sequence k + 1, payload ``payload`` or
+  ``request.data_len(family)`` bytes (32 unless ``packet_len`` says otherwise) of the
+  project's default pattern (byte i = i & 0xff).
 - UDP: source port ``ident`` if given (else one the kernel picks, held for the trace),
   destination port ``request.dst_port`` (default 33434) + k, payload as for ICMP, checksum
   always set.
@@ -27,7 +32,13 @@ Probes are numbered k = 0, 1, ... in sending order: k = (ttl - first_ttl) * prob
   kernel-picked port per probe), destination port ``request.dst_port`` (default 80), sequence
   number k + 1,
   acknowledgment 0, window ``TCP_WINDOW``, urgent 0; ``payload`` (default none) follows it.
-The kernel builds the IP header (TTL / hop limit per probe via IP_TTL / IPV6_UNICAST_HOPS).
+The kernel builds the IP header (TTL / hop limit per probe via IP_TTL / IPV6_UNICAST_HOPS;
+DF only with ``dont_fragment``, TOS / traffic class ``tos``, source ``source``: what
+traceroute(8) sets).  ``Probe.sent`` is the transport bytes on the wire; on the unprivileged
+paths the kernel writes the UDP header / the ICMP checksum from the same fields by the same
+rules (RFC 768, RFC 792, RFC 4443 §2.3), so ``sent`` is computed for them, and a lab test
+(tests/handrolled/test_traceroute_cli.py) checks it against a capture.  Probes are spaced at
+least ``send_wait`` apart (-z).
 
 Matching: a reply belongs to a probe through what it quotes or echoes (ICMP ident/seq, UDP
 ports, TCP ports + sequence; for a SYN-ACK/RST, ports + ack - 1), never by arrival order.
