@@ -877,6 +877,8 @@ class ClientConnection:
 
     def _take_line(self, raw: bytes) -> Answer | None:
         code, last, text = _parse_line(raw[:-2])
+        if last and self._reply_code is None:  # speed: a one-line reply, the common case
+            return self._answer(Reply(code, (text,)), (raw,))
         if self._reply_code is not None and code != self._reply_code:
             raise RemoteProtocolError(
                 f"reply code changed from {self._reply_code} to {code} inside one reply"
