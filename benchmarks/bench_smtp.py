@@ -9,8 +9,7 @@ Clients, each sending the same small message to one recipient, with the same HEL
 smtplib never looks up the host's FQDN):
 
 - wiretwin ``send_mail`` with a ``MailRequest`` and its defaults (EHLO; MAIL, RCPT, DATA
-  pipelined since the server offers it): one connection per message, the only way it sends
-  today;
+  pipelined since the server offers it): one connection per message;
 - smtplib, one connection per message, and one connection for a whole chunk of messages
   (``sendmail`` again and again, RFC 5321 §3.3: transactions back to back);
 - aiosmtplib, the same two ways, on one event loop made before timing starts;
