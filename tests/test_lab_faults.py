@@ -343,3 +343,14 @@ def test_parsers_of_ping8_and_traceroute8_output():
         4: (["2001:db8:0:4::2"], ["r", "*", "r"]),
         7: (["203.0.113.22"], ["r!H", "r!H"]),
     }
+
+
+@pytest.mark.lab
+def test_a_held_reply_whose_release_never_comes_goes_after_the_hold_limit(lab):
+    # ping -c 1: no seq 2 ever leaves, so the reply to seq 1 waits out HOLD_LIMIT_S.
+    argv = ["ping", "-4", "-c", "1", "-W", str(int(faults.HOLD_LIMIT_S) + 3), "-n"]
+    out = lab.exec("client", [*argv, lab.nodes["faulty"].addr4], timeout=30).stdout
+    rtt = selftest.parse_ping_min(out)
+    assert rtt is not None, out
+    low = faults.HOLD_LIMIT_S * 1000
+    assert low <= rtt <= low + 200, out
