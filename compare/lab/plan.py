@@ -201,15 +201,13 @@ class Plan:
                 rtt + self.delays.get(role, 0.0),
                 stages + self.stages_at(role),
             )
-        # The fork: each node answers from the address of the link it is first reached by
-        # (join: from fork-a, its route back); the RTTs run through fork-a.
-        fork_up = {
-            upper: (lower, base4, prefix6) for lower, upper, _, _, base4, prefix6 in FORK_LINKS
-        }
+        # The fork: each node answers from the address of the first link that reaches it
+        # (join: from fork-a's, its route back); the RTTs run through fork-a.
+        fork_up: dict[str, tuple[str, str, str]] = {}
+        for lower, upper, _, _, base4, prefix6 in FORK_LINKS:
+            fork_up.setdefault(upper, (lower, base4, prefix6))
         for role in FORK_ROLES:
             lower, base4, prefix6 = fork_up[role]
-            if role == "join":
-                lower, base4, prefix6 = FORK_LINKS[2][0], FORK_LINKS[2][4], FORK_LINKS[2][5]
             up = nodes[lower]
             nodes[role] = Node(
                 role,
@@ -225,11 +223,9 @@ class Plan:
         return nodes
 
     def stages_at(self, role: str) -> int:
-        """Stages a round trip to ``role`` crosses at its own link: the delay stage, and for a
-        node with a fault plan the stage that always holds its requests and its replies."""
-        if role in FAULT_PLANS:
-            return 1 + (role == "faulty")  # forged queues requests only
-        return int(self.has_stage(role))
+        """Stages a round trip to ``role`` crosses at its own link: one per queue there (the
+        delay stage; for faulty also the one its replies cross)."""
+        return len(self.queues(role))
 
     def queues(self, role: str) -> dict[int, tuple[float, tuple[faults.Rule, ...]]]:
         """The NFQUEUE queues at ``role``: number -> (delay ms, fault rules).  Queue 0 holds
