@@ -199,7 +199,7 @@ def bind(queue: Queue) -> None:
     queue.sock = sock
 
 
-def _take(queue: Queue, packet_id: int, packet: bytes, arrived: int) -> Pending | None:
+def _take(queue: Queue, packet_id: int, packet: bytes) -> Pending | None:
     """Apply the first fault rule that selects a packet of a fault queue: a drop is given its
     verdict here and now (None); anything else waits as the returned Pending."""
     entry = Pending(queue, packet_id, faults.decode_echo(packet))
@@ -323,7 +323,7 @@ def serve(queues: list[Queue]) -> None:
                     arrived = read_at if stamp is None or stamp > read_at else stamp
                     release = arrived + queue.delay_ns
                     if queue.rules:
-                        entry = _take(queue, packet_id, packet, arrived)
+                        entry = _take(queue, packet_id, packet)
                         if entry is None:
                             continue
                         if entry.held_for is not None:  # goes anyway after the hold limit
