@@ -145,12 +145,17 @@ class TranscriptLine:
 
     ``data`` is the exact bytes including the CRLF.  A redacted entry (AUTH secrets) has
     ``redacted=True`` and data replaced by a placeholder: secrets never appear here.
+    ``tls``: carried inside TLS (after the STARTTLS handshake, or implicit TLS).
+    ``expected`` False (swaks' ``**>``/``<**``): a reply that was not the success its command
+    wanted (a refusal, RFC 5321 §4.2.1), or a command the dialogue ended before answering.
     """
 
     direction: Direction
     data: bytes
     time_ns: int
     redacted: bool = False
+    tls: bool = False
+    expected: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +212,7 @@ class SmtpResult:
     # RCPT reply); None when nothing was refused (delivered, or a network, TLS, protocol or
     # local failure).
     refusal: Reply | None = None
+    tls_cipher: str | None = None  # "TLSv1.3:TLS_AES_256_GCM_SHA384:256", as swaks shows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +246,7 @@ class SmtpSessionResult:
     implementation: Implementation
     extensions: tuple[tuple[str, str], ...] = field(default=())
     tls: str | None = None
+    tls_cipher: str | None = None
     pipelined: bool = False  # transactions were pipelined across (RFC 2920 §3.1)
     connections: int = 0  # TCP connections opened (1 once connected)
     error: str | None = None  # one line: why the session ended before its last message

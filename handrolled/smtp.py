@@ -31,29 +31,24 @@ from collections.abc import Callable, Sequence
 from handrolled import smtp_protocol as proto
 from handrolled.errors import (
     LocalProtocolError,
-    RemoteProtocolError,
     SmtpReplyError,
     UsageError,
     WiretwinError,
-    WiretwinTimeout,
 )
 from handrolled.requests import MailRequest
 from handrolled.results import (
-    Direction,
     Implementation,
     RecipientOutcome,
     Reply,
     SmtpResult,
     SmtpStage,
-    TranscriptLine,
 )
+from handrolled.smtp_io import SmtpSession, _cipher, _Refused, _ServerClosing, _Stop, _wrap
 
 __all__ = ["MailRequest", "SmtpSession", "send_mail", "smtp_client"]
 
 log = logging.getLogger(__name__)
 
-REDACTED = b"<redacted>"
-RECV_SIZE = 4096
 Connect = Callable[[str, int, float], socket.socket]
 
 
@@ -62,18 +57,7 @@ def _connect(server: str, port: int, timeout: float) -> socket.socket:
     return socket.create_connection((server, port), timeout=timeout)
 
 
-class _Stop(WiretwinError):
-    """Ends the dialogue early with a one-line reason (a local decision, not the server's)."""
-
-
-# How errors name what a reply answered (SmtpReplyError's ``stage``), and the SmtpStage of it.
-_NAMES = {
-    proto.Command.GREETING: "the connection (greeting)",
-    proto.Command.AUTH_RESPONSE: "AUTH",
-    proto.Command.MAIL: "MAIL FROM",
-    proto.Command.RCPT: "RCPT TO",
-    proto.Command.CONTENT: "the message (final dot)",
-}
+# The SmtpStage of what a reply answered.
 _STAGE_OF = {
     proto.Command.GREETING: SmtpStage.GREETING,
     proto.Command.EHLO: SmtpStage.EHLO,
@@ -87,147 +71,6 @@ _STAGE_OF = {
     proto.Command.CONTENT: SmtpStage.CONTENT,
     proto.Command.QUIT: SmtpStage.QUIT,
 }
-
-
-class _Refused(SmtpReplyError):
-    """The server's reply that ends the dialogue; keeps the reply and what it answered."""
-
-    def __init__(self, answer: proto.Answer, lead: tuple[str, ...] = ()) -> None:
-        name = _NAMES.get(answer.command, answer.command.value)
-        super().__init__(answer.reply.code, (*lead, *answer.reply.lines), name)
-        self.answer = answer
-        self.reply = answer.reply
-
-
-class _ServerClosing(_Refused):
-    """A reply that closed the session (421, RFC 5321 §3.8): nothing more may be sent."""
-
-
-class SmtpSession:
-    """One SMTP connection: a socket, a ClientConnection and the transcript being written.
-
-    ``clock_ns`` stamps transcript lines (wall clock, like results.py); ``monotonic`` bounds
-    each reply by ``timeout`` seconds, however slowly the server drips it.
-    """
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        *,
-        timeout: float = 30.0,
-        pipelining: bool = True,
-        clock_ns: Callable[[], int] = time.time_ns,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.sock = sock
-        self.timeout = timeout
-        self.conn = proto.ClientConnection(pipelining=pipelining)
-        self.transcript: list[TranscriptLine] = []
-        self.clock_ns = clock_ns
-        self.monotonic = monotonic
-        self.tls: str | None = None
-
-    # --- writing ----------------------------------------------------------------------------
-
-    def send(self, *events: proto.Event) -> None:
-        """Send events as one write (a pipelined group when there are several).
-
-        Every event is encoded before a byte goes out, and a group that cannot be encoded
-        whole leaves the connection as it was; a line enters the transcript only once all of
-        it has been handed to the kernel.
-        """
-        pieces = list(zip(events, self.conn.send_all(events), strict=True))
-        wire = memoryview(b"".join(data for _, data in pieces))
-        written = 0
-        deadline = self.monotonic() + self.timeout
-        try:
-            while written < len(wire):
-                remaining = deadline - self.monotonic()
-                if remaining <= 0:
-                    raise WiretwinTimeout(f"timed out after {self.timeout:g} s sending")
-                self.sock.settimeout(remaining)
-                try:
-                    written += self.sock.send(wire[written:])
-                except TimeoutError as exc:
-                    raise WiretwinTimeout(f"timed out after {self.timeout:g} s sending") from exc
-        finally:
-            self._record_sent(pieces, written)
-
-    def _record_sent(self, pieces: list[tuple[proto.Event, bytes]], written: int) -> None:
-        now, end, debug = self.clock_ns(), 0, log.isEnabledFor(logging.DEBUG)
-        for event, data in pieces:
-            end += len(data)
-            if end > written:
-                return
-            shown, redacted = _redact(event, data)
-            self.transcript.append(TranscriptLine(Direction.SENT, shown, now, redacted))
-            if debug:
-                log.debug("-> %r", shown)
-
-    # --- reading ----------------------------------------------------------------------------
-
-    def read(self) -> proto.Answer:
-        """The next reply; raises RemoteProtocolError, WiretwinTimeout or OSError."""
-        deadline = self.monotonic() + self.timeout
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, proto.Answer):
-                now, debug = self.clock_ns(), log.isEnabledFor(logging.DEBUG)
-                for raw in event.raw:
-                    self.transcript.append(TranscriptLine(Direction.RECEIVED, raw, now))
-                    if debug:
-                        log.debug("<- %r", raw)
-                if (
-                    self.conn.state is proto.State.CLOSED
-                    and event.command is not proto.Command.QUIT
-                ):
-                    raise _ServerClosing(event)
-                return event
-            if isinstance(event, proto.ConnectionClosed):
-                raise RemoteProtocolError("the server closed the connection")
-            remaining = deadline - self.monotonic()
-            if remaining <= 0:
-                raise WiretwinTimeout(f"no complete reply within {self.timeout:g} s")
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except TimeoutError as exc:
-                raise WiretwinTimeout(f"no complete reply within {self.timeout:g} s") from exc
-            self.conn.receive_data(data)
-
-    def command(self, event: proto.Event) -> proto.Answer:
-        self.send(event)
-        return self.read()
-
-    # --- TLS --------------------------------------------------------------------------------
-
-    def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
-        """RFC 3207 §4.2: the handshake after 220 to STARTTLS, then EHLO again."""
-        self.sock = _wrap(self.sock, context, server_hostname, self.timeout)
-        self.conn.tls_established()
-        self.tls = "starttls"
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError as exc:  # nothing useful left to do with the socket
-            log.debug("close: %s", exc)
-
-
-def _wrap(
-    sock: socket.socket, context: ssl.SSLContext, server_hostname: str, timeout: float
-) -> socket.socket:
-    sock.settimeout(timeout)
-    return context.wrap_socket(sock, server_hostname=server_hostname)
-
-
-def _redact(event: proto.Event, data: bytes) -> tuple[bytes, bool]:
-    """What the transcript may show of ``data``: AUTH secrets are replaced (RFC 4954)."""
-    if isinstance(event, proto.AuthResponse):
-        return REDACTED + b"\r\n", True
-    if isinstance(event, proto.Auth) and event.initial_response is not None:
-        return b"AUTH " + event.mechanism.upper().encode() + b" " + REDACTED + b"\r\n", True
-    return data, False
 
 
 def _tls_context(insecure: bool, cafile: str | None) -> ssl.SSLContext:
@@ -442,7 +285,7 @@ def open_session(
         sock, timeout=r.timeout, pipelining=r.pipelining, clock_ns=clock_ns, monotonic=monotonic
     )
     if r.tls:
-        session.tls = "implicit"
+        session.tls, session.tls_cipher = "implicit", _cipher(sock)
     return session
 
 
@@ -500,7 +343,7 @@ def send_mail(
         port=r.port,
         mail_from=r.mail_from,
         recipients=tuple(out.recipients),
-        transcript=tuple(session.transcript) if session else (),
+        transcript=session.lines() if session else (),
         delivered=out.delivered,
         implementation=Implementation.HANDROLLED,
         final_reply=out.final_reply,
@@ -511,6 +354,7 @@ def send_mail(
         elapsed_ms=(monotonic() - t0) * 1000.0,
         stage=out.stage,
         refusal=out.refusal,
+        tls_cipher=session.tls_cipher if session else None,
     )
 
 
