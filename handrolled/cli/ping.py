@@ -14,7 +14,9 @@ only below 2 ms, as iputils).  The statistics are iputils' own arithmetic on the
 a wrong payload still as received).  Exit codes as iputils' finish(): 1 if nothing came back,
 or with ``-w`` fewer replies than ``-c`` asked for; else 0; 2 on bad input or an error.
 
-Where this differs from iputils on purpose: a reply from another address than the target is
+A bad checksum is reported as gather_statistics() words it ("(BAD CHECKSUM!)", "+N corrupted"),
+which iputils 20221126 never reaches for IPv4 (it passes 0 for csfailed; fixed upstream in
+bacf1b7, iputils 20240905).  Where this differs from iputils on purpose: a reply from another address than the target is
 not counted (iputils prints it with "(DIFFERENT ADDRESS!)"); ``-Q`` below 0 and a ``-I``
 address of the other family are refused; ``-w`` takes fractions of a second.
 
