@@ -308,14 +308,20 @@ def send_mail(
     connect: Connect = _connect,
     clock_ns: Callable[[], int] = time.time_ns,
     monotonic: Callable[[], float] = time.monotonic,
+    stop_after: SmtpStage | None = None,
 ) -> SmtpResult:
     """Deliver ``request.message`` (RFC 5322, before dot-stuffing) as ``request`` says.
 
     ``connect(server, port, timeout)`` opens the TCP connection; ``clock_ns`` stamps the
-    transcript, ``monotonic`` bounds each step by ``request.timeout``.
+    transcript, ``monotonic`` bounds each step by ``request.timeout``.  ``stop_after`` (one
+    of ``STOP_POINTS``, swaks' --quit-after): QUIT once that step succeeded, delivering
+    nothing; the result has no error and that stage.  After DATA's 354 QUIT would be message
+    text (RFC 5321 §4.1.1.4), so DATA drops the connection instead.
     """
     if not isinstance(request, MailRequest):
         raise UsageError(f"send_mail wants a MailRequest, not {type(request).__name__}")
+    if stop_after is not None and stop_after not in STOP_POINTS:
+        raise UsageError(f"stop_after {stop_after!r}: not a stop point")
     r = request
     context = _tls_context(r.insecure, r.cafile) if (r.starttls or r.tls) else None
     started_ns, t0 = clock_ns(), monotonic()
@@ -324,10 +330,13 @@ def send_mail(
     polite = True  # the connection is still fit for QUIT
     try:
         session = open_session(r, context, connect, clock_ns, monotonic)
-        greet(session, r, context, out)
-        out.stage = SmtpStage.MAIL
+        greet(session, r, context, out, stop_after)
         params = _mail_params(session, r.mail_from, r.recipients, r.message) if r.ehlo else ()
+        if stop_after is not None:
+            _until(session, r, params, out, stop_after)
         _transaction(session, r.mail_from, r.recipients, r.message, params, out)
+    except _Reached:
+        polite = stop_after is not SmtpStage.DATA
     except (WiretwinError, OSError) as exc:  # ssl.SSLError and timeouts are OSErrors
         polite = failed(exc, out)
         log.info("not delivered: %s", out.error)
@@ -358,14 +367,30 @@ def send_mail(
     )
 
 
+class _Reached(WiretwinError):
+    """The stop point the caller asked for (``stop_after``): not an error."""
+
+
+def _check(stop: SmtpStage | None, stage: SmtpStage) -> None:
+    if stop is stage:
+        raise _Reached(stage.value)
+
+
 def greet(
-    session: SmtpSession, r: MailRequest, context: ssl.SSLContext | None, out: _Outcome
+    session: SmtpSession,
+    r: MailRequest,
+    context: ssl.SSLContext | None,
+    out: _Outcome,
+    stop: SmtpStage | None = None,
 ) -> None:
-    """Greeting, EHLO (or the seed's HELO), STARTTLS, AUTH: everything before MAIL."""
+    """Greeting, EHLO (or the seed's HELO), STARTTLS, AUTH: everything before MAIL.  ``stop``
+    as swaks' --quit-after: TLS right after the handshake (or where it would have been),
+    EHLO after the last one, AUTH where it is or would be."""
     out.stage = SmtpStage.GREETING
     greeting = session.read()
     if greeting.verdict is not proto.Verdict.OK:
         raise _Refused(greeting)
+    _check(stop, SmtpStage.GREETING)
     out.stage = SmtpStage.EHLO
     if r.ehlo:
         _hello(session, r.helo_name)
@@ -381,11 +406,45 @@ def greet(
         if answer.verdict is not proto.Verdict.OK:
             raise _Refused(answer)
         session.start_tls(context, r.server)
+        _check(stop, SmtpStage.STARTTLS)
         out.stage = SmtpStage.EHLO
         _hello(session, r.helo_name)
+    _check(stop, SmtpStage.EHLO)
+    out.stage = SmtpStage.STARTTLS
+    _check(stop, SmtpStage.STARTTLS)
+    out.stage = SmtpStage.AUTH
     if r.auth is not None:
-        out.stage = SmtpStage.AUTH
         _authenticate(session, *r.auth)
+    _check(stop, SmtpStage.AUTH)
+    out.stage = SmtpStage.MAIL
+
+
+def _until(
+    session: SmtpSession, r: MailRequest, params: tuple[str, ...], out: _Outcome, stop: SmtpStage
+) -> None:
+    """MAIL, RCPT..., DATA one at a time, up to ``stop`` (a stop point, not a delivery)."""
+    answer = session.command(proto.MailFrom(r.mail_from, params))
+    if answer.verdict is not proto.Verdict.OK:
+        raise _Refused(answer)
+    _check(stop, SmtpStage.MAIL)
+    out.stage = SmtpStage.RCPT
+    for address in r.recipients:
+        answer = session.command(proto.RcptTo(address))
+        _record_rcpt(out, answer)
+    if not any(o.accepted for o in out.recipients):
+        raise _Refused(answer, ("every recipient was refused",))
+    _check(stop, SmtpStage.RCPT)
+    out.stage = SmtpStage.DATA
+    answer = session.command(proto.Data())
+    if answer.verdict is not proto.Verdict.OK:
+        raise _Refused(answer)
+    raise _Reached("data")  # after 354 only the message and its dot may follow (§4.1.1.4)
+
+
+STOP_POINTS = frozenset(
+    {SmtpStage.GREETING, SmtpStage.EHLO, SmtpStage.STARTTLS, SmtpStage.AUTH}
+    | {SmtpStage.MAIL, SmtpStage.RCPT, SmtpStage.DATA}
+)
 
 
 def smtp_client(port: int = 1025, mailserver: str = "127.0.0.1") -> SmtpResult:

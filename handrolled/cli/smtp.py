@@ -4,8 +4,11 @@
 message with ``compose_message`` unless ``--data`` gives it whole), hands it to ``runner``
 (``handrolled.smtp.send_mail`` by default; ``wiretwin smtp --impl reference|smtplib`` passes
 ``reference.smtp.send_mail`` or ``send_mail_smtplib``) and prints the dialogue as swaks does
-(``-> `` sent, ``<- `` received).  ``exit_status(result)``: 0 delivered, 1 refused by the
-server, 2 anything else (bad input, network, TLS, protocol, local checks).
+(``transcript_text``: ``===`` the client's doings, `` -> ``/``<-  `` in clear, `` ~> ``/``<~  ``
+inside TLS, ``**>``/``<**`` unexpected; errors as ``*** ...`` on stderr).  ``--quit-after
+PHASE`` stops as swaks' does; ``--count N`` sends N copies over one connection
+(handrolled.smtp_session) and prints the rate.  ``exit_status(result)``: 0 delivered, 1
+refused by the server, 2 anything else (bad input, network, TLS, protocol, local checks).
 
 Run it as ``python -m handrolled.smtp ...`` (or ``python -m handrolled.cli.smtp``).
 """
@@ -27,7 +30,7 @@ from email.message import EmailMessage
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
 from handrolled.errors import UsageError, WiretwinError
 from handrolled.requests import SMTP_DEFAULT_HELO, MailRequest, MailSessionRequest
-from handrolled.results import SmtpResult, SmtpSessionResult
+from handrolled.results import Direction, SmtpResult, SmtpSessionResult, SmtpStage
 from handrolled.smtp import send_mail
 from handrolled.smtp_protocol import forbidden_char
 
@@ -59,6 +62,20 @@ UNIQUE_FIELDS = frozenset(
         "subject",
     }
 )
+
+
+# swaks' --quit-after stop points -> where send_mail stops.  "data" drops the connection
+# after 354: from there until the dot everything is message text (RFC 5321 §4.1.1.4).
+QUIT_AFTER = {
+    "connect": SmtpStage.GREETING,
+    "banner": SmtpStage.GREETING,
+    "ehlo": SmtpStage.EHLO,
+    "tls": SmtpStage.STARTTLS,
+    "auth": SmtpStage.AUTH,
+    "mail": SmtpStage.MAIL,
+    "rcpt": SmtpStage.RCPT,
+    "data": SmtpStage.DATA,
+}
 
 
 # --- composing ------------------------------------------------------------------------------
@@ -129,11 +146,14 @@ def compose_message(
 
 
 def exit_status(result: SmtpResult) -> int:
-    """0 delivered; 1 the server refused (a 4xx/5xx ended the dialogue, or every recipient was
-    refused: ``result.refusal``); 2 anything else (network, TLS, protocol, local checks)."""
+    """0 delivered (or stopped where --quit-after asked, with no error); 1 the server refused
+    (a 4xx/5xx ended the dialogue, or every recipient was refused: ``result.refusal``); 2
+    anything else (network, TLS, protocol, local checks)."""
     if result.delivered:
         return 0
-    return 1 if result.refusal is not None else 2
+    if result.refusal is not None:
+        return 1
+    return 0 if result.error is None else 2
 
 
 def _escaped(char: str) -> str:
@@ -147,13 +167,42 @@ def _printable(text: str) -> str:
     return "".join(_escaped(c) for c in text)
 
 
+# swaks' transaction hints (swaks(1), "Transcript"): (sent?, inside TLS?, expected?) -> prefix
+_HINTS = {
+    (True, False, True): " -> ",
+    (True, True, True): " ~> ",
+    (True, False, False): "**> ",
+    (True, True, False): "*~> ",
+    (False, False, True): "<-  ",
+    (False, True, True): "<~  ",
+    (False, False, False): "<** ",
+    (False, True, False): "<~* ",
+}
+
+
 def transcript_text(result: SmtpResult | SmtpSessionResult) -> list[str]:
-    """The dialogue as swaks shows it: one ``-> `` or ``<- `` line per line on the wire."""
-    lines = []
+    """The dialogue as swaks shows it: ``===`` for what the client does, then one line per
+    line on the wire with swaks' hint: `` -> ``/``<-  `` in clear, `` ~> ``/``<~  `` inside
+    TLS, ``**>``/``<**`` (``*~>``/``<~*``) unexpected (a refusing reply, a command never
+    answered).  Control characters from the server are shown escaped."""
+    lines = [f"=== Trying {result.server}:{result.port}..."]
+    if result.transcript or result.stage is not SmtpStage.CONNECT:
+        lines.append(f"=== Connected to {result.server}.")
+    in_tls = False
     for entry in result.transcript:
+        if entry.tls and not in_tls:
+            cipher = f" with cipher {result.tls_cipher}" if result.tls_cipher else ""
+            lines.append(f"=== TLS started{cipher}")
+            in_tls = True
+        hint = _HINTS[entry.direction is Direction.SENT, entry.tls, entry.expected]
         text = entry.data.decode("utf-8", errors="replace")
         for part in text.removesuffix("\r\n").split("\r\n"):
-            lines.append(f"{entry.direction.value} {_printable(part)}")
+            lines.append(hint + _printable(part))
+    stopped = result.error is None and not getattr(result, "delivered", 0)
+    if result.transcript and stopped and result.stage is SmtpStage.DATA:
+        lines.append("=== Dropping connection")  # --quit-after data, as swaks --drop-after
+    elif result.transcript and (result.error is None or result.refusal is not None):
+        lines.append("=== Connection closed with remote host.")
     return lines
 
 
@@ -197,6 +246,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--helo", default=SMTP_DEFAULT_HELO, help="name for EHLO/HELO")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per step")
     p.add_argument("--no-pipelining", action="store_true", help="one command at a time")
+    p.add_argument(
+        "--quit-after",
+        choices=list(QUIT_AFTER),
+        type=str.lower,
+        metavar="PHASE",
+        help="QUIT once PHASE succeeded, as swaks: " + ", ".join(QUIT_AFTER),
+    )
     p.add_argument(
         "--count",
         type=int,
@@ -324,7 +380,7 @@ def _session(args: argparse.Namespace, request: MailSessionRequest) -> int:
                 text = _printable(m.refusal.text.replace("\n", " "))
                 print(f"refused: message {n}: {m.refusal.code} {text}", file=sys.stderr)
     if result.error:
-        print(f"wiretwin smtp: {_printable(result.error)}", file=sys.stderr)
+        print(f"*** {_printable(result.error)}", file=sys.stderr)
     return status
 
 
@@ -338,7 +394,12 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
                 raise UsageError("--count: only the hand-rolled client sends a session")
             # a bad count is refused here, before connecting
             return _session(args, MailSessionRequest(request, args.count))
-        result = (runner or send_mail)(request)
+        if args.quit_after is not None:
+            if runner is not None or args.count is not None:
+                raise UsageError("--quit-after: only for one message with the hand-rolled client")
+            result = send_mail(request, stop_after=QUIT_AFTER[args.quit_after])
+        else:
+            result = (runner or send_mail)(request)
     except WiretwinError as exc:
         print(f"wiretwin smtp: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -355,7 +416,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
                 text = _printable(r.reply.text.replace("\n", " "))
                 print(f"refused: {r.address}: {r.reply.code} {text}", file=sys.stderr)
     if result.error:
-        print(f"wiretwin smtp: {_printable(result.error)}", file=sys.stderr)
+        print(f"*** {_printable(result.error)}", file=sys.stderr)
     return status
 
 

@@ -816,8 +816,9 @@ def test_cli_delivers_composed_message(smtp_server, capsys):
     assert b"Subject: CLI test\r\n" in msg.content
     assert b"\r\n.dot line\r\n" in msg.content
     assert b"Message-ID: <" in msg.content and b"Date: " in msg.content
-    assert "-> EHLO wiretwin.invalid" in out.out and "<- 250" in out.out
-    assert "-> ..dot line" in out.out  # the transcript shows the wire, stuffed
+    lines = out.out.splitlines()  # swaks(1)'s hints: " -> " sent, "<-  " received, in clear
+    assert " -> EHLO wiretwin.invalid" in lines and "<-  250 HELP" in lines
+    assert " -> ..dot line" in lines  # the transcript shows the wire, stuffed
 
 
 def test_cli_help_returns_0(capsys):
@@ -875,7 +876,7 @@ def test_cli_body_file_and_auth(smtp_tls_server, tmp_path, capsys):
     out = capsys.readouterr()
     assert status == 0, out.err
     assert b"from a file\r\n" in smtp_tls_server.messages[0].content
-    assert "-> AUTH PLAIN <redacted>" in out.out
+    assert " ~> AUTH PLAIN <redacted>" in out.out.splitlines()  # inside TLS: swaks' " ~> "
     assert AUTH_PASSWORD not in out.out + out.err
 
 
@@ -936,8 +937,8 @@ def test_cli_connection_failure_is_exit_2(capsys):
     argv = ["--server", "127.0.0.1", "--port", str(port), "--from", SENDER, "--to", RCPT]
     assert cli.main(argv) == 2
     out = capsys.readouterr()
-    assert "connection failed" in out.err and len(out.err.strip().splitlines()) == 1
-    assert out.out == ""
+    assert out.err.startswith("*** connection failed") and len(out.err.strip().splitlines()) == 1
+    assert out.out == f"=== Trying 127.0.0.1:{port}...\n"  # as swaks: nothing was connected
 
 
 # --- in the lab -----------------------------------------------------------------------------
@@ -975,3 +976,42 @@ def test_unknown_name_in_the_lab_fails_fast(lab):
     )
     result = lab.call("client", "handrolled.smtp:send_mail", request)
     assert not result.delivered and "resolve" in result.error
+
+
+def test_cli_marks_unexpected_traffic_as_swaks(scripted_smtp_server, capsys):
+    """swaks(1): "<** " a line from the server that was not what the command wanted, "**> " a
+    line we sent that was never answered (here DATA, pipelined before the 421, RFC 2920)."""
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"220 x\r\n")
+        peer.expect(b"EHLO")
+        peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+        for verb in (b"MAIL", b"RCPT", b"DATA"):
+            peer.expect(verb)
+        peer.send(b"250 ok\r\n421 4.3.2 going down\r\n")
+
+    server = scripted_smtp_server(script)
+    argv = ["--server", "127.0.0.1", "--port", str(server.port), "--from", SENDER, "--to", RCPT]
+    assert cli.main(argv) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-4:] == [
+        "**> DATA",
+        "<-  250 ok",
+        "<** 421 4.3.2 going down",
+        "=== Connection closed with remote host.",
+    ]
+    assert lines[-6:-4] == [
+        " -> MAIL FROM:<sender@wiretwin.test>",
+        " -> RCPT TO:<rcpt@wiretwin.test>",
+    ]
+
+
+def test_cli_refusal_inside_tls_is_marked(smtp_test_ca, capsys):
+    handler = RecordingHandler(refuse={RCPT})
+    context = smtp_test_ca.server_context(["localhost", "127.0.0.1"])
+    with serve_recording(handler, tls_context=context, require_starttls=True) as server:
+        argv = ["--server", "127.0.0.1", "--port", str(server.port), "--from", SENDER]
+        argv += ["--to", RCPT, "--starttls", "--cafile", str(smtp_test_ca.cafile)]
+        assert cli.main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "<~* 550 5.1.1 no such user here" in out and " ~> QUIT" in out
