@@ -430,10 +430,18 @@ _ERRORS6: dict[int, type[IcmpError]] = {
 }
 
 
-def _quoted(body: bytes, info: int, v6: bool) -> QuotedDatagram:
+# RFC 4884 §4 defines its length field for these ICMPv6 types only: in Packet Too Big the same
+# 32 bits are the MTU (RFC 4443 §3.2), in Parameter Problem the pointer (§3.4).
+_LENGTH_TYPES6 = frozenset({Icmp6Type.DEST_UNREACHABLE, Icmp6Type.TIME_EXCEEDED})
+
+
+def _quoted(body: bytes, icmp_type: int, info: int, v6: bool) -> QuotedDatagram:
     # RFC 4884 §4: a non-zero length field says where the original datagram ends and ICMP
     # extensions begin (ICMPv4: octet 5, 32-bit words; ICMPv6: octet 4, 64-bit words).
-    length = (info >> 24) * 8 if v6 else ((info >> 16) & 0xFF) * 4
+    if v6:
+        length = (info >> 24) * 8 if icmp_type in _LENGTH_TYPES6 else 0
+    else:
+        length = ((info >> 16) & 0xFF) * 4
     if length and length <= len(body):
         body = body[:length]
     header: IPv4Header | IPv6Header
@@ -459,7 +467,9 @@ def _decode(data: bytes, v6: bool, checksum_ok: bool | None) -> IcmpMessage:
     info = ident << 16 | seq
     if error_cls is None:
         return OtherIcmp(icmp_type, code, csum, data[4:], v6, checksum_ok)
-    return error_cls(icmp_type, code, csum, info, _quoted(data[8:], info, v6), v6, checksum_ok)
+    return error_cls(
+        icmp_type, code, csum, info, _quoted(data[8:], icmp_type, info, v6), v6, checksum_ok
+    )
 
 
 def decode_icmp(data: bytes) -> IcmpMessage:
