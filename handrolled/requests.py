@@ -234,6 +234,7 @@ TRACE_MAX_PROBES_PER_HOP = 10  # traceroute(8): "no more than 10 probes per hop"
 TRACE_MAX_SIM_QUERIES = TRACE_MAX_TTL * TRACE_MAX_PROBES_PER_HOP
 TRACE_MAX_PAYLOAD = 65000  # fits one IPv4 or IPv6 datagram with any probe's headers
 TRACE_DEFAULT_PORTS = {Method.UDP: 33434, Method.TCP: 80}  # traceroute(8)'s defaults
+TRACE_FIXED_UDP_PORT = 53  # traceroute(8) -U ("udp" method): "Default port is 53 (dns)"
 TRACE_DEFAULT_WAIT = (5.0, 3.0, 10.0)  # traceroute(8)'s -w MAX,HERE,NEAR
 # traceroute(8)'s DEF_DATA_LEN 40 less the 8-byte UDP / ICMP header: 60-byte IPv4 probes
 TRACE_DEFAULT_DATA_LEN = 32
@@ -273,6 +274,9 @@ class TraceRequest:
     from (a name or literal of the destination's family).  ``interface`` (-i): the device
     every socket is bound to (SO_BINDTODEVICE).  ``send_wait`` (-z): at least this many
     seconds between two probes (the CLI reads traceroute(8)'s ">= 10 means ms").
+    ``fixed_port`` (UDP only; traceroute(8)'s -U): every probe to ``port`` (default 53)
+    instead of port + k, each from its own source port (``ident`` + k, or one the kernel
+    picks per probe).
     """
 
     host: str
@@ -293,6 +297,7 @@ class TraceRequest:
     source: str | None = None
     interface: str | None = None
     send_wait: float = 0.0
+    fixed_port: bool = False
 
     def __post_init__(self) -> None:
         check_host("host", self.host)
@@ -342,6 +347,10 @@ class TraceRequest:
             _trace_interface(self.interface)
         check_seconds("send_wait", self.send_wait, allow_zero=True)
         object.__setattr__(self, "send_wait", float(self.send_wait))
+        if not isinstance(self.fixed_port, bool):
+            raise UsageError(f"fixed_port {self.fixed_port!r}: must be True or False")
+        if self.fixed_port and self.method is not Method.UDP:
+            raise UsageError(f"fixed_port: for UDP probes only, not {self.method.value}")
 
     def data_len(self, family: Family) -> int:
         """Bytes after the probe's transport header (traceroute(8)'s ``data_len``)."""
@@ -372,7 +381,9 @@ class TraceRequest:
         """The UDP base / TCP destination port probes use; None for ICMP."""
         if self.method is Method.ICMP:
             return None
-        return TRACE_DEFAULT_PORTS[self.method] if self.port is None else self.port
+        if self.port is not None:
+            return self.port
+        return TRACE_FIXED_UDP_PORT if self.fixed_port else TRACE_DEFAULT_PORTS[self.method]
 
 
 # -- SMTP -------------------------------------------------------------------------------------

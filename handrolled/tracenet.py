@@ -13,8 +13,10 @@ when raw sockets are refused (as ping does, and as traceroute(8) does for -I):
   per probe reserves its source port (bound but never listening, so our kernel resets the
   destination's SYN-ACK: a half-open probe, as traceroute(8) -T does).  TCP has no datagram
   fallback (traceroute(8) -T needs root too).
-- dgram, UDP method (traceroute(8)'s default method, which never needs privileges): one
-  ordinary UDP socket bound to the source port sends the payload to port + k; the kernel
+- dgram, UDP method (traceroute(8)'s default and -U methods, which never need privileges):
+  an ordinary UDP socket per source port (``reserve_udp_port``: one for the whole trace, or
+  one per probe with a fixed destination port, as traceroute(8) opens) sends the payload to
+  the probe's destination port; the kernel
   builds the 8-byte header from the same ports, length and RFC 768 checksum rules as
   ``transport.encode_udp``, so ``Probe.sent`` still names the bytes on the wire (a lab test
   checks them against a capture).  ICMP errors arrive on the socket's error queue
@@ -78,8 +80,9 @@ class RawReceived:
     "tcp": the raw TCP socket (IPv4 with its IP header; IPv6 the segment);
     "dgram": the datagram ICMP socket: an ICMP message without IP header, or, with ``error``
     set, our own echo request that an ICMP error (from ``source``) quoted;
-    "udp": the UDP socket's error queue: ``data`` is the quoted probe's payload, ``dst_port``
-    the probe's destination port, ``error`` the ICMP error from ``source``.
+    "udp": a UDP socket's error queue: ``data`` is the quoted probe's payload, ``dst_port``
+    the probe's destination port, ``src_port`` the socket's (the probe's source port),
+    ``error`` the ICMP error from ``source``.
     """
 
     kind: str
@@ -90,6 +93,7 @@ class RawReceived:
     ttl: int | None  # TTL / hop limit of the packet, when the kernel reported it
     error: net.QueuedError | None = None
     dst_port: int | None = None
+    src_port: int | None = None
 
 
 def _raw(af: int, proto: int) -> socket.socket:
@@ -164,7 +168,7 @@ class TraceSockets:
         self.icmp_socket: net.IcmpSocket | None = None
         self.icmp: socket.socket | None = None
         self.tcp: socket.socket | None = None
-        self.udp: socket.socket | None = None  # the dgram UDP sender (and error queue)
+        self.udp: dict[int, socket.socket] | None = None  # dgram UDP: source port -> socket
         self.icmp_ident: int | None = None  # dgram ICMP: the identifier the kernel writes
         tried = (
             ["raw"] if method is Method.TCP else (["raw", "dgram"] if kind == "auto" else [kind])
@@ -221,11 +225,7 @@ class TraceSockets:
                 self.sender = self.tcp
             return
         if self.method is Method.UDP:
-            self.udp = self._own(socket.socket(af, socket.SOCK_DGRAM))
-            self._setup_receiver(self.udp)
-            self._set_recverr(self.udp)
-            self._tune(self.udp, bind=False)  # reserve_udp_port binds it
-            self.sender = self.udp
+            self.udp = {}  # filled by reserve_udp_port: the senders are per source port
             return
         proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
         try:
@@ -297,21 +297,32 @@ class TraceSockets:
             sock.setsockopt(socket.IPPROTO_IP, net.IP_RECVERR, 1)
 
     def reserve_udp_port(self, port: int | None) -> int:
-        """Hold a UDP source port (0/None: the kernel picks) for the trace; return it.
+        """Hold a UDP source port (0/None: the kernel picks); return it.
 
-        Raw sockets: a bound UDP socket holds it.  Datagram: the sending socket itself binds
-        it (a port taken by someone else is then an error: we could not send from it).
+        Raw sockets: a bound UDP socket holds it.  Datagram: a new sending socket binds it (a
+        port taken by someone else is then an error: we could not send from it); its error
+        queue tells of the probes sent from it.  ``release_udp_port`` closes it.
         """
-        if self.udp is not None:
-            try:
-                self.udp.bind((self.src, port or 0))
-            except OSError as exc:
-                raise UsageError(
-                    f"cannot bind source port {port or 0}: {exc.strerror or exc}"
-                ) from exc
-            return self.udp.getsockname()[1]
-        holder = self._own(socket.socket(self._af, socket.SOCK_DGRAM))
-        return self._bind(holder, port)
+        if self.udp is None:
+            holder = self._own(socket.socket(self._af, socket.SOCK_DGRAM))
+            return self._bind(holder, port)
+        sock = self._own(socket.socket(self._af, socket.SOCK_DGRAM))
+        self._setup_receiver(sock)
+        self._set_recverr(sock)
+        self._tune(sock, bind=False)
+        try:
+            sock.bind((self.src, port or 0))
+        except OSError as exc:
+            raise UsageError(f"cannot bind source port {port or 0}: {exc.strerror or exc}") from exc
+        bound = sock.getsockname()[1]
+        self.udp[bound] = sock
+        return bound
+
+    def release_udp_port(self, port: int) -> None:
+        """Datagram UDP: close the socket of a source port whose probes are all settled."""
+        if self.udp is not None and (sock := self.udp.pop(port, None)) is not None:
+            self._owned.remove(sock)
+            sock.close()
 
     def reserve_tcp_port(self, port: int | None) -> int:
         """Bind (never listen) a TCP socket to hold a source port for one SYN probe."""
@@ -343,29 +354,34 @@ class TraceSockets:
         ``data``'s header; the kernel writes the header.
         Raises ``OSError`` when the local stack refuses the probe (EHOSTUNREACH, EACCES...).
         """
-        if self.v6:
-            self.sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-        else:
-            self.sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        sender = self.sender if self.udp is None else None
         port = 0
         if self.udp is not None:
-            port = int.from_bytes(data[2:4], "big")  # RFC 768: destination port
+            # RFC 768: source port, destination port; the source port picks the socket
+            sender = self.udp[int.from_bytes(data[0:2], "big")]
+            port = int.from_bytes(data[2:4], "big")
             data = data[8:]
+        assert sender is not None
+        if self.v6:
+            sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+        else:
+            sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
         # raw sockets ignore the port, but AF_INET6 wants a 4-tuple-compatible address
         address = (self.dst, port, 0, 0) if self.v6 else (self.dst, port)
         send_ns = time.time_ns()
         try:
-            self.sender.sendto(data, address)
+            sender.sendto(data, address)
         except OSError as exc:
             if self.kind != "dgram" or exc.errno not in _PENDING_ERRORS:
                 raise
             log.debug("sendto reported a queued error (%s); sending again", exc)
             send_ns = time.time_ns()
-            self.sender.sendto(data, address)
+            sender.sendto(data, address)
         return send_ns
 
     def receivers(self) -> list[socket.socket]:
-        return [s for s in (self.icmp, self.tcp, self.udp) if s is not None]
+        socks = [s for s in (self.icmp, self.tcp) if s is not None]
+        return socks + list((self.udp or {}).values())
 
     def wait(self, timeout: float) -> list[RawReceived]:
         """Wait up to ``timeout`` seconds; return every datagram then queued on the receivers."""
@@ -375,9 +391,10 @@ class TraceSockets:
         except InterruptedError:
             ready = []
         out: list[RawReceived] = []
+        udp = {id(sock): port for port, sock in (self.udp or {}).items()}
         for sock in ready:
-            if sock is self.udp:
-                self._drain_udp(sock, out)
+            if id(sock) in udp:
+                self._drain_udp(sock, udp[id(sock)], out)
                 continue
             for _ in range(256):  # drain, boundedly
                 if sock is self.tcp:
@@ -405,7 +422,7 @@ class TraceSockets:
                 )
         return out
 
-    def _drain_udp(self, sock: socket.socket, out: list[RawReceived]) -> None:
+    def _drain_udp(self, sock: socket.socket, src_port: int, out: list[RawReceived]) -> None:
         for _ in range(256):
             try:
                 data, ancdata, _flags, addr = sock.recvmsg(65535, _CMSG_SPACE, socket.MSG_ERRQUEUE)
@@ -419,7 +436,11 @@ class TraceSockets:
             recv_ns = anc.recv_ns if kernel else time.time_ns()
             source = anc.error.offender or ""
             port = addr[1] if addr else None  # the quoted probe's destination port
-            out.append(RawReceived("udp", data, source, recv_ns, kernel, anc.ttl, anc.error, port))
+            out.append(
+                RawReceived(
+                    "udp", data, source, recv_ns, kernel, anc.ttl, anc.error, port, src_port
+                )
+            )
         for _ in range(256):  # datagrams the destination sent back: not ours to read
             try:
                 sock.recv(65535)

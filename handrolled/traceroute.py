@@ -27,7 +27,9 @@ Probes are numbered k = 0, 1, ... in sending order: k = (ttl - first_ttl) * prob
   project's default pattern (byte i = i & 0xff).
 - UDP: source port ``ident`` if given (else one the kernel picks, held for the trace),
   destination port ``request.dst_port`` (default 33434) + k, payload as for ICMP, checksum
-  always set.
+  always set.  With ``fixed_port`` (-U): destination ``request.dst_port`` (default 53) for
+  every probe, source port ``ident`` + k if ident is given, else one the kernel picks per
+  probe.
 - TCP: a 20-byte SYN header, no options: source port ``ident`` + k if ident is given (else one
   kernel-picked port per probe), destination port ``request.dst_port`` (default 80), sequence
   number k + 1,
@@ -158,6 +160,7 @@ class Tracer:
         payload: bytes,
         resolver: ReverseResolver | None,
         clock: Callable[[], float] = time.monotonic,
+        fixed_port: bool = False,
     ) -> None:
         self.sockets = sockets
         self.sched = scheduler
@@ -170,12 +173,15 @@ class Tracer:
         self.payload = payload
         self.resolver = resolver
         self.clock = clock
+        self.fixed_port = fixed_port
         self.sent: dict[int, _Sent] = {}
         self._keys: dict[tuple, int] = {}
         if method is Method.ICMP:
             self.ident = (os.getpid() & 0xFFFF) if ident is None else ident
             if sockets is not None and sockets.icmp_ident is not None:
                 self.ident = sockets.icmp_ident  # a datagram socket's: the kernel writes it
+        elif method is Method.UDP and fixed_port:
+            self.ident = ident if ident is not None else 0  # per-probe ports, see _build
         elif method is Method.UDP:
             # hold the source port for the trace (``sockets`` None: pure use, e.g. in tests)
             self.ident = ident if sockets is None else sockets.reserve_udp_port(ident)
@@ -195,11 +201,18 @@ class Tracer:
             self._keys[("icmp", self.ident, seq)] = k
             return _Sent(k, ttl, data, 0, self.ident, seq)
         if self.method is Method.UDP:
-            dst_port = (self.port + k) & 0xFFFF
-            datagram = tp.UdpDatagram(self.ident, dst_port, self.payload)
+            if not self.fixed_port:
+                src_port, dst_port = self.ident, (self.port + k) & 0xFFFF
+            elif self.sockets is not None and not self.ident:
+                src_port, dst_port = self.sockets.reserve_udp_port(None), self.port
+            else:
+                src_port, dst_port = (self.ident + k) & 0xFFFF, self.port
+                if self.sockets is not None:
+                    self.sockets.reserve_udp_port(src_port)
+            datagram = tp.UdpDatagram(src_port, dst_port, self.payload)
             data = tp.encode_udp(datagram, src=self.src, dst=self.dst)
-            self._keys[("udp", self.ident, dst_port)] = k
-            return _Sent(k, ttl, data, 0, self.ident, seq, self.ident, dst_port)
+            self._keys[("udp", src_port, dst_port)] = k
+            return _Sent(k, ttl, data, 0, src_port, seq, src_port, dst_port)
         if self.sockets is not None and not self.ident:
             src_port = self.sockets.reserve_tcp_port(None)
         else:
@@ -238,7 +251,8 @@ class Tracer:
         if rec.kind == "udp":
             if self.method is not Method.UDP or rec.dst_port is None:
                 return None
-            k = self._keys.get(("udp", self.ident, rec.dst_port))
+            src_port = self.ident if rec.src_port is None else rec.src_port
+            k = self._keys.get(("udp", src_port, rec.dst_port))
         else:
             if self.method is not Method.ICMP or len(rec.data) < 8:
                 return None
@@ -363,6 +377,7 @@ class Tracer:
                     sched.mark_lost(k, self.clock())
                     note = f"sendto: {exc.strerror or exc}"
                     sent.probe = self._probe(sent, Outcome.TIMEOUT, note=note)
+                    self._release(sent)
                     continue
                 sched.mark_sent(k, self.clock())
             deadline = sched.next_deadline()
@@ -413,10 +428,18 @@ class Tracer:
             kernel_timestamp=rec.kernel_timestamp,
             note=match.note,
         )
+        self._release(sent)
 
     def _settle_timeout(self, k: int) -> None:
         sent = self.sent[k]
         sent.probe = self._probe(sent, Outcome.TIMEOUT)
+        self._release(sent)
+
+    def _release(self, sent: _Sent) -> None:
+        # -U over datagram sockets: one socket per probe, closed once the probe is settled
+        # (traceroute(8)'s probe_done()), so a long trace never runs out of descriptors
+        if self.fixed_port and self.sockets is not None and sent.src_port is not None:
+            self.sockets.release_udp_port(sent.src_port)
 
     def _probe(self, sent: _Sent, outcome: Outcome, **reply: object) -> Probe:
         """The Probe for ``sent``; ``reply`` holds the fields of what answered it, if anything."""
@@ -497,6 +520,7 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
             port=port or 0,
             payload=payload,
             resolver=resolver,
+            fixed_port=request.fixed_port,
         )
         hops = tracer.run(on_hop)
     reached = any(p.outcome is Outcome.REPLY for hop in hops for p in hop.probes)

@@ -16,7 +16,9 @@ Not scapy's ``traceroute()``: that one is a TCP traceroute with random source po
 Per-probe identifiers (deterministic, so compare can lay the bytes side by side):
 
 - ICMP: echo identifier ``ident``, sequence ``n + 1``: reference.ping's echo request;
-- UDP: source port ``ident``, destination port ``port + n`` (33434 by default);
+- UDP: source port ``ident``, destination port ``port + n`` (33434 by default); with
+  ``fixed_port`` (traceroute(8) -U) destination ``port`` (53 by default) for every probe and
+  source port ``(ident + n) & 0xffff``, one per probe;
 - TCP: source port ``(ident + n) & 0xffff`` (one per probe, as traceroute(8) -T binds a
   socket per probe), destination ``port`` (80 by default), sequence number ``n + 1``, SYN only,
   no options, window 64240 (what a Linux SYN advertises; scapy's own default is 8192).  The
@@ -88,9 +90,9 @@ class _Slot:
         return self.probe is not None
 
 
-def source_port(method: Method, ident: int, index: int) -> int:
+def source_port(method: Method, ident: int, index: int, fixed_port: bool = False) -> int:
     """The probe's source port (see the module docstring)."""
-    step = index if method is Method.TCP else 0
+    step = index if method is Method.TCP or fixed_port else 0
     return (ident + step) & 0xFFFF
 
 
@@ -107,6 +109,7 @@ def build_probe(
     dont_fragment: bool = False,
     tos: int = 0,
     src: str | None = None,
+    fixed_port: bool = False,
 ) -> Any:
     """Probe ``index`` as a scapy packet (fields as documented in the module docstring)."""
     from scapy.layers.inet import TCP, UDP
@@ -118,7 +121,9 @@ def build_probe(
         return _knobs(pkt, version, dont_fragment, tos, src)
     ip = _knobs(ip_header(version, dst, ttl, seq), version, dont_fragment, tos, src)
     if method is Method.UDP:
-        pkt = ip / UDP(sport=source_port(method, ident, index), dport=(port + index) & 0xFFFF)
+        sport = source_port(method, ident, index, fixed_port)
+        dport = port if fixed_port else (port + index) & 0xFFFF
+        pkt = ip / UDP(sport=sport, dport=dport)
     else:
         pkt = ip / TCP(
             sport=source_port(method, ident, index),
@@ -201,6 +206,7 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
         payload = default_payload(request.data_len(version))
     src = None if request.source is None else source_of(request.source, version)
     send_wait, dont_fragment, tos = request.send_wait, request.dont_fragment, request.tos
+    fixed_port = request.fixed_port
     last_send: float | None = None
     ident = (os.getpid() & 0xFFFF) if request.ident is None else request.ident
 
@@ -328,6 +334,7 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
                     dont_fragment=dont_fragment,
                     tos=tos,
                     src=src,
+                    fixed_port=fixed_port,
                 )
                 slot.request = request
                 slot.sent = raw(request)

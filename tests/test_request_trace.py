@@ -66,6 +66,8 @@ BAD = [
     ({"interface": "a/b"}, "interface 'a/b': not a device name"),
     ({"interface": "x" * 16}, f"interface {'x' * 16!r}: not a device name"),
     ({"send_wait": -1}, "send_wait -1: must be at least 0"),  # traceroute(8): "bad sendtime"
+    ({"fixed_port": True}, "fixed_port: for UDP probes only, not icmp"),  # traceroute(8) -U
+    ({"method": Method.UDP, "fixed_port": 1}, "fixed_port 1: must be True or False"),
 ]
 
 
@@ -107,6 +109,9 @@ def test_dst_port_is_the_methods_default_unless_given() -> None:
     assert TraceRequest("x", method=Method.UDP).dst_port == 33434
     assert TraceRequest("x", method=Method.TCP).dst_port == 80
     assert TraceRequest("x", method=Method.TCP, port=443).dst_port == 443
+    # traceroute(8) -U: "Default port is 53 (dns)"
+    assert TraceRequest("x", method=Method.UDP, fixed_port=True).dst_port == 53
+    assert TraceRequest("x", method=Method.UDP, fixed_port=True, port=5353).dst_port == 5353
 
 
 def test_both_engines_take_only_a_request() -> None:

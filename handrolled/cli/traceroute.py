@@ -235,12 +235,15 @@ def _parser() -> Parser:
     )
     how = p.add_mutually_exclusive_group()
     how.add_argument("-I", "--icmp", dest="method", action="store_const", const=Method.ICMP)
-    how.add_argument("-U", "--udp", dest="method", action="store_const", const=Method.UDP)
+    how.add_argument(
+        "-U", "--udp", dest="method", action="store_const", const="udp-fixed",
+        help="UDP to one port (53), not port + k per probe",
+    )  # fmt: skip
     how.add_argument("-T", "--tcp", dest="method", action="store_const", const=Method.TCP)
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=4)
     fam.add_argument("-6", dest="family", action="store_const", const=6)
-    p.add_argument("-p", "--port", type=int, help="UDP base port (33434) or TCP port (80)")
+    p.add_argument("-p", "--port", type=int, help="UDP base port (33434), -U/-T port (53/80)")
     p.add_argument("-q", "--queries", type=int, default=3, help="probes per hop (3)")
     p.add_argument("-f", "--first", type=int, default=1, help="first TTL (1)")
     p.add_argument("-m", "--max-hops", type=int, default=30, help="max TTL (30)")
@@ -308,9 +311,11 @@ def _join_values(argv: list[str]) -> list[str]:
 def request_from_args(argv: list[str]) -> tuple[TraceRequest, Output]:
     """(request, output options) from the command line; ``UsageError`` for any bad option."""
     args = _parser().parse_args(_join_values(argv))
+    fixed_port = args.method == "udp-fixed"  # traceroute(8)'s "udp" method, not its "default"
     request = TraceRequest(
         args.host,
-        method=args.method,
+        method=Method.UDP if fixed_port else args.method,
+        fixed_port=fixed_port,
         port=args.port,
         probes_per_hop=args.queries,
         first_ttl=args.first,

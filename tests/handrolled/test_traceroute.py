@@ -35,7 +35,7 @@ from handrolled.icmp import (
     encode_icmp_error,
 )
 from handrolled.ip import IpProto, IPv4Header, IPv6Header, encode_ipv4, encode_ipv6
-from handrolled.net import ReverseResolver
+from handrolled.net import QueuedError, ReverseResolver
 from handrolled.requests import TraceRequest
 from handrolled.results import Hop, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import RawReceived, TraceSockets
@@ -156,6 +156,22 @@ def test_first_ttl_numbers_probes_from_there() -> None:
     s = TraceScheduler(first_ttl=5, max_hops=6, probes_per_hop=2)
     assert [s.ttl_of(k) for k in range(4)] == [5, 5, 6, 6]
     assert not s.on_reply(0, rtt=1.0, final=False)  # never sent
+
+
+def test_send_wait_spaces_the_sends() -> None:
+    # traceroute(8) -z: "Minimal time interval between probes"; one probe at a time, each
+    # no sooner than send_wait after the previous one
+    s = TraceScheduler(max_hops=3, probes_per_hop=2, sim_queries=16, send_wait=0.5)
+    assert s.to_send(0.0) == [0]
+    s.mark_sent(0, 0.0)
+    assert s.next_send_at() == 0.5
+    assert s.to_send(0.4) == []
+    assert s.to_send(0.5) == [1]
+    s.mark_sent(1, 0.5)
+    s.on_reply(0, rtt=0.01, final=True)  # the trace ends at hop 1
+    s.on_reply(1, rtt=0.01, final=False)
+    assert s.next_send_at() is None  # nothing left to send: no reason to wake up
+    assert s.to_send(9.0) == []
 
 
 def test_parse_wait() -> None:
@@ -280,6 +296,49 @@ def test_udp_probes_and_their_replies() -> None:
     foreign = tp.encode_udp(tp.UdpDatagram(40001, 33441, b""), src=US4, dst=TARGET4)
     err = encode_icmp_error(11, 0, _quote4(foreign, IpProto.UDP)[:28])
     assert t._match(_received4(ROUTER4, err)) is None
+
+
+def test_fixed_port_udp_probes_take_a_source_port_each() -> None:
+    # -U: one destination port, source port ident + k
+    sched = TraceScheduler(max_hops=10, probes_per_hop=3)
+    t = Tracer(
+        None, sched, method=Method.UDP, dst=TARGET4, src=US4, family=4, ident=40000, port=53,
+        payload=DEFAULT_PAYLOAD, resolver=None, fixed_port=True,
+    )  # fmt: skip
+    sent = [t._build(k, 1 + k // 3) for k in range(4)]
+    ports = [(tp.decode_udp(p.data).src_port, tp.decode_udp(p.data).dst_port) for p in sent]
+    assert ports == [(40000 + k, 53) for k in range(4)]
+    quoted = _quote4(sent[2].data, IpProto.UDP)[:28]
+    te = t._match(_received4(ROUTER4, encode_icmp_error(11, 0, quoted)))
+    assert te is not None and te.k == 2
+
+
+def test_error_queue_entries_match_by_port_and_by_echo() -> None:
+    # a datagram socket's error queue: the kernel hands back our own payload (UDP) or echo
+    # request (ICMP), the destination port, and the error's type, code and offender
+    udp = _tracer(Method.UDP, ident=40000, port=33434)
+    udp._build(4, 2)
+    exceeded = QueuedError(11, 0, ROUTER4, 113, 0)  # EHOSTUNREACH
+    rec = RawReceived("udp", DEFAULT_PAYLOAD, ROUTER4, 1, True, 63, exceeded, 33438, 40000)
+    match = udp._match(rec)
+    assert match is not None and (match.k, match.outcome, match.reply_ttl) == (
+        4,
+        Outcome.TIME_EXCEEDED,
+        63,
+    )
+    port = QueuedError(3, 3, TARGET4, 111, 0)  # ECONNREFUSED
+    rec = RawReceived("udp", DEFAULT_PAYLOAD, TARGET4, 1, True, 58, port, 33438, 40000)
+    assert udp._match(rec).outcome is Outcome.REPLY  # type: ignore[union-attr]
+    other = RawReceived("udp", b"", ROUTER4, 1, True, 63, exceeded, 33438, 40001)
+    assert udp._match(other) is None  # another socket's probe
+    icmp = _tracer(Method.ICMP, ident=0x4242)
+    probe = icmp._build(5, 2)
+    rec = RawReceived("dgram", probe.data, ROUTER4, 1, True, 63, exceeded)
+    assert icmp._match(rec).k == 5  # type: ignore[union-attr]
+    reply = encode_echo_reply(0x4242, probe.seq, DEFAULT_PAYLOAD)
+    rec = RawReceived("dgram", reply, TARGET4, 1, True, 58)  # no IP header on a ping socket
+    match = icmp._match(rec)
+    assert match is not None and (match.k, match.outcome) == (5, Outcome.REPLY)
 
 
 def test_tcp_probes_and_their_replies() -> None:

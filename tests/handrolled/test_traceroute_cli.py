@@ -142,6 +142,22 @@ def test_without_a_family_a_name_with_both_is_traced_over_ipv4(lab) -> None:
     assert f"({lab.target.addr4})" in ours.stdout.splitlines()[0]
 
 
+@pytest.mark.parametrize("unprivileged", [False, True])
+def test_dash_u_probes_one_port_from_a_port_per_probe(lab, unprivileged) -> None:
+    # traceroute(8) -U: "Use UDP to particular destination port for tracerouting (instead of
+    # increasing the port per each probe). Default port is 53"; a socket (port) per probe
+    args = ["-4", "-n", "-q", "2", "-U", "target.lab.test"]
+    ours, ours_pkts = _captured(lab, [*OURS, *args], unprivileged=unprivileged)
+    theirs, their_pkts = _captured(lab, ["traceroute", *args], unprivileged=unprivileged)
+    _same_trace(ours, theirs)
+    for pkts in (ours_pkts, their_pkts):
+        assert {_fields(ip)["proto"] for _, ip in pkts} == {17}
+        assert {int.from_bytes(ip[22:24], "big") for _, ip in pkts} == {53}
+        sources = [int.from_bytes(ip[20:22], "big") for _, ip in pkts]
+        # at least 7 hops x 2 probes (more are in flight, -N 16, when the target answers)
+        assert len(set(sources)) == len(sources) >= 14
+
+
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("method", ["", "-I"])
 def test_packet_length_argument(lab, family, method) -> None:

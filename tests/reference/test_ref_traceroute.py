@@ -59,6 +59,10 @@ def test_ports_follow_the_documented_scheme() -> None:
     udp = build_probe(Method.UDP, 6, "2001:db8::1", ttl=1, index=4, ident=1, port=33434,
                       payload=b"")  # fmt: skip
     assert udp.payload.dport == 33438
+    # -U (fixed_port): one destination port, a source port per probe
+    fixed = build_probe(Method.UDP, 4, "203.0.113.10", ttl=1, index=4, ident=1, port=53,
+                        payload=b"", fixed_port=True)  # fmt: skip
+    assert (fixed.payload.sport, fixed.payload.dport) == (5, 53)
 
 
 def test_run_trace_takes_a_request() -> None:
