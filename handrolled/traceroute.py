@@ -2,14 +2,16 @@
 
 API
 ---
-``run_trace(request: TraceRequest, *, on_hop=None) -> TraceResult``
+``run_trace(request: TraceRequest, *, on_hop=None, on_start=None) -> TraceResult``
     The engine; reference/traceroute.py's twin takes the same ``handrolled.requests``
     TraceRequest (validated there, once).  ``request.wait`` is traceroute(8)'s -w
     MAX,HERE,NEAR (see handrolled/tracer_core.py).  ``on_hop`` is called with each Hop, in TTL
-    order, as soon as all its probes are done.  Timeouts and ICMP errors are outcomes.
-    Raw sockets when permitted, else (no CAP_NET_RAW) an ordinary UDP socket or a datagram
-    ICMP socket whose error queue reports the ICMP errors (handrolled/tracenet.py), as
-    traceroute(8) does; TCP needs raw sockets.
+    order, as soon as all its probes are done; ``on_start()`` once the sockets are open,
+    before the first probe (traceroute(8) prints its header there, so a refused socket is
+    reported alone).  Timeouts and ICMP errors are outcomes.  Raw sockets when permitted,
+    else (no CAP_NET_RAW) an ordinary UDP socket or a datagram ICMP socket whose error queue
+    reports the ICMP errors (handrolled/tracenet.py), as traceroute(8) does; TCP needs raw
+    sockets.
 ``get_route(hostname) -> list[list[str]]``
     The seed's rows: ``['1', '12ms', '198.51.100.1', 'r1.lab.test']``, ``'hostname not
     returnable'`` without reverse DNS, ``['3', '*', 'Request timed out']`` for a silent hop;
@@ -470,7 +472,12 @@ class Tracer:
         return Hop(ttl=ttl, probes=tuple(probes))
 
 
-def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = None) -> TraceResult:
+def run_trace(
+    request: TraceRequest,
+    *,
+    on_hop: Callable[[Hop], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> TraceResult:
     """Trace the route ``request`` describes; see the module docstring for the wire format.
 
     Raw sockets when permitted, else datagram ones (UDP and ICMP; see handrolled/tracenet.py).
@@ -522,6 +529,8 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
             resolver=resolver,
             fixed_port=request.fixed_port,
         )
+        if on_start is not None:
+            on_start()
         hops = tracer.run(on_hop)
     reached = any(p.outcome is Outcome.REPLY for hop in hops for p in hop.probes)
     return TraceResult(

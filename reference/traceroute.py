@@ -183,7 +183,12 @@ def _classify(
     return error or Outcome.REPLY, icmp_type, code  # time exceeded, or an echo reply
 
 
-def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = None) -> TraceResult:
+def run_trace(
+    request: TraceRequest,
+    *,
+    on_hop: Callable[[Hop], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> TraceResult:
     """Trace the route ``request`` describes with scapy probes; silent hops are TIMEOUT probes.
 
     The request was validated when it was made (handrolled/requests.py, shared with the
@@ -302,6 +307,8 @@ def run_trace(request: TraceRequest, *, on_hop: Callable[[Hop], None] | None = N
             sock.close()
             raise UsageError(f"interface {request.interface}: {exc.strerror or exc}") from exc
     try:
+        if on_start is not None:  # the socket is open: the CLI prints its header now
+            on_start()
         while True:
             # 1. Drain what has arrived before judging any probe expired (its stamp decides).
             while select.select([sock], [], [], 0)[0]:

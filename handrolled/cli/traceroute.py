@@ -346,19 +346,21 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
         request, opts = request_from_args(list(sys.argv[1:] if argv is None else argv))
         if runner is None:  # imported here: --help and bad options never pay for the engine
             from handrolled.traceroute import run_trace as runner
-        on_hop = None
+        on_hop = on_start = None
         address, fam = resolve_like_traceroute8(request.host, request.family)
         request = dataclasses.replace(request, family=fam)
         if not opts.json:
             length = packet_length(request.method, fam, request.data_len(fam))
-            print(format_header(request.host, address, request.max_hops, length), file=out)
-            out.flush()
+            header = format_header(request.host, address, request.max_hops, length)
             request = dataclasses.replace(request, host=address, family=fam)  # as announced
+
+            def on_start() -> None:  # once the sockets are open, as traceroute(8)
+                print(header, file=out, flush=True)
 
             def on_hop(hop: Hop) -> None:
                 print(format_hop(hop, numeric=opts.numeric, back=opts.back), file=out, flush=True)
 
-        result = runner(request, on_hop=on_hop)
+        result = runner(request, on_hop=on_hop, on_start=on_start)
     except BrokenPipeError:  # the reader left (``| head``): run_module ends quietly
         raise
     except (WiretwinError, OSError) as exc:

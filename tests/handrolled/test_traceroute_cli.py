@@ -334,5 +334,6 @@ def test_unprivileged_probe_bytes_are_what_went_on_the_wire(lab, family, method)
 def test_unprivileged_tcp_is_refused_in_one_line(lab) -> None:
     ours, theirs = _both(lab, ["-4", "-n", "-T", "target.lab.test"], unprivileged=True)
     assert theirs.returncode != 0  # traceroute(8) -T needs privileges too
+    assert theirs.stdout == ours.stdout == ""  # no header before the sockets are open
     assert ours.returncode == 2 and ours.stderr.count("\n") == 1
     assert "CAP_NET_RAW" in ours.stderr
