@@ -192,10 +192,11 @@ def run_trace(
     """Trace the route ``request`` describes with scapy probes; silent hops are TIMEOUT probes.
 
     The request was validated when it was made (handrolled/requests.py, shared with the
-    hand-rolled engine).  Payload None means ``DEFAULT_PAYLOAD_SIZE[method]`` bytes of
+    hand-rolled engine).  Payload None means ``request.data_len(family)`` bytes of
     reference.common's pattern.  Reverse DNS (``request.resolve``) runs per distinct address,
     cached, within a time budget.  ``packet_len``, ``dont_fragment``, ``tos``, ``source``,
-    ``send_wait`` and ``interface`` as the module docstring says.
+    ``send_wait``, ``interface`` and ``fixed_port`` as the module docstring says;
+    ``on_start()`` is called once the socket is open, before the first probe.
     """
     if not isinstance(request, TraceRequest):
         raise TypeError(f"run_trace takes a TraceRequest, not {type(request).__name__}")
