@@ -16,9 +16,10 @@ or with ``-w`` fewer replies than ``-c`` asked for; else 0; 2 on bad input or an
 
 A bad checksum is reported as gather_statistics() words it ("(BAD CHECKSUM!)", "+N corrupted"),
 which iputils 20221126 never reaches for IPv4 (it passes 0 for csfailed; fixed upstream in
-bacf1b7, iputils 20240905).  Where this differs from iputils on purpose: a reply from another address than the target is
-not counted (iputils prints it with "(DIFFERENT ADDRESS!)"); ``-Q`` below 0 and a ``-I``
-address of the other family are refused; ``-w`` takes fractions of a second.
+bacf1b7, iputils 20240905).  Where this differs from iputils on purpose: a reply from
+another address than the target is not counted (iputils prints it with "(DIFFERENT
+ADDRESS!)"); ``-Q`` below 0 and a ``-I`` address of the other family are refused; ``-w``
+takes fractions of a second.
 
 Run it as ``python -m handrolled.ping HOST`` (or ``python -m handrolled.cli.ping``).
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -478,10 +480,33 @@ def _header(args: argparse.Namespace, request: PingRequest, address: str, family
     if request.source is not None or request.interface is not None:
         src = request.source or net.source_address_via(address, family, request.interface)
         source = f"from {src} {request.interface or ''}: "
-    if family == 6:
+    if family == 6:  # ping6_run(): the target as typed, then pr_addr() of its address
         shown = address if args.numeric or args.flood else _Printer(args, request, 6).who(address)
         return f"PING {args.host}({shown}) {source}{size} data bytes"
-    return f"PING {args.host} ({address}) {source}{size}({size + 28}) bytes of data."
+    name = _hostname(args.host, family)
+    return f"PING {name} ({address}) {source}{size}({size + 28}) bytes of data."
+
+
+@functools.lru_cache(maxsize=4)
+def _hostname(host: str, family: int) -> str:
+    """ping4_run()'s hostname: an address literal as typed, else the ai_canonname of the first
+    IPv4 answer of a dual-stack AI_CANONNAME lookup, which glibc sets on the first answer only
+    (so a name whose IPv6 answer comes first prints as "PING  (addr)", as iputils does)."""
+    import socket
+
+    if family == 6 or _address_version(host) == 4:
+        return host
+    try:
+        infos = socket.getaddrinfo(
+            host, None, socket.AF_UNSPEC, socket.SOCK_DGRAM, socket.IPPROTO_UDP,
+            socket.AI_CANONNAME,
+        )  # fmt: skip
+    except (OSError, UnicodeError):
+        return host
+    for info in infos:
+        if info[0] == socket.AF_INET:
+            return info[3]
+    return host
 
 
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
@@ -495,11 +520,10 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         request.check_fits(family)
         # Resolved once, here: the engine pings the address the header names.
         request = dataclasses.replace(request, host=address, family=family)
-        shown = not args.quiet and not args.json
-        if args.pattern is not None and shown:
+        if args.pattern is not None and not args.quiet and not args.json:
             print(f"PATTERN: 0x{(request.pattern or b'').hex()}", file=out)
         header = _header(args, request, address, family)
-        if shown:
+        if not args.json:  # -q keeps the header, as iputils
             print(header, file=out)
             out.flush()
         if request.interval < MIN_USER_INTERVAL and os.getuid() != 0:
@@ -533,7 +557,8 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         print(json.dumps(doc, indent=2), file=out)
     else:
         fast = request.interval == 0 or args.flood
-        lines = statistics_lines(args.host, stats, timing=printer.timing, fast=fast)
+        name = _hostname(args.host, family)  # finish() names rts->hostname, as the header
+        lines = statistics_lines(name, stats, timing=printer.timing, fast=fast)
         print("\n" + "\n".join(lines), file=out)
     return _exit_status(stats, request)
 

