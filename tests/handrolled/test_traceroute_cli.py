@@ -337,3 +337,25 @@ def test_unprivileged_tcp_is_refused_in_one_line(lab) -> None:
     assert theirs.stdout == ours.stdout == ""  # no header before the sockets are open
     assert ours.returncode == 2 and ours.stderr.count("\n") == 1
     assert "CAP_NET_RAW" in ours.stderr
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_icmp_without_raw_or_ping_sockets_is_one_clear_line(host: str) -> None:
+    # a private namespace (loopback only) whose net.ipv4.ping_group_range admits no group:
+    # neither a raw nor a datagram ICMP socket; traceroute(8) -I gives up there too
+    import subprocess
+
+    drop = " ".join(UNPRIVILEGED)
+    script = (
+        "ip link set lo up && sysctl -q -w net.ipv4.ping_group_range='1 0' && "
+        f"{drop} {sys.executable} -m handrolled.traceroute -I -n {host}; echo ours=$?; "
+        f"{drop} traceroute -I -n {host}; echo theirs=$?"
+    )
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert "ours=2" in proc.stdout and "theirs=0" not in proc.stdout, proc
+    assert "traceroute to" not in proc.stdout  # no header: the socket never opened
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("traceroute: ")]
+    assert len(ours) == 1 and "ping_group_range" in ours[0] and "CAP_NET_RAW" in ours[0]
