@@ -7,17 +7,21 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from compare import packets, tolerance, wire
 from compare.lab import Lab
-from compare.scenario import Context, Row, Sides, both_ran, run_side
+from compare.lab import faults as lab_faults
+from compare.scenario import Context, Difference, Row, SideRun, Sides, both_ran, run_side
 from handrolled.errors import ResolveError
 from handrolled.requests import PingRequest
 from handrolled.results import Outcome, PingResult
 
 IDENT = 0x7774  # "wt": fixed, so both sides' packets can be identical byte for byte
 PAYLOAD = (b"wiretwin:same-inputs-same-bytes:" * 2)[:56]  # fixed and readable in a hex dump
+# An odd echo message (8 + 57 octets): the checksum pads its last byte with a zero on the
+# right (RFC 1071 4.1), the case a codec gets wrong most easily.
+ODD_PAYLOAD = (b"wiretwin:odd-sized-payload:" * 3)[:57]
 SIDES = Sides("handrolled.ping:run_ping", "reference.ping:run_ping")
 
 
@@ -31,6 +35,13 @@ class PingScenario:
     icmp_code: int | None = None
     kwargs: dict = field(default_factory=dict)
     neighbour: bool = False  # another pinger (iputils) runs in the client meanwhile
+    payload: bytes = PAYLOAD
+    # "faults": the per-seq truth of the fault plan at ``answerer`` (lab promises "faults");
+    # "forger": the forger beside ``answerer`` (promises "forger"); None: ``expect`` for all
+    truth: str | None = None
+    # the hand-rolled side's socket; "dgram": it runs first, and the reference (raw only)
+    # then sends with the identifier the kernel wrote for it
+    socket_kind: str = "raw"
 
 
 def _base_kwargs(quick: bool) -> dict:
@@ -98,7 +109,47 @@ def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
             None,
             kwargs={**base, "count": 2, "timeout": 0.5},
         ),
+        PingScenario(
+            "ping -6 blackhole",
+            lab.blackhole6,
+            6,
+            Outcome.TIMEOUT,
+            None,
+            kwargs={**base, "count": 2, "timeout": 0.5},
+        ),
+        *fault_scenarios(lab, quick),
     ]
+
+
+def fault_scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
+    """The lab's faults, the forger, an odd payload and the datagram socket, both families."""
+    # Short runs (the report's two-minute budget): three probes, except one per planned seq.
+    base = {**_base_kwargs(quick), "count": 3, "interval": 0.1, "timeout": 0.5}
+    per_seq = lab.promises()["faults"]["per_seq"]
+    faulty, forged, target = lab.nodes["faulty"], lab.nodes["forged"], lab.target
+    out = []
+    for f in (4, 6):
+        count = len(per_seq[str(f)])  # one probe per planned seq (1..count)
+        out += [
+            PingScenario(
+                f"ping -{f} faulty (duplicate, corrupt, lost, reordered)",
+                faulty.addr(f), f, Outcome.REPLY, "faulty",
+                kwargs={**base, "count": count}, truth="faults",
+            ),
+            PingScenario(
+                f"ping -{f} forged (forger running)",
+                forged.addr(f), f, Outcome.REPLY, "forged", kwargs=base, truth="forger",
+            ),
+            PingScenario(
+                f"ping -{f} -s {len(ODD_PAYLOAD)} target (odd payload)",
+                target.addr(f), f, Outcome.REPLY, "target", kwargs=base, payload=ODD_PAYLOAD,
+            ),
+            PingScenario(
+                f"ping -{f} datagram socket (hand-rolled): target",
+                target.addr(f), f, Outcome.REPLY, "target", kwargs=base, socket_kind="dgram",
+            ),
+        ]  # fmt: skip
+    return out
 
 
 def explicit_scenarios(host: str, quick: bool = False) -> list[PingScenario]:
@@ -126,15 +177,20 @@ def _outcomes(result: PingResult) -> list[tuple]:
 def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row], dict]:
     # One request, validated once; both sides receive the same object (pickled to the child).
     request = PingRequest(
-        sc.host, **sc.kwargs, family=sc.family, ident=IDENT, payload=PAYLOAD, socket_kind="raw"
-    )
+        sc.host, **sc.kwargs, family=sc.family, ident=IDENT, payload=sc.payload,
+        socket_kind=sc.socket_kind,
+    )  # fmt: skip
     runs = {}
-    for impl, target, env in (
-        ("handrolled", sides.handrolled, sides.env),
-        ("reference", sides.reference, None),
-    ):
-        with _neighbour(ctx, sc):
-            runs[impl] = run_side(ctx.site, impl, target, (request,), {}, env)
+    with _ident_taken(ctx, sc), _neighbour(ctx, sc):
+        runs["handrolled"] = run_side(
+            ctx.site, "handrolled", sides.handrolled, (request,), {}, sides.env
+        )
+    if sc.socket_kind == "dgram":
+        # The kernel wrote its own identifier (the socket's port): the reference, raw only,
+        # sends with the one the hand-rolled side reports having used.
+        request = replace(request, socket_kind="raw", ident=_used_ident(runs["handrolled"]))
+    with _neighbour(ctx, sc):
+        runs["reference"] = run_side(ctx.site, "reference", sides.reference, (request,), {})
     rows = [both_ran(sc.name, runs)]
     if not rows[0].ok:
         return rows, runs
@@ -153,8 +209,14 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
         )
     )
     lab = ctx.lab
-    if lab is not None and sc.expect is not None:
+    if lab is not None and sc.truth == "faults":
+        rows += _fault_rows(lab, sc, res)
+    elif lab is not None and sc.expect is not None:
         rows.append(_truth_row(lab, sc, res))
+    if lab is not None and sc.truth == "forger":
+        rows.append(_forger_row(lab, sc, res))
+    if sc.socket_kind == "dgram":
+        rows.append(_dgram_row(sc, request, runs))
 
     # Every reply a side accepted must echo that probe's identifier and sequence (a raw socket
     # sees every ICMP message of the host, the neighbour's replies included).
@@ -283,3 +345,183 @@ def _brief(result: PingResult) -> str:
     for p in result.probes:
         counts[p.outcome.value] = counts.get(p.outcome.value, 0) + 1
     return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no probes"
+
+
+# ---- faults, forger, datagram socket: the rows only these scenarios have -------------------------
+@contextlib.contextmanager
+def _ident_taken(ctx: Context, sc: PingScenario):
+    """For the datagram scenario: a ping socket of ours holds port IDENT in the client, so the
+    hand-rolled side cannot bind it and the kernel chooses the identifier (the socket's port,
+    which it writes into every echo request)."""
+    lab = ctx.lab
+    if sc.socket_kind != "dgram" or lab is None:
+        yield
+        return
+    af, proto = (socket.AF_INET6, socket.IPPROTO_ICMPV6) if sc.family == 6 else (
+        socket.AF_INET, socket.IPPROTO_ICMP)  # fmt: skip
+    holder = lab.socket("client", af, socket.SOCK_DGRAM, proto)
+    try:
+        # Ping sockets start with SO_REUSEADDR on (INET_PROTOSW_REUSE), and two binds to one
+        # port conflict only when one of them has it off (ping_get_port).
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        holder.bind(("::" if sc.family == 6 else "0.0.0.0", IDENT))
+        yield
+    finally:
+        holder.close()
+
+
+def _used_ident(run: SideRun) -> int:
+    """The identifier a side's probes report having carried (IDENT when it has none)."""
+    probes = getattr(run.result, "probes", ()) or ()
+    return probes[0].ident if probes else IDENT
+
+
+def _wire_idents(run: SideRun) -> dict[int, int]:
+    """seq -> identifier of each echo request the capture saw leave."""
+    out = {}
+    for frame in run.frames:
+        key = packets.probe_key(frame.ip) if frame.outgoing and frame.ip else None
+        if key is not None and key[0] == "icmp":
+            out.setdefault(key[2], key[1])
+    return out
+
+
+def _dgram_row(sc: PingScenario, request: PingRequest, runs: dict[str, SideRun]) -> Row:
+    """Datagram socket: the identifier the kernel wrote (on the wire) is the one the hand-rolled
+    side reports and encoded (its ``sent`` bytes then match the wire, checked by wire_rows), and
+    the reference was given it.  A kernel-chosen identifier equal to IDENT would prove nothing."""
+    left = runs["handrolled"]
+    wire = _wire_idents(left)
+    diffs, details = [], []
+    for p in left.result.probes:
+        on_wire = wire.get(p.seq)
+        if p.outcome is not Outcome.DUPLICATE and on_wire is not None and on_wire != p.ident:
+            diffs.append(Difference("icmp.identifier", (str(p.ident), str(on_wire)), 4,
+                                    f"handrolled probe seq {p.seq}",
+                                    labels=("handrolled reported", "kernel wrote")))  # fmt: skip
+    if wire and set(wire.values()) == {IDENT}:
+        details.append(f"the kernel kept identifier {IDENT}: the datagram path went untested")
+    details += [f"{d.where}: {d.describe()}" for d in diffs[:5]]
+    kernel = ", ".join(f"{v:#06x}" for v in sorted(set(wire.values()))) or "none seen"
+    return Row(sc.name, "datagram socket: identifier the kernel wrote = reported, given to the"
+               " reference", f"kernel wrote {kernel}", f"sent with {request.ident:#06x}",
+               not details, details, differences=diffs[:10])  # fmt: skip
+
+
+# What each outcome word of the lab's fault plan (compare/lab/faults.py OUTCOMES) allows a side
+# to report for that probe (DUPLICATE entries aside), per family.
+FAULT_OUTCOMES: dict[str, dict[int, frozenset[Outcome]]] = {
+    "reply": {4: frozenset({Outcome.REPLY}), 6: frozenset({Outcome.REPLY})},
+    "reordered": {4: frozenset({Outcome.REPLY}), 6: frozenset({Outcome.REPLY})},
+    "duplicate": {4: frozenset({Outcome.REPLY}), 6: frozenset({Outcome.REPLY})},
+    "corrupt-valid-checksum": {4: frozenset({Outcome.CORRUPT}), 6: frozenset({Outcome.CORRUPT})},
+    "corrupt-bad-checksum": {
+        4: tolerance.BAD_CHECKSUM_V4,  # seen by a raw socket: corrupt, or ignored as iputils
+        6: frozenset({Outcome.TIMEOUT}),  # dropped by the client's kernel (RFC 4443 2.3)
+    },
+    "lost": {4: frozenset({Outcome.TIMEOUT}), 6: frozenset({Outcome.TIMEOUT})},
+}
+COUNTED_RECEIVED = ("reply", "reordered", "duplicate")  # iputils' nreceived
+
+
+def _fault_rows(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> list[Row]:
+    """The fault plan's per-seq truth (lab promises "faults"): each probe's outcome, the one
+    duplicate, the reordered pair's arrival order; then the counts a summary must show."""
+    promised = lab.promises()["faults"]
+    per_seq = {int(k): v for k, v in promised["per_seq"][str(sc.family)].items()}
+    holds = {r.seq: r.after for r in lab_faults.parse_plan(";".join(promised["rules"]))
+             if r.action is lab_faults.Action.HOLD}  # fmt: skip
+    want_from = lab.nodes[sc.answerer].addr(sc.family)
+    rows = []
+    cells, details, diffs = {}, [], []
+    for impl, result in res.items():
+        by_seq: dict[int, list] = {}
+        for p in result.probes:
+            by_seq.setdefault(p.seq, []).append(p)
+        bad = 0
+        for seq, word in per_seq.items():
+            got = by_seq.get(seq, [])
+            first = [p for p in got if p.outcome is not Outcome.DUPLICATE]
+            dups = len(got) - len(first)
+            allowed = FAULT_OUTCOMES[word][sc.family]
+            outcome = ", ".join(p.outcome.value for p in first) or "no probe"
+            problems = []
+            if len(first) != 1 or first[0].outcome not in allowed:
+                want = "/".join(sorted(o.value for o in allowed))
+                problems.append(("outcome", outcome, f"{word} ({want})"))
+            elif first[0].outcome is not Outcome.TIMEOUT and first[0].reply_from != want_from:
+                problems.append(("reply_from", str(first[0].reply_from), want_from))
+            want_dups = 1 if word == "duplicate" else 0
+            if dups != want_dups:
+                problems.append(("duplicates", str(dups), str(want_dups)))
+            after = holds.get(seq)
+            if word == "reordered" and after is not None and first:
+                later = [p for p in by_seq.get(after, []) if p.outcome is not Outcome.DUPLICATE]
+                mine, theirs = first[0].recv_ns, later[0].recv_ns if later else None
+                if mine is None or theirs is None or mine <= theirs:
+                    problems.append(("arrival", f"seq {seq} not after seq {after}",
+                                     f"after seq {after}"))  # fmt: skip
+            for name, value, want in problems:
+                bad += 1
+                diffs.append(Difference(name, (value, want), None, f"{impl} seq {seq}",
+                                        labels=(impl, "lab truth")))  # fmt: skip
+        cells[impl] = "as promised" if not bad else f"{bad} differ"
+    details = [d.describe() for d in diffs[:10]]
+    plan = ", ".join(f"{seq} {word}" for seq, word in per_seq.items())
+    if sc.family == 4:
+        plan += "; a bad checksum may be corrupt or timeout: BAD_CHECKSUM_V4"
+    rows.append(Row(sc.name, f"per-seq outcome vs lab truth ({plan})", cells["handrolled"],
+                    cells["reference"], not diffs, details, differences=diffs[:10]))  # fmt: skip
+
+    # Duplicates are counted as duplicates, never as received; corrupt replies never count.
+    want_received = sum(word in COUNTED_RECEIVED for word in per_seq.values())
+    want_dups = sum(word == "duplicate" for word in per_seq.values())
+    cells, diffs = {}, []
+    for impl, result in res.items():
+        s = result.summary
+        for name, got, want in (("summary.received", s.received, want_received),
+                                ("summary.duplicates", s.duplicates, want_dups),
+                                ("summary.transmitted", s.transmitted, len(per_seq))):  # fmt: skip
+            if got != want:
+                diffs.append(Difference(name, (str(got), str(want)), None, impl,
+                                        labels=(impl, "lab truth")))  # fmt: skip
+        cells[impl] = f"{s.received} received, +{s.duplicates} duplicates"
+    check = f"counts vs lab truth ({want_received} received, +{want_dups} duplicates)"
+    rows.append(Row(sc.name, check, cells["handrolled"], cells["reference"], not diffs,
+                    [d.describe() for d in diffs], differences=diffs))  # fmt: skip
+    return rows
+
+
+def _forger_row(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> Row:
+    """The forger's replies (lab promises "forger"): one with our identifier and sequence from
+    another address, one from the target with identifier XOR 0xffff.  A correct side counts
+    neither: every probe has one reply, from the target, with the probe's identifier, and no
+    duplicates."""
+    forger = lab.promises()["forger"]["forged_from"][str(sc.family)]
+    want_from = lab.nodes[sc.answerer].addr(sc.family)
+    cells, diffs = {}, []
+    for impl, result in res.items():
+        bad = 0
+        for p in result.probes:
+            key = packets.echo_of_reply(p.received) if p.received else None
+            problems = []
+            if p.outcome is Outcome.DUPLICATE:
+                problems.append(("outcome", "duplicate", "no duplicate (forgeries ignored)"))
+            if p.reply_from is not None and p.reply_from != want_from:
+                problems.append(("reply_from", p.reply_from, want_from))
+            if key is not None and key[0] != p.ident:
+                problems.append(("icmp.identifier", str(key[0]), str(p.ident)))
+            for name, value, want in problems:
+                bad += 1
+                diffs.append(Difference(name, (value, want), None, f"{impl} seq {p.seq}",
+                                        labels=(impl, "lab truth")))  # fmt: skip
+        s = result.summary
+        if s.duplicates or s.received != s.transmitted:
+            bad += 1
+            diffs.append(Difference("summary.received/duplicates",
+                                    (f"{s.received}/+{s.duplicates}", f"{s.transmitted}/+0"),
+                                    None, impl, labels=(impl, "lab truth")))  # fmt: skip
+        cells[impl] = "forgeries ignored" if not bad else f"{bad} differ"
+    check = f"forgeries ignored (from {forger}; from {want_from} with identifier XOR 0xffff)"
+    return Row(sc.name, check, cells["handrolled"], cells["reference"], not diffs,
+               [d.describe() for d in diffs[:10]], differences=diffs[:10])  # fmt: skip

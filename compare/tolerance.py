@@ -96,3 +96,10 @@ def median(values: Sequence[float]) -> float | None:
 
 def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} ms"
+
+
+# The lab's corrupt-bad-checksum reply over IPv4: a raw socket sees it, and RFC 1122 §3.2.2
+# lets the receiver discard it silently, so a side may call that probe CORRUPT (iputils
+# prints "(BAD CHECKSUM!)") or ignore the reply and let the probe time out.  (IPv6: the client's
+# kernel drops it before any socket, RFC 4443 §2.3, so the probe is lost: no tolerance.)
+BAD_CHECKSUM_V4 = frozenset({Outcome.CORRUPT, Outcome.TIMEOUT})

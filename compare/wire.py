@@ -52,9 +52,24 @@ def index_wire(frames: Sequence[Frame]) -> dict[packets.ProbeKey, WireProbe]:
             answer = packets.reply_key(datagram)
             if answer is not None:
                 hit = wire.get(answer[0])
-                if hit is not None and hit.reply_ns is None:
+                if hit is not None and hit.reply_ns is None and _from_target(answer, datagram, hit):
                     hit.reply_ns = frame.time_ns
     return wire
+
+
+def _addresses(datagram: bytes) -> tuple[bytes, bytes]:
+    """(source, destination) of an IPv4 (RFC 791) or IPv6 (RFC 8200) datagram, packed."""
+    if datagram[0] >> 4 == 6:
+        return datagram[8:24], datagram[24:40]
+    return datagram[12:16], datagram[16:20]
+
+
+def _from_target(answer: tuple[packets.ProbeKey, str], datagram: bytes, hit: WireProbe) -> bool:
+    """An echo reply answers our request only from the address the request went to (RFC 792):
+    a forger's reply with our identifier and sequence from elsewhere is not the answer."""
+    if answer[1] != "echo-reply":
+        return True
+    return _addresses(datagram)[0] == _addresses(hit.request)[1]
 
 
 def sent_bytes_of(probe: Probe, datagram: bytes) -> bytes:
