@@ -263,7 +263,8 @@ def _describe(exc: BaseException) -> str:
         return f"cannot resolve the server name: {exc.strerror or exc}"
     if isinstance(exc, OSError) and not isinstance(exc, WiretwinError):
         return f"connection failed: {exc.strerror or exc}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # one line: a line break inside the server's text (a bare CR, U+2028...) becomes a space
+    return " ".join(str(exc).splitlines()) if str(exc) else type(exc).__name__
 
 
 def open_session(
@@ -277,7 +278,7 @@ def open_session(
     sock = connect(r.server, r.port, r.timeout)
     if r.tls and context is not None:
         try:
-            sock = _wrap(sock, context, r.server, r.timeout)
+            sock = _wrap(sock, context, r.server, r.timeout, monotonic)
         except BaseException:
             sock.close()
             raise

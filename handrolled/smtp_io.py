@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import select
 import socket
 import ssl
 import time
@@ -163,7 +164,7 @@ class SmtpSession:
 
     def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
         """RFC 3207 §4.2: the handshake after 220 to STARTTLS, then EHLO again."""
-        self.sock = _wrap(self.sock, context, server_hostname, self.timeout)
+        self.sock = _wrap(self.sock, context, server_hostname, self.timeout, self.monotonic)
         self.conn.tls_established()
         self.tls = "starttls"
         self.tls_cipher = _cipher(self.sock)
@@ -183,10 +184,34 @@ class SmtpSession:
 
 
 def _wrap(
-    sock: socket.socket, context: ssl.SSLContext, server_hostname: str, timeout: float
-) -> socket.socket:
-    sock.settimeout(timeout)
-    return context.wrap_socket(sock, server_hostname=server_hostname)
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    server_hostname: str,
+    timeout: float,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> ssl.SSLSocket:
+    """The TLS handshake, bounded by ``timeout`` in all: a socket timeout alone bounds each
+    read, and a server trickling its handshake a byte at a time would never reach it."""
+    tls = context.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+    deadline = monotonic() + timeout
+    tls.setblocking(False)
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                readable, writable = [tls], []
+            except ssl.SSLWantWriteError:
+                readable, writable = [], [tls]
+            remaining = deadline - monotonic()
+            if remaining <= 0 or not any(select.select(readable, writable, [], remaining)):
+                raise WiretwinTimeout(f"TLS handshake not done within {timeout:g} s")
+    except BaseException:
+        tls.close()
+        raise
+    tls.settimeout(timeout)
+    return tls
 
 
 def _cipher(sock: socket.socket) -> str | None:

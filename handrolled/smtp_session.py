@@ -145,11 +145,11 @@ def _pipelined(
     body, empty = proto.Content(r.mail.message), proto.Content(b"")
     carry: tuple[proto.Content, _Message | None] | None = None  # content opening the next group
     for _ in range(r.count):
-        message = _Message()
-        messages.append(message)
         # RFC 5321 §4.1.1.5: a transaction MAIL opened and no dot ended is aborted first
         reset = carry is None and session.conn.in_transaction
         session.send(*((carry[0],) if carry else (proto.Rset(),) if reset else ()), *group)
+        message = _Message()  # counted once its MAIL is on the wire
+        messages.append(message)
         try:
             if carry:
                 _final(session, carry[1])

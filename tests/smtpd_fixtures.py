@@ -219,20 +219,25 @@ class TestCA:
         self.cafile = directory / "ca.pem"
         self._crypto_ca()
 
-    def issue(self, names: list[str], stem: str = "server") -> tuple[Path, Path]:
-        """A certificate for ``names`` (DNS names and IP addresses) -> (certfile, keyfile)."""
+    def issue(
+        self, names: list[str], stem: str = "server", *, expired: bool = False
+    ) -> tuple[Path, Path]:
+        """A certificate for ``names`` (DNS names and IP addresses) -> (certfile, keyfile);
+        ``expired``: valid for a day that ended yesterday."""
         certfile = self.directory / f"{stem}.pem"
         keyfile = self.directory / f"{stem}.key"
-        self._crypto_issue(names, certfile, keyfile)
+        self._crypto_issue(names, certfile, keyfile, expired)
         return certfile, keyfile
 
     # --- cryptography -----------------------------------------------------------------------
 
     @staticmethod
-    def _builder(subject, issuer, public_key):  # type: ignore[no-untyped-def]
+    def _builder(subject, issuer, public_key, expired: bool = False):  # type: ignore[no-untyped-def]
         from cryptography import x509
 
         now = datetime.datetime.now(datetime.UTC)
+        if expired:
+            now -= datetime.timedelta(days=2)
         return (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -271,7 +276,9 @@ class TestCA:
         self._crypto = (key, cert)
         self.cafile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def _crypto_issue(self, names: list[str], certfile: Path, keyfile: Path) -> None:
+    def _crypto_issue(
+        self, names: list[str], certfile: Path, keyfile: Path, expired: bool = False
+    ) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -287,7 +294,7 @@ class TestCA:
                 alt.append(x509.DNSName(n))
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
         cert = (
-            self._builder(subject, ca_cert.subject, key.public_key())
+            self._builder(subject, ca_cert.subject, key.public_key(), expired)
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -302,8 +309,9 @@ class TestCA:
             )
         )
 
-    def server_context(self, names: list[str]) -> ssl.SSLContext:
-        certfile, keyfile = self.issue(names, stem="-".join(names)[:60].replace(":", "_"))
+    def server_context(self, names: list[str], *, expired: bool = False) -> ssl.SSLContext:
+        stem = "-".join(names)[:60].replace(":", "_") + ("-expired" if expired else "")
+        certfile, keyfile = self.issue(names, stem=stem, expired=expired)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(certfile, keyfile)
         return context

@@ -269,7 +269,7 @@ def _read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name, or not UTF-8
         raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
@@ -280,9 +280,11 @@ def _message(args: argparse.Namespace) -> bytes:
         try:
             with open(args.data, "rb") as f:
                 return f.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.data}: {exc.strerror}") from exc
-    text = _read_text(args.body_file) if args.body_file else (args.body or "")
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+            raise UsageError(
+                f"cannot read {args.data}: {getattr(exc, 'strerror', None) or exc}"
+            ) from exc
+    text = _read_text(args.body_file) if args.body_file is not None else (args.body or "")
     headers = []
     for header in args.header:
         name, sep, value = header.partition(":")
@@ -306,7 +308,7 @@ def _auth(args: argparse.Namespace) -> tuple[str, str] | None:
         return None
     if not args.user:
         raise UsageError("--auth needs --user")
-    if args.password_file:
+    if args.password_file is not None:
         password = _read_text(args.password_file).removesuffix("\n").removesuffix("\r")
     elif "WIRETWIN_SMTP_PASSWORD" in os.environ:
         password = os.environ["WIRETWIN_SMTP_PASSWORD"]
@@ -401,7 +403,8 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         else:
             result = (runner or send_mail)(request)
     except WiretwinError as exc:
-        print(f"wiretwin smtp: error: {exc}", file=sys.stderr)
+        # escaped: the message may quote an argument with control characters in it
+        print(f"wiretwin smtp: error: {_printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0

@@ -234,8 +234,10 @@ def test_pipelining_sends_one_group(smtp_server):
     start = lines.index((Direction.SENT, b"MAIL"))
     assert [d for d, _ in lines[start : start + 4]] == [Direction.SENT] * 4  # before any reply
     assert [v for _, v in lines[start : start + 4]] == [b"MAIL", b"RCPT", b"RCPT", b"DATA"]
-    group = {t.time_ns for t in result.transcript[start : start + 4]}
-    assert len(group) == 1  # one write
+    # one write (RFC 2920 §3.1): the whole group reached the server in one recv()
+    group = b"".join(t.data for t in result.transcript[start : start + 4])
+    assert group in smtp_server.handler.chunks
+    assert group.count(b"\r\n") == 4
 
 
 @pytest.mark.parametrize("fixture", ["off", "not-offered"])
