@@ -156,7 +156,8 @@ class _Dialogue:
         self.transcript = transcript
 
     def _record(self, direction: Direction, data: bytes, redacted: bool = False) -> None:
-        self.transcript.append(TranscriptLine(direction, data, time.time_ns(), redacted))
+        tls = isinstance(self.sock, ssl.SSLSocket)  # the swaks transcript's ~> and <~
+        self.transcript.append(TranscriptLine(direction, data, time.time_ns(), redacted, tls))
 
     def send(self, *commands: tuple[str, str]) -> None:
         """Send one or more (verb, argument) commands as one write (a pipelined group)."""
@@ -445,14 +446,16 @@ def _quit(d: _Dialogue) -> int:
 class _Recorder:
     """Wraps smtplib's reply file (``sock.makefile('rb')``) to record each line read."""
 
-    def __init__(self, file: Any, transcript: list[TranscriptLine]) -> None:
+    def __init__(self, file: Any, transcript: list[TranscriptLine], tls: bool = False) -> None:
         self.file = file
         self.transcript = transcript
+        self.tls = tls
 
     def readline(self, limit: int = -1) -> bytes:
         line = self.file.readline(limit)
         if line:
-            self.transcript.append(TranscriptLine(Direction.RECEIVED, line, time.time_ns()))
+            now = time.time_ns()
+            self.transcript.append(TranscriptLine(Direction.RECEIVED, line, now, tls=self.tls))
         return line
 
     def close(self) -> None:
@@ -485,13 +488,16 @@ def _recording(base: type[smtplib.SMTP]) -> type[smtplib.SMTP]:
                     shown = data
                 redacted = shown != data
             super().send(s)
-            self.transcript.append(TranscriptLine(Direction.SENT, shown, time.time_ns(), redacted))
+            tls = isinstance(self.sock, ssl.SSLSocket)
+            line = TranscriptLine(Direction.SENT, shown, time.time_ns(), redacted, tls)
+            self.transcript.append(line)
             if self.run.stage is SmtpStage.DATA and data.endswith(b"\r\n.\r\n"):
                 self.run.stage = SmtpStage.CONTENT  # smtplib.data(): the message, after 354
 
         def getreply(self) -> tuple[int, bytes]:
             if self.file is None and self.sock is not None:
-                self.file = _Recorder(self.sock.makefile("rb"), self.transcript)
+                tls = isinstance(self.sock, ssl.SSLSocket)
+                self.file = _Recorder(self.sock.makefile("rb"), self.transcript, tls)
             return super().getreply()
 
     return Recording

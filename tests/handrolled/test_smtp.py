@@ -376,6 +376,13 @@ def test_starttls_verified(smtp_tls_server):
     assert verbs(result)[:3] == [b"EHLO", b"STARTTLS", b"EHLO"]  # RFC 3207 §4.2
     assert ("STARTTLS", "") not in result.extensions  # the post-TLS EHLO's view
     assert smtp_tls_server.messages[0].tls
+    # RFC 3207 §4: after the 220 to STARTTLS everything goes inside TLS, nothing before it
+    starttls = sent(result).index(b"STARTTLS\r\n")
+    first_tls = next(i for i, t in enumerate(result.transcript) if t.tls)
+    assert result.transcript[first_tls - 1].data.startswith(b"220")
+    assert result.transcript[first_tls - 2].data == b"STARTTLS\r\n" and starttls == 1
+    assert all(t.tls for t in result.transcript[first_tls:])
+    assert result.tls_cipher.startswith("TLSv1.")  # version:cipher:bits, as swaks shows it
 
 
 def test_starttls_unknown_ca_fails(smtp_tls_server):

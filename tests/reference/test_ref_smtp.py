@@ -178,6 +178,12 @@ def test_starttls_then_auth_and_no_secret_in_transcript(fn, smtp_tls_server) -> 
     assert AUTH_PASSWORD.encode() not in everything
     assert b"czNjcmV0" not in everything  # no base64 of the secret either
     assert any(t.redacted for t in result.transcript)
+    # RFC 3207 §4: everything after the 220 to STARTTLS goes inside TLS, nothing before it
+    starttls = next(i for i, t in enumerate(result.transcript) if t.data.upper() == b"STARTTLS\r\n")
+    assert result.transcript[starttls + 1].data.startswith(b"220")
+    assert [t.tls for t in result.transcript] == [False] * (starttls + 2) + [True] * (
+        len(result.transcript) - starttls - 2
+    )
 
 
 @pytest.mark.parametrize("fn", BOTH)
