@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from compare import tolerance, wire
 from compare.lab import EARLY_SLACK_MS, RTT_ATTEMPTS, Lab
 from compare.ping import families_of
-from compare.scenario import Context, Row, Sides, both_ran, run_side
+from compare.scenario import Context, Difference, Row, Sides, both_ran, run_side
 from handrolled.requests import TraceRequest
 from handrolled.results import Method, Outcome, TraceResult
 
 IDENT = 0x7774  # ICMP identifier; UDP source port; TCP base source port
 PAYLOAD = b"wiretwin:traceroute:same-bytes:)"  # 32 bytes, as traceroute(8)'s 60-byte probes
 SIDES = Sides("handrolled.traceroute:run_trace", "reference.traceroute:run_trace")
-UNREACHABLE_CODE = {4: 13, 6: 1}  # admin-prohibited: ICMP 3/13, ICMPv6 1/1
 # Median over hops of (min RTT - promised RTT).  A trace sends its probes as one burst, so a
 # single pause of the VM (or of the lab's delay process) lands on every hop at once; over 24
 # traces one such pause added 2 ms to all hops.  The per-probe check against the wire stays
@@ -33,6 +33,9 @@ class TraceScenario:
     probes_per_hop: int
     host: str | None = None  # the user's host, when ``to`` is None
     max_hops: int = 10
+    port: int | None = None  # UDP base / TCP port; None: the method's default
+    ident: int = IDENT
+    lost: tuple[int, int] | None = None  # (ttl, index in its hop) of the probe the lab drops
 
 
 def _probes_per_hop(quick: bool) -> int:
@@ -52,7 +55,42 @@ def scenarios(lab: Lab, quick: bool = False) -> list[TraceScenario]:
                 f"traceroute -{family} -I prohibited", "prohibited", family, Method.ICMP, q
             )
         )
-    return out
+    # The other unreachable answers (!H, !N), each method in each family once.
+    for family, method, flag, role in UNREACHABLE_TRACES:
+        out.append(TraceScenario(f"traceroute -{family} {flag} {role}", role, family, method, q))
+    return out + lost_probe_scenarios(lab)
+
+
+# (family, method, traceroute(8)'s flag, lab role): ICMP, UDP and TCP probes in both families
+# meet host- and net-unreachable (prohibited's !X is traced above).
+UNREACHABLE_TRACES = (
+    (4, Method.UDP, "-U", "hostunreach"),
+    (4, Method.TCP, "-T", "netunreach"),
+    (4, Method.ICMP, "-I", "netunreach"),
+    (6, Method.ICMP, "-I", "hostunreach"),
+    (6, Method.UDP, "-U", "netunreach"),
+    (6, Method.TCP, "-T", "hostunreach"),
+)
+LOST_PER_HOP = 3  # traceroute(8)'s default -q: the lost probe is the middle one of its hop
+
+
+def lost_probe_scenarios(lab: Lab) -> list[TraceScenario]:
+    """Traces whose one probe r4 drops (lab promises "lost_probe"): a ``*`` inside hop 4's line.
+    UDP: the base port that puts the promised port on the hop's middle probe (probe k goes to
+    port + k); ICMP: the promised identifier, whose promised sequence (k + 1) must fall at the
+    lossy hop."""
+    lost = lab.promises()["lost_probe"]
+    ttl, q = lost["ttl"], LOST_PER_HOP
+    udp_base = lost["udp_dst_port"] - ((ttl - 1) * q + 1)
+    icmp_index = lost["icmp_seq"] - 1 - (ttl - 1) * q
+    assert 0 <= icmp_index < q, "the promised ICMP sequence is not at the lossy hop"
+    name = f"-q {q} target (r4 loses one probe)"
+    return [
+        TraceScenario(f"traceroute -4 -U -p {udp_base} {name}", "target", 4, Method.UDP, q,
+                      port=udp_base, lost=(ttl, 1)),
+        TraceScenario(f"traceroute -6 -I {name}", "target", 6, Method.ICMP, q,
+                      ident=lost["icmp_ident"], lost=(ttl, icmp_index)),
+    ]  # fmt: skip
 
 
 def explicit_scenarios(host: str, quick: bool = False) -> list[TraceScenario]:
@@ -95,7 +133,8 @@ def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row
         wait=(2.0, 3.0, 10.0),
         family=sc.family,
         resolve=True,
-        ident=IDENT,
+        ident=sc.ident,
+        port=sc.port,
         payload=b"" if sc.method is Method.TCP else PAYLOAD,
     )
     runs = {
@@ -121,6 +160,11 @@ def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row
                     f"{len(names['reference'])} names", same, details))  # fmt: skip
     if lab is not None:
         rows.append(_truth_row(lab, sc, res, hops, names))
+        if sc.to in lab.promises()["unreachable"]:
+            marks = _handrolled_marks(ctx, res["handrolled"], sides)
+            rows.append(_annotation_row(lab, sc, res, marks))
+        if sc.lost is not None:
+            rows.append(_lost_row(lab, sc, res))
 
     left, right = _outcomes(res["handrolled"]), _outcomes(res["reference"])
     same = left == right
@@ -167,10 +211,14 @@ def _truth_row(
             if node.answers and addr in named and named[addr] != node.hostname:
                 problems.append(f"ttl {node.ttl}: name {named[addr]!r}, promised {node.hostname!r}")
         last = result.hops[-1].probes if result.hops else ()
-        if sc.to == "prohibited":
-            code = UNREACHABLE_CODE[sc.family]
-            if not any(p.outcome is Outcome.UNREACHABLE and p.icmp_code == code for p in last):
-                problems.append(f"last hop is not unreachable code {code}")
+        unreachable = lab.promises()["unreachable"].get(sc.to)
+        if unreachable is not None:
+            icmp_type, code = unreachable[f"ipv{sc.family}_type_code"]
+            if not any(
+                p.outcome is Outcome.UNREACHABLE and (p.icmp_type, p.icmp_code) == (icmp_type, code)
+                for p in last
+            ):
+                problems.append(f"last hop is not unreachable type {icmp_type} code {code}")
         elif not result.reached:
             problems.append("did not report reaching the destination")
         cells[impl] = "as promised" if not problems else f"{len(problems)} differ"
@@ -178,6 +226,121 @@ def _truth_row(
         details += [f"{impl}: {p}" for p in problems]
     check = "hops, names, end vs lab truth"
     return Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details)
+
+
+# traceroute(8)'s marks for an ICMP error (traceroute 2.1, parse_icmp_res()), the harness's own
+# table: IPv4 destination unreachable (RFC 792, RFC 1122 3.2.2.1, RFC 1812 5.2.7.1) ...
+TRACEROUTE8_MARKS4 = {
+    0: "!N", 6: "!N", 8: "!N", 11: "!N",  # net, net unknown, source isolated, net for TOS
+    1: "!H", 7: "!H", 12: "!H",  # host, host unknown, host for TOS
+    9: "!X", 10: "!X", 13: "!X",  # net / host / communication administratively prohibited
+    2: "!P", 3: "", 4: "!F", 5: "!S", 14: "!V", 15: "!C",  # port: the destination answered
+}  # fmt: skip
+# ... and ICMPv6 destination unreachable (RFC 4443 3.1); any other code is "!<code>".
+TRACEROUTE8_MARKS6 = {0: "!N", 1: "!X", 2: "!H", 3: "!H", 4: ""}
+MARK = re.compile(r" (![^ ]*)")
+
+
+def traceroute8_mark(family: int, icmp_type: int | None, code: int | None) -> str:
+    """What traceroute(8) prints after a probe answered by ICMP ``icmp_type``/``code``: "" for
+    time exceeded, echo replies and TCP answers."""
+    if icmp_type is None or code is None:
+        return ""
+    if icmp_type == (1 if family == 6 else 3):  # destination unreachable
+        return (TRACEROUTE8_MARKS6 if family == 6 else TRACEROUTE8_MARKS4).get(code, f"!<{code}>")
+    return ""
+
+
+def handrolled_hop_marks(result: TraceResult) -> list[list[str]]:
+    """Run in the hand-rolled side's child: the marks its traceroute(8)-shaped hop lines print
+    (handrolled.cli.traceroute.format_hop, numeric), per hop in order."""
+    from handrolled.cli.traceroute import format_hop
+
+    return [MARK.findall(format_hop(hop, numeric=True)) for hop in result.hops]
+
+
+def _handrolled_marks(ctx: Context, result: TraceResult, sides: Sides) -> list[list[str]] | str:
+    """The hand-rolled side's printed marks (from its own, possibly patched, code), or why not."""
+    try:
+        return ctx.site.call("compare.traceroute:handrolled_hop_marks", (result,), {}, sides.env)
+    except Exception as exc:  # reported in the row
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _reference_marks(result: TraceResult) -> list[list[str]]:
+    return [
+        [m for p in hop.probes if (m := traceroute8_mark(result.family, p.icmp_type, p.icmp_code))]
+        for hop in result.hops
+    ]
+
+
+def _annotation_row(
+    lab: Lab, sc: TraceScenario, res: dict[str, TraceResult], handrolled: list[list[str]] | str
+) -> Row:
+    """The marks traceroute(8) prints (!H !N !X, ...): the hand-rolled side's own hop lines and
+    the reference's answers read through traceroute(8)'s table, per hop, against each other
+    and against the lab's promise (the last hop's probes all carry the promised mark, no other
+    hop any)."""
+    promised = lab.promises()["unreachable"][sc.to]["traceroute"]
+    reference = _reference_marks(res["reference"])
+    marks = {"handrolled": handrolled, "reference": reference}
+    diffs: list[Difference] = []
+    details: list[str] = []
+    if isinstance(handrolled, str):
+        details.append(f"handrolled: hop lines not rendered: {handrolled}")
+    else:
+        for i in range(max(len(handrolled), len(reference))):
+            left = " ".join(handrolled[i]) if i < len(handrolled) else "(no hop)"
+            right = " ".join(reference[i]) if i < len(reference) else "(no hop)"
+            if left != right:
+                diffs.append(Difference("annotation", (left or "none", right or "none"), None,
+                                        f"hop {i + 1}"))  # fmt: skip
+    for impl, per_hop in marks.items():
+        if isinstance(per_hop, str):
+            continue
+        q = sc.probes_per_hop
+        want = [[] for _ in per_hop[:-1]] + [[promised] * q] if per_hop else [[promised] * q]
+        for i, (got, exp) in enumerate(zip(per_hop, want, strict=False)):
+            if got != exp:
+                values = (" ".join(got) or "none", " ".join(exp) or "none")
+                where = f"{impl} hop {i + 1}"
+                diffs.append(
+                    Difference("annotation", values, None, where, labels=(impl, "lab truth"))
+                )
+        if len(per_hop) != len(want):
+            details.append(f"{impl}: {len(per_hop)} hops, promised {len(want)}")
+    cells = {impl: (m if isinstance(m, str) else " ".join(x for hop in m for x in hop) or "none")
+             for impl, m in marks.items()}  # fmt: skip
+    details += [d.describe() for d in diffs[:10]]
+    check = f"annotations (traceroute(8) marks) vs each other and lab truth ({promised} at the end)"
+    return Row(sc.name, check, cells["handrolled"][:60], cells["reference"], not details, details,
+               differences=diffs[:10])  # fmt: skip
+
+
+def _lost_row(lab: Lab, sc: TraceScenario, res: dict[str, TraceResult]) -> Row:
+    """The probe the lab drops (lab promises "lost_probe") is a ``*`` inside its hop's line:
+    it timed out, and every other probe of that hop was answered by the lossy router."""
+    ttl, index = sc.lost  # type: ignore[misc]
+    router = lab.nodes[lab.promises()["lost_probe"]["router"]].addr(sc.family)
+    diffs: list[Difference] = []
+    cells = {}
+    for impl, result in res.items():
+        hop = next((h for h in result.hops if h.ttl == ttl), None)
+        shown = []
+        for i in range(sc.probes_per_hop):
+            p = hop.probes[i] if hop is not None and i < len(hop.probes) else None
+            got = "missing" if p is None else "*" if p.outcome is Outcome.TIMEOUT else (
+                p.reply_from or "?")  # fmt: skip
+            want = "*" if i == index else router
+            shown.append(got if got in ("*", "missing") else "r")
+            if got != want:
+                diffs.append(Difference("probe answer", (got, want), None,
+                                        f"{impl} hop {ttl} probe {i + 1}",
+                                        labels=(impl, "lab truth")))  # fmt: skip
+        cells[impl] = f"hop {ttl}: " + " ".join(shown)
+    check = f"lost probe vs lab truth (hop {ttl}, probe {index + 1} of {sc.probes_per_hop}: *)"
+    return Row(sc.name, check, cells["handrolled"], cells["reference"], not diffs,
+               [d.describe() for d in diffs], differences=diffs)  # fmt: skip
 
 
 def _hop_minima(result: TraceResult) -> dict[int, float]:
