@@ -350,6 +350,11 @@ def run_ping(
         return float(reply.time) > item.expires
 
     def handle(reply: Any) -> None:
+        if version == 6 and icmp6_layer(reply) is not None and not icmp_checksum_ok(reply):
+            # The client's kernel discards an ICMPv6 message whose checksum fails (RFC 4443
+            # §2.3; icmpv6_rcv): no socket of the host ever sees it, so neither do we.
+            log.info("ICMPv6 message with a bad checksum from %s dropped", reply.src)
+            return
         for item in by_hash.get(reply.hashret(), ()):
             if reply.answers(item.request):
                 if late(item, reply):
