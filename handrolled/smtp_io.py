@@ -125,7 +125,7 @@ class SmtpSession:
 
     def read(self) -> proto.Answer:
         """The next reply; raises RemoteProtocolError, WiretwinTimeout or OSError."""
-        deadline = self.monotonic() + self.timeout
+        deadline: float | None = None  # speed: the clock is read only if we must wait
         while True:
             event = self.conn.next_event()
             if isinstance(event, proto.Answer):
@@ -146,6 +146,8 @@ class SmtpSession:
                 return event
             if isinstance(event, proto.ConnectionClosed):
                 raise RemoteProtocolError("the server closed the connection")
+            if deadline is None:
+                deadline = self.monotonic() + self.timeout
             remaining = deadline - self.monotonic()
             if remaining <= 0:
                 raise WiretwinTimeout(f"no complete reply within {self.timeout:g} s")

@@ -356,9 +356,17 @@ TRANSITIONS: dict[tuple[State, _Send | _Got], State] = {
     **{(S.QUIT_SENT, _Got(C.QUIT, v)): S.CLOSED for v in _ANY},
 }
 del S, C, V
-# Speed: one symbol object per move, built once rather than on every send and reply.
+# Speed: TRANSITIONS indexed by state, so a move is two lookups of identity-hashed keys
+# instead of hashing a (state, dataclass) pair; TRANSITIONS stays the one table.
 _SEND = {c: _Send(c) for c in Command}
-_GOT = {(c, v): _Got(c, v) for c in Command for v in Verdict}
+_ON_SEND: dict[State, dict[Command, State]] = {s: {} for s in State}
+_ON_GOT: dict[State, dict[tuple[Command, Verdict], State]] = {s: {} for s in State}
+for (_state, _symbol), _new in TRANSITIONS.items():
+    if isinstance(_symbol, _Send):
+        _ON_SEND[_state][_symbol.command] = _new
+    else:
+        _ON_GOT[_state][_symbol.command, _symbol.verdict] = _new
+del _state, _symbol, _new
 _MAX_ENCODED = 64
 
 # The reply codes that count as success for each command (RFC 5321 §4.3.2, RFC 3207 §4,
@@ -387,6 +395,7 @@ _PIPELINE_HEAD = frozenset({Command.MAIL, Command.RCPT, Command.CONTENT, Command
 _PIPELINE_TAIL = frozenset({Command.MAIL, Command.RCPT, Command.DATA, Command.QUIT})
 
 _SECRET = frozenset({Command.AUTH, Command.AUTH_RESPONSE})
+_CONTENT_ONLY = frozenset({Command.CONTENT})
 _ENDS_TRANSACTION = frozenset(
     {Command.CONTENT, Command.RSET, Command.EHLO, Command.HELO, Command.STARTTLS}
 )
@@ -573,8 +582,16 @@ def _check_text_lines(message: bytes) -> None:
 # --- replies --------------------------------------------------------------------------------
 
 
+# RFC 5321 §4.2: Reply-code [ SP / "-" text ]; the first digit 2-5, the second 0-5.
+_REPLY_LINE = re.compile(rb"([2-5][0-5][0-9])(?:([ -])(.*))?\Z", re.DOTALL)
+
+
 def _parse_line(line: bytes) -> tuple[int, bool, str]:
     """One reply line without its CRLF -> (code, is_last, text).  RFC 5321 §4.2."""
+    match = _REPLY_LINE.match(line)
+    if match:  # speed: one regular expression decides a well-formed line
+        code, sep, text = match.groups()
+        return int(code), sep != b"-", text.decode("utf-8", errors="replace") if text else ""
     head = line[:3]
     if len(head) != 3 or not head.isdigit() or head[0:1] not in b"2345" or head[1:2] > b"5":
         raise RemoteProtocolError(f"not an SMTP reply line: {line[:40]!r}")
@@ -668,7 +685,8 @@ class ClientConnection:
     def send(self, event: Event) -> bytes:
         """Bytes for ``event``; raises LocalProtocolError when it is not allowed now."""
         command = event.command
-        self._check_usable()
+        if self.state is State.ERROR:
+            self._check_usable()
         if self._buffer and not self.pending:
             error = self._unexpected_data()
             self.state = State.ERROR
@@ -678,7 +696,9 @@ class ClientConnection:
             raise LocalProtocolError(
                 f"cannot send {command.value} while the reply to {waiting} is outstanding"
             )
-        new_state = self._transition(_SEND[command])
+        new_state = _ON_SEND[self.state].get(command)
+        if new_state is None:
+            raise LocalProtocolError(f"cannot send {command.value} in state {self.state.value}")
         if command is Command.MAIL and self.in_transaction and not self._ending():
             raise LocalProtocolError(
                 "a mail transaction is still open (MAIL was accepted, no final dot): "
@@ -714,11 +734,14 @@ class ClientConnection:
 
     def _may_pipeline(self, command: Command) -> bool:
         """RFC 2920 §3.1: ``command`` may go out before the pending replies arrive."""
-        if not self.pipelining or command not in _PIPELINE_TAIL:
+        if command not in _PIPELINE_TAIL or not self.pipelining:
             return False
-        if command is Command.QUIT:  # we end only a group the content opened with QUIT
-            return all(c is Command.CONTENT for c, _ in self.pending)
-        return all(c in _PIPELINE_HEAD for c, _ in self.pending)
+        # QUIT ends only a group the content opened
+        allowed = _CONTENT_ONLY if command is Command.QUIT else _PIPELINE_HEAD
+        for pending, _ in self.pending:
+            if pending not in allowed:
+                return False
+        return True
 
     def can_send(self, command: Command) -> bool:
         """Whether the state allows sending ``command`` (TRANSITIONS); ignores pending replies."""
@@ -908,31 +931,25 @@ class ClientConnection:
             self.pending.clear()
             self.state = State.CLOSED
             return answer
-        self.state = self._transition(_GOT[command, verdict], remote=True)
-        if command is Command.MAIL and verdict is Verdict.OK:
-            self.in_transaction = True
+        state = _ON_GOT[self.state].get((command, verdict))
+        if state is None:
+            raise RemoteProtocolError(
+                f"reply {verdict.value} to {command.value} makes no sense in state "
+                f"{self.state.value}"
+            )
+        self.state = state
+        if command is Command.MAIL:
+            self.in_transaction = self.in_transaction or verdict is Verdict.OK
         elif command in _ENDS_TRANSACTION and (command is Command.CONTENT or verdict is Verdict.OK):
             self.in_transaction = False
-        if command is Command.EHLO and verdict is Verdict.OK:
-            self.extensions = parse_ehlo(reply)
-        if command in (Command.EHLO, Command.HELO) and verdict is Verdict.FAIL:
-            self.extensions = {}
-        if self.state is State.READY:
+        if command is Command.EHLO or command is Command.HELO:
+            if verdict is Verdict.OK and command is Command.EHLO:
+                self.extensions = parse_ehlo(reply)
+            elif verdict is Verdict.FAIL:
+                self.extensions = {}
+        if state is State.READY:
             self.mail_params = ()  # no transaction open
         return answer
-
-    def _transition(self, symbol: _Send | _Got, remote: bool = False) -> State:
-        try:
-            return TRANSITIONS[self.state, symbol]
-        except KeyError:
-            if remote:
-                raise RemoteProtocolError(
-                    f"reply {symbol.verdict.value} to {symbol.command.value} "
-                    f"makes no sense in state {self.state.value}"
-                ) from None
-            raise LocalProtocolError(
-                f"cannot send {symbol.command.value} in state {self.state.value}"
-            ) from None
 
     def _check_usable(self) -> None:
         if self.state is State.ERROR:
