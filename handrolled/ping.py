@@ -2,27 +2,36 @@
 
 API
 ---
-``run_ping(request, *, on_probe=None, sock=None) -> PingResult``
-    Ping as the ``requests.PingRequest`` says (validated when it was built): send ``count`` echo
-    requests ``interval`` s apart (``deadline``: stop everything after that many seconds), each
-    waited for ``timeout`` s after it was sent.  No payload means ``icmp.default_payload(size)``;
-    no ident means ``os.getpid() & 0xFFFF`` (a datagram socket binds to it as its local port,
-    the identifier the kernel writes).  ``on_probe`` is called with each Probe as it settles
-    (reply, error, timeout, duplicate).  ``sock``: an ``net.IcmpSocket`` to use instead of
-    opening one.  Raises ResolveError, UsageError (a payload too large for the resolved
-    family), RawSocketPermissionError; timeouts and ICMP errors are outcomes.  On Ctrl-C the
-    KeyboardInterrupt propagates carrying ``.partial_result`` (a PingResult so far).
-``Pinger(sock, address, *, ident, payload, ttl)``: the matching engine: ``send(seq)``,
+``run_ping(request, *, on_probe=None, sock=None, on_send=None) -> PingResult``
+    Ping as the ``requests.PingRequest`` says (validated when it was built), as iputils'
+    main loop does: ``count`` echo requests ``interval`` s apart (None: until the deadline or
+    Ctrl-C), each waited for ``timeout`` s; with a ``deadline``, ``count`` answers end the run
+    early and so does the first ICMP error.  ``interval`` 0: the next probe as soon as none is
+    in flight, else after 10 ms.  No payload means iputils' default: the fill (byte i = i, or
+    the request's pattern) with each probe's send time as a struct timeval over its first 16
+    octets (``stamp_payload``); an explicit payload is sent as given.  No ident means
+    ``os.getpid() & 0xFFFF`` (a datagram socket binds to it as its local port, the
+    identifier the kernel writes).  TOS, source address and device go to the socket
+    (``net.open_ping_socket``); ``user_latency`` times in user space.  ``on_send(seq)`` is
+    called as each probe is about to go, ``on_probe`` with each Probe as it settles (reply,
+    error, timeout, duplicate).  ``sock``: an ``net.IcmpSocket`` to use instead of opening
+    one.  Raises ResolveError, UsageError (a payload too large for the resolved family, a
+    device or source that cannot be bound), RawSocketPermissionError; timeouts and ICMP
+    errors are outcomes.  On Ctrl-C the KeyboardInterrupt propagates carrying
+    ``.partial_result`` (a PingResult so far).
+``Pinger(sock, address, *, ident, payload, ttl, ...)``: the matching engine: ``send(seq)``,
     ``handle(received) -> list[Probe]``, ``expire(now_ns) -> list[Probe]``, ``next_deadline()``.
 ``summarize(probes) -> PingSummary``: iputils-style statistics from raw probes.
-``ping(host, timeout=1) -> list[str]``: the seed contract ([min, avg, max, stdev] as strings).
+``default_fill(size, pattern)``, ``stamp_payload(fill, now_ns)``: iputils' payload.
+``ping(host, timeout=1) -> list[str]``: the seed contract ([min, avg, max, stdev] as strings;
+    four timestamped echo requests a second apart).
 
 The command line (``python -m handrolled.ping HOST``) is ``handrolled.cli.ping``.
 
 Replies are matched by source, identifier and sequence; a reply with a bad checksum or a
-payload unlike the one sent is CORRUPT (counted as an error, not as received); a second reply to
-an answered probe is a DUPLICATE; ICMP errors quoting our probe are TIME_EXCEEDED /
-UNREACHABLE.  A reply later than ``timeout`` leaves the probe TIMEOUT (logged, not counted).
+payload unlike the one that probe carried is CORRUPT (counted as an error, not as received); a
+second reply to an answered probe is a DUPLICATE; ICMP errors quoting our probe are
+TIME_EXCEEDED / UNREACHABLE.  A reply later than ``timeout`` leaves the probe TIMEOUT.
 """
 
 from __future__ import annotations

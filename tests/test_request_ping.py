@@ -64,6 +64,21 @@ BAD_REQUESTS = [
     ({"host": ""}, "host"),
     ({"host": "two words"}, "host"),
     ({"host": "evil\n"}, "host"),
+    ({"pattern": b""}, "pattern"),  # iputils -p: 1 to 16 pad bytes
+    ({"pattern": b"x" * 17}, "pattern"),
+    ({"pattern": "ff"}, "pattern"),
+    ({"pattern": b"\xff", "payload": b"abc"}, "pattern"),  # the pattern fills the default only
+    ({"tos": -1}, "tos"),  # one octet (RFC 791 §3.1, RFC 8200 §7)
+    ({"tos": 256}, "tos"),
+    ({"tos": 1.5}, "tos"),
+    ({"source": "target.example"}, "source"),  # an address literal, never a name
+    ({"source": ""}, "source"),
+    ({"source": "::1", "family": 4}, "source"),  # of the other family
+    ({"interface": ""}, "interface"),
+    ({"interface": "x" * 16}, "interface"),  # IFNAMSIZ 16 holds 15 octets and a NUL
+    ({"interface": "a/b"}, "interface"),
+    ({"interface": "eth 0"}, "interface"),
+    ({"user_latency": 1}, "user_latency"),
 ]
 
 
@@ -94,6 +109,17 @@ def test_bad_request_is_refused_naming_the_rule(kwargs: dict, field: str) -> Non
         {"size": 65527, "family": 6},
         {"count": 1, "deadline": MAX_SECONDS, "timeout": MAX_SECONDS},
         {"socket_kind": "dgram"},
+        {"count": None},  # no -c: until the deadline or Ctrl-C
+        {"count": None, "deadline": 1.0},
+        {"pattern": b"\xa5"},
+        {"pattern": bytes(range(16)), "size": 0},
+        {"tos": 0},
+        {"tos": 255},
+        {"source": "127.0.0.1"},
+        {"source": "::1", "family": 6},
+        {"interface": "lo"},
+        {"interface": "x" * 15},
+        {"user_latency": True},
     ],
 )
 def test_good_request_is_accepted(kwargs: dict) -> None:
@@ -101,6 +127,18 @@ def test_good_request_is_accepted(kwargs: dict) -> None:
     assert pickle.loads(pickle.dumps(request)) == request  # what compare sends to a child
     with pytest.raises(dataclasses.FrozenInstanceError):
         request.count = 9  # type: ignore[misc]
+
+
+def test_timestamped_only_for_the_default_payload_of_16_octets_or_more() -> None:
+    # iputils: "if (rts->datalen >= sizeof(struct timeval)) rts->timing = 1"
+    assert PingRequest("h").timestamped and PingRequest("h", size=16).timestamped
+    assert not PingRequest("h", size=15).timestamped
+    assert not PingRequest("h", payload=bytes(56)).timestamped  # the harness's fixed bytes
+
+
+def test_source_of_the_other_family_refused_once_resolved() -> None:
+    with pytest.raises(UsageError, match=r"^source ::1: not an IPv4 address$"):
+        PingRequest("h", source="::1").check_fits(4)
 
 
 def test_payload_size_defaults_to_iputils_56() -> None:
