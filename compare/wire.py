@@ -99,10 +99,21 @@ def match(
         key = probe_key_of(probe)
         hit = wire.get(key)
         if hit is None:
+            hit = _by_sent_bytes(probe, wire)
+        if hit is None:
             missing.append(key)
         else:
             found[key] = (probe, hit)
     return found, missing, len(unique)
+
+
+def _by_sent_bytes(probe: Probe, wire: dict[packets.ProbeKey, WireProbe]) -> WireProbe | None:
+    """The datagram carrying exactly the bytes ``probe`` says it sent, when its reported fields
+    do not lead to it (e.g. a codec that packs the identifier in host order reports one value
+    and sends another): so the field-by-field diff can still name what went wrong."""
+    if not probe.sent:
+        return None
+    return next((w for w in wire.values() if sent_bytes_of(probe, w.request) == probe.sent), None)
 
 
 def _pairs(

@@ -35,17 +35,19 @@ class Fault:
     file: str
     old: str
     new: str
-    kind: str  # ping | smtp
+    kind: str  # ping | traceroute | smtp
     scenario: str  # substring of the scenario name to run
     names: str  # what the failing rows must mention
+    more: tuple[tuple[str, str], ...] = ()  # further (old, new) patches of the same file
 
 
 FAULTS = [
     Fault(
         "checksum bytes swapped",
         "icmp.py",
-        'message[:2] + struct.pack("!H", csum) + message[4:]',
-        'message[:2] + struct.pack("<H", csum) + message[4:]',
+        "return _HEADER.pack(icmp_type, code, csum, ident, seq) + payload",
+        "return _HEADER.pack(icmp_type, code, csum >> 8 | (csum & 0xFF) << 8, ident, seq)"
+        " + payload",
         "ping",
         "ping -4 target",
         "icmp.checksum",
@@ -122,6 +124,112 @@ FAULTS = [
         "smtp two recipients",
         "b'mail FROM",
     ),
+    # ---- issue 11: the lab's faults, the forger, odd sizes, datagram sockets ----
+    Fault(
+        "duplicates counted as replies",
+        "ping.py",
+        "dup = self._probe(entry, Outcome.DUPLICATE, **fields)",
+        "dup = self._probe(entry, Outcome.REPLY, **fields)",
+        "ping",
+        "ping -4 faulty",
+        "summary.duplicates",
+    ),
+    Fault(
+        "a corrupted reply accepted as good",
+        "ping.py",
+        "outcome = Outcome.CORRUPT if note else Outcome.REPLY",
+        "outcome = Outcome.REPLY",
+        "ping",
+        "ping -4 faulty",
+        "seq 4: outcome",
+    ),
+    Fault(
+        "a reply from another source accepted",
+        "ping.py",
+        "if not msg.is_reply or msg.ident != self.ident or r.source != self.address:",
+        "if not msg.is_reply or msg.ident != self.ident:",
+        "ping",
+        "ping -6 forged",
+        "reply_from",
+    ),
+    Fault(
+        "odd-length checksum padded on the wrong side",
+        "checksum.py",
+        "total <<= 8  # RFC 1071 §4.1: pad the odd byte on the right (N * 256, no copy)",
+        "pass  # the odd byte taken as the low half of a word (padded on the left)",
+        "ping",
+        "ping -4 -s 57 target",
+        "icmp.checksum",
+    ),
+    Fault(
+        "the datagram identifier not re-encoded",
+        "ping.py",
+        'self.ident = sock.ident if sock.kind == "dgram" and sock.ident is not None else ident',
+        "self.ident = ident",
+        "ping",
+        "ping -4 datagram socket",
+        "icmp.identifier",
+        more=(
+            (
+                'if self.sock.kind == "dgram" and self.sock.ident not in (None, self.ident):',
+                "if False:",
+            ),
+        ),
+    ),
+    Fault(
+        "host unreachable annotated as net unreachable",
+        "cli/traceroute.py",
+        '    1: "!H",\n',
+        '    1: "!N",\n',
+        "traceroute",
+        "traceroute -4 -U hostunreach",
+        "annotation",
+    ),
+    Fault(
+        "TTL off by one",
+        "traceroute.py",
+        "sent.send_ns = sockets.send(sent.data, ttl)",
+        "sent.send_ns = sockets.send(sent.data, ttl + 1)",
+        "traceroute",
+        "traceroute -4 -I target",
+        "ipv4.ttl",
+    ),
+    Fault(
+        "UDP ports one off",
+        "traceroute.py",
+        "src_port, dst_port = self.ident, (self.port + k) & 0xFFFF",
+        "src_port, dst_port = self.ident, (self.port + k + 1) & 0xFFFF",
+        "traceroute",
+        "traceroute -6 -U target",
+        "udp.destination_port",
+    ),
+    Fault(
+        "the end of the trace not detected",
+        "traceroute.py",
+        "final = match.final and match.outcome is not Outcome.CORRUPT",
+        "final = False",
+        "traceroute",
+        "traceroute -4 -T target",
+        "!= promised",
+    ),
+    Fault(
+        "RTT offset by 2 ms",
+        "traceroute.py",
+        "rtt_ns = max(rec.recv_ns - sent.send_ns, 0)",
+        "rtt_ns = max(rec.recv_ns - sent.send_ns, 0) + 2_000_000",
+        "traceroute",
+        "traceroute -6 -I target",
+        "RTT vs wire",
+    ),
+    Fault(
+        "an ICMP error matched to the next probe",
+        "traceroute.py",
+        'return self._keys.get(("udp", *quoted.ports))',
+        'return self._keys.get(("udp", quoted.ports[0], quoted.ports[1] + 1))',
+        "traceroute",
+        "traceroute -4 -U target",
+        "same hop list",
+    ),
 ]
 
 
@@ -131,14 +239,31 @@ def patched_copy(tmp_path: Path, fault: Fault) -> Path:
         ROOT / "handrolled", root / "handrolled", ignore=shutil.ignore_patterns("__pycache__")
     )
     target = root / "handrolled" / fault.file
-    source = target.read_text()
-    assert source.count(fault.old) == 1, f"the fault's anchor moved: {fault.old!r} in {fault.file}"
-    target.write_text(source.replace(fault.old, fault.new))
+    target.write_text(patched_source(target.read_text(), fault))
     return root
 
 
+def patched_source(source: str, fault: Fault) -> str:
+    for old, new in ((fault.old, fault.new), *fault.more):
+        assert source.count(old) == 1, f"the fault's anchor moved: {old!r} in {fault.file}"
+        source = source.replace(old, new)
+    return source
+
+
 def failing_text(rows: list[Row]) -> str:
-    return "\n".join(f"{r.check}: {' | '.join(r.details)}" for r in rows if not r.ok)
+    """Each failing row: its check, its details and its structured differences."""
+    return "\n".join(
+        f"{r.check}: {' | '.join([*r.details, *(d.describe() for d in r.differences)])}"
+        for r in rows
+        if not r.ok
+    )
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+def test_fault_anchors_are_in_the_code(fault):
+    """Every fault still patches the code it means (no lab: the anchors alone)."""
+    source = (ROOT / "handrolled" / fault.file).read_text()
+    assert patched_source(source, fault) != source
 
 
 # ---- pure parts ---------------------------------------------------------------------------------
