@@ -1,0 +1,146 @@
+"""SMTP sessions over one connection, with aiosmtpd in a process of its own, in one run.
+
+Run: ``python benchmarks/bench_smtp_sessions.py [--rounds 10] [--per-chunk 100] [--quick]
+[--json FILE]``.  No root, no lab: aiosmtpd (compare.smtpserver.SmtpdServer with
+bench_smtp's counting handler, PIPELINING offered) runs in a child process on 127.0.0.1, as a
+real MTA runs beside its clients; bench_smtp.py serves from a thread of the benchmark's own
+process, where server and client take turns at one interpreter lock, so the client's CPU
+time adds to the server's and the two figures differ.
+
+Clients, over one connection each, sending bench_smtp's message: smtplib (``sendmail`` again
+and again), aiosmtplib (the same on one event loop), wiretwin ``send_session`` (transactions
+back to back, pipelined across them, RFC 2920 §3.1).  Chunks of ``--per-chunk`` messages,
+interleaved round by round; rate = 1 / the 10th-percentile chunk's per-message time, the
+median beside it; the server's count of accepted messages is checked against those sent.
+The server's CPU time over each chunk, as a share of the chunk's wall time, shows how near a
+client drives the server to what it can do at all (100%: no client can go faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+import bench_smtp  # noqa: E402  (the same message, handler and clients as bench_smtp)
+
+SERVER = """
+import socket, sys, time
+sys.path[:0] = [{root!r}, {here!r}]
+from bench_smtp import _Counter
+from compare.smtpserver import SmtpdServer
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+listener.bind(("127.0.0.1", 0))
+handler = _Counter()
+with listener, SmtpdServer(listener, handler, hostname="bench.wiretwin.test") as server:
+    print(server.port, flush=True)
+    while sys.stdin.readline().strip() == "cpu":  # this process's CPU seconds so far
+        print(time.process_time(), flush=True)
+    print(handler.accepted, flush=True)  # any other line: the count, and stop
+"""
+
+
+def run(rounds: int, per_chunk: int) -> dict:
+    code = SERVER.format(root=str(HERE.parent), here=str(HERE))
+    server = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdin is not None and server.stdout is not None
+    loop = asyncio.new_event_loop()
+    try:
+        port = int(server.stdout.readline())
+        _, aio_one = bench_smtp._aiosmtplib_senders(port, loop)
+        clients: dict[str, Callable[[int], None]] = {
+            "smtplib": bench_smtp._smtplib_one_connection(port),
+            "aiosmtplib": aio_one,
+            "wiretwin send_session": bench_smtp._wiretwin_session(port),
+        }
+        for send in clients.values():
+            send(1)  # warm up
+        sent = len(clients)
+        samples: dict[str, list[float]] = {name: [] for name in clients}
+        busy: dict[str, list[float]] = {name: [] for name in clients}  # server CPU / wall
+
+        def server_cpu() -> float:
+            server.stdin.write("cpu\n")
+            server.stdin.flush()
+            return float(server.stdout.readline())
+
+        for _ in range(rounds):
+            for name, send in clients.items():
+                cpu = server_cpu()
+                started = time.perf_counter()
+                send(per_chunk)
+                wall = time.perf_counter() - started
+                samples[name].append(wall / per_chunk)
+                busy[name].append((server_cpu() - cpu) / wall)
+                sent += per_chunk
+        server.stdin.write("done\n")
+        server.stdin.flush()
+        accepted = int(server.stdout.readline())
+    finally:
+        loop.close()
+        server.stdin.close()
+        server.wait(10)
+    if accepted != sent:
+        raise SystemExit(f"the server accepted {accepted} messages, {sent} were sent")
+    rows = [
+        {
+            "client": name,
+            "connections": "one for all",
+            "messages_per_s": 1.0 / bench_smtp._p10(times),
+            "median_messages_per_s": 1.0 / statistics.median(times),
+            "server_busy": statistics.median(busy[name]),
+        }
+        for name, times in samples.items()
+    ]
+    rate = {r["client"]: r["messages_per_s"] for r in rows}
+    ours = rate["wiretwin send_session"]
+    ratios = [
+        f"ratio wiretwin session (one connection) / {name} (one connection) = "
+        f"{ours / rate[name]:.2f} (rates, server in its own process; goal >= 1.5)"
+        for name in ("smtplib", "aiosmtplib")
+    ]
+    ratios += [
+        f"server CPU busy with {r['client']}: {r['server_busy']:.0%} of the wall time (median)"
+        for r in rows
+    ]
+    return {
+        "benchmark": "smtp_sessions",
+        "rounds": rounds,
+        "per_chunk": per_chunk,
+        "messages_sent": sent,
+        "message_octets": len(bench_smtp.MESSAGE),
+        "rows": rows,
+        "ratios": ratios,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10, help="chunks per client")
+    parser.add_argument("--per-chunk", type=int, default=100, help="messages in one chunk")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 (smoke test)")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.per_chunk < 1:
+        parser.error("--rounds and --per-chunk must be >= 1")
+    rounds, per_chunk = (2, 3) if args.quick else (args.rounds, args.per_chunk)
+    result = run(rounds, per_chunk)
+    print(bench_smtp.report(result).replace("aiosmtpd on 127.0.0.1", "aiosmtpd (own process)"))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
