@@ -204,7 +204,7 @@ class SmtpResult:
     final_reply: Reply | None = None  # the reply to the final dot
     extensions: tuple[tuple[str, str], ...] = field(default=())  # EHLO keyword, parameters
     tls: str | None = None  # None, "starttls" or "implicit"
-    error: str | None = None  # one line: why it was not delivered
+    error: str | None = None  # one line: why it was not delivered (None: stopped as asked)
     started_ns: int = 0
     elapsed_ms: float = 0.0
     stage: SmtpStage = SmtpStage.CONNECT  # where the dialogue ended

@@ -1,17 +1,20 @@
 """Hand-rolled SMTP client: the driver around handrolled.smtp_protocol.
 
-No smtplib: the dialogue is ours (smtp_protocol.ClientConnection); this module owns the TCP
-socket, TLS, timeouts and the transcript.  The command line (``wiretwin smtp``, ``python -m
-handrolled.smtp``) is handrolled.cli.smtp.
+No smtplib: the dialogue is ours (smtp_protocol.ClientConnection); handrolled.smtp_io owns
+the socket, TLS, timeouts and the transcript (``SmtpSession``); this module is the dialogue of
+one message.  Many messages over one connection: handrolled.smtp_session.  The command line
+(``wiretwin smtp``, ``python -m handrolled.smtp``) is handrolled.cli.smtp.
 
 API
 ---
-``send_mail(request, *, connect=..., clock_ns=..., monotonic=...) -> SmtpResult``
+``send_mail(request, *, connect=..., clock_ns=..., monotonic=..., stop_after=None)``
     One delivery attempt for a ``handrolled.requests.MailRequest`` (validated when it was
-    made: nothing here re-checks its fields).  Everything that happens once we try to connect
-    is reported in the result: ``delivered`` (True only when the server answered the final dot
-    with 250), ``error``, ``stage`` (where the dialogue ended) and ``refusal`` (the server's
-    4xx/5xx that ended it).  A CA file that cannot be loaded raises UsageError before connecting.
+    made: nothing here re-checks its fields) -> ``SmtpResult``.  Everything that happens once
+    we try to connect is reported in the result: ``delivered`` (True only when the server
+    answered the final dot with 250), ``error``, ``stage`` (where the dialogue ended) and
+    ``refusal`` (the server's 4xx/5xx that ended it).  ``stop_after`` (a ``STOP_POINTS``
+    stage, swaks' --quit-after): stop there, deliver nothing, no error.  A CA file that
+    cannot be loaded raises UsageError before connecting.
 ``smtp_client(port=1025, mailserver="127.0.0.1") -> SmtpResult``
     The seed assignment: HELO Alice, MAIL, RCPT, DATA, "\\r\\n My message", "\\r\\n.\\r\\n", QUIT.
 ``SmtpSession``

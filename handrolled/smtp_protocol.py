@@ -21,7 +21,10 @@ API
     nothing); ``.can_send(command) -> bool``; ``.receive_data(data)``
     (``b""`` means EOF);
     ``.next_event() -> Answer | ConnectionClosed | NEED_DATA``; ``.tls_established()``;
-    ``.state``, ``.extensions``, ``.pipelining``, ``.pending``.
+    ``.state``, ``.extensions``, ``.pipelining``, ``.pending``, ``.in_transaction`` (MAIL
+    accepted and no dot or RSET since: the next MAIL needs RSET first).  With PIPELINING the
+    groups are MAIL, RCPT..., DATA, which the previous message's content or an RSET may open,
+    and the content then QUIT (RFC 2920 §3.1).
 ``encode_data(message) -> bytes`` / ``decode_data(wire) -> bytes``
     The DATA body: CRLF normalisation, dot-stuffing and the final ``.CRLF`` (RFC 5321 §4.5.2).
 ``data_size(message) -> int``
