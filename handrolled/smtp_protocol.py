@@ -741,10 +741,7 @@ class ClientConnection:
             return False
         # QUIT ends only a group the content opened
         allowed = _CONTENT_ONLY if command is Command.QUIT else _PIPELINE_HEAD
-        for pending, _ in self.pending:
-            if pending not in allowed:
-                return False
-        return True
+        return all(pending in allowed for pending, _ in self.pending)
 
     def can_send(self, command: Command) -> bool:
         """Whether the state allows sending ``command`` (TRANSITIONS); ignores pending replies."""
