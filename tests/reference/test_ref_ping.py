@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 import pytest
@@ -226,3 +227,58 @@ def test_family_is_4_or_6_only() -> None:
     for bad in (5, socket.AF_INET, socket.AF_INET6):
         with pytest.raises(UsageError):
             resolve("127.0.0.1", bad)
+
+
+# ---- iputils' options on the wire: TOS, source, pattern, timestamp (both engines) ------------
+def test_request_carries_tos_and_source() -> None:
+    pkt = build_request(4, "203.0.113.10", 0x1234, 1, b"", 64, tos=0x28, src="198.51.100.1")
+    wire = bytes(pkt)
+    assert wire[1] == 0x28 and wire[12:16] == socket.inet_aton("198.51.100.1")
+    pkt6 = build_request(6, "2001:db8:0:100::2", 0x1234, 1, b"", 64, tos=0x28, src="2001:db8::1")
+    wire6 = bytes(pkt6)
+    # RFC 8200 §3: version (4 bits), traffic class (8 bits), flow label (20 bits)
+    assert ((wire6[0] & 0x0F) << 4 | wire6[1] >> 4) == 0x28
+    assert wire6[8:24] == socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+
+
+def test_default_payload_is_iputils_fill_with_a_timeval() -> None:
+    from reference.ping import fill_payload, timestamped
+
+    assert fill_payload(5, b"\xa5\xb6") == b"\xa5\xb6\xa5\xb6\xa5"
+    stamped = timestamped(fill_payload(56, None), 1_700_000_000_123_456_789)
+    assert struct.unpack("@ll", stamped[:16]) == (1_700_000_000, 123_456)
+    assert stamped[16:] == bytes(range(16, 56))
+    assert timestamped(b"short", 1) == b"short"  # under 16 octets: no timestamp (iputils)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("family", [4, 6])
+def test_lab_both_engines_put_the_same_options_on_the_wire(lab, family: int) -> None:
+    from compare.capture import Capture
+
+    request = PingRequest(
+        lab.target.addr(family), count=None, deadline=0.5, interval=0.2, timeout=1,
+        tos=0x28, pattern=b"\xa5\xb6", interface="down0", ident=0x6161,
+    )  # fmt: skip
+    seen = {}
+    for side in ("handrolled.ping:run_ping", "reference.ping:run_ping"):
+        with Capture(lab.ns("client"), "down0") as cap:
+            result = lab.call("client", side, request)
+            time.sleep(0.2)
+        out = [f.ip for f in cap.frames if f.outgoing and f.ip and f.ip[0] >> 4 == family]
+        header = 20 if family == 4 else 40
+        out = [ip for ip in out if ip[header] in (8, 128)]  # echo requests
+        assert len(out) == len(result.probes) >= 2, side  # until the deadline: 0.0, 0.2, 0.4
+        assert [p.outcome for p in result.probes] == [Outcome.REPLY] * len(result.probes)
+        seen[side] = out
+    src = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET,
+                           lab.nodes["client"].addr(family))  # fmt: skip
+    for side, packets in seen.items():
+        for ip in packets:
+            tos = ip[1] if family == 4 else ((ip[0] & 0x0F) << 4) | (ip[1] >> 4)
+            got_src = ip[12:16] if family == 4 else ip[8:24]
+            data = ip[(20 if family == 4 else 40) + 8 :]
+            assert tos == 0x28 and got_src == src, side
+            assert data[16:] == (b"\xa5\xb6" * 28)[16:56], side
+            sec, usec = struct.unpack("@ll", data[:16])
+            assert abs(time.time() - sec) < 30 and usec < 10**6, side
