@@ -320,14 +320,22 @@ def test_pattern_and_tos_parse_as_iputils() -> None:
     assert cli.parse_tos("") == 0 and cli.parse_tos("0x") == 0  # strtol of no digits
 
 
-# A tiny run for the property test: whatever the arguments asked for, at most 0.05 s of it.
-def _capped_runner(calls: list):
+# A tiny run for the property test: whatever the arguments asked for, at most 0.05 s of it;
+# every probe about to be sent is counted.
+def _capped_runner(calls: list, sends: list):
     def runner(request, **kwargs):
         calls.append(request)
+        inner = kwargs.get("on_send")
+
+        def on_send(seq: int) -> None:
+            sends.append(seq)
+            if inner is not None:
+                inner(seq)
+
         request = dataclasses.replace(
             request, deadline=0.05, count=None, interval=max(request.interval, 0.01)
         )
-        return run_ping(request, **kwargs)
+        return run_ping(request, **{**kwargs, "on_send": on_send})
 
     return runner
 
@@ -355,25 +363,31 @@ _ARGS = st.lists(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(args=_ARGS, host=st.sampled_from(["127.0.0.1", "::1", "", "no such host", "-x"]))
+@given(
+    args=st.one_of(_ARGS, st.lists(_SWITCHES, max_size=4)),
+    host=st.sampled_from(["127.0.0.1", "::1", "", "no such host", "-x"]),
+)
 def test_any_argument_list_ends_cleanly(args: list[str], host: str) -> None:
     """Arbitrary argument lists: no traceback, no hang, nothing sent after a refusal."""
     calls: list = []
+    sends: list = []
     out, err = io.StringIO(), io.StringIO()
     started = time.monotonic()
     with redirect_stdout(out), redirect_stderr(err):
         try:
-            status = cli.main([*args, host], runner=_capped_runner(calls))
-        except SystemExit as exc:  # argparse's --help / -h only
-            status = exc.code
+            status = cli.main([*args, host], runner=_capped_runner(calls, sends))
+        except SystemExit as exc:  # argparse's --help / -h only: usage, exit 0, nothing sent
+            assert exc.code == 0 and not calls
+            return
     assert time.monotonic() - started < 5.0
     assert status in (0, 1, 2), status
     assert "Traceback" not in err.getvalue()
-    if status == 2 and not calls:
-        # a refusal: one line, and the engine was never asked to send
+    if status == 2:
+        # a refusal (or an error the engine met before its first probe): one line, nothing sent
         assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("ping: ")
-    if calls:
-        assert status in (0, 1, 2)
+        assert sends == [], (args, host, err.getvalue())
+    else:
+        assert calls and sends  # it ran: at least the first probe went
 
 
 # ---- the lab -----------------------------------------------------------------------------
