@@ -231,7 +231,7 @@ def _truth_row(
 # traceroute(8)'s marks for an ICMP error (traceroute 2.1, parse_icmp_res()), the harness's own
 # table: IPv4 destination unreachable (RFC 792, RFC 1122 3.2.2.1, RFC 1812 5.2.7.1) ...
 TRACEROUTE8_MARKS4 = {
-    0: "!N", 6: "!N", 8: "!N", 11: "!N",  # net, net unknown, source isolated, net for TOS
+    0: "!N", 6: "!N", 11: "!N",  # net, net unknown, net for TOS (8, isolated: not listed)
     1: "!H", 7: "!H", 12: "!H",  # host, host unknown, host for TOS
     9: "!X", 10: "!X", 13: "!X",  # net / host / communication administratively prohibited
     2: "!P", 3: "", 4: "!F", 5: "!S", 14: "!V", 15: "!C",  # port: the destination answered

@@ -388,6 +388,26 @@ def test_trace_late_median_traces_again_and_keeps_the_minimum_per_hop():
     assert not row.ok and calls == [], row
 
 
+@pytest.mark.parametrize(
+    ("family", "icmp_type", "code", "mark"),
+    [(4, 3, 1, "!H"), (4, 3, 0, "!N"), (4, 3, 2, "!P"), (4, 3, 13, "!X"), (4, 3, 99, "!<99>"),
+     (6, 1, 3, "!H"), (6, 1, 0, "!N"), (6, 1, 1, "!X"), (6, 1, 7, "!<7>"), (4, 11, 0, "")],
+)  # fmt: skip
+def test_annotations_compared_as_traceroute8_prints_them(family, icmp_type, code, mark):
+    """The marks the lab cannot produce (!P, !<n>) too: the hand-rolled side's hop line and the
+    harness's reading of the reference's answer both print what traceroute(8)'s manual lists
+    (!H !N !P host, network, protocol unreachable; !X prohibited; !<num> any other code)."""
+    addr = "2001:db8::1" if family == 6 else "198.51.100.1"
+    outcome = Outcome.TIME_EXCEEDED if icmp_type == 11 else Outcome.UNREACHABLE
+    probe = Probe(7, 1, 7, b"", 0, outcome, rtt_ms=1.0, reply_from=addr, icmp_type=icmp_type,
+                  icmp_code=code)  # fmt: skip
+    result = TraceResult("t", addr, family, Method.ICMP, (Hop(7, (probe,)),), False,
+                         Implementation.HANDROLLED)  # fmt: skip
+    want = [[mark] if mark else []]
+    assert traceroute.handrolled_hop_marks(result) == want
+    assert traceroute._reference_marks(result) == want
+
+
 # ---- against the lab --------------------------------------------------------------------------
 @pytest.mark.lab
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
