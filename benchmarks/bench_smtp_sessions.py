@@ -13,14 +13,18 @@ back to back, pipelined across them, RFC 2920 §3.1).  Chunks of ``--per-chunk``
 interleaved round by round; rate = 1 / the 10th-percentile chunk's per-message time, the
 median beside it; the server's count of accepted messages is checked against those sent.
 The server's CPU time over each chunk, as a share of the chunk's wall time, shows how near a
-client drives the server to what it can do at all (100%: no client can go faster).
+client drives the server to what it can do at all (100%: no client can go faster); and for
+the session, the median time from a group written to its 354 read (the server's part, a
+ceiling for any client that must wait for 354) beside the client's turnaround.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +51,54 @@ with listener, SmtpdServer(listener, handler, hostname="bench.wiretwin.test") as
         print(time.process_time(), flush=True)
     print(handler.accepted, flush=True)  # any other line: the count, and stop
 """
+
+
+class _Timed:
+    """A socket that notes when a reading brings a 354 and when the next write goes: the
+    client's turnaround, and the server's time from a group to its 354."""
+
+    def __init__(self, sock: socket.socket, marks: list[tuple[str, float]]) -> None:
+        self.sock, self.marks = sock, marks
+
+    def recv(self, size: int) -> bytes:
+        data = self.sock.recv(size)
+        if b"354 " in data:
+            self.marks.append(("354", time.perf_counter()))
+        return data
+
+    def send(self, data: bytes) -> int:
+        self.marks.append(("send", time.perf_counter()))
+        return self.sock.send(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
+def _turnaround(port: int, count: int) -> tuple[float, float]:
+    """Median seconds (354 read -> next group written, group written -> 354 read)."""
+    from handrolled.requests import MailRequest, MailSessionRequest
+    from handrolled.smtp_session import send_session
+
+    marks: list[tuple[str, float]] = []
+    mail = MailRequest(
+        "127.0.0.1",
+        port,
+        mail_from=bench_smtp.SENDER,
+        recipients=(bench_smtp.RECIPIENT,),
+        message=bench_smtp.MESSAGE,
+        helo_name=bench_smtp.HELO,
+    )
+
+    def connect(host: str, port: int, timeout: float) -> socket.socket:
+        return _Timed(socket.create_connection((host, port), timeout=timeout), marks)  # type: ignore[return-value]
+
+    result = send_session(MailSessionRequest(mail, count), connect=connect)
+    if result.delivered != count:
+        raise SystemExit(f"wiretwin session delivered {result.delivered}/{count}")
+    pairs = list(itertools.pairwise(marks))
+    ours = [b - a for (x, a), (y, b) in pairs if (x, y) == ("354", "send")]
+    theirs = [b - a for (x, a), (y, b) in pairs if (x, y) == ("send", "354")]
+    return statistics.median(ours), statistics.median(theirs)
 
 
 def run(rounds: int, per_chunk: int) -> dict:
@@ -84,6 +136,8 @@ def run(rounds: int, per_chunk: int) -> dict:
                 samples[name].append(wall / per_chunk)
                 busy[name].append((server_cpu() - cpu) / wall)
                 sent += per_chunk
+        turnaround, server_time = _turnaround(port, rounds * per_chunk)
+        sent += rounds * per_chunk
         server.stdin.write("done\n")
         server.stdin.flush()
         accepted = int(server.stdout.readline())
@@ -113,6 +167,12 @@ def run(rounds: int, per_chunk: int) -> dict:
     ratios += [
         f"server CPU busy with {r['client']}: {r['server_busy']:.0%} of the wall time (median)"
         for r in rows
+    ]
+    ratios += [
+        f"wiretwin session, median per message: {turnaround * 1e6:.0f} us from reading a 354 "
+        f"to writing the next group; {server_time * 1e6:.0f} us from writing a group to "
+        f"reading its 354 (the server's part: no client can exceed {1 / server_time:.0f}/s, "
+        f"{1 / server_time / rate['smtplib']:.2f}x smtplib here)"
     ]
     return {
         "benchmark": "smtp_sessions",
