@@ -166,7 +166,12 @@ def _pipelined(
             out.stage = SmtpStage.DONE
         return
     session.send(carry[0], proto.Quit())
-    _final(session, carry[1])
+    try:
+        _final(session, carry[1])
+    except _ServerClosing as exc:  # a 421 to the last dot: kept with its message
+        if carry[1] is not None:
+            _closing(exc, carry[1], carry[1])
+        raise
     try:
         if session.read().verdict is proto.Verdict.OK:
             out.stage = SmtpStage.DONE

@@ -238,3 +238,26 @@ def test_cli_count_only_for_the_handrolled_client(smtp_server, capsys):
 
     assert run_client("smtp", [*_argv(smtp_server.port, "--count", "2"), "--impl", "smtplib"]) == 2
     assert "--count" in capsys.readouterr().err and smtp_server.connections == 0
+
+
+def test_421_to_the_last_dot_is_kept_with_the_last_message(scripted_smtp_server):
+    """The last content went with QUIT (RFC 2920 §3.1); its dot answered 421 (RFC 5321
+    §3.8): that message is not delivered and keeps the reply, the first one is delivered."""
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"220 x\r\n")
+        peer.expect(b"EHLO")
+        peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+        for n in range(2):
+            for verb in (b"MAIL", b"RCPT", b"DATA"):
+                peer.expect(verb)
+            peer.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            peer.read_data()
+            peer.send(b"250 queued\r\n" if n == 0 else b"421 4.3.2 shutting down\r\n")
+        assert peer.readline() == b"QUIT\r\n"  # in the same write as the content
+
+    result = session(scripted_smtp_server(script).port, 2)
+    first, last = result.messages
+    assert first.delivered and not last.delivered
+    assert last.final_reply.code == 421 and last.refusal.code == 421
+    assert last.stage is SmtpStage.CONTENT and result.refusal.code == 421
