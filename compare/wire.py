@@ -7,7 +7,7 @@ reported RTT against the RTT the capture saw for that same probe.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from compare import packets, tolerance
@@ -37,19 +37,33 @@ def probe_key_of(probe: Probe) -> packets.ProbeKey:
     return (probe.method.value, probe.src_port or 0, probe.dst_port or 0)
 
 
-def index_wire(frames: Sequence[Frame]) -> dict[packets.ProbeKey, WireProbe]:
+@dataclass(frozen=True)
+class Keys:
+    """How probes are told apart: from a side's Probe, from a datagram that left, from an
+    answer.  The default reads ports / ident+seq; compare/paths.py's Paris probes share their
+    ports and add the UDP checksum or TCP sequence."""
+
+    probe: Callable[[Probe], tuple] = probe_key_of
+    sent: Callable[[bytes], tuple | None] = packets.probe_key
+    reply: Callable[[bytes], tuple | None] = packets.reply_key
+
+
+CLASSIC = Keys()
+
+
+def index_wire(frames: Sequence[Frame], keys: Keys = CLASSIC) -> dict[tuple, WireProbe]:
     """Outgoing probes by key, each with the first incoming answer that quotes or echoes it."""
-    wire: dict[packets.ProbeKey, WireProbe] = {}
+    wire: dict[tuple, WireProbe] = {}
     for frame in frames:
         datagram = frame.ip
         if not datagram:
             continue
         if frame.outgoing:
-            key = packets.probe_key(datagram)
+            key = keys.sent(datagram)
             if key is not None and key not in wire:
                 wire[key] = WireProbe(datagram, frame.time_ns)
         else:
-            answer = packets.reply_key(datagram)
+            answer = keys.reply(datagram)
             if answer is not None:
                 hit = wire.get(answer[0])
                 if hit is not None and hit.reply_ns is None and _from_target(answer, datagram, hit):
@@ -89,14 +103,14 @@ def _order(pair: tuple[Probe, WireProbe]) -> tuple[int, int]:
 
 
 def match(
-    probes: Sequence[Probe], wire: dict[packets.ProbeKey, WireProbe]
+    probes: Sequence[Probe], wire: dict[packets.ProbeKey, WireProbe], keys: Keys = CLASSIC
 ) -> tuple[dict[packets.ProbeKey, tuple[Probe, WireProbe]], list[packets.ProbeKey], int]:
     """Each probe (duplicates aside) with its wire datagram: (found by key, keys missing from
     the wire, probes looked for)."""
     found, missing = {}, []
     unique = [p for p in probes if p.outcome is not Outcome.DUPLICATE]
     for probe in unique:
-        key = probe_key_of(probe)
+        key = keys.probe(probe)
         hit = wire.get(key)
         if hit is None:
             hit = _by_sent_bytes(probe, wire)
@@ -135,14 +149,17 @@ def packet_pairs(
 
 
 def wire_rows(
-    scenario: str, sides: dict[str, Sequence[Probe]], frames: dict[str, Sequence[Frame]]
+    scenario: str,
+    sides: dict[str, Sequence[Probe]],
+    frames: dict[str, Sequence[Frame]],
+    keys: Keys = CLASSIC,
 ) -> list[Row]:
     """Rows: probes found on the wire, sent == wire, packet diffs, RTT vs wire."""
     rows: list[Row] = []
     found: dict[str, dict[packets.ProbeKey, tuple[Probe, WireProbe]]] = {}
     cells, details, ok = {}, [], True
     for impl, probes in sides.items():
-        found[impl], missing, looked_for = match(probes, index_wire(frames[impl]))
+        found[impl], missing, looked_for = match(probes, index_wire(frames[impl], keys), keys)
         cells[impl] = f"{len(found[impl])}/{looked_for} on the wire"
         if missing:
             ok = False

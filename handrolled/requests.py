@@ -277,6 +277,15 @@ class TraceRequest:
     ``fixed_port`` (UDP only; traceroute(8)'s -U): every probe to ``port`` (default 53)
     instead of port + k, each from its own source port (``ident`` + k, or one the kernel
     picks per probe).
+
+    Paths that branch and shrink (issue 12): ``paris`` keeps the flow identifier (what an
+    ECMP router hashes) constant for the whole trace: UDP ports fixed, probes told apart by
+    the UDP checksum (set through the first 2 payload bytes to probe number + 1); TCP ports
+    fixed, the sequence number varies; ICMP identifier and checksum fixed (the first 2
+    payload bytes compensate for the sequence).  ``multipath``: the MDA (Veitch et al. 2009)
+    per TTL, probes with distinct flows until the stopping rule rules out one more next hop
+    at ``confidence``.  ``mtu`` (traceroute(8) --mtu): DF set, start at ``packet_len`` (default
+    65000) and shrink on a local EMSGSIZE, frag-needed or Packet Too Big; one probe in flight.
     """
 
     host: str
@@ -298,6 +307,10 @@ class TraceRequest:
     interface: str | None = None
     send_wait: float = 0.0
     fixed_port: bool = False
+    paris: bool = False
+    multipath: bool = False
+    confidence: float = 0.95
+    mtu: bool = False
 
     def __post_init__(self) -> None:
         check_host("host", self.host)
@@ -351,6 +364,27 @@ class TraceRequest:
             raise UsageError(f"fixed_port {self.fixed_port!r}: must be True or False")
         if self.fixed_port and self.method is not Method.UDP:
             raise UsageError(f"fixed_port: for UDP probes only, not {self.method.value}")
+        self._check_paths()
+
+    def _check_paths(self) -> None:
+        for name in ("paris", "multipath", "mtu"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} {getattr(self, name)!r}: must be True or False")
+        conf = self.confidence
+        if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.5 <= conf < 1:
+            raise UsageError(f"confidence {conf!r}: must be at least 0.5 and below 1")
+        object.__setattr__(self, "confidence", float(conf))
+        chosen = [n for n in ("paris", "multipath", "mtu", "fixed_port") if getattr(self, n)]
+        if len(chosen) > 1:
+            raise UsageError(f"{' and '.join(chosen)}: choose one")
+        if self.mtu and self.method is Method.TCP:
+            raise UsageError("mtu: for UDP and ICMP probes (traceroute(8) -T ignores --mtu)")
+        if self.mtu and self.payload is not None:
+            raise UsageError("mtu and payload: the probe's size is what --mtu changes")
+        # the payload's first word carries the checksum compensation (RFC 1071 §2(4))
+        needs_word = (self.paris or self.multipath) and self.method is not Method.TCP
+        if needs_word and self.data_len(4) < 2:
+            raise UsageError("paris/multipath: UDP and ICMP probes need 2 payload bytes or more")
 
     def data_len(self, family: Family) -> int:
         """Bytes after the probe's transport header (traceroute(8)'s ``data_len``)."""
@@ -358,6 +392,8 @@ class TraceRequest:
             return len(self.payload)
         if self.method is Method.TCP:
             return 0  # traceroute(8) -T sends a bare SYN whatever packet_len says
+        if self.packet_len is None and self.mtu:
+            return TRACE_MAX_PAYLOAD - (40 if family == 6 else 20) - 8  # traceroute(8) --mtu
         if self.packet_len is None:
             return TRACE_DEFAULT_DATA_LEN
         headers = (40 if family == 6 else 20) + 8  # IP header + the UDP / ICMP header

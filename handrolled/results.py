@@ -79,6 +79,10 @@ class Probe:
     dst_port: int | None = None
     kernel_timestamp: bool = False  # recv_ns came from the kernel (SO_TIMESTAMPNS)
     note: str = ""  # why CORRUPT, which field differed, etc.
+    # traceroute: what an ECMP router hashes (UDP/TCP: source and destination port; ICMP:
+    # identifier and checksum), and the path MTU this probe was sized to (traceroute(8)'s F=)
+    flow: tuple[int, ...] | None = None
+    mtu: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

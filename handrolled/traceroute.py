@@ -61,6 +61,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from handrolled import paths
 from handrolled import transport as tp
 from handrolled.errors import MalformedPacket, ResolveError, UsageError
 from handrolled.icmp import (
@@ -127,6 +128,8 @@ class _Sent:
     src_port: int | None = None
     dst_port: int | None = None
     probe: Probe | None = None  # set when the probe is settled (reply or timeout)
+    flow: tuple[int, ...] | None = None  # what an ECMP router hashes (see paths.flow_of)
+    mtu: int | None = None  # --mtu: the path MTU this probe was sized to (F=)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,7 @@ class Tracer:
         resolver: ReverseResolver | None,
         clock: Callable[[], float] = time.monotonic,
         fixed_port: bool = False,
+        paris: bool = False,
     ) -> None:
         self.sockets = sockets
         self.sched = scheduler
@@ -176,6 +180,7 @@ class Tracer:
         self.resolver = resolver
         self.clock = clock
         self.fixed_port = fixed_port
+        self.paris = paris  # one flow for the whole trace (see handrolled/paths.py)
         self.sent: dict[int, _Sent] = {}
         self._keys: dict[tuple, int] = {}
         if method is Method.ICMP:
@@ -189,12 +194,23 @@ class Tracer:
             self.ident = ident if sockets is None else sockets.reserve_udp_port(ident)
             if self.ident is None:
                 raise UsageError("a UDP trace without sockets needs an explicit ident (port)")
+        elif paris and sockets is not None and ident is None:
+            self.ident = sockets.reserve_tcp_port(None)  # one source port for the trace
         else:
             self.ident = ident if ident is not None else 0  # per-probe ports, see _build
+        self._icmp_base: int | None = None  # paths: the checksum ICMP flows are built on
+        self._flow_ports: dict[int, int] = {}  # TCP flows: the source ports held
+        self.flows = paris  # probes carry flows (Paris, MDA): UDP matched by checksum
 
     # -- probe construction -------------------------------------------------------------------
 
-    def _build(self, k: int, ttl: int) -> _Sent:
+    def _build(self, k: int, ttl: int, flow: int | None = None) -> _Sent:
+        """Probe ``k`` with ``ttl``; ``flow`` (paths.py): the flow number it belongs to
+        (Paris: always 0; MDA: one per flow), None for a classic probe."""
+        if flow is None and self.paris:
+            flow = 0
+        if flow is not None:
+            return self._build_flow(k, ttl, flow)
         seq = (k + 1) & 0xFFFF
         if self.method is Method.ICMP:
             data = encode_echo_request(
@@ -228,6 +244,46 @@ class Tracer:
         self._keys[("tcp", src_port, self.port, tcp_seq)] = k
         return _Sent(k, ttl, data, 0, src_port, tcp_seq, src_port, self.port)
 
+    def _build_flow(self, k: int, ttl: int, flow: int) -> _Sent:
+        """Probe ``k`` in flow ``flow``, as handrolled/paths.py lays it out."""
+        seq = (k + 1) & 0xFFFF
+        if self.method is Method.ICMP:
+            if self._icmp_base is None:  # the classic first probe's checksum
+                first = encode_echo_request(
+                    self.ident, 1, self.payload, v6=self.v6, src=self.src, dst=self.dst
+                )
+                self._icmp_base = int.from_bytes(first[2:4], "big")
+            checksum = paths.icmp_flow_checksum(self._icmp_base, flow)
+            data = paths.icmp_flow_probe(
+                self.ident, seq, self.payload, checksum, v6=self.v6, src=self.src, dst=self.dst
+            )
+            self._keys[("icmp", self.ident, seq)] = k
+            return _Sent(k, ttl, data, 0, self.ident, seq)
+        if self.method is Method.UDP:
+            src_port, dst_port = self.ident, (self.port + flow) & 0xFFFF
+            # RFC 768: the checksum names the probe (1..0xfffe)
+            data = paths.udp_flow_probe(
+                src_port, dst_port, self.payload, k % 0xFFFE + 1, src=self.src, dst=self.dst
+            )
+            self._keys[("udp-sum", src_port, dst_port, data[6:8])] = k
+            self._keys[("udp-word", src_port, dst_port, data[8:10])] = k  # error queue
+            return _Sent(k, ttl, data, 0, src_port, seq, src_port, dst_port)
+        src_port = (self.ident + flow) & 0xFFFF
+        if self.sockets is not None and flow and not self._flow_ports.get(flow):
+            self._flow_ports[flow] = self.sockets.reserve_tcp_port(src_port)
+        tcp_seq = k + 1
+        segment = tp.TcpSegment(
+            src_port,
+            self.port,
+            seq=tcp_seq,
+            flags=tp.TcpFlags.SYN,
+            window=TCP_WINDOW,
+            payload=self.payload,
+        )
+        data = tp.encode_tcp(segment, src=self.src, dst=self.dst)
+        self._keys[("tcp", src_port, self.port, tcp_seq)] = k
+        return _Sent(k, ttl, data, 0, src_port, tcp_seq, src_port, self.port)
+
     # -- reply matching -----------------------------------------------------------------------
 
     def _match(self, rec: RawReceived) -> _Match | None:
@@ -254,7 +310,10 @@ class Tracer:
             if self.method is not Method.UDP or rec.dst_port is None:
                 return None
             src_port = self.ident if rec.src_port is None else rec.src_port
-            k = self._keys.get(("udp", src_port, rec.dst_port))
+            if self.flows:  # the payload's first word differs with every checksum
+                k = self._keys.get(("udp-word", src_port, rec.dst_port, rec.data[:2]))
+            else:
+                k = self._keys.get(("udp", src_port, rec.dst_port))
         else:
             if self.method is not Method.ICMP or len(rec.data) < 8:
                 return None
@@ -325,6 +384,8 @@ class Tracer:
         if self.method is Method.UDP:
             if quoted.protocol != IpProto.UDP or quoted.ports is None:
                 return None
+            if self.flows:  # RFC 792: the quoted 64 bits hold the UDP checksum (octets 6-7)
+                return self._keys.get(("udp-sum", *quoted.ports, quoted.data[6:8]))
             return self._keys.get(("udp", *quoted.ports))
         if quoted.protocol != IpProto.TCP:
             return None
@@ -455,6 +516,8 @@ class Tracer:
             method=self.method,
             src_port=sent.src_port,
             dst_port=sent.dst_port,
+            flow=paths.flow_of(self.method, sent.data),
+            mtu=sent.mtu,
             **reply,  # type: ignore[arg-type]
         )
 
@@ -528,6 +591,7 @@ def run_trace(
             payload=payload,
             resolver=resolver,
             fixed_port=request.fixed_port,
+            paris=request.paris,
         )
         if on_start is not None:
             on_start()

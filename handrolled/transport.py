@@ -46,6 +46,7 @@ __all__ = [
     "TcpQuoted",
     "TcpSegment",
     "UdpDatagram",
+    "checksum_compensation",
     "decode_tcp",
     "decode_tcp_quoted",
     "decode_udp",
@@ -236,3 +237,17 @@ def decode_tcp_quoted(data: bytes) -> TcpQuoted:
     if len(data) < _TCP_QUOTED.size:
         raise MalformedPacket(f"quoted TCP header needs 8 bytes, got {len(data)}")
     return TcpQuoted(*_TCP_QUOTED.unpack_from(data))
+
+
+def checksum_compensation(checksum: int, word: int, target: int) -> int:
+    """The 16-bit word that, in place of ``word``, turns a message's ``checksum`` into ``target``.
+
+    RFC 1071 §2(4) (incremental update, as RFC 1624 §3 writes it): the checksum is the one's
+    complement of the sum S of the words, so swapping ``word`` w for w' makes it
+    ~(S - w + w'); solving ~(S - w + w') = target gives w' = ~target + ~S + w, and ~S is
+    ``checksum``.  Paris traceroute sets the UDP checksum (or holds the ICMP one) this way.
+    """
+    total = (~target & 0xFFFF) + (checksum & 0xFFFF) + (word & 0xFFFF)
+    while total > 0xFFFF:  # end-around carry
+        total = (total & 0xFFFF) + (total >> 16)
+    return total

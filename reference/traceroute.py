@@ -110,11 +110,17 @@ def build_probe(
     tos: int = 0,
     src: str | None = None,
     fixed_port: bool = False,
+    flow: int | None = None,
 ) -> Any:
-    """Probe ``index`` as a scapy packet (fields as documented in the module docstring)."""
+    """Probe ``index`` as a scapy packet (fields as documented in the module docstring);
+    ``flow`` not None: in that flow, laid out as Paris traceroute does (``flow_probe``)."""
     from scapy.layers.inet import TCP, UDP
     from scapy.packet import Raw
 
+    if flow is not None:
+        knobs = (method, version, dst)
+        kw = dict(ttl=ttl, ident=ident, port=port, dont_fragment=dont_fragment, tos=tos, src=src)
+        return flow_probe(*knobs, index=index, flow=flow, payload=payload, **kw)
     seq = (index + 1) & 0xFFFF
     if method is Method.ICMP:
         pkt = build_request(version, dst, ident, seq, payload, ttl)
@@ -134,6 +140,73 @@ def build_probe(
             options=[],
         )
     return pkt / Raw(load=payload) if payload else pkt
+
+
+def _checksum_of(pkt: Any) -> int:
+    """The checksum field of the transport layer of ``pkt`` as scapy fills it in."""
+    from scapy.compat import raw
+
+    data = raw(pkt)
+    start = (data[0] & 0x0F) * 4 if data[0] >> 4 == 4 else 40  # RFC 791 IHL; RFC 8200 fixed
+    offset = 6 if data[9 if data[0] >> 4 == 4 else 6] == 17 else 2  # UDP: octet 6; ICMP: 2
+    return int.from_bytes(data[start + offset : start + offset + 2], "big")
+
+
+def compensation(checksum: int, word: int, target: int) -> int:
+    """RFC 1624 eqn. 3 solved for the new word: the 16 bits that, replacing ``word``, make a
+    message's one's complement checksum ``target`` instead of ``checksum``."""
+    total = (0xFFFF ^ target) + checksum + word
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def flow_probe(
+    method: Method,
+    version: int,
+    dst: str,
+    *,
+    ttl: int,
+    index: int,
+    flow: int,
+    ident: int,
+    port: int,
+    payload: bytes,
+    dont_fragment: bool = False,
+    tos: int = 0,
+    src: str | None = None,
+) -> Any:
+    """Probe ``index`` of flow ``flow`` (Paris: flow 0): UDP source port ``ident``,
+    destination ``port + flow``, checksum index + 1 via payload[0:2]; TCP source ``ident +
+    flow``, sequence index + 1; ICMP identifier ``ident``, checksum that of the classic probe
+    with sequence 1 (plus ``flow``, within 1..0xfffe), sequence index + 1, payload[0:2]
+    compensating."""
+    from scapy.layers.inet import TCP, UDP
+    from scapy.packet import Raw
+
+    def build(seq: int, data: bytes) -> Any:
+        if method is Method.ICMP:
+            pkt = build_request(version, dst, ident, seq, data, ttl)
+            return _knobs(pkt, version, dont_fragment, tos, src)
+        ip = _knobs(ip_header(version, dst, ttl, seq), version, dont_fragment, tos, src)
+        if method is Method.UDP:
+            pkt = ip / UDP(sport=ident, dport=(port + flow) & 0xFFFF)
+        else:
+            pkt = ip / TCP(sport=(ident + flow) & 0xFFFF, dport=port, seq=index + 1, flags="S",
+                           window=TCP_WINDOW, options=[])  # fmt: skip
+        return pkt / Raw(load=data) if data else pkt
+
+    seq = (index + 1) & 0xFFFF
+    first = build(seq, payload)
+    if method is Method.TCP:
+        return first
+    if method is Method.UDP:
+        target = index % 0xFFFE + 1  # the checksum names the probe
+    else:
+        base = _checksum_of(build(1, payload))
+        target = (base - 1 + flow) % 0xFFFE + 1
+    word = compensation(_checksum_of(first), int.from_bytes(payload[:2], "big"), target)
+    return build(seq, word.to_bytes(2, "big") + payload[2:])
 
 
 def _knobs(ip: Any, version: int, dont_fragment: bool, tos: int, src: str | None) -> Any:
@@ -183,6 +256,26 @@ def _classify(
     return error or Outcome.REPLY, icmp_type, code  # time exceeded, or an echo reply
 
 
+def _same_checksum(reply: Any, probe: Any) -> bool:
+    """The ICMP error quotes ``probe``'s UDP checksum (RFC 792: the first 64 bits)."""
+    from scapy.layers.inet import UDP, UDPerror
+
+    quoted = reply.getlayer(UDPerror)
+    return quoted is not None and quoted.chksum == _checksum_of(probe) and UDP in probe
+
+
+def flow_of(method: Method, data: bytes) -> tuple[int, int] | None:
+    """What an ECMP router hashes, read from a probe's bytes (whole IP datagram): ports for
+    UDP/TCP, identifier and checksum for ICMP echo."""
+    start = (data[0] & 0x0F) * 4 if data[0] >> 4 == 4 else 40
+    head = data[start : start + 8]
+    if len(head) < 8:
+        return None
+    if method is Method.ICMP:
+        return int.from_bytes(head[4:6], "big"), int.from_bytes(head[2:4], "big")
+    return int.from_bytes(head[0:2], "big"), int.from_bytes(head[2:4], "big")
+
+
 def run_trace(
     request: TraceRequest,
     *,
@@ -213,6 +306,7 @@ def run_trace(
     src = None if request.source is None else source_of(request.source, version)
     send_wait, dont_fragment, tos = request.send_wait, request.dont_fragment, request.tos
     fixed_port = request.fixed_port
+    flows = request.paris  # every probe in flow 0
     last_send: float | None = None
     ident = (os.getpid() & 0xFFFF) if request.ident is None else request.ident
 
@@ -253,6 +347,7 @@ def run_trace(
             "method": method,
             "src_port": slot.src_port,
             "dst_port": slot.dst_port,
+            "flow": flow_of(method, slot.sent) if slot.sent else None,
         }
         if reply is None:
             return Probe(outcome=Outcome.TIMEOUT, **common)
@@ -265,6 +360,8 @@ def run_trace(
         for slot in by_hash.get(reply.hashret(), ()):
             if slot.index >= end or slot.done or not reply.answers(slot.request):
                 continue
+            if flows and method is Method.UDP and not _same_checksum(reply, slot.request):
+                continue  # Paris: every probe has the same ports; the checksum tells them apart
             if float(reply.time) > slot.sent_time + timeout_for(slot):
                 continue  # stamped after its wait ran out: traceroute(8) would not count it
             slot.probe = probe_for(slot, reply)
@@ -343,6 +440,7 @@ def run_trace(
                     tos=tos,
                     src=src,
                     fixed_port=fixed_port,
+                    flow=0 if flows else None,
                 )
                 slot.request = request
                 slot.sent = raw(request)
