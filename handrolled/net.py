@@ -709,3 +709,13 @@ def _open_unbound(family: Family, kind: str) -> IcmpSocket:
         )
         raise RawSocketPermissionError(message) from exc
     return IcmpSocket(sock, family, "dgram")
+
+
+def check_source_address(source: str, family: Family) -> None:
+    """Refuse a source address this host does not have, as bind(2) would (iputils binds its
+    socket before the PING header): UsageError "bind: Cannot assign requested address"."""
+    with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((source, 0))
+        except OSError as exc:
+            raise UsageError(f"bind: {_strerror(exc)}") from exc

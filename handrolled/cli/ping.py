@@ -478,6 +478,9 @@ def _header(args: argparse.Namespace, request: PingRequest, address: str, family
     size = request.payload_size
     source = ""
     if request.source is not None or request.interface is not None:
+        # ping4_run()/ping6_run() bind the device and the source before the header
+        if request.source is not None:
+            net.check_source_address(request.source, family)
         src = request.source or net.source_address_via(address, family, request.interface)
         source = f"from {src} {request.interface or ''}: "
     if family == 6:  # ping6_run(): the target as typed, then pr_addr() of its address

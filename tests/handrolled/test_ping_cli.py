@@ -70,15 +70,19 @@ def _default_sigint() -> None:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("answers", [True, False], ids=["replies", "silent"])
+@pytest.mark.parametrize(
+    ("answers", "extra", "status"),
+    [(True, "", 0), (False, "", 1), (True, "-c 50 -w 30 ", 1)],
+    ids=["replies", "silent", "fewer-than-c-by-deadline"],
+)
 @pytest.mark.parametrize("tool", ["ours", "iputils"])
-def test_without_count_runs_until_ctrl_c(tool: str, answers: bool) -> None:
+def test_without_count_runs_until_ctrl_c(tool: str, answers: bool, extra: str, status: int):
     # iputils without -c pings until interrupted; SIGINT prints the statistics and exits by
-    # finish()'s rule: 0 with replies, 1 without.
+    # finish()'s rule: 0 with replies, 1 without, and 1 with -w when fewer than -c came back.
     ping = " ".join(OURS) if tool == "ours" else "ping"
     silence = "" if answers else "echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all; "
     proc = subprocess.Popen(
-        _private(f"{silence}cd {ROOT}; exec {ping} -n -i 0.2 127.0.0.1"),
+        _private(f"{silence}cd {ROOT}; exec {ping} -n {extra}-i 0.2 127.0.0.1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -96,13 +100,12 @@ def test_without_count_runs_until_ctrl_c(tool: str, answers: bool) -> None:
     shape = _shape(out)
     assert shape[0] == "PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data."
     assert "--- 127.0.0.1 ping statistics ---" in shape
+    assert proc.returncode == status
     if answers:
-        assert proc.returncode == 0
         assert sent - 1 <= received <= sent
         assert RTT.search(out)
         assert shape[-1] == "rtt min/avg/max/mdev = R ms"
     else:
-        assert proc.returncode == 1
         assert received == 0 and "100% packet loss" in out and not RTT.search(out)
         assert shape[-1] == ""  # finish() ends with an empty figures line
 
@@ -447,6 +450,7 @@ def test_bad_interface_or_source_refused_as_iputils(lab, flag, message) -> None:
     ours, theirs = _both(lab, ["-n", *flag, "-c", "1", lab.target.addr4])
     assert ours.returncode == theirs.returncode == 2
     assert ours.stderr == theirs.stderr == message
+    assert ours.stdout == theirs.stdout == ""  # refused before the PING header
 
 
 @pytest.mark.lab
