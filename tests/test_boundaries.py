@@ -23,6 +23,7 @@ PURE = [
     "icmp",
     "transport",
     "tracer_core",
+    "paths",
     "smtp_protocol",
     "results",
     "requests",
