@@ -856,3 +856,52 @@ def test_a_refused_mail_opens_no_transaction():
     answer(conn, b"550 no\r\n")
     assert not conn.in_transaction
     assert conn.send(MailFrom("a@x.test")) == b"MAIL FROM:<a@x.test>\r\n"
+
+
+# --- the transition table against the RFCs' own words ----------------------------------------
+
+C_ = Command
+# What a client may send in each state, from the RFC text (not from TRANSITIONS).
+RFC_PERMITTED: dict[State, set[Command]] = {
+    State.GREETING: set(),  # RFC 5321 §3.1: wait for the greeting
+    State.REFUSED: {C_.QUIT},  # §3.1: after a 554 greeting the client SHOULD send QUIT
+    # §4.1.4: a session opens with EHLO/HELO; NOOP, RSET and QUIT may come at any time
+    State.HELLO: {C_.EHLO, C_.HELO, C_.NOOP, C_.RSET, C_.QUIT},
+    State.HELLO_SENT: set(),  # RFC 2920 §3.1: EHLO only ends a group; wait for its reply
+    # §4.1.4 (a new EHLO resets), RFC 3207 §4, RFC 4954 §4, §3.3 (MAIL opens a transaction)
+    State.READY: {C_.EHLO, C_.HELO, C_.STARTTLS, C_.AUTH, C_.MAIL, C_.RSET, C_.NOOP, C_.QUIT},
+    State.STARTTLS_SENT: set(),  # RFC 3207 §4: wait for 220
+    State.TLS: set(),  # RFC 3207 §4.2: the handshake comes first
+    State.AUTH_SENT: set(),  # RFC 4954 §4: wait for 334 or the outcome
+    State.AUTH_CHALLENGE: {C_.AUTH_RESPONSE},  # RFC 4954 §4: answer it, or "*" to cancel
+    # §3.3: RCPT follows MAIL; RFC 2920 §3.1: MAIL and RCPT may be followed within a group
+    State.MAIL_SENT: {C_.RCPT, C_.RSET, C_.NOOP, C_.QUIT},
+    State.RCPT_SENT: {C_.RCPT, C_.DATA, C_.RSET, C_.NOOP, C_.QUIT},
+    State.DATA_SENT: set(),  # RFC 2920 §3.1: DATA ends a group; the 354 must be seen
+    State.CONTENT: {C_.CONTENT},  # §4.1.1.4: after 354 everything is mail data to the dot
+    # RFC 2920 §3.1: the content may open a group; EHLO, NOOP and QUIT only end one
+    State.CONTENT_SENT: {C_.MAIL, C_.RSET, C_.EHLO, C_.HELO, C_.NOOP, C_.QUIT},
+    State.QUIT_SENT: set(),  # §4.1.1.10: nothing after QUIT
+    State.CLOSED: set(),
+    State.ERROR: set(),
+}
+# The moves a client that sends mail needs, from the same texts.
+RFC_NEEDED: dict[State, set[Command]] = {
+    State.REFUSED: {C_.QUIT},
+    State.HELLO: {C_.EHLO, C_.HELO, C_.QUIT},  # §3.2: HELO when EHLO is refused
+    State.READY: {C_.STARTTLS, C_.AUTH, C_.MAIL, C_.QUIT, C_.EHLO},  # RFC 3207 §4.2: EHLO again
+    State.AUTH_CHALLENGE: {C_.AUTH_RESPONSE},
+    State.MAIL_SENT: {C_.RCPT, C_.RSET, C_.QUIT},
+    State.RCPT_SENT: {C_.RCPT, C_.DATA, C_.RSET, C_.QUIT},
+    State.CONTENT: {C_.CONTENT},
+    State.CONTENT_SENT: {C_.MAIL, C_.QUIT},  # §3.3: the next transaction needs no RSET
+}
+
+
+@pytest.mark.parametrize("state", list(State), ids=lambda s: s.value)
+def test_the_table_allows_only_what_the_rfcs_permit_and_all_a_client_needs(state):
+    conn = ClientConnection()
+    conn.state = state
+    allowed = {c for c in Command if conn.can_send(c)}
+    assert allowed <= RFC_PERMITTED[state], allowed - RFC_PERMITTED[state]
+    assert RFC_NEEDED.get(state, set()) <= allowed, RFC_NEEDED[state] - allowed
