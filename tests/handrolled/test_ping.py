@@ -8,6 +8,7 @@ in-process inside the client namespace (``lab.entered``) by address, or through 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import pickle
 import re
 import signal
@@ -16,6 +17,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -435,6 +437,30 @@ def test_seed_ping_shape_and_invalid_host(lab):
     assert verdict.ok, verdict.why
     assert lab.call("client", "handrolled.ping:ping", "nosuch.lab.test") == SEED_NO_ANSWER
     assert lab.call("client", "handrolled.ping:ping", lab.blackhole_name, 0.3) == SEED_NO_ANSWER
+
+
+@pytest.mark.lab
+def test_seed_ping_sends_four_timestamped_requests_a_second_apart(lab):
+    # The seed lab asks for a timestamp in the payload, as iputils puts one: a struct timeval
+    # of the send time over the first 16 octets (two native longs), then the fill i & 0xFF.
+    from compare.capture import Capture
+
+    with Capture(lab.ns("client"), "down0") as cap:
+        values = lab.call("client", "handrolled.ping:ping", lab.target.addr4)
+        time.sleep(0.2)
+    assert len(values) == 4 and all(isinstance(v, str) for v in values)
+    requests = [
+        (f.time_ns, f.ip[28:])
+        for f in cap.frames
+        if f.outgoing and f.ip and f.ip[0] >> 4 == 4 and f.ip[9] == 1 and f.ip[20] == 8
+    ]
+    assert len(requests) == 4
+    for frame_ns, data in requests:
+        sec, usec = struct.unpack("@ll", data[:16])
+        assert 0 <= frame_ns - (sec * 10**9 + usec * 1000) < 20_000_000 and usec < 10**6
+        assert data[16:] == bytes(range(16, 56))
+    gaps = [(b[0] - a[0]) / 1e9 for a, b in itertools.pairwise(requests)]
+    assert all(0.9 < g < 1.2 for g in gaps), gaps
 
 
 @pytest.mark.lab
