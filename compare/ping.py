@@ -397,12 +397,14 @@ def _dgram_row(sc: PingScenario, request: PingRequest, runs: dict[str, SideRun])
     for p in left.result.probes:
         on_wire = wire.get(p.seq)
         if p.outcome is not Outcome.DUPLICATE and on_wire is not None and on_wire != p.ident:
-            diffs.append(Difference("icmp.identifier", (str(p.ident), str(on_wire)), 4,
+            diffs.append(Difference("icmp.identifier", (str(p.ident), str(on_wire)), None,
                                     f"handrolled probe seq {p.seq}",
                                     labels=("handrolled reported", "kernel wrote")))  # fmt: skip
     if wire and set(wire.values()) == {IDENT}:
-        details.append(f"the kernel kept identifier {IDENT}: the datagram path went untested")
-    details += [f"{d.where}: {d.describe()}" for d in diffs[:5]]
+        # the kernel kept the requested identifier: the datagram path went untested
+        diffs.append(Difference("icmp.identifier (kernel's choice)", (str(IDENT), f"not {IDENT}"),
+                                labels=("kernel wrote", "needed")))  # fmt: skip
+    details += [d.describe() for d in diffs[:5]]
     kernel = ", ".join(f"{v:#06x}" for v in sorted(set(wire.values()))) or "none seen"
     return Row(sc.name, "datagram socket: identifier the kernel wrote = reported, given to the"
                " reference", f"kernel wrote {kernel}", f"sent with {request.ident:#06x}",

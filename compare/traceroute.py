@@ -287,7 +287,7 @@ def _annotation_row(
     diffs: list[Difference] = []
     details: list[str] = []
     if isinstance(handrolled, str):
-        details.append(f"handrolled: hop lines not rendered: {handrolled}")
+        diffs.append(Difference("annotation", (f"hop lines not rendered: {handrolled}", "-")))
     else:
         for i in range(max(len(handrolled), len(reference))):
             left = " ".join(handrolled[i]) if i < len(handrolled) else "(no hop)"
@@ -308,10 +308,11 @@ def _annotation_row(
                     Difference("annotation", values, None, where, labels=(impl, "lab truth"))
                 )
         if len(per_hop) != len(want):
-            details.append(f"{impl}: {len(per_hop)} hops, promised {len(want)}")
+            diffs.append(Difference("hops", (str(len(per_hop)), str(len(want))), None, impl,
+                                    labels=(impl, "lab truth")))  # fmt: skip
     cells = {impl: (m if isinstance(m, str) else " ".join(x for hop in m for x in hop) or "none")
              for impl, m in marks.items()}  # fmt: skip
-    details += [d.describe() for d in diffs[:10]]
+    details = [d.describe() for d in diffs[:10]]
     check = f"annotations (traceroute(8) marks) vs each other and lab truth ({promised} at the end)"
     return Row(sc.name, check, cells["handrolled"][:60], cells["reference"], not details, details,
                differences=diffs[:10])  # fmt: skip
