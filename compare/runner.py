@@ -32,7 +32,7 @@ from compare.scenario import Context, LocalSite, Row
 from compare.traceroute import TRACE_EXCESS_MS
 from handrolled.errors import WiretwinError
 
-KINDS = ("ping", "traceroute", "smtp")
+KINDS = ("ping", "traceroute", "smtp", "paths")  # paths: the fork (compare/paths.py)
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
 

@@ -355,7 +355,7 @@ class Tracer:
             note = ""
             if msg.checksum_ok is False:
                 note = "bad ICMP checksum"
-            elif msg.payload != self.payload:
+            elif msg.payload != self.sent[k].data[8:]:  # RFC 792: the data echoed as sent
                 note = "echoed payload differs"
             outcome = Outcome.CORRUPT if note else Outcome.REPLY
             return _Match(k, outcome, True, msg.icmp_type, msg.code, reply_ttl, note)
