@@ -285,7 +285,8 @@ def _annotation_row(
     reference = _reference_marks(res["reference"])
     marks = {"handrolled": handrolled, "reference": reference}
     diffs: list[Difference] = []
-    details: list[str] = []
+    q, n_hops = sc.probes_per_hop, len(lab.hops(sc.to))
+    want: list[list[str]] = [[] for _ in range(n_hops - 1)] + [[promised] * q]
     if isinstance(handrolled, str):
         diffs.append(Difference("annotation", (f"hop lines not rendered: {handrolled}", "-")))
     else:
@@ -298,8 +299,6 @@ def _annotation_row(
     for impl, per_hop in marks.items():
         if isinstance(per_hop, str):
             continue
-        q = sc.probes_per_hop
-        want = [[] for _ in per_hop[:-1]] + [[promised] * q] if per_hop else [[promised] * q]
         for i, (got, exp) in enumerate(zip(per_hop, want, strict=False)):
             if got != exp:
                 values = (" ".join(got) or "none", " ".join(exp) or "none")
