@@ -35,22 +35,20 @@ from handrolled.results import (
     SmtpSessionResult,
     SmtpStage,
 )
-from handrolled.smtp import (
+from handrolled.smtp import (  # the one-message dialogue's steps, shared
     Connect,
-    SmtpSession,
     _connect,
     _mail_params,
     _Outcome,
     _quit,
     _record_rcpt,
-    _Refused,
-    _ServerClosing,
     _tls_context,
     _transaction,
     failed,
     greet,
     open_session,
 )
+from handrolled.smtp_io import SmtpSession, _Refused, _ServerClosing
 
 __all__ = ["send_session"]
 
