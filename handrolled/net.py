@@ -622,11 +622,11 @@ def set_tos(sock: socket.socket, family: Family, tos: int) -> None:
 
 
 def source_address_via(dst: str, family: Family, device: str | None = None) -> str:
-    """The address the kernel sends from to reach ``dst``, through ``device`` when given."""
-    if device is None:
-        return source_address(dst, family)
+    """The address the kernel sends from to reach ``dst``, through ``device`` when given; no
+    route is UsageError "connect: Network is unreachable", as iputils' probe socket says."""
     with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
-        bind_device(probe, device)
+        if device is not None:
+            bind_device(probe, device)
         try:
             probe.connect((dst, 1025))  # iputils' probe_fd does the same
         except OSError as exc:

@@ -465,6 +465,11 @@ class _Printer:
         self._write(line + "\n")
 
 
+def _printable(text: str) -> str:
+    """One line whatever the user typed: controls and line separators shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _exit_status(stats: IputilsStats, request: PingRequest) -> int:
     # finish(): !nreceived || (deadline && nreceived < npackets)
     if not stats.received:
@@ -477,12 +482,13 @@ def _exit_status(stats: IputilsStats, request: PingRequest) -> int:
 def _header(args: argparse.Namespace, request: PingRequest, address: str, family: int) -> str:
     size = request.payload_size
     source = ""
+    # ping4_run()/ping6_run() connect a probe socket (through the device) to find the source,
+    # and bind the source, before the header: no route or a foreign address ends it there.
+    if request.source is not None:
+        net.check_source_address(request.source, family)
+    src = net.source_address_via(address, family, request.interface)
     if request.source is not None or request.interface is not None:
-        # ping4_run()/ping6_run() bind the device and the source before the header
-        if request.source is not None:
-            net.check_source_address(request.source, family)
-        src = request.source or net.source_address_via(address, family, request.interface)
-        source = f"from {src} {request.interface or ''}: "
+        source = f"from {request.source or src} {request.interface or ''}: "
     if family == 6:  # ping6_run(): the target as typed, then pr_addr() of its address
         shown = address if args.numeric or args.flood else _Printer(args, request, 6).who(address)
         return f"PING {args.host}({shown}) {source}{size} data bytes"
@@ -550,7 +556,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         raise  # the reader left (``| head``): common.run_module ends quietly
     except (WiretwinError, OSError) as exc:
         sys.stdout.flush()
-        print(f"ping: {exc}", file=sys.stderr)
+        print(f"ping: {_printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     stats = iputils_stats(probes, started)
     if args.json:

@@ -28,7 +28,7 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from handrolled.cli import ping as cli
@@ -273,6 +273,25 @@ def test_deadline_ends_at_the_first_icmp_error() -> None:
     assert "1 packets transmitted, 0 received, +1 errors" in ours.stdout
 
 
+@pytest.mark.root
+@pytest.mark.parametrize("target", ["198.51.100.77", "2001:db8::77"])
+def test_no_route_refused_before_the_header_as_iputils(target: str) -> None:
+    # ping4_run()/ping6_run() connect a probe socket first: "connect: Network is unreachable"
+    # (a namespace with only lo has no route to it; nothing can leave)
+    runs = [
+        subprocess.run(
+            _private(f"cd {ROOT}; exec {ping} -n -c 1 {target}"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        for ping in (" ".join(OURS), "ping")
+    ]
+    for proc in runs:
+        assert proc.returncode == 2
+        assert proc.stdout == "" and proc.stderr == "ping: connect: Network is unreachable\n"
+
+
 # ---- bad input: one line, exit 2, nothing sent (issue 16) -----------------------------------
 @pytest.mark.parametrize(
     "argv",
@@ -370,6 +389,8 @@ _ARGS = st.lists(
     args=st.one_of(_ARGS, st.lists(_SWITCHES, max_size=4)),
     host=st.sampled_from(["127.0.0.1", "::1", "", "no such host", "-x"]),
 )
+@example(args=["-p", "\n"], host="127.0.0.1")  # found by it: a newline echoed in the error
+@example(args=["-I", "\u2028"], host="127.0.0.1")
 def test_any_argument_list_ends_cleanly(args: list[str], host: str) -> None:
     """Arbitrary argument lists: no traceback, no hang, nothing sent after a refusal."""
     calls: list = []
