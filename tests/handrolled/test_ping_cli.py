@@ -292,6 +292,30 @@ def test_no_route_refused_before_the_header_as_iputils(target: str) -> None:
         assert proc.stdout == "" and proc.stderr == "ping: connect: Network is unreachable\n"
 
 
+@pytest.mark.root
+def test_send_errors_counted_quietly_as_iputils() -> None:
+    # netfilter dropping our requests on output makes sendto fail (EPERM): pinger() counts the
+    # probe as transmitted and, its error queue empty, prints nothing
+    shell = (
+        "nft add table inet t; nft add chain inet t out '{ type filter hook output priority 0; }';"
+        f" nft add rule inet t out icmp type echo-request drop; cd {ROOT}; exec "
+    )
+    runs = [
+        subprocess.run(
+            _private(shell + f"{ping} -n -c 2 -i 0.2 -W 1 127.0.0.1"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        for ping in (" ".join(OURS), "ping")
+    ]
+    ours, theirs = runs
+    assert ours.returncode == theirs.returncode == 1
+    assert ours.stderr == theirs.stderr == ""
+    assert _shape(ours.stdout) == _shape(theirs.stdout)
+    assert "2 packets transmitted, 0 received, 100% packet loss" in ours.stdout
+
+
 # ---- bad input: one line, exit 2, nothing sent (issue 16) -----------------------------------
 @pytest.mark.parametrize(
     "argv",
