@@ -110,6 +110,33 @@ def test_without_count_runs_until_ctrl_c(tool: str, answers: bool, extra: str, s
         assert shape[-1] == ""  # finish() ends with an empty figures line
 
 
+@pytest.mark.root
+def test_json_after_ctrl_c_is_the_result_so_far() -> None:
+    proc = subprocess.Popen(
+        _private(f"cd {ROOT}; exec {' '.join(OURS)} --json -i 0.1 127.0.0.1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        time.sleep(1.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err == ""
+    doc = json.loads(out)
+    assert doc["target"] == "127.0.0.1" and doc["address"] == "127.0.0.1"
+    assert len(doc["probes"]) >= 5 and doc["summary"]["received"] >= 4
+    seqs = [p["seq"] for p in doc["probes"]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    for p in doc["probes"]:
+        sent = bytes.fromhex(p["sent"])  # the ICMP message, bytes as hex
+        assert sent[0] == 8 and int.from_bytes(sent[6:8], "big") == p["seq"]
+        assert sent[24:] == bytes(range(16, 56))  # after the 8-byte header and the timeval
+
+
 def _responder(sock: socket.socket, other: socket.socket, plan: dict, stop: threading.Event):
     """Answer echo requests on loopback as ``plan[seq]`` says (default: a plain reply)."""
     from handrolled.icmp import EchoMessage, decode_icmp, encode_echo_reply
