@@ -67,9 +67,7 @@ from handrolled.errors import MalformedPacket, ResolveError, UsageError
 from handrolled.icmp import (
     DestinationUnreachable,
     EchoMessage,
-    Icmp6Type,
     IcmpError,
-    IcmpType,
     TimeExceeded,
     Unreach6Code,
     UnreachCode,
@@ -84,6 +82,7 @@ from handrolled.net import resolve as resolve_host
 from handrolled.requests import TraceRequest
 from handrolled.results import Family, Hop, Implementation, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import RawReceived, TraceSockets, source_for
+from handrolled.tracepaths import _Match, build_flow, match_queued, match_tcp, run_multipath
 from handrolled.tracer_core import TraceScheduler
 
 __all__ = [
@@ -130,17 +129,6 @@ class _Sent:
     probe: Probe | None = None  # set when the probe is settled (reply or timeout)
     flow: tuple[int, ...] | None = None  # what an ECMP router hashes (see paths.flow_of)
     mtu: int | None = None  # --mtu: the path MTU this probe was sized to (F=)
-
-
-@dataclass(frozen=True, slots=True)
-class _Match:
-    k: int
-    outcome: Outcome
-    final: bool
-    icmp_type: int | None
-    icmp_code: int | None
-    reply_ttl: int | None
-    note: str = ""
 
 
 class Tracer:
@@ -246,43 +234,10 @@ class Tracer:
 
     def _build_flow(self, k: int, ttl: int, flow: int) -> _Sent:
         """Probe ``k`` in flow ``flow``, as handrolled/paths.py lays it out."""
-        seq = (k + 1) & 0xFFFF
-        if self.method is Method.ICMP:
-            if self._icmp_base is None:  # the classic first probe's checksum
-                first = encode_echo_request(
-                    self.ident, 1, self.payload, v6=self.v6, src=self.src, dst=self.dst
-                )
-                self._icmp_base = int.from_bytes(first[2:4], "big")
-            checksum = paths.icmp_flow_checksum(self._icmp_base, flow)
-            data = paths.icmp_flow_probe(
-                self.ident, seq, self.payload, checksum, v6=self.v6, src=self.src, dst=self.dst
-            )
-            self._keys[("icmp", self.ident, seq)] = k
-            return _Sent(k, ttl, data, 0, self.ident, seq)
-        if self.method is Method.UDP:
-            src_port, dst_port = self.ident, (self.port + flow) & 0xFFFF
-            # RFC 768: the checksum names the probe (1..0xfffe)
-            data = paths.udp_flow_probe(
-                src_port, dst_port, self.payload, k % 0xFFFE + 1, src=self.src, dst=self.dst
-            )
-            self._keys[("udp-sum", src_port, dst_port, data[6:8])] = k
-            self._keys[("udp-word", src_port, dst_port, data[8:10])] = k  # error queue
-            return _Sent(k, ttl, data, 0, src_port, seq, src_port, dst_port)
-        src_port = (self.ident + flow) & 0xFFFF
-        if self.sockets is not None and flow and not self._flow_ports.get(flow):
-            self._flow_ports[flow] = self.sockets.reserve_tcp_port(src_port)
-        tcp_seq = k + 1
-        segment = tp.TcpSegment(
-            src_port,
-            self.port,
-            seq=tcp_seq,
-            flags=tp.TcpFlags.SYN,
-            window=TCP_WINDOW,
-            payload=self.payload,
-        )
-        data = tp.encode_tcp(segment, src=self.src, dst=self.dst)
-        self._keys[("tcp", src_port, self.port, tcp_seq)] = k
-        return _Sent(k, ttl, data, 0, src_port, tcp_seq, src_port, self.port)
+        data, ident, seq, ports, keys = build_flow(self, k, flow)
+        for key in keys:
+            self._keys[key] = k
+        return _Sent(k, ttl, data, 0, ident, seq, *ports)
 
     # -- reply matching -----------------------------------------------------------------------
 
@@ -299,42 +254,7 @@ class Tracer:
             return None
 
     def _match_queued(self, rec: RawReceived) -> _Match | None:
-        """An ICMP error from a datagram socket's error queue (IP_RECVERR).
-
-        The kernel matched it to our socket; ``rec.data`` is what it quoted of our probe (UDP:
-        the payload, with the destination port in ``rec.dst_port``; ICMP: our echo request).
-        """
-        err = rec.error
-        assert err is not None
-        if rec.kind == "udp":
-            if self.method is not Method.UDP or rec.dst_port is None:
-                return None
-            src_port = self.ident if rec.src_port is None else rec.src_port
-            if self.flows:  # the payload's first word differs with every checksum
-                k = self._keys.get(("udp-word", src_port, rec.dst_port, rec.data[:2]))
-            else:
-                k = self._keys.get(("udp", src_port, rec.dst_port))
-        else:
-            if self.method is not Method.ICMP or len(rec.data) < 8:
-                return None
-            # RFC 792 / RFC 4443 §4.1: identifier and sequence at octets 4 and 6
-            ident = int.from_bytes(rec.data[4:6], "big")
-            seq = int.from_bytes(rec.data[6:8], "big")
-            k = self._keys.get(("icmp", ident, seq))
-        if k is None:
-            return None
-        exceeded = Icmp6Type.TIME_EXCEEDED if self.v6 else IcmpType.TIME_EXCEEDED
-        unreachable = Icmp6Type.DEST_UNREACHABLE if self.v6 else IcmpType.DEST_UNREACHABLE
-        if err.icmp_type == exceeded:
-            return _Match(k, Outcome.TIME_EXCEEDED, False, err.icmp_type, err.icmp_code, rec.ttl)
-        if err.icmp_type != unreachable:
-            return None  # as on the raw path: only time exceeded and unreachable count
-        port_unreach = err.icmp_code == (Unreach6Code.PORT if self.v6 else UnreachCode.PORT)
-        if port_unreach and rec.source == self.dst and self.method is Method.UDP:
-            outcome = Outcome.REPLY
-        else:
-            outcome = Outcome.UNREACHABLE
-        return _Match(k, outcome, True, err.icmp_type, err.icmp_code, rec.ttl)
+        return match_queued(self, rec)
 
     def _match_icmp(self, rec: RawReceived) -> _Match | None:
         reply_ttl = rec.ttl
@@ -355,7 +275,8 @@ class Tracer:
             note = ""
             if msg.checksum_ok is False:
                 note = "bad ICMP checksum"
-            elif msg.payload != self.sent[k].data[8:]:  # RFC 792: the data echoed as sent
+            elif msg.payload != (self.sent[k].data[8:] if k in self.sent else self.payload):
+                # RFC 792: the data echoed as sent (Paris compensates in its first word)
                 note = "echoed payload differs"
             outcome = Outcome.CORRUPT if note else Outcome.REPLY
             return _Match(k, outcome, True, msg.icmp_type, msg.code, reply_ttl, note)
@@ -393,26 +314,7 @@ class Tracer:
         return self._keys.get(("tcp", head.src_port, head.dst_port, head.seq))
 
     def _match_tcp(self, rec: RawReceived) -> _Match | None:
-        if rec.source != self.dst:
-            return None
-        reply_ttl = rec.ttl
-        data = rec.data
-        if not self.v6:
-            header, data = decode_ipv4(rec.data)
-            reply_ttl = header.ttl
-        segment = tp.decode_tcp(data)
-        flags = tp.TcpFlags(segment.flags)
-        if not (flags & tp.TcpFlags.RST or (flags & tp.TcpFlags.SYN and flags & tp.TcpFlags.ACK)):
-            return None
-        seq = (segment.ack - 1) & 0xFFFFFFFF  # RFC 793 §3.4: both acknowledge our SYN
-        k = self._keys.get(("tcp", segment.dst_port, segment.src_port, seq))
-        if k is None:
-            return None
-        # Not CORRUPT on a bad checksum: over loopback and veth the sender's checksum is often
-        # left to offload (CHECKSUM_PARTIAL) and a raw socket sees it unfinished.
-        ok = tp.transport_checksum_ok(rec.source, self.src, IpProto.TCP, data)
-        note = "" if ok else "TCP checksum does not verify (checksum offload?)"
-        return _Match(k, Outcome.REPLY, True, None, None, reply_ttl, note)
+        return match_tcp(self, rec)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -591,11 +493,21 @@ def run_trace(
             payload=payload,
             resolver=resolver,
             fixed_port=request.fixed_port,
-            paris=request.paris,
+            paris=request.paris or request.multipath,
         )
         if on_start is not None:
             on_start()
-        hops = tracer.run(on_hop)
+        if request.multipath:
+            planner = paths.MdaPlanner(request.first_ttl, request.max_hops, request.confidence)
+            hops = run_multipath(
+                tracer,
+                planner,
+                wait_max=request.wait[0],
+                sim_queries=request.sim_queries,
+                on_hop=on_hop,
+            )
+        else:
+            hops = tracer.run(on_hop)
     reached = any(p.outcome is Outcome.REPLY for hop in hops for p in hop.probes)
     return TraceResult(
         target=request.host,

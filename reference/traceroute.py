@@ -293,6 +293,7 @@ def run_trace(
     """
     if not isinstance(request, TraceRequest):
         raise TypeError(f"run_trace takes a TraceRequest, not {type(request).__name__}")
+    job = request  # (the loop below names each scapy probe ``request``)
     method = request.method
     host, resolve = request.host, request.resolve
     first_ttl, max_hops = request.first_ttl, request.max_hops
@@ -396,6 +397,30 @@ def run_trace(
             if on_hop is not None:
                 on_hop(hop)
 
+    if request.multipath:  # the MDA's rounds (reference/multipath.py)
+        from reference.multipath import run_multipath
+
+        def build(*, ttl: int, index: int, flow: int) -> Any:
+            return build_probe(method, version, address, ttl=ttl, index=index, ident=ident,
+                               port=port or 0, payload=payload, dont_fragment=dont_fragment,
+                               tos=tos, src=src, flow=flow)  # fmt: skip
+
+        if on_start is not None:
+            on_start()
+        hops = run_multipath(
+            request,
+            address=address,
+            version=version,
+            build=build,
+            classify=_classify,
+            same_checksum=_same_checksum,
+            flow_of=flow_of,
+            ident=ident,
+            port=port or 0,
+            payload=payload,
+            on_hop=on_hop,
+        )
+        return _result(request, address, version, hops, started_ns, start)
     sock = open_l3(version)
     if request.interface is not None:
         try:
@@ -459,18 +484,25 @@ def run_trace(
             select.select([sock], [], [], max(0.0, wake - time.time()))
     finally:
         sock.close()
+    return _result(job, address, version, hops, started_ns, start)
+
+
+def _result(
+    request: TraceRequest, address: str, version: int, hops: list[Hop], started_ns: int,
+    start: float,
+) -> TraceResult:  # fmt: skip
     reached = any(
         p.outcome is Outcome.REPLY and p.reply_from == address for hop in hops for p in hop.probes
     )
     return TraceResult(
-        target=host,
+        target=request.host,
         address=address,
-        family=version,
-        method=method,
+        family=version,  # type: ignore[arg-type]
+        method=request.method,
         hops=tuple(hops),
         reached=reached,
         implementation=Implementation.REFERENCE,
-        port=port,
+        port=request.dst_port,
         started_ns=started_ns,
         elapsed_ms=(time.monotonic() - start) * 1000.0,
     )

@@ -30,8 +30,10 @@ __all__ = [
     "EXIT_REACHED",
     "annotation",
     "backward_hops",
+    "format_branches",
     "format_header",
     "format_hop",
+    "format_multipath_end",
     "main",
     "packet_length",
     "parse_sendwait",
@@ -183,17 +185,64 @@ def format_hop(hop: Hop, *, numeric: bool = False, back: bool = False) -> str:
                     parts.append(f" '-{hops_back}'")
         previous = probe
         parts.append(f"  {probe.rtt_ms:.3f} ms")
+        if probe.mtu:  # --mtu: this probe was sized to a newly learnt path MTU
+            parts.append(f" F={probe.mtu}")
         mark = annotation(probe.icmp_type, probe.icmp_code, _is_v6(probe))
         if probe.outcome is Outcome.UNREACHABLE and mark:
             parts.append(f" {mark}")
     return "".join(parts)
 
 
-def result_to_json(result: TraceResult) -> dict:
-    """The whole TraceResult as JSON-ready data (bytes as hex, enums by value)."""
+def result_to_json(result: TraceResult, confidence: float | None = None) -> dict:
+    """The whole TraceResult as JSON-ready data (bytes as hex, enums by value); with
+    ``confidence`` (--multipath) also, per TTL, its addresses and the probes spent there."""
     data = jsonable(result)
     assert isinstance(data, dict)
+    if confidence is not None:
+        data["multipath"] = {
+            "confidence": confidence,
+            "probes": sum(len(hop.probes) for hop in result.hops),
+            "hops": [
+                {
+                    "ttl": hop.ttl,
+                    "addresses": sorted({p.reply_from for p in hop.probes if p.reply_from}),
+                    "probes": len(hop.probes),
+                }
+                for hop in result.hops
+            ],
+        }
     return data
+
+
+def format_branches(hop: Hop, *, numeric: bool = False) -> str:
+    """--multipath: every next hop the TTL showed, its fastest RTT and its flows, then the
+    probes spent: `` 3  a (a)  1.234 ms [5 flows] | b (b)  1.301 ms [6 flows]  (11 probes)``."""
+    seen: dict[str, list[Probe]] = {}
+    for probe in hop.probes:
+        if probe.reply_from is not None and probe.rtt_ms is not None:
+            seen.setdefault(probe.reply_from, []).append(probe)
+    parts = []
+    for address, probes in seen.items():
+        name = address if numeric else f"{probes[0].reply_name or address} ({address})"
+        best = min(p.rtt_ms for p in probes if p.rtt_ms is not None)
+        flows = len({p.flow for p in probes})
+        parts.append(f"{name}  {best:.3f} ms [{flows} flow{'s' if flows != 1 else ''}]")
+    lost = sum(1 for p in hop.probes if p.reply_from is None)
+    if lost or not parts:
+        parts.append("*" * min(max(lost, 1), 3))
+    return f"{hop.ttl:2d}  {' | '.join(parts)}  ({len(hop.probes)} probes)"
+
+
+def format_multipath_end(result: TraceResult, confidence: float) -> str:
+    """The closing line of a --multipath trace: probes spent and the stopping rule."""
+    from handrolled.paths import stopping_table
+
+    table = ", ".join(str(n) for n in stopping_table(confidence, 5))
+    spent = sum(len(hop.probes) for hop in result.hops)
+    return (
+        f"multipath: {spent} probes; every TTL's next hops found with {confidence:.0%}"
+        f" confidence (MDA stopping rule n_1..n_5 = {table})"
+    )
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -256,6 +305,12 @@ def _parser() -> Parser:
     p.add_argument("-t", "--tos", type=int, default=0, help="IPv4 TOS / IPv6 traffic class")
     p.add_argument("-z", "--sendwait", help="seconds between probes (10 or more: ms)")
     p.add_argument("--back", action="store_true", help="print backward hops when they differ")
+    p.add_argument("--paris", action="store_true", help="one flow for the whole trace (ECMP)")
+    p.add_argument(
+        "--multipath", action="store_true", help="every next hop at each TTL (MDA, Paris flows)"
+    )
+    p.add_argument("--confidence", type=float, default=0.95, help="--multipath's (0.95)")
+    p.add_argument("--mtu", action="store_true", help="discover the path MTU (F=N)")
     p.add_argument("--ident", type=int, help="ICMP identifier / source port")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(method=Method.UDP)  # traceroute(8)'s "default" method
@@ -286,6 +341,7 @@ _VALUED_LONG = frozenset(
         "--tos",
         "--sendwait",
         "--ident",
+        "--confidence",
     ]
 )
 
@@ -331,6 +387,10 @@ def request_from_args(argv: list[str]) -> tuple[TraceRequest, Output]:
         source=args.source,
         interface=args.interface,
         send_wait=0.0 if args.sendwait is None else parse_sendwait(args.sendwait),
+        paris=args.paris,
+        multipath=args.multipath,
+        confidence=args.confidence,
+        mtu=args.mtu,
     )
     return request, Output(args.numeric, args.json, args.back)
 
@@ -358,7 +418,11 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
                 print(header, file=out, flush=True)
 
             def on_hop(hop: Hop) -> None:
-                print(format_hop(hop, numeric=opts.numeric, back=opts.back), file=out, flush=True)
+                if request.multipath:
+                    line = format_branches(hop, numeric=opts.numeric)
+                else:
+                    line = format_hop(hop, numeric=opts.numeric, back=opts.back)
+                print(line, file=out, flush=True)
 
         result = runner(request, on_hop=on_hop, on_start=on_start)
     except BrokenPipeError:  # the reader left (``| head``): run_module ends quietly
@@ -368,11 +432,14 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    confidence = request.confidence if request.multipath else None
     if opts.json:
         import json
 
-        json.dump(result_to_json(result), out, indent=2)
+        json.dump(result_to_json(result, confidence), out, indent=2)
         out.write("\n")
+    elif confidence is not None:
+        print(format_multipath_end(result, confidence), file=out)
     return EXIT_REACHED if result.reached else EXIT_NOT_REACHED
 
 

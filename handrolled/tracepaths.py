@@ -1,0 +1,228 @@
+"""traceroute over branching paths: the MDA's rounds (paths.MdaPlanner) on the Tracer, its flow
+probes, and the matching rules for the error queue and TCP answers (moved from traceroute.py).
+
+Each round's probes go out in plan order (TTL, then flow), at most ``sim_queries`` in flight;
+a probe waits at most ``wait_max`` seconds.  A probe planned for a TTL beyond a final answer
+is never sent (its number stays unused, as on the reference side).  Probe k of flow f is
+built by ``Tracer._build(k, ttl, f)`` (handrolled/paths.py says how); replies are matched
+by the Tracer's own rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from handrolled import paths
+from handrolled import transport as tp
+from handrolled.icmp import Icmp6Type, IcmpType, Unreach6Code, UnreachCode, encode_echo_request
+from handrolled.ip import IpProto, decode_ipv4
+from handrolled.paths import MdaPlanner
+from handrolled.results import Hop, Method, Outcome, Probe
+from handrolled.tracenet import RawReceived
+
+__all__ = ["TCP_WINDOW", "build_flow", "match_queued", "match_tcp", "run_multipath"]
+
+TCP_WINDOW = 64240  # handrolled.traceroute's (what Linux advertises in a SYN on Ethernet)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    k: int
+    outcome: Outcome
+    final: bool
+    icmp_type: int | None
+    icmp_code: int | None
+    reply_ttl: int | None
+    note: str = ""
+
+
+def match_queued(
+    self,  # a handrolled.traceroute.Tracer
+    rec: RawReceived,
+) -> _Match | None:
+    """An ICMP error from a datagram socket's error queue (IP_RECVERR).
+
+    The kernel matched it to our socket; ``rec.data`` is what it quoted of our probe (UDP:
+    the payload, with the destination port in ``rec.dst_port``; ICMP: our echo request).
+    """
+    err = rec.error
+    assert err is not None
+    if rec.kind == "udp":
+        if self.method is not Method.UDP or rec.dst_port is None:
+            return None
+        src_port = self.ident if rec.src_port is None else rec.src_port
+        if self.flows:  # the payload's first word differs with every checksum
+            k = self._keys.get(("udp-word", src_port, rec.dst_port, rec.data[:2]))
+        else:
+            k = self._keys.get(("udp", src_port, rec.dst_port))
+    else:
+        if self.method is not Method.ICMP or len(rec.data) < 8:
+            return None
+        # RFC 792 / RFC 4443 §4.1: identifier and sequence at octets 4 and 6
+        ident = int.from_bytes(rec.data[4:6], "big")
+        seq = int.from_bytes(rec.data[6:8], "big")
+        k = self._keys.get(("icmp", ident, seq))
+    if k is None:
+        return None
+    exceeded = Icmp6Type.TIME_EXCEEDED if self.v6 else IcmpType.TIME_EXCEEDED
+    unreachable = Icmp6Type.DEST_UNREACHABLE if self.v6 else IcmpType.DEST_UNREACHABLE
+    if err.icmp_type == exceeded:
+        return _Match(k, Outcome.TIME_EXCEEDED, False, err.icmp_type, err.icmp_code, rec.ttl)
+    if err.icmp_type != unreachable:
+        return None  # as on the raw path: only time exceeded and unreachable count
+    port_unreach = err.icmp_code == (Unreach6Code.PORT if self.v6 else UnreachCode.PORT)
+    if port_unreach and rec.source == self.dst and self.method is Method.UDP:
+        outcome = Outcome.REPLY
+    else:
+        outcome = Outcome.UNREACHABLE
+    return _Match(k, outcome, True, err.icmp_type, err.icmp_code, rec.ttl)
+
+
+def match_tcp(self, rec: RawReceived) -> _Match | None:
+    if rec.source != self.dst:
+        return None
+    reply_ttl = rec.ttl
+    data = rec.data
+    if not self.v6:
+        header, data = decode_ipv4(rec.data)
+        reply_ttl = header.ttl
+    segment = tp.decode_tcp(data)
+    flags = tp.TcpFlags(segment.flags)
+    if not (flags & tp.TcpFlags.RST or (flags & tp.TcpFlags.SYN and flags & tp.TcpFlags.ACK)):
+        return None
+    seq = (segment.ack - 1) & 0xFFFFFFFF  # RFC 793 §3.4: both acknowledge our SYN
+    k = self._keys.get(("tcp", segment.dst_port, segment.src_port, seq))
+    if k is None:
+        return None
+    # Not CORRUPT on a bad checksum: over loopback and veth the sender's checksum is often
+    # left to offload (CHECKSUM_PARTIAL) and a raw socket sees it unfinished.
+    ok = tp.transport_checksum_ok(rec.source, self.src, IpProto.TCP, data)
+    note = "" if ok else "TCP checksum does not verify (checksum offload?)"
+    return _Match(k, Outcome.REPLY, True, None, None, reply_ttl, note)
+
+
+def build_flow(tracer, k: int, flow: int) -> tuple[bytes, int, int, tuple, list[tuple]]:
+    """(bytes, ident, seq, (source port, destination port), match keys) of probe ``k`` in flow
+    ``flow`` of ``tracer`` (a handrolled.traceroute.Tracer), as handrolled/paths.py lays it
+    out."""
+    t = tracer
+    seq = (k + 1) & 0xFFFF
+    if t.method is Method.ICMP:
+        if t._icmp_base is None:  # the classic first probe's checksum
+            first = encode_echo_request(t.ident, 1, t.payload, v6=t.v6, src=t.src, dst=t.dst)
+            t._icmp_base = int.from_bytes(first[2:4], "big")
+        checksum = paths.icmp_flow_checksum(t._icmp_base, flow)
+        data = paths.icmp_flow_probe(
+            t.ident, seq, t.payload, checksum, v6=t.v6, src=t.src, dst=t.dst
+        )
+        return data, t.ident, seq, (), [("icmp", t.ident, seq)]
+    if t.method is Method.UDP:
+        src_port, dst_port = t.ident, (t.port + flow) & 0xFFFF
+        # RFC 768: the checksum names the probe (1..0xfffe)
+        data = paths.udp_flow_probe(
+            src_port, dst_port, t.payload, k % 0xFFFE + 1, src=t.src, dst=t.dst
+        )
+        keys = [
+            ("udp-sum", src_port, dst_port, data[6:8]),
+            ("udp-word", src_port, dst_port, data[8:10]),  # the error queue's (payload) key
+        ]
+        return data, src_port, seq, (src_port, dst_port), keys
+    src_port = (t.ident + flow) & 0xFFFF
+    if t.sockets is not None and flow and not t._flow_ports.get(flow):
+        t._flow_ports[flow] = t.sockets.reserve_tcp_port(src_port)
+    segment = tp.TcpSegment(
+        src_port, t.port, seq=k + 1, flags=tp.TcpFlags.SYN, window=TCP_WINDOW, payload=t.payload
+    )
+    data = tp.encode_tcp(segment, src=t.src, dst=t.dst)
+    return data, src_port, k + 1, (src_port, t.port), [("tcp", src_port, t.port, k + 1)]
+
+
+def run_multipath(
+    tracer,  # handrolled.traceroute.Tracer (not imported: that module imports this one)
+    planner: MdaPlanner,
+    *,
+    wait_max: float,
+    sim_queries: int,
+    on_hop: Callable[[Hop], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Hop]:
+    """Run rounds until the planner's stopping rule holds at every TTL; the hops, in order,
+    each with every probe sent to its TTL (in sending order)."""
+    sockets = tracer.sockets
+    ttl_of: dict[int, int] = {}
+    while plan := planner.next_round():
+        pending = deque(plan)
+        deadlines: dict[int, float] = {}
+        while pending or deadlines:
+            while pending and len(deadlines) < sim_queries:
+                k, ttl, flow = pending.popleft()
+                if ttl > planner.end:
+                    continue  # beyond the destination: never sent
+                sent = tracer._build(k, ttl, flow)
+                tracer.sent[k] = sent
+                ttl_of[k] = ttl
+                try:
+                    sent.send_ns = sockets.send(sent.data, ttl)
+                except OSError as exc:
+                    sent.send_ns = time.time_ns()
+                    note = f"sendto: {exc.strerror or exc}"
+                    sent.probe = tracer._probe(sent, Outcome.TIMEOUT, note=note)
+                    planner.record(ttl, None, False)
+                    continue
+                deadlines[k] = clock() + wait_max
+            if not deadlines:
+                continue
+            timeout = max(min(deadlines.values()) - clock(), 0.0)
+            for rec in sockets.wait(min(timeout, 1.0)):
+                match = tracer._match(rec)
+                if match is None or match.k not in deadlines:
+                    continue
+                del deadlines[match.k]
+                sent = tracer.sent[match.k]
+                rtt_ns = max(rec.recv_ns - sent.send_ns, 0)
+                sent.probe = tracer._probe(
+                    sent,
+                    match.outcome,
+                    recv_ns=rec.recv_ns,
+                    rtt_ms=rtt_ns / 1e6,
+                    reply_from=rec.source,
+                    reply_ttl=match.reply_ttl,
+                    icmp_type=match.icmp_type,
+                    icmp_code=match.icmp_code,
+                    received=rec.data,
+                    kernel_timestamp=rec.kernel_timestamp,
+                    note=match.note,
+                )
+                if tracer.resolver is not None:
+                    tracer.resolver.request(rec.source)
+                final = match.final and match.outcome is not Outcome.CORRUPT
+                planner.record(sent.ttl, rec.source, final)
+            now = clock()
+            for k in [k for k, at in deadlines.items() if at <= now]:
+                del deadlines[k]
+                sent = tracer.sent[k]
+                sent.probe = tracer._probe(sent, Outcome.TIMEOUT)
+                planner.record(sent.ttl, None, False)
+    hops = []
+    for mda_hop in planner.branches():
+        probes: list[Probe] = [
+            tracer.sent[k].probe  # type: ignore[misc]
+            for k in sorted(ttl_of)
+            if ttl_of[k] == mda_hop.ttl and tracer.sent[k].probe is not None
+        ]
+        if tracer.resolver is not None:
+            probes = [
+                replace(p, reply_name=tracer.resolver.name(p.reply_from)) if p.reply_from else p
+                for p in probes
+            ]
+        hop = Hop(ttl=mda_hop.ttl, probes=tuple(probes))
+        hops.append(hop)
+        if on_hop is not None:
+            on_hop(hop)
+    return hops
