@@ -61,6 +61,8 @@ IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 PMTUDISC_DONT = 0  # never set DF; fragment locally
 PMTUDISC_DO = 2
 PMTUDISC_PROBE = 3  # set DF, ignore the path MTU the kernel learnt
+IP_MTU = getattr(socket, "IP_MTU", 14)  # linux/in.h, linux/in6.h: a connected socket's MTU
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 # A datagram socket reports an ICMP error it queued once more as the errno of the next call
 # (sk_err); the details are on the error queue, so such a send is simply tried again.
@@ -150,6 +152,7 @@ class TraceSockets:
         tos: int = 0,
         interface: str | None = None,
         bind_source: bool = False,
+        mtu_discovery: bool = False,
     ) -> None:
         if kind not in KINDS:
             raise UsageError(f"socket kind {kind!r}: expected auto, raw or dgram")
@@ -164,6 +167,11 @@ class TraceSockets:
         self.tos = tos
         self.interface = interface
         self.bind_source = bind_source
+        # --mtu: DF set (PMTUDISC_PROBE: the kernel refuses what exceeds the device's MTU
+        # with EMSGSIZE and leaves the rest to the routers' frag-needed / Packet Too Big)
+        self.mtu_discovery = mtu_discovery
+        if mtu_discovery:
+            self.dont_fragment = True
         self._owned: list[socket.socket] = []
         self.icmp_socket: net.IcmpSocket | None = None
         self.icmp: socket.socket | None = None
@@ -378,6 +386,21 @@ class TraceSockets:
             send_ns = time.time_ns()
             sender.sendto(data, address)
         return send_ns
+
+    def local_mtu(self) -> int | None:
+        """--mtu, after a send failed with EMSGSIZE: the MTU of the route to the destination
+        as the kernel knows it (IP_MTU / IPV6_MTU of a connected datagram socket: the device's,
+        or a path MTU it has learnt), or None."""
+        level, option = (socket.IPPROTO_IPV6, IPV6_MTU) if self.v6 else (socket.IPPROTO_IP, IP_MTU)
+        with socket.socket(self._af, socket.SOCK_DGRAM) as probe:
+            if self.interface is not None:
+                bind_to_device(probe, self.interface)
+            try:
+                probe.connect((self.dst, 9))
+                return probe.getsockopt(level, option) or None
+            except OSError as exc:
+                log.debug("no route MTU to %s: %s", self.dst, exc)
+                return None
 
     def receivers(self) -> list[socket.socket]:
         socks = [s for s in (self.icmp, self.tcp) if s is not None]

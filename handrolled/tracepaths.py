@@ -10,21 +10,40 @@ by the Tracer's own rules.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from handrolled import paths
 from handrolled import transport as tp
-from handrolled.icmp import Icmp6Type, IcmpType, Unreach6Code, UnreachCode, encode_echo_request
+from handrolled.icmp import (
+    DestinationUnreachable,
+    Icmp6Type,
+    IcmpType,
+    PacketTooBig,
+    Unreach6Code,
+    UnreachCode,
+    default_payload,
+    encode_echo_request,
+)
 from handrolled.ip import IpProto, decode_ipv4
 from handrolled.paths import MdaPlanner
 from handrolled.results import Hop, Method, Outcome, Probe
 from handrolled.tracenet import RawReceived
 
-__all__ = ["TCP_WINDOW", "build_flow", "match_queued", "match_tcp", "run_multipath"]
+__all__ = [
+    "TCP_WINDOW",
+    "MtuProbing",
+    "build_flow",
+    "match_queued",
+    "match_tcp",
+    "run_multipath",
+    "too_big",
+]
 
 TCP_WINDOW = 64240  # handrolled.traceroute's (what Linux advertises in a SYN on Ethernet)
 
@@ -40,6 +59,7 @@ class _Match:
     icmp_code: int | None
     reply_ttl: int | None
     note: str = ""
+    mtu: int | None = None  # --mtu: the MTU a frag-needed / Packet Too Big names
 
 
 def match_queued(
@@ -105,6 +125,74 @@ def match_tcp(self, rec: RawReceived) -> _Match | None:
     ok = tp.transport_checksum_ok(rec.source, self.src, IpProto.TCP, data)
     note = "" if ok else "TCP checksum does not verify (checksum offload?)"
     return _Match(k, Outcome.REPLY, True, None, None, reply_ttl, note)
+
+
+class MtuProbing:
+    """handrolled.traceroute.Tracer's --mtu part (traceroute(8)'s: start big with DF set,
+    shrink to what the path says: a local EMSGSIZE, a frag-needed or a Packet Too Big)."""
+
+    mtu_size: int | None
+    sockets: Any
+    sched: Any
+    sent: dict
+    _keys: dict
+    _retries: int
+    v6: bool
+    payload: bytes
+    clock: Callable[[], float]
+
+    def _resize(self, size: int) -> None:
+        self.mtu_size = size
+        headers = (40 if self.v6 else 20) + 8  # IP + UDP / ICMP echo header
+        self.payload = default_payload(max(size - headers, 0))
+
+    def _send(self, sent: Any) -> Any:  # a traceroute._Sent
+        """Send ``sent``; --mtu: on EMSGSIZE rebuild it to the route's MTU (F=) and resend."""
+        assert self.sockets is not None
+        for _ in range(4):
+            try:
+                sent.send_ns = self.sockets.send(sent.data, sent.ttl)
+                return sent
+            except OSError as exc:
+                size = self.mtu_size
+                mtu = self.sockets.local_mtu() if size and exc.errno == errno.EMSGSIZE else None
+                if mtu is None or size is None or mtu >= size:
+                    raise
+                self._resize(mtu)
+                sent = self._build(sent.k, sent.ttl)
+                sent.mtu = self.sent[sent.k].mtu = mtu
+                self.sent[sent.k] = sent
+        raise OSError(errno.EMSGSIZE, "still too big")
+
+    def _resend_smaller(self, k: int, mtu: int) -> None:
+        """A router said probe ``k`` was too big: send it again at ``mtu`` bytes, numbered
+        after every planned probe (count + retries so far), so both copies show on the wire."""
+        if self.mtu_size is None or mtu >= self.mtu_size:
+            return  # no smaller than what we sent: not ours to act on
+        self._resize(mtu)
+        retry = len(self.sched.slots) + self._retries
+        self._retries += 1
+        sent = self._build(retry, self.sent[k].ttl)
+        for key, value in list(self._keys.items()):
+            if value == retry:
+                self._keys[key] = k
+        sent.k, sent.mtu = k, mtu
+        self.sent[k] = sent
+        try:
+            self._send(sent)
+        except OSError as exc:
+            log.debug("resending probe %d at %d bytes failed: %s", k, mtu, exc)
+        self.sched.slots[k].sent_at = self.clock()
+
+
+def too_big(msg: object, v6: bool) -> int | None:
+    """The MTU a "too big" error names: frag-needed's next-hop MTU (RFC 1191 §4: the low 16
+    bits after the checksum) or Packet Too Big's (RFC 4443 §3.2); None for anything else."""
+    if v6:
+        return msg.info if isinstance(msg, PacketTooBig) else None
+    if isinstance(msg, DestinationUnreachable) and msg.code == UnreachCode.FRAGMENTATION_NEEDED:
+        return (msg.info & 0xFFFF) or None
+    return None
 
 
 def build_flow(tracer, k: int, flow: int) -> tuple[bytes, int, int, tuple, list[tuple]]:

@@ -82,7 +82,15 @@ from handrolled.net import resolve as resolve_host
 from handrolled.requests import TraceRequest
 from handrolled.results import Family, Hop, Implementation, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import RawReceived, TraceSockets, source_for
-from handrolled.tracepaths import _Match, build_flow, match_queued, match_tcp, run_multipath
+from handrolled.tracepaths import (
+    MtuProbing,
+    _Match,
+    build_flow,
+    match_queued,
+    match_tcp,
+    run_multipath,
+    too_big,
+)
 from handrolled.tracer_core import TraceScheduler
 
 __all__ = [
@@ -131,7 +139,7 @@ class _Sent:
     mtu: int | None = None  # --mtu: the path MTU this probe was sized to (F=)
 
 
-class Tracer:
+class Tracer(MtuProbing):
     """One trace's driver: builds probes, sends them through ``sockets``, matches replies.
 
     ``clock`` is a monotonic clock in seconds (scheduling only; probe times are ns since the
@@ -155,6 +163,7 @@ class Tracer:
         clock: Callable[[], float] = time.monotonic,
         fixed_port: bool = False,
         paris: bool = False,
+        mtu: int | None = None,
     ) -> None:
         self.sockets = sockets
         self.sched = scheduler
@@ -170,6 +179,8 @@ class Tracer:
         self.fixed_port = fixed_port
         self.paris = paris  # one flow for the whole trace (see handrolled/paths.py)
         self.sent: dict[int, _Sent] = {}
+        self.mtu_size = mtu  # --mtu: the datagram size probes are built to (None: off)
+        self._retries = 0
         self._keys: dict[tuple, int] = {}
         if method is Method.ICMP:
             self.ident = (os.getpid() & 0xFFFF) if ident is None else ident
@@ -280,6 +291,14 @@ class Tracer:
                 note = "echoed payload differs"
             outcome = Outcome.CORRUPT if note else Outcome.REPLY
             return _Match(k, outcome, True, msg.icmp_type, msg.code, reply_ttl, note)
+        mtu = too_big(msg, self.v6) if self.mtu_size else None
+        if mtu is not None:  # --mtu: the probe is sent again, smaller (see _resend_smaller)
+            k = self._quoted_key(msg)  # type: ignore[arg-type]
+            if k is None:
+                return None
+            return _Match(
+                k, Outcome.UNREACHABLE, False, msg.icmp_type, msg.code, reply_ttl, mtu=mtu
+            )
         if not isinstance(msg, (TimeExceeded, DestinationUnreachable)):
             return None
         k = self._quoted_key(msg)
@@ -335,7 +354,7 @@ class Tracer:
                 sent = self._build(k, ttl)
                 self.sent[k] = sent
                 try:
-                    sent.send_ns = sockets.send(sent.data, ttl)
+                    sent = self._send(sent)
                 except OSError as exc:  # refused locally (EHOSTUNREACH, EACCES...): lost, say why
                     log.debug("sendto failed with TTL %d: %s", ttl, exc)
                     sent.send_ns = time.time_ns()
@@ -372,6 +391,9 @@ class Tracer:
             return
         sent = self.sent.get(match.k)
         if sent is None:
+            return
+        if match.mtu is not None:
+            self._resend_smaller(match.k, match.mtu)
             return
         rtt_ns = max(rec.recv_ns - sent.send_ns, 0)
         final = match.final and match.outcome is not Outcome.CORRUPT
@@ -455,7 +477,7 @@ def run_trace(
         first_ttl=request.first_ttl,
         max_hops=request.max_hops,
         probes_per_hop=request.probes_per_hop,
-        sim_queries=request.sim_queries,
+        sim_queries=1 if request.mtu else request.sim_queries,  # --mtu: one at a time
         wait=request.wait,
         send_wait=request.send_wait,
     )
@@ -480,6 +502,7 @@ def run_trace(
         tos=request.tos,
         interface=request.interface,
         bind_source=request.source is not None,
+        mtu_discovery=request.mtu,
     ) as sockets:
         tracer = Tracer(
             sockets,
@@ -494,6 +517,7 @@ def run_trace(
             resolver=resolver,
             fixed_port=request.fixed_port,
             paris=request.paris or request.multipath,
+            mtu=(len(payload) + (40 if fam == 6 else 20) + 8) if request.mtu else None,
         )
         if on_start is not None:
             on_start()

@@ -84,6 +84,8 @@ class _Slot:
     dst_port: int | None = None
     probe: Probe | None = None  # set when done
     rtt: float | None = None  # seconds, for the wait rules
+    number: int | None = None  # --mtu: the probe number of a resend (else ``index``)
+    mtu: int | None = None  # --mtu: the size this probe was rebuilt to (F=)
 
     @property
     def done(self) -> bool:
@@ -256,6 +258,39 @@ def _classify(
     return error or Outcome.REPLY, icmp_type, code  # time exceeded, or an echo reply
 
 
+def too_big_mtu(reply: Any, version: int) -> int | None:
+    """The MTU of a frag-needed (type 3 code 4: RFC 1191 §4's next-hop MTU) or an ICMPv6
+    Packet Too Big (RFC 4443 §3.2); None for any other reply."""
+    from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import ICMPv6PacketTooBig
+
+    if version == 6:
+        ptb = reply.getlayer(ICMPv6PacketTooBig)
+        return int(ptb.mtu) if ptb is not None else None
+    icmp = reply.getlayer(ICMP)
+    if icmp is not None and icmp.type == 3 and icmp.code == 4:
+        return int(icmp.nexthopmtu) or None
+    return None
+
+
+def link_mtu(version: int, dst: str, src: str | None) -> int | None:
+    """The MTU of the interface scapy's route to ``dst`` leaves by (SIOCGIFMTU)."""
+    import fcntl
+    import struct
+
+    from scapy.config import conf
+
+    table = conf.route if version == 4 else conf.route6
+    iface = table.route(dst)[0]
+    name = getattr(iface, "name", iface)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:  # linux/sockios.h SIOCGIFMTU: struct ifreq {name[16]; int mtu}
+            out = fcntl.ioctl(s.fileno(), 0x8921, struct.pack("16si", name.encode()[:15], 0))
+        except OSError:
+            return None
+    return struct.unpack("16si", out)[1]
+
+
 def _same_checksum(reply: Any, probe: Any) -> bool:
     """The ICMP error quotes ``probe``'s UDP checksum (RFC 792: the first 64 bits)."""
     from scapy.layers.inet import UDP, UDPerror
@@ -298,6 +333,8 @@ def run_trace(
     host, resolve = request.host, request.resolve
     first_ttl, max_hops = request.first_ttl, request.max_hops
     probes_per_hop, sim_queries = request.probes_per_hop, request.sim_queries
+    if request.mtu:
+        sim_queries = 1  # traceroute(8) --mtu: one probe at a time
     max_wait, here, near = request.wait
     port = request.dst_port  # None for ICMP
     address, version = resolve_host(host, request.family)
@@ -306,6 +343,10 @@ def run_trace(
         payload = default_payload(request.data_len(version))
     src = None if request.source is None else source_of(request.source, version)
     send_wait, dont_fragment, tos = request.send_wait, request.dont_fragment, request.tos
+    dont_fragment = dont_fragment or request.mtu  # --mtu: DF set
+    headers = (20 if version == 4 else 40) + 8  # IP + UDP / ICMP echo header
+    mtu_size = len(payload) + headers if request.mtu else None
+    retries = 0
     fixed_port = request.fixed_port
     flows = request.paris  # every probe in flow 0
     last_send: float | None = None
@@ -340,7 +381,8 @@ def run_trace(
     def probe_for(slot: _Slot, reply: Any = None) -> Probe:
         # No reply: the probe timed out; else the reply decides the outcome (see _classify).
         common = {
-            "seq": (slot.index + 1) & 0xFFFF,
+            "seq": ((slot.index if slot.number is None else slot.number) + 1) & 0xFFFF,
+            "mtu": slot.mtu,
             "ident": ident,
             "ttl": slot.ttl,
             "sent": slot.sent,
@@ -356,11 +398,36 @@ def run_trace(
         fields = reply_fields(reply, version, slot.sent_time or 0.0)
         return Probe(outcome=outcome, icmp_type=icmp_type, icmp_code=code, **fields, **common)
 
+    def make(slot: Any, number: int) -> Any:
+        return build_probe(method, version, address, ttl=slot.ttl, index=number, ident=ident,
+                           port=port or 0, payload=payload, dont_fragment=dont_fragment, tos=tos,
+                           src=src, fixed_port=fixed_port, flow=0 if flows else None)  # fmt: skip
+
+    def resend(slot: Any, mtu: int) -> None:
+        # a router said too big: the probe again at ``mtu`` bytes, numbered after every
+        # planned probe (total + resends so far)
+        nonlocal payload, mtu_size, retries
+        mtu_size, payload = mtu, default_payload(max(mtu - headers, 0))
+        slot.number, slot.mtu = total + retries, mtu
+        retries += 1
+        slot.request = make(slot, slot.number)
+        slot.sent = raw(slot.request)
+        if method is not Method.ICMP:
+            slot.src_port, slot.dst_port = slot.request.payload.sport, slot.request.payload.dport
+        sock.send(slot.request)
+        slot.sent_time = slot.request.sent_time
+        by_hash.setdefault(slot.request.hashret(), []).append(slot)
+
     def handle(reply: Any) -> None:
         nonlocal end
         for slot in by_hash.get(reply.hashret(), ()):
             if slot.index >= end or slot.done or not reply.answers(slot.request):
                 continue
+            mtu = too_big_mtu(reply, version) if mtu_size else None
+            if mtu is not None:
+                if mtu < (mtu_size or 0):
+                    resend(slot, mtu)
+                return
             if flows and method is Method.UDP and not _same_checksum(reply, slot.request):
                 continue  # Paris: every probe has the same ports; the checksum tells them apart
             if float(reply.time) > slot.sent_time + timeout_for(slot):
@@ -452,21 +519,13 @@ def run_trace(
             can_send = next_index < end and len(in_flight) < sim_queries
             if can_send and (send_due is None or time.time() >= send_due):
                 slot = slots[next_index]
-                request = build_probe(
-                    method,
-                    version,
-                    address,
-                    ttl=slot.ttl,
-                    index=slot.index,
-                    ident=ident,
-                    port=port or 0,
-                    payload=payload,
-                    dont_fragment=dont_fragment,
-                    tos=tos,
-                    src=src,
-                    fixed_port=fixed_port,
-                    flow=0 if flows else None,
-                )
+                request = make(slot, slot.index)
+                limit = link_mtu(version, address, src) if mtu_size else None
+                if limit is not None and len(raw(request)) > limit:
+                    # the kernel would refuse it (EMSGSIZE): rebuild at the link's MTU
+                    mtu_size, payload = limit, default_payload(max(limit - headers, 0))
+                    slot.mtu = limit
+                    request = make(slot, slot.index)
                 slot.request = request
                 slot.sent = raw(request)
                 if method is not Method.ICMP:
