@@ -402,7 +402,7 @@ class _Printer:
     def sent(self, seq: int) -> None:
         """Called as each probe is about to go (pinger())."""
         waiting = self.last_sent is not None and self.last_sent not in self.answered
-        if self.args.outstanding and waiting and not self.silent:
+        if self.args.outstanding and waiting and not self.args.json:  # -q does not hide it
             self._write(f"{self._stamp()}no answer yet for icmp_seq={self.last_sent}\n")
         self.last_sent = seq
         if self.args.flood and not self.silent:

@@ -343,6 +343,26 @@ def test_send_errors_counted_quietly_as_iputils() -> None:
     assert "2 packets transmitted, 0 received, 100% packet loss" in ours.stdout
 
 
+@pytest.mark.root
+@pytest.mark.parametrize("flags", [["-O"], ["-q", "-O"], ["-O", "-D"]], ids=" ".join)
+def test_outstanding_reports_as_iputils_even_when_quiet(flags: list[str]) -> None:
+    # pinger() prints "no answer yet" before each send whatever -q says
+    silence = "echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all; "
+    argv = " ".join([*flags, "-n", "-c", "3", "-i", "0.2", "-W", "1", "127.0.0.1"])
+    ours, theirs = (
+        subprocess.run(
+            _private(f"{silence}cd {ROOT}; exec {ping} {argv}"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        for ping in (" ".join(OURS), "ping")
+    )
+    assert ours.returncode == theirs.returncode == 1
+    assert _shape(ours.stdout) == _shape(theirs.stdout), (ours.stdout, theirs.stdout)
+    assert sum("no answer yet for icmp_seq=" in line for line in _shape(ours.stdout)) == 2
+
+
 # ---- bad input: one line, exit 2, nothing sent (issue 16) -----------------------------------
 @pytest.mark.parametrize(
     "argv",
