@@ -45,6 +45,7 @@ class PathScenario:
     paris: bool = False
     multipath: bool = False
     to: str = "multi"
+    mtu: bool = False
 
 
 def scenarios(lab: Lab, quick: bool = False) -> list[PathScenario]:
@@ -57,7 +58,14 @@ def scenarios(lab: Lab, quick: bool = False) -> list[PathScenario]:
     out.append(PathScenario("traceroute -6 -U --paris multi (fork)", 6, Method.UDP, paris=True))
     out.append(PathScenario("traceroute -4 -U --multipath multi (fork)", 4, Method.UDP, 1,
                             multipath=True))  # fmt: skip
+    for family in (4, 6):
+        out.append(PathScenario(f"traceroute -{family} --mtu -f {MTU_FIRST_TTL} narrow", family,
+                                Method.UDP, 2, to="narrow", mtu=True))  # fmt: skip
     return out
+
+
+LINK_MTU = 1500  # the client's veth: Linux's default for Ethernet devices
+MTU_FIRST_TTL = 4  # past the silent r3: one probe in flight would wait out its MAX there
 
 
 # -- keys: probes that share their ports ------------------------------------------------------
@@ -139,6 +147,19 @@ def wire_flow(datagram: bytes) -> tuple[int, int] | None:
 
 def request_of(lab: Lab, sc: PathScenario) -> TraceRequest:
     fork = lab.promises()["fork"]
+    if sc.mtu:
+        return TraceRequest(
+            lab.nodes[sc.to].hostname,
+            method=sc.method,
+            probes_per_hop=sc.probes_per_hop,
+            first_ttl=MTU_FIRST_TTL,
+            max_hops=lab.nodes[sc.to].ttl,  # type: ignore[arg-type]
+            wait=(1.0, 3.0, 10.0),
+            family=sc.family,
+            resolve=False,
+            ident=IDENT,
+            mtu=True,
+        )
     return TraceRequest(
         lab.nodes[sc.to].hostname,
         method=sc.method,
@@ -158,15 +179,17 @@ def run(ctx: Context, sc: PathScenario, sides: Sides = SIDES) -> tuple[list[Row]
     lab = ctx.lab
     assert lab is not None, "path scenarios need the lab's fork"
     request = request_of(lab, sc)
-    runs = {
-        "handrolled": run_side(ctx.site, "handrolled", sides.handrolled, (request,), {}, sides.env),
-        "reference": run_side(ctx.site, "reference", sides.reference, (request,), {}),
-    }
+    runs = {}
+    for impl, target, env in (("handrolled", sides.handrolled, sides.env),
+                              ("reference", sides.reference, None)):  # fmt: skip
+        if sc.mtu:
+            lab.forget_pmtu()  # each side meets r6's too-big answer itself
+        runs[impl] = run_side(ctx.site, impl, target, (request,), {}, env)
     rows = [both_ran(sc.name, runs)]
     if not rows[0].ok:
         return rows, runs
     res: dict[str, TraceResult] = {impl: r.result for impl, r in runs.items()}
-    rows.append(_fork_row(lab, sc, res))
+    rows.append(_mtu_row(lab, sc, res) if sc.mtu else _fork_row(lab, sc, res))
     rows.append(_same_addresses_row(sc, res))
     if sc.paris:
         rows.append(_flow_row(sc, res, {i: r.frames for i, r in runs.items()}))
@@ -288,3 +311,30 @@ def _budget_row(sc: PathScenario, request: TraceRequest, res: dict[str, TraceRes
         cells[impl] = f"{spent} probes"
     return Row(sc.name, f"probes per TTL = n_k at {request.confidence:.0%}", cells["handrolled"],
                cells["reference"], ok, details)  # fmt: skip
+
+
+def _mtu_row(lab: Lab, sc: PathScenario, res: dict[str, TraceResult]) -> Row:
+    """--mtu: F= where the path shrinks, against the lab's promise: the link MTU on the first
+    probe (65000 bytes do not fit the client's link) and the narrow link's MTU (r6's
+    frag-needed / Packet Too Big, RFC 1191 §4 / RFC 8201 §4) at the hop beyond r6; every
+    later probe sized to it."""
+    promise = lab.promises()["mtu"]
+    small = promise["mtu6" if sc.family == 6 else "mtu4"]
+    want = [(MTU_FIRST_TTL, LINK_MTU), (promise["ttl"] + 1, small)]
+    cells, details, diffs, ok = {}, [], [], True
+    for impl, result in res.items():
+        got = [(hop.ttl, p.mtu) for hop in result.hops for p in hop.probes if p.mtu]
+        last = [p for p in result.hops[-1].probes] if result.hops else []
+        sizes = {len(_probe_transport(p)) + (40 if sc.family == 6 else 20) for p in last}
+        good = got == want and sizes == {small} and result.reached
+        if not good:
+            ok = False
+            diffs.append(Difference("F= (mtu)", (" ".join(f"{t}:F={m}" for t, m in got) or "none",
+                                    " ".join(f"{t}:F={m}" for t, m in want)), None, impl,
+                                    labels=(impl, "lab truth")))  # fmt: skip
+            details.append(f"{impl}: last hop's datagrams {sorted(sizes)} bytes, reached"
+                           f" {result.reached}")  # fmt: skip
+        cells[impl] = " ".join(f"{t}:F={m}" for t, m in got) or "no F="
+    details = [d.describe() for d in diffs] + details
+    return Row(sc.name, "F= per hop vs lab truth (link, then narrow's MTU)", cells["handrolled"],
+               cells["reference"], ok, details, differences=diffs)  # fmt: skip
