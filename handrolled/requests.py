@@ -375,7 +375,7 @@ class TraceRequest:
             raise UsageError(f"confidence {conf!r}: must be at least 0.5 and below 1")
         object.__setattr__(self, "confidence", float(conf))
         chosen = [n for n in ("paris", "multipath", "mtu", "fixed_port") if getattr(self, n)]
-        if len(chosen) > 1:
+        if len(chosen) > 1 and chosen != ["paris", "fixed_port"]:  # -U --paris: port 53 held
             raise UsageError(f"{' and '.join(chosen)}: choose one")
         if self.mtu and self.method is Method.TCP:
             raise UsageError("mtu: for UDP and ICMP probes (traceroute(8) -T ignores --mtu)")

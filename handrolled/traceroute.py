@@ -186,7 +186,7 @@ class Tracer(MtuProbing):
             self.ident = (os.getpid() & 0xFFFF) if ident is None else ident
             if sockets is not None and sockets.icmp_ident is not None:
                 self.ident = sockets.icmp_ident  # a datagram socket's: the kernel writes it
-        elif method is Method.UDP and fixed_port:
+        elif method is Method.UDP and fixed_port and not paris:
             self.ident = ident if ident is not None else 0  # per-probe ports, see _build
         elif method is Method.UDP:
             # hold the source port for the trace (``sockets`` None: pure use, e.g. in tests)
@@ -425,7 +425,8 @@ class Tracer(MtuProbing):
     def _release(self, sent: _Sent) -> None:
         # -U over datagram sockets: one socket per probe, closed once the probe is settled
         # (traceroute(8)'s probe_done()), so a long trace never runs out of descriptors
-        if self.fixed_port and self.sockets is not None and sent.src_port is not None:
+        held = self.fixed_port and not self.paris  # Paris holds one port for the trace
+        if held and self.sockets is not None and sent.src_port is not None:
             self.sockets.release_udp_port(sent.src_port)
 
     def _probe(self, sent: _Sent, outcome: Outcome, **reply: object) -> Probe:

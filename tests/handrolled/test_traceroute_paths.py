@@ -106,7 +106,7 @@ def test_mda_stopping_table_is_the_papers() -> None:
 
 def test_path_options_are_checked_once() -> None:
     with pytest.raises(UsageError):
-        TraceRequest("x", method=Method.UDP, paris=True, fixed_port=True)
+        TraceRequest("x", method=Method.UDP, multipath=True, fixed_port=True)
     with pytest.raises(UsageError):
         TraceRequest("x", method=Method.TCP, mtu=True)
     with pytest.raises(UsageError):
