@@ -90,6 +90,12 @@ def match_queued(
         k = self._keys.get(("icmp", ident, seq))
     if k is None:
         return None
+    too_big4 = err.icmp_type == IcmpType.DEST_UNREACHABLE and err.icmp_code == 4
+    too_big6 = err.icmp_type == Icmp6Type.PACKET_TOO_BIG
+    if self.mtu_size and err.info and (too_big6 if self.v6 else too_big4):
+        # --mtu: ee_info is the MTU the error named (RFC 1191 §4 / RFC 4443 §3.2)
+        return _Match(k, Outcome.UNREACHABLE, False, err.icmp_type, err.icmp_code, rec.ttl,
+                      mtu=err.info)  # fmt: skip
     exceeded = Icmp6Type.TIME_EXCEEDED if self.v6 else IcmpType.TIME_EXCEEDED
     unreachable = Icmp6Type.DEST_UNREACHABLE if self.v6 else IcmpType.DEST_UNREACHABLE
     if err.icmp_type == exceeded:
