@@ -12,9 +12,12 @@ dialogue) from the frames, for the byte-for-byte comparison of streams.
 
 from __future__ import annotations
 
+import re
 import struct
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -316,3 +319,65 @@ def tcp_segments(frames: Sequence[Frame], port: int, outgoing: bool) -> list[byt
 def tcp_stream(frames: Sequence[Frame], port: int, outgoing: bool) -> bytes:
     """The TCP payload one way of the connection to ``port`` (see tcp_segments)."""
     return b"".join(tcp_segments(frames, port, outgoing))
+
+
+# ---- TLS: the decrypted streams (tshark with the NSS key log) ---------------------------------
+TSHARK = "/usr/bin/tshark"
+_TLS_RECORD = re.compile(rb"\r\n[\x14-\x17]\x03[\x00-\x04]")  # CRLF, then a TLS record header
+
+
+def plaintext_prefix(stream: bytes) -> bytes:
+    """The cleartext before a TLS handshake in one direction of a TCP stream: up to the CRLF
+    after which a TLS record starts (RFC 3207 §4: TLS begins right after the 220 to STARTTLS;
+    RFC 8446 §5.1: a record starts with its content type and version), all of it if TLS never
+    starts, nothing if TLS starts with the first byte (RFC 8314 implicit TLS)."""
+    if stream[:1] in (b"\x16", b"\x15") and stream[1:2] == b"\x03":
+        return b""
+    found = _TLS_RECORD.search(stream)
+    return stream if found is None else stream[: found.start() + 2]
+
+
+def tls_streams(pcap: str | Path, keylog: str | Path, port: int) -> tuple[bytes, bytes]:
+    """The decrypted application data of the pcap's first TCP connection, (client to server,
+    server to client), as tshark's ``follow,tls,raw`` shows it with the key log: an
+    independent decryption (Wireshark's TLS dissector), not our clients' view."""
+    proc = subprocess.run(
+        [TSHARK, "-n", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}", "-q",
+         "-z", "follow,tls,raw,0"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"tshark: {proc.stderr.decode(errors='replace').strip()[:200]}")
+    flush, tabbed = bytearray(), bytearray()
+    body = proc.stdout.decode("ascii", "replace").split("=" * 67)
+    lines = body[1].splitlines() if len(body) > 2 else []
+    nodes = [line.split(": ", 1)[1] for line in lines if re.match(r"Node [01]: ", line)]
+    for line in lines:
+        text = line.strip()
+        if re.fullmatch(r"[0-9a-fA-F]+", text):  # not a header line (Follow:, Node N:, ...)
+            # follow's raw output: node 0's data flush left, node 1's tab-indented
+            (tabbed if line.startswith("\t") else flush).extend(bytes.fromhex(text))
+    if not nodes or not flush + tabbed:
+        return b"", b""
+    # Node 0 is whichever end tshark met first; the one on the server's port is the server.
+    if nodes[0].endswith(f":{port}"):
+        return bytes(tabbed), bytes(flush)
+    if len(nodes) > 1 and nodes[1].endswith(f":{port}"):
+        return bytes(flush), bytes(tabbed)
+    raise RuntimeError(f"tshark follow: no node on port {port} in {nodes}")
+
+
+def decrypted_streams(
+    frames: Sequence[Frame], port: int, keylog: str, workdir: str | Path
+) -> tuple[bytes, bytes]:
+    """Both directions of the connection to ``port`` as the application saw them: the
+    cleartext before TLS from the TCP stream, then what tshark decrypts with ``keylog``."""
+    from compare.capture import write_pcap
+
+    out_plain = plaintext_prefix(tcp_stream(frames, port, outgoing=True))
+    in_plain = plaintext_prefix(tcp_stream(frames, port, outgoing=False))
+    pcap, keys = Path(workdir) / "side.pcap", Path(workdir) / "side.keys"
+    write_pcap(pcap, list(frames))
+    keys.write_text(keylog)
+    client, server = tls_streams(pcap, keys, port)
+    return out_plain + client, in_plain + server

@@ -424,13 +424,18 @@ def write_json(
 def write_pcaps(
     directory: str | Path, scenario: str, runs: dict[str, SideRun], run_index: int = 0
 ) -> list[Path]:
-    """One pcap per side per scenario: ``<dir>/<scenario>.<impl>.pcap``."""
+    """One pcap per side per scenario: ``<dir>/<scenario>.<impl>.pcap``, and for a TLS
+    scenario the side's NSS key log beside it as ``<dir>/<scenario>.<impl>.keys``."""
     written = []
     suffix = f".run{run_index}" if run_index else ""
     for impl, run in runs.items():
         path = Path(directory) / f"{slug(scenario)}{suffix}.{impl}.pcap"
         write_pcap(path, run.frames)
         written.append(path)
+        if getattr(run, "keylog", ""):  # TLS: the key log beside it, for tshark / Wireshark
+            keys = path.with_suffix(".keys")
+            keys.write_text(run.keylog)
+            written.append(keys)
     return written
 
 

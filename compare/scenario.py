@@ -72,6 +72,7 @@ class SideRun:
     frames: list[Frame] = field(default_factory=list)
     error: str | None = None  # the side raised instead of returning a result
     seconds: float = 0.0
+    keylog: str = ""  # the side's TLS key log (NSS format), "" without TLS
 
 
 @dataclass(frozen=True)

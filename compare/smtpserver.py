@@ -10,24 +10,41 @@ envelope and content exactly as received after the dot is removed.  A recipient 
 part starts with ``refuse`` is refused with 550, so scenarios can exercise partial refusal.
 Its EHLO reply offers PIPELINING (aiosmtpd copes with pipelined commands, but never says so),
 so the comparison's pipelined scenarios really pipeline.
+
+TLS: ``tls="starttls"`` offers STARTTLS (RFC 3207) and requires it before MAIL;
+``tls="implicit"`` speaks TLS from the first byte (RFC 8314 §3, port 465).  The certificate
+comes from a throwaway CA (``LabCA``, made with ``cryptography`` once per lab) that clients trust
+through the request's ``cafile``.  ``auth`` names the mechanisms offered (RFC 4954: PLAIN,
+LOGIN) for the one known user ``AUTH_USER`` / ``AUTH_PASSWORD``.  The server keeps its own log
+of each connection: every chunk of client bytes as it received them (after decryption) and the
+credentials each AUTH carried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import datetime
+import ipaddress
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from compare.lab import Lab
 from handrolled.results import Family
 
 REFUSE_PREFIX = "refuse"
 START_TIMEOUT = 10.0  # seconds: starting and stopping the server are bounded
+AUTH_USER = "wiretwin-user"
+AUTH_PASSWORD = "lab-secret-Pa55"  # a throwaway lab credential; never in a transcript
+MECHANISMS = ("PLAIN", "LOGIN")  # what aiosmtpd implements (RFC 4616, draft-murchison LOGIN)
 
 
 @dataclass
@@ -38,8 +55,45 @@ class Received:
 
 
 @dataclass
+class Connection:
+    """The server's log of one connection: client bytes per read, decrypted; AUTH seen."""
+
+    chunks: list[bytes] = field(default_factory=list)
+    auths: list[tuple[str, str, str]] = field(default_factory=list)  # (mechanism, user, pass)
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class _LoggingSMTP(SMTP):
+    """aiosmtpd's protocol, logging what each read delivered (asyncio hands a TLS session's
+    plaintext to the same data_received)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not hasattr(self, "wiretwin_log"):  # STARTTLS calls this again on the TLS transport
+            self.wiretwin_log = Connection()
+            self.event_handler.connections.append(self.wiretwin_log)
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.wiretwin_log.chunks.append(bytes(data))
+        super().data_received(data)
+
+
+@dataclass
 class _Recorder:
     messages: list[Received] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)
+
+    def authenticator(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        server.wiretwin_log.auths.append((mechanism, user, password))
+        ok = (user, password) == (AUTH_USER, AUTH_PASSWORD)
+        return AuthResult(success=ok, handled=False)  # aiosmtpd replies 235 or 535
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -72,8 +126,10 @@ class SmtpdServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         hostname: str = "smtpd.wiretwin.test",
+        smtp_class: type[SMTP] = SMTP,
         **smtp_kwargs: object,
     ) -> None:
+        self.smtp_class = smtp_class
         self.sock = sock
         self.host, self.port = sock.getsockname()[:2]
         self.handler = handler
@@ -113,7 +169,7 @@ class SmtpdServer:
 
             def factory() -> SMTP:
                 self.connections += 1
-                return SMTP(self.handler, loop=loop, **self.smtp_kwargs)
+                return self.smtp_class(self.handler, loop=loop, **self.smtp_kwargs)
 
             server = loop.run_until_complete(
                 loop.create_server(factory, sock=self.sock, ssl=self.ssl_context)
@@ -137,16 +193,106 @@ class SmtpdServer:
             loop.close()
 
 
+class LabCA:
+    """A throwaway CA (made here with ``cryptography``) and one server certificate it signs
+    for ``names`` (DNS names or addresses, in subjectAltName: RFC 6125 §6.4)."""
+
+    def __init__(self, names: list[str]) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        self.directory = Path(tempfile.mkdtemp(prefix="wiretwin-ca-"))
+        atexit.register(shutil.rmtree, self.directory, True)
+        now = datetime.datetime.now(datetime.UTC)
+
+        def builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePublicKey):
+            return (
+                x509.CertificateBuilder()
+                .subject_name(subject)
+                .issuer_name(issuer)
+                .public_key(key)
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+            )
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wiretwin lab CA")])
+        ca_usage = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+        ca = (
+            builder(ca_name, ca_name, ca_key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(ca_usage, critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        alt: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt.append(x509.DNSName(name))
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        cert = (
+            builder(subject, ca_name, key.public_key())
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        self.cafile = self.directory / "ca.pem"
+        self.certfile = self.directory / "server.pem"
+        self.keyfile = self.directory / "server.key"
+        pem = serialization.Encoding.PEM
+        self.cafile.write_bytes(ca.public_bytes(pem))
+        self.certfile.write_bytes(cert.public_bytes(pem))
+        self.keyfile.write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certfile, self.keyfile)
+        return context
+
+
+_CAS: dict[str, LabCA] = {}
+
+
+def lab_ca(lab: Lab, role: str = "target") -> LabCA:
+    """The lab run's CA and the node's certificate (its name and addresses), made once."""
+    node = lab.nodes[role]
+    key = f"{getattr(lab, 'lab_id', id(lab))}:{role}"
+    if key not in _CAS:
+        names = [n for n in (node.hostname, node.addr(4), node.addr(6)) if n]
+        _CAS[key] = LabCA(names)
+    return _CAS[key]
+
+
 class LabSmtpServer:
     """``with LabSmtpServer(lab, "target", 25) as server: ... server.messages``.
 
-    ``family`` 4 or 6: listen on that address of the node only; None: on both.
+    ``family`` 4 or 6: listen on that address of the node only; None: on both.  ``tls``:
+    None, "starttls" (offered and required before MAIL) or "implicit"; ``auth``: the AUTH
+    mechanisms offered (over TLS only), e.g. ("PLAIN", "LOGIN") or ("LOGIN",).
     """
 
     def __init__(
-        self, lab: Lab, role: str = "target", port: int = 25, family: Family | None = None
+        self,
+        lab: Lab,
+        role: str = "target",
+        port: int = 25,
+        family: Family | None = None,
+        *,
+        tls: str | None = None,
+        auth: tuple[str, ...] = (),
     ) -> None:
         self.lab, self.role, self.port, self.family = lab, role, port, family
+        if tls not in (None, "starttls", "implicit"):
+            raise ValueError(f"tls {tls!r}: None, 'starttls' or 'implicit'")
+        self.tls, self.auth = tls, tuple(m.upper() for m in auth)
         self.recorder = _Recorder()
         self._stack = contextlib.ExitStack()
 
@@ -154,20 +300,47 @@ class LabSmtpServer:
     def messages(self) -> list[Received]:
         return self.recorder.messages
 
+    @property
+    def connections(self) -> list[Connection]:
+        """The server's log: one entry per connection accepted, in order."""
+        return self.recorder.connections
+
+    def _smtp_options(self) -> dict[str, object]:
+        options: dict[str, object] = {"smtp_class": _LoggingSMTP}
+        if self.tls is not None:
+            context = lab_ca(self.lab, self.role).server_context()
+            if self.tls == "implicit":
+                options["ssl_context"] = context  # RFC 8314 §3.3: TLS from the first byte
+            else:
+                options.update(tls_context=context, require_starttls=True)
+        if self.auth:
+            options.update(
+                authenticator=self.recorder.authenticator,
+                # aiosmtpd counts only STARTTLS as TLS; implicit TLS is TLS all along
+                auth_require_tls=self.tls == "starttls",
+                auth_exclude_mechanism=[m for m in MECHANISMS if m not in self.auth],
+            )
+        return options
+
     def __enter__(self) -> LabSmtpServer:
         node = self.lab.nodes[self.role]
         families: tuple[Family, ...] = (4, 6) if self.family is None else (self.family,)
+        options = self._smtp_options()
         try:
             for family in families:
                 af = socket.AF_INET6 if family == 6 else socket.AF_INET
-                sock = self._stack.enter_context(self.lab.socket(self.role, af, socket.SOCK_STREAM))
+                # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets made so,
+                # and Nagle would hold each pipelined reply ~40 ms for the client's ACK
+                sock = self._stack.enter_context(
+                    self.lab.socket(self.role, af, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+                )
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == 6:  # this socket for IPv6 only; IPv4 has its own
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind((node.addr(family), self.port))
                 sock.listen(16)
                 self._stack.enter_context(
-                    SmtpdServer(sock, self.recorder, hostname=node.hostname or "lab")
+                    SmtpdServer(sock, self.recorder, hostname=node.hostname or "lab", **options)
                 )
         except BaseException:
             self._stack.close()
