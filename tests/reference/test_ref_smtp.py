@@ -344,3 +344,27 @@ def test_lab_mail_delivered_byte_exact(lab, lab_smtp_server, fn: str) -> None:
     result = lab.call("client", f"reference.smtp:{fn}", request)
     assert result.delivered, result.error
     assert lab_smtp_server.messages[-1].content == DELIVERED
+
+
+# NSS key log format: "LABEL <32-octet client random in hex> <secret in hex>" (TLS 1.3 labels:
+# RFC 8446 §7.1 via the NSS key log spec), as tshark's tls.keylog_file reads it.
+_NSS_LINE = r"(CLIENT_RANDOM|[A-Z_]+_SECRET(_0)?) [0-9a-f]{64} [0-9a-f]+"
+
+
+@pytest.mark.parametrize("fn", BOTH)
+@pytest.mark.parametrize("how", ["starttls", "tls"])
+def test_sslkeylogfile_gets_the_sessions_keys(fn, how, smtp_tls_server, smtp_implicit_tls_server,
+                                               tmp_path, monkeypatch) -> None:  # fmt: skip
+    """compare's key logs rest on this: both reference clients' TLS contexts honour
+    SSLKEYLOGFILE (ssl.create_default_context reads it), for STARTTLS and implicit TLS."""
+    import re
+
+    srv = smtp_tls_server if how == "starttls" else smtp_implicit_tls_server
+    keys = tmp_path / "keys"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keys))
+    result = fn("localhost", srv.port, mail_from="a@x.test", recipients=["b@x.test"],
+                message=b"keys\r\n", cafile=srv.cafile, timeout=10, **{how: True})  # fmt: skip
+    assert result.delivered, result.error
+    lines = [line for line in keys.read_text().splitlines() if line and not line.startswith("#")]
+    assert lines and all(re.fullmatch(_NSS_LINE, line) for line in lines), lines
+    assert any(line.startswith(("CLIENT_TRAFFIC_SECRET_0 ", "CLIENT_RANDOM ")) for line in lines)
