@@ -1,11 +1,13 @@
-"""traceroute over branching paths: the MDA's rounds (paths.MdaPlanner) on the Tracer, its flow
-probes, and the matching rules for the error queue and TCP answers (moved from traceroute.py).
+"""The Tracer's parts for paths that branch and shrink (issue 12), kept out of traceroute.py.
 
-Each round's probes go out in plan order (TTL, then flow), at most ``sim_queries`` in flight;
-a probe waits at most ``wait_max`` seconds.  A probe planned for a TTL beyond a final answer
-is never sent (its number stays unused, as on the reference side).  Probe k of flow f is
-built by ``Tracer._build(k, ttl, f)`` (handrolled/paths.py says how); replies are matched
-by the Tracer's own rules.
+- ``run_multipath``: the MDA's rounds (paths.MdaPlanner).  Each round's probes go out in plan
+  order (TTL, then flow), at most ``sim_queries`` in flight, each waiting at most
+  ``wait_max`` seconds; a probe planned beyond a final answer is never sent (its number stays
+  unused, as on the reference side).
+- ``build_flow``: probe k of flow f as handrolled/paths.py lays it out (Paris: flow 0).
+- ``MtuProbing``: --mtu (a local EMSGSIZE, frag-needed, Packet Too Big shrink the probes;
+  ``too_big`` reads the MTU an error names).
+- ``match_queued`` / ``match_tcp``: the error-queue and TCP-answer matching rules.
 """
 
 from __future__ import annotations
