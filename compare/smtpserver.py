@@ -60,6 +60,7 @@ class Connection:
 
     chunks: list[bytes] = field(default_factory=list)
     auths: list[tuple[str, str, str]] = field(default_factory=list)  # (mechanism, user, pass)
+    nodelay: bool | None = None  # TCP_NODELAY on the server's socket (None: not a TCP socket)
 
     @property
     def received(self) -> bytes:
@@ -73,6 +74,10 @@ class _LoggingSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not hasattr(self, "wiretwin_log"):  # STARTTLS calls this again on the TLS transport
             self.wiretwin_log = Connection()
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                self.wiretwin_log.nodelay = bool(nodelay)
             self.event_handler.connections.append(self.wiretwin_log)
         super().connection_made(transport)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from compare.packets import plaintext_prefix
 from compare.report import slug
 from compare.runner import run_scenarios
 from compare.scenario import Row
-from compare.smtpserver import AUTH_PASSWORD, AUTH_USER
+from compare.smtpserver import AUTH_PASSWORD, AUTH_USER, LabSmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TSHARK = "/usr/bin/tshark"
@@ -111,6 +112,24 @@ def test_tls_scenarios_agree_and_their_key_logs_decrypt_the_pcaps(lab, tmp_path)
                 assert hidden.count("EHLO") == 1
             if "AUTH" in sr.name:
                 assert "AUTH" in seen and "AUTH" not in hidden
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("family", [4, 6])
+def test_lab_server_sockets_have_nagle_off(lab, family):
+    """asyncio turns Nagle off (TCP_NODELAY) only on sockets made with IPPROTO_TCP; without
+    it each pipelined reply after the first waits ~40 ms for the client's delayed ACK."""
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+    with (
+        LabSmtpServer(lab, "target", 2525, family) as server,
+        lab.socket("client", af, socket.SOCK_STREAM) as client,
+    ):
+        client.settimeout(10)
+        client.connect((lab.target.addr(family), 2525))
+        assert client.recv(512).startswith(b"220")  # RFC 5321 §4.2: the greeting
+        client.sendall(b"QUIT\r\n")
+        assert client.recv(512).startswith(b"221")
+    assert [c.nodelay for c in server.connections] == [True]
 
 
 @dataclass(frozen=True)
