@@ -187,9 +187,9 @@ FAULTS = [
     ),
     Fault(
         "TTL off by one",
-        "traceroute.py",
-        "sent.send_ns = sockets.send(sent.data, ttl)",
-        "sent.send_ns = sockets.send(sent.data, ttl + 1)",
+        "tracepaths.py",
+        "sent.send_ns = self.sockets.send(sent.data, sent.ttl)",
+        "sent.send_ns = self.sockets.send(sent.data, sent.ttl + 1)",
         "traceroute",
         "traceroute -4 -I target",
         "ipv4.ttl",
