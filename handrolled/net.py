@@ -3,7 +3,8 @@
 ICMP sockets (raw or Linux/macOS "ping" datagram sockets, IPv4 and IPv6), TTL / hop limit,
 kernel receive timestamps (SO_TIMESTAMPNS), received TTL (IP_RECVTTL / IPV6_RECVHOPLIMIT), the
 datagram socket's error queue (IP_RECVERR: how a ping socket learns of time-exceeded and
-unreachable), name resolution and clocks.  Times are ``time.time_ns()`` nanoseconds
+unreachable) and clocks.  Names and routes are in ``handrolled.names``, socket options in
+``handrolled.sockopts``.  Times are ``time.time_ns()`` nanoseconds
 (CLOCK_REALTIME, the clock of kernel timestamps and pcaps).
 
 API
@@ -33,11 +34,10 @@ API
 ``parse_ancillary(ancdata) -> Ancillary``: recvmsg's control messages read: recv_ns
     (SO_TIMESTAMPNS), tx_ns / tx_key (SO_TIMESTAMPING), ttl, error (``QueuedError``); each None
     when absent.  ``canonical(address) -> str``: canonical text, IPv6 zone dropped.
-``resolve(host, family=None) -> (address, family)``: first getaddrinfo answer (family 4 or 6);
-    ``ResolveError``.  ``address_family(family) -> AF_INET | AF_INET6``.
-``reverse_name(address) -> str | None``: PTR / hosts-file name, None when there is none.
-``ReverseResolver``: ``reverse_name`` per distinct address in a few daemon threads, cached,
-    each wait bounded (``.request(addr)`` starts a lookup, ``.name(addr)`` collects it).
+``address_family(family) -> AF_INET | AF_INET6``; ``check_family(family)``: 4 or 6, else
+    ``UsageError``.
+``open_ping_socket(family, kind="auto", *, ttl, ident, tos, source, device) -> IcmpSocket``:
+    ``open_icmp_socket`` with ping's -Q, -I (``handrolled.sockopts``).
 ``now_ns()``: wall clock ns (CLOCK_REALTIME); ``monotonic_ns()``: for deadlines.
 """
 
@@ -46,18 +46,17 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import queue
 import select
 import socket
 import struct
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from handrolled.errors import RawSocketPermissionError, ResolveError, UsageError
+from handrolled.errors import RawSocketPermissionError, UsageError
 from handrolled.icmp import Icmp6Type, IcmpType
 from handrolled.results import Family
+from handrolled.sockopts import bind_device, set_tos, strerror
 
 __all__ = [
     "DEFAULT_FILTER",
@@ -65,17 +64,14 @@ __all__ = [
     "IcmpSocket",
     "QueuedError",
     "Received",
-    "ReverseResolver",
     "address_family",
     "canonical",
     "check_family",
     "monotonic_ns",
     "now_ns",
     "open_icmp_socket",
+    "open_ping_socket",
     "parse_ancillary",
-    "resolve",
-    "reverse_name",
-    "source_address",
 ]
 
 log = logging.getLogger(__name__)
@@ -492,148 +488,6 @@ def open_icmp_socket(
     return icmp
 
 
-def resolve(host: str, family: Family | None = None) -> tuple[str, Family]:
-    """Resolve ``host`` to (canonical address, 4 or 6): the first getaddrinfo answer."""
-    af = socket.AF_UNSPEC if family is None else address_family(family)
-    try:
-        infos = socket.getaddrinfo(host, None, af, socket.SOCK_RAW)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ResolveError(host, str(exc.args[-1] if exc.args else exc)) from exc
-    for fam, _type, _proto, _name, sockaddr in infos:
-        if fam in (socket.AF_INET, socket.AF_INET6):
-            return canonical(sockaddr[0]), 6 if fam == socket.AF_INET6 else 4
-    raise ResolveError(host, "no IPv4 or IPv6 address")
-
-
-def source_address(dst: str, family: Family) -> str:
-    """The address our kernel would send from to reach ``dst`` (a route lookup, no packet).
-
-    ``family`` is 4 or 6.  Needed wherever we compute a checksum over the pseudo-header
-    ourselves (ICMPv6, UDP, TCP: RFC 8200 §8.1, RFC 768, RFC 9293 §3.1).
-    """
-    with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((dst, 9))
-        except OSError as exc:
-            raise UsageError(f"no route to {dst}: {exc.strerror or exc}") from exc
-        return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]).compressed
-
-
-def reverse_name(address: str) -> str | None:
-    """The name ``address`` maps back to (hosts file or PTR), or None."""
-    try:
-        name = socket.gethostbyaddr(address)[0]
-    except (OSError, UnicodeError):
-        return None
-    return name or None
-
-
-class ReverseResolver:
-    """``reverse_name`` per distinct address, cached, in a few daemon threads.
-
-    ``request`` starts a lookup early (when a reply arrives); ``name`` waits for it at most
-    ``per_name`` seconds after it was requested and never more than ``budget`` seconds in
-    total over the resolver's life, so a dead resolver costs a bounded delay.
-    """
-
-    def __init__(
-        self,
-        *,
-        per_name: float = 1.0,
-        budget: float = 3.0,
-        workers: int = 4,
-        lookup: Callable[[str], str | None] | None = None,
-    ) -> None:
-        self.per_name = per_name
-        self.budget = budget
-        self._lookup = lookup or reverse_name
-        self._jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._results: dict[str, str | None] = {}
-        self._events: dict[str, threading.Event] = {}
-        self._requested_at: dict[str, float] = {}
-        self._workers = workers
-        self._threads: list[threading.Thread] = []
-        self._waited = 0.0
-
-    def request(self, addr: str) -> None:
-        """Start looking ``addr`` up, unless that is already under way or done."""
-        with self._lock:
-            if addr in self._events:
-                return
-            self._events[addr] = threading.Event()
-            self._requested_at[addr] = time.monotonic()
-            if len(self._threads) < self._workers:
-                thread = threading.Thread(target=self._work, daemon=True, name="wiretwin-rdns")
-                self._threads.append(thread)
-                thread.start()
-        self._jobs.put(addr)
-
-    def _work(self) -> None:
-        while True:
-            addr = self._jobs.get()
-            try:
-                name = self._lookup(addr)
-            except Exception as exc:  # a lookup failure is "no name", never a crash
-                log.debug("reverse lookup of %s failed: %s", addr, exc)
-                name = None
-            with self._lock:
-                self._results[addr] = name
-            self._events[addr].set()
-
-    def name(self, addr: str) -> str | None:
-        """The name of ``addr``, or None when it has none or did not answer in time."""
-        self.request(addr)
-        event = self._events[addr]
-        if not event.is_set():
-            left = self._requested_at[addr] + self.per_name - time.monotonic()
-            left = min(left, self.budget - self._waited)
-            if left > 0:
-                started = time.monotonic()
-                event.wait(left)
-                self._waited += time.monotonic() - started
-        with self._lock:
-            return self._results.get(addr)
-
-
-# ---- ping's socket options: -Q TOS, -I source address or device ------------------------------
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
-
-
-def _strerror(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
-def bind_device(sock: socket.socket, device: str) -> None:
-    """SO_BINDTODEVICE: send and receive through ``device`` only; UsageError naming it."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode() + b"\0")
-    except OSError as exc:  # iputils: "SO_BINDTODEVICE eth9: No such device"
-        raise UsageError(f"SO_BINDTODEVICE {device}: {_strerror(exc)}") from exc
-
-
-def set_tos(sock: socket.socket, family: Family, tos: int) -> None:
-    """IPv4 type of service (RFC 791 §3.1) or IPv6 traffic class (RFC 8200 §7) of what we send."""
-    if family == 6:
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, tos)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-
-
-def source_address_via(dst: str, family: Family, device: str | None = None) -> str:
-    """The address the kernel sends from to reach ``dst``, through ``device`` when given; no
-    route is UsageError "connect: Network is unreachable", as iputils' probe socket says."""
-    with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
-        if device is not None:
-            bind_device(probe, device)
-        try:
-            probe.connect((dst, 1025))  # iputils' probe_fd does the same
-        except OSError as exc:
-            raise UsageError(f"connect: {_strerror(exc)}") from exc
-        return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]).compressed
-
-
 def open_ping_socket(
     family: Family,
     kind: str = "auto",
@@ -674,12 +528,12 @@ def open_ping_socket(
                 icmp.sock.bind((host, port))
             except OSError as exc:
                 if icmp.kind == "raw" or not port:
-                    raise UsageError(f"bind: {_strerror(exc)}") from exc
+                    raise UsageError(f"bind: {strerror(exc)}") from exc
                 log.info("identifier %d taken (%s); letting the kernel choose", port, exc)
                 try:
                     icmp.sock.bind((host, 0))
                 except OSError as again:
-                    raise UsageError(f"bind: {_strerror(again)}") from again
+                    raise UsageError(f"bind: {strerror(again)}") from again
             if icmp.kind == "dgram":
                 icmp.ident = icmp.sock.getsockname()[1]
     except BaseException:
@@ -709,13 +563,3 @@ def _open_unbound(family: Family, kind: str) -> IcmpSocket:
         )
         raise RawSocketPermissionError(message) from exc
     return IcmpSocket(sock, family, "dgram")
-
-
-def check_source_address(source: str, family: Family) -> None:
-    """Refuse a source address this host does not have, as bind(2) would (iputils binds its
-    socket before the PING header): UsageError "bind: Cannot assign requested address"."""
-    with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((source, 0))
-        except OSError as exc:
-            raise UsageError(f"bind: {_strerror(exc)}") from exc

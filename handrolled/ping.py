@@ -46,8 +46,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from handrolled import net
-from handrolled.errors import MalformedPacket, UsageError
+from handrolled import names, net, sockopts
+from handrolled.errors import MalformedPacket, ResolveError, UsageError
 from handrolled.icmp import (
     EchoMessage,
     Icmp6Type,
@@ -150,7 +150,7 @@ class Pinger:
         self.src = self.dst = None
         if sock.v6:
             try:
-                self.src = source or net.source_address(address, 6)
+                self.src = source or names.source_address(address, 6)
                 self.dst = address
             except UsageError:
                 log.debug("no route to %s yet: the kernel will fill the ICMPv6 checksum", address)
@@ -390,7 +390,7 @@ def run_ping(
     on_send: Callable[[int], None] | None = None,
 ) -> PingResult:
     """Ping as ``request`` says; see the module docstring."""
-    address, version = net.resolve(request.host, request.family if sock is None else sock.family)
+    address, version = names.resolve(request.host, request.family if sock is None else sock.family)
     request.check_fits(version)
     fill = default_fill(request.payload_size, request.pattern)
     payload = fill if request.payload is None else request.payload
@@ -412,13 +412,13 @@ def run_ping(
         if ttl is not None:
             sock.set_ttl(ttl)
         if request.tos is not None:
-            net.set_tos(sock.sock, version, request.tos)
+            sockopts.set_tos(sock.sock, version, request.tos)
     started_ns = net.now_ns()
     start = net.monotonic_ns()
     host = request.host
     try:
         if source is None and request.interface is not None and version == 6:
-            source = net.source_address_via(address, 6, request.interface)
+            source = names.source_address_via(address, 6, request.interface)
         pinger = Pinger(
             sock,
             address,
@@ -564,7 +564,7 @@ def ping(host: str, timeout: float = 1) -> list[str]:
     """
     try:
         result = run_ping(PingRequest(host, count=4, interval=1.0, timeout=timeout))
-    except (net.ResolveError, UsageError):
+    except (ResolveError, UsageError):
         return list(SEED_NO_ANSWER)
     s = result.summary
     if not s.received:

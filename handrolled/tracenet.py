@@ -44,15 +44,13 @@ import socket
 import time
 from dataclasses import dataclass
 
-from handrolled import net
+from handrolled import names, net
 from handrolled.errors import RawSocketPermissionError, UsageError
 from handrolled.results import Family, Method
 
-__all__ = ["RawReceived", "TraceSockets", "source_address", "source_for"]
+__all__ = ["RawReceived", "TraceSockets", "source_for"]
 
 log = logging.getLogger(__name__)
-
-source_address = net.source_address  # re-exported; it lives with the other socket helpers
 
 
 # linux/in.h, linux/in6.h: path-MTU discovery modes (traceroute(8): DONT, or PROBE for -F)
@@ -119,7 +117,7 @@ def bind_to_device(sock: socket.socket, interface: str) -> None:
 def source_for(dst: str, family: Family, interface: str | None = None) -> str:
     """The address the kernel sends from to reach ``dst`` (through ``interface``, if given)."""
     if interface is None:
-        return net.source_address(dst, family)
+        return names.source_address(dst, family)
     with socket.socket(net.address_family(family), socket.SOCK_DGRAM) as probe:
         bind_to_device(probe, interface)
         try:

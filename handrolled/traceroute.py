@@ -77,8 +77,8 @@ from handrolled.icmp import (
     encode_echo_request,
 )
 from handrolled.ip import IpProto, decode_ipv4
-from handrolled.net import ReverseResolver
-from handrolled.net import resolve as resolve_host
+from handrolled.names import ReverseResolver
+from handrolled.names import resolve as resolve_host
 from handrolled.requests import TraceRequest
 from handrolled.results import Family, Hop, Implementation, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import RawReceived, TraceSockets, source_for

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from handrolled import net
+from handrolled import names
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
 from handrolled.errors import UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType, TimeExceededCode
@@ -381,7 +381,7 @@ class _Printer:
         if self.args.numeric or self.args.flood:  # iputils: -f implies -n
             return addr
         if addr not in self.names:
-            name = net.reverse_name(addr)
+            name = names.reverse_name(addr)
             self.names[addr] = f"{name} ({addr})" if name else addr
         return self.names[addr]
 
@@ -485,8 +485,8 @@ def _header(args: argparse.Namespace, request: PingRequest, address: str, family
     # ping4_run()/ping6_run() connect a probe socket (through the device) to find the source,
     # and bind the source, before the header: no route or a foreign address ends it there.
     if request.source is not None:
-        net.check_source_address(request.source, family)
-    src = net.source_address_via(address, family, request.interface)
+        names.check_source_address(request.source, family)
+    src = names.source_address_via(address, family, request.interface)
     if request.source is not None or request.interface is not None:
         source = f"from {request.source or src} {request.interface or ''}: "
     if family == 6:  # ping6_run(): the target as typed, then pr_addr() of its address
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         request = request_from_args(args)
-        address, family = net.resolve(request.host, request.family)
+        address, family = names.resolve(request.host, request.family)
         request.check_fits(family)
         # Resolved once, here: the engine pings the address the header names.
         request = dataclasses.replace(request, host=address, family=family)

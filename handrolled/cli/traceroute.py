@@ -262,7 +262,7 @@ def resolve_like_traceroute8(host: str, family: int | None) -> tuple[str, int]:
     traceroute(8) (man traceroute: "If resolving a host name returns both IPv4 and IPv6
     addresses, traceroute will use IPv4")."""
     from handrolled.errors import ResolveError
-    from handrolled.net import resolve
+    from handrolled.names import resolve
 
     if family is None:
         try:

@@ -35,7 +35,8 @@ from handrolled.icmp import (
     encode_icmp_error,
 )
 from handrolled.ip import IpProto, IPv4Header, IPv6Header, encode_ipv4, encode_ipv6
-from handrolled.net import QueuedError, ReverseResolver
+from handrolled.names import ReverseResolver
+from handrolled.net import QueuedError
 from handrolled.requests import TraceRequest
 from handrolled.results import Hop, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import RawReceived, TraceSockets
