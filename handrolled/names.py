@@ -11,6 +11,8 @@ API
     as iputils' probe socket: ``UsageError`` "connect: Network is unreachable".
 ``check_source_address(source, family)``: ``UsageError`` "bind: Cannot assign requested
     address" for an address this host does not have.
+``path_mtu(dst, family) -> int | None``: the MTU of the route to ``dst`` as the kernel knows it
+    (the device's, or a path MTU it has learnt: IP_MTU / IPV6_MTU of a connected socket).
 ``reverse_name(address) -> str | None``: PTR / hosts-file name, None when there is none.
 ``ReverseResolver``: ``reverse_name`` per distinct address in a few daemon threads, cached,
     each wait bounded (``.request(addr)`` starts a lookup, ``.name(addr)`` collects it).
@@ -34,6 +36,7 @@ from handrolled.sockopts import bind_device, strerror
 __all__ = [
     "ReverseResolver",
     "check_source_address",
+    "path_mtu",
     "resolve",
     "reverse_name",
     "source_address",
@@ -168,3 +171,20 @@ def check_source_address(source: str, family: Family) -> None:
             probe.bind((source, 0))
         except OSError as exc:
             raise UsageError(f"bind: {strerror(exc)}") from exc
+
+
+IP_MTU = getattr(socket, "IP_MTU", 14)  # linux/in.h
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)  # linux/in6.h
+
+
+def path_mtu(dst: str, family: Family) -> int | None:
+    """The route's MTU to ``dst`` (after a local EMSGSIZE: the path MTU the kernel learnt from
+    a frag-needed, RFC 1191 §3, or a Packet Too Big, RFC 8201 §4), or None."""
+    level, option = (socket.IPPROTO_IPV6, IPV6_MTU) if family == 6 else (socket.IPPROTO_IP, IP_MTU)
+    with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((dst, 9))
+            return probe.getsockopt(level, option) or None
+        except OSError as exc:
+            log.debug("no route MTU to %s: %s", dst, exc)
+            return None

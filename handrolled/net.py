@@ -36,8 +36,8 @@ API
     when absent.  ``canonical(address) -> str``: canonical text, IPv6 zone dropped.
 ``address_family(family) -> AF_INET | AF_INET6``; ``check_family(family)``: 4 or 6, else
     ``UsageError``.
-``open_ping_socket(family, kind="auto", *, ttl, ident, tos, source, device) -> IcmpSocket``:
-    ``open_icmp_socket`` with ping's -Q, -I (``handrolled.sockopts``).
+``open_ping_socket(family, kind="auto", *, ttl, ident, tos, source, device, pmtu)``:
+    ``open_icmp_socket`` with ping's -Q, -I, -M (``handrolled.sockopts``).
 ``now_ns()``: wall clock ns (CLOCK_REALTIME); ``monotonic_ns()``: for deadlines.
 """
 
@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from handrolled.errors import RawSocketPermissionError, UsageError
 from handrolled.icmp import Icmp6Type, IcmpType
 from handrolled.results import Family
-from handrolled.sockopts import bind_device, set_tos, strerror
+from handrolled.sockopts import bind_device, set_pmtu_discovery, set_tos, strerror
 
 __all__ = [
     "DEFAULT_FILTER",
@@ -497,8 +497,10 @@ def open_ping_socket(
     tos: int | None = None,
     source: str | None = None,
     device: str | None = None,
+    pmtu: str | None = None,
 ) -> IcmpSocket:
-    """``open_icmp_socket`` with ping's options: ``tos`` (-Q), ``source`` and ``device`` (-I).
+    """``open_icmp_socket`` with ping's options: ``tos`` (-Q), ``source`` and ``device`` (-I),
+    ``pmtu`` (-M do / want / dont).
 
     The device is bound first (SO_BINDTODEVICE), then the source address: a raw socket binds
     to (source, 0), a datagram socket to (source, ident) so the kernel's identifier stays ours.
@@ -509,6 +511,8 @@ def open_ping_socket(
         try:
             if tos is not None:
                 set_tos(icmp.sock, family, tos)
+            if pmtu is not None:
+                set_pmtu_discovery(icmp.sock, family, pmtu)
         except BaseException:
             icmp.close()
             raise
@@ -521,6 +525,8 @@ def open_ping_socket(
             bind_device(icmp.sock, device)
         if tos is not None:
             set_tos(icmp.sock, family, tos)
+        if pmtu is not None:
+            set_pmtu_discovery(icmp.sock, family, pmtu)
         if source is not None or icmp.kind == "dgram":
             host = source or ("::" if family == 6 else "0.0.0.0")
             port = 0 if icmp.kind == "raw" else (ident or 0)

@@ -12,7 +12,10 @@ API
     octets (``stamp_payload``); an explicit payload is sent as given.  No ident means
     ``os.getpid() & 0xFFFF`` (a datagram socket binds to it as its local port, the
     identifier the kernel writes).  TOS, source address and device go to the socket
-    (``net.open_ping_socket``); ``user_latency`` times in user space.  ``on_send(seq)`` is
+    (``net.open_ping_socket``), and so does -M (``pmtu_discovery``): a frag-needed or Packet
+    Too Big settles its probe UNREACHABLE with the MTU it names in ``Probe.mtu``, a send the
+    kernel refuses with EMSGSIZE (past the path MTU it learnt) too, its note
+    ``LOCAL_EMSGSIZE`` and no ICMP type; ``user_latency`` times in user space.  ``on_send(seq)`` is
     called as each probe is about to go, ``on_probe`` with each Probe as it settles (reply,
     error, timeout, duplicate).  ``sock``: an ``net.IcmpSocket`` to use instead of opening
     one.  Raises ResolveError, UsageError (a payload too large for the resolved family, a
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import logging
 import os
 import statistics
@@ -53,6 +57,7 @@ from handrolled.icmp import (
     Icmp6Type,
     IcmpError,
     IcmpType,
+    UnreachCode,
     decode_icmp,
     decode_icmp6,
     default_payload,
@@ -180,6 +185,11 @@ class Pinger:
         except OSError as exc:  # e.g. ENETUNREACH: the probe is lost, say why
             send_ns = net.now_ns()
             entry = self._track(seq, message, send_ns, deadline, payload)
+            if exc.errno == errno.EMSGSIZE:
+                # -M do past a path MTU the kernel learnt: a local error naming that MTU, an
+                # error as iputils counts it ("local error: message too long, mtu=N")
+                mtu = names.path_mtu(self.address, self.sock.family)
+                return self._settle(entry, Outcome.UNREACHABLE, note=LOCAL_EMSGSIZE, mtu=mtu)
             return self._settle(entry, Outcome.TIMEOUT, note=f"sendto: {exc.strerror or exc}")
         if self.user_latency:
             send_ns = before  # -U: the time read in user space before the send call
@@ -271,7 +281,10 @@ class Pinger:
             msg = decode_icmp6(r.data) if self.sock.v6 else decode_icmp(r.data)
             if not isinstance(msg, EchoMessage) or msg.ident != self.ident:
                 return []
-            return self._settle_error(msg.seq, r.error.icmp_type, r.error.icmp_code, r, common)
+            mtu = _too_big_mtu(r.error.icmp_type, r.error.icmp_code, r.error.info, self.sock.v6)
+            return self._settle_error(
+                msg.seq, r.error.icmp_type, r.error.icmp_code, r, common, mtu=mtu
+            )
         data = r.data
         if r.has_ip_header:
             _ip, data = decode_ipv4(data)
@@ -307,11 +320,19 @@ class Pinger:
             if echo is None or echo[0] != self.ident or msg.quoted.dst != self.address:
                 return []
             note = "" if msg.checksum_ok is not False else "bad checksum on ICMP error"
-            return self._settle_error(echo[1], msg.icmp_type, msg.code, r, common, note)
+            mtu = _too_big_mtu(msg.icmp_type, msg.code, msg.info, self.sock.v6)
+            return self._settle_error(echo[1], msg.icmp_type, msg.code, r, common, note, mtu)
         return []
 
     def _settle_error(
-        self, seq: int, icmp_type: int, code: int, r: net.Received, common: dict, note: str = ""
+        self,
+        seq: int,
+        icmp_type: int,
+        code: int,
+        r: net.Received,
+        common: dict,
+        note: str = "",
+        mtu: int | None = None,
     ) -> list[Probe]:
         """Settle probe ``seq`` with the ICMP error that quotes it (raw or error-queue path)."""
         entry = self.sent.get(seq)
@@ -322,7 +343,7 @@ class Pinger:
             return []
         rtt_ms = (r.recv_ns - entry.send_ns) / 1e6
         fields = dict(common, rtt_ms=rtt_ms, icmp_type=icmp_type, icmp_code=code, note=note)
-        return [self._settle(entry, outcome, **fields)]
+        return [self._settle(entry, outcome, mtu=mtu, **fields)]
 
     def probes(self) -> tuple[Probe, ...]:
         """Every settled probe in the order sent, each followed by its duplicates."""
@@ -338,6 +359,20 @@ _UNREACHABLE_TYPES = {
     False: (IcmpType.DEST_UNREACHABLE, IcmpType.PARAMETER_PROBLEM),
     True: (Icmp6Type.DEST_UNREACHABLE, Icmp6Type.PACKET_TOO_BIG, Icmp6Type.PARAMETER_PROBLEM),
 }
+
+
+LOCAL_EMSGSIZE = "local error: message too long"
+
+
+def _too_big_mtu(icmp_type: int, code: int, info: int, v6: bool) -> int | None:
+    """The MTU a too-big error names: frag-needed's next-hop MTU (RFC 1191 §4: the low 16 bits
+    of the word after the checksum; ee_info on the error queue) or Packet Too Big's (RFC 4443
+    §3.2); None for any other error."""
+    if v6:
+        return info if icmp_type == Icmp6Type.PACKET_TOO_BIG else None
+    if icmp_type == IcmpType.DEST_UNREACHABLE and code == UnreachCode.FRAGMENTATION_NEEDED:
+        return info & 0xFFFF
+    return None
 
 
 def _error_outcome(icmp_type: int, v6: bool) -> Outcome | None:
@@ -407,12 +442,15 @@ def run_ping(
             tos=request.tos,
             source=source,
             device=request.interface,
+            pmtu=request.pmtu_discovery,
         )
     else:
         if ttl is not None:
             sock.set_ttl(ttl)
         if request.tos is not None:
             sockopts.set_tos(sock.sock, version, request.tos)
+        if request.pmtu_discovery is not None:
+            sockopts.set_pmtu_discovery(sock.sock, version, request.pmtu_discovery)
     started_ns = net.now_ns()
     start = net.monotonic_ns()
     host = request.host

@@ -105,6 +105,9 @@ def _check_interface(name: object) -> None:
         raise UsageError(f"interface {name!r}: must not contain '/', ':', spaces or controls")
 
 
+PING_PMTU_MODES = ("do", "want", "dont")  # ping -M
+
+
 @dataclass(frozen=True, slots=True)
 class PingRequest:
     """One ping job: echo requests to ``host``, ``interval`` s apart.
@@ -127,6 +130,8 @@ class PingRequest:
     ``user_latency``: time in user space (-U): the clock read before the send call and after
     the receive call instead of the kernel's stamps.
     ``ttl`` None: the system default.  ``family`` None: the first address ``host`` resolves to.
+    ``pmtu_discovery`` (-M): "do" (DF set, no fragmenting), "want" (DF up to the path MTU),
+    "dont" (DF clear); None: the system default.
     ``ident`` None: the engine's choice (the pid).  ``socket_kind``: how the hand-rolled engine
     opens its ICMP socket.
     """
@@ -148,9 +153,13 @@ class PingRequest:
     source: str | None = None
     interface: str | None = None
     user_latency: bool = False
+    pmtu_discovery: str | None = None
 
     def __post_init__(self) -> None:
         check_host("host", self.host)
+        if self.pmtu_discovery is not None and self.pmtu_discovery not in PING_PMTU_MODES:
+            # iputils -M: IP_PMTUDISC_DO / WANT / DONT (RFC 1191, RFC 8201)
+            raise UsageError(f"pmtu_discovery {self.pmtu_discovery!r}: must be do, want or dont")
         if self.count is not None:
             # At least one probe, as iputils' -c (1..LONG_MAX); None: no limit (no -c).
             check_int("count", self.count, 1, PING_MAX_COUNT)

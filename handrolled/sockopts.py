@@ -1,10 +1,12 @@
-"""Socket options the clients set on their sockets: device binding, TOS / traffic class.
+"""Socket options the clients set on their sockets: device binding, TOS / traffic class, DF.
 
 API
 ---
 ``bind_device(sock, device)``: SO_BINDTODEVICE; ``UsageError`` "SO_BINDTODEVICE eth9: No such
     device" as iputils words it.
 ``set_tos(sock, family, tos)``: IP_TOS (RFC 791 §3.1) or IPV6_TCLASS (RFC 8200 §7).
+``set_pmtu_discovery(sock, family, mode)``: ping's -M ``do`` / ``want`` / ``dont``
+    (IP_MTU_DISCOVER / IPV6_MTU_DISCOVER: DF and path-MTU discovery, RFC 1191 / RFC 8201).
 ``strerror(exc) -> str``: the OS's words for an ``OSError``.
 """
 
@@ -15,7 +17,7 @@ import socket
 from handrolled.errors import UsageError
 from handrolled.results import Family
 
-__all__ = ["bind_device", "set_tos", "strerror"]
+__all__ = ["PMTU_MODES", "bind_device", "set_pmtu_discovery", "set_tos", "strerror"]
 
 # linux/in6.h, uapi/asm-generic/socket.h: values Python does not always export
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -41,3 +43,20 @@ def set_tos(sock: socket.socket, family: Family, tos: int) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, tos)
     else:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
+# linux/in.h, linux/in6.h: IP_PMTUDISC_* (the IPv6 values are the same numbers).  DO: DF set,
+# what exceeds the known path MTU fails locally (EMSGSIZE); WANT: DF set up to the path MTU,
+# larger datagrams fragmented here; DONT: DF clear, the path MTU ignored.
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+PMTU_MODES = {"dont": 0, "want": 1, "do": 2}
+
+
+def set_pmtu_discovery(sock: socket.socket, family: Family, mode: str) -> None:
+    """Path-MTU discovery mode ``mode`` (do, want, dont) on ``sock``, as iputils' -M."""
+    value = PMTU_MODES[mode]
+    if family == 6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, value)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, value)

@@ -44,7 +44,7 @@ from handrolled import names
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
 from handrolled.errors import UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType, TimeExceededCode
-from handrolled.ping import run_ping, summarize
+from handrolled.ping import LOCAL_EMSGSIZE, run_ping, summarize
 from handrolled.requests import PING_MAX_PATTERN, PING_TIMESTAMP_SIZE, PingRequest
 from handrolled.results import Outcome, PingResult, Probe
 
@@ -102,13 +102,15 @@ def describe_error(probe: Probe, v6: bool) -> str:
             return "Time exceeded: Hop limit" if ttl else "Time exceeded: Defragmentation failure"
         return "Time to live exceeded" if ttl else "Frag reassembly time exceeded"
     if v6:
-        if t == Icmp6Type.PACKET_TOO_BIG:
-            return "Packet too big"
+        if t == Icmp6Type.PACKET_TOO_BIG:  # RFC 4443 §3.2: the MTU of the next-hop link
+            return f"Packet too big: mtu={probe.mtu or 0}" + (f", code={c}" if c else "")
         if t == Icmp6Type.PARAMETER_PROBLEM:
             return "Parameter problem"
         return _UNREACH6.get(c, f"Destination unreachable: Unknown code {c}")
     if t == IcmpType.PARAMETER_PROBLEM:
         return "Parameter problem"
+    if c == 4:  # RFC 1191 §4: frag-needed carries the next-hop MTU
+        return f"{_UNREACH4[c]} (mtu = {probe.mtu or 0})"
     return _UNREACH4.get(c, f"Dest Unreachable, Bad Code: {c}")
 
 
@@ -178,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-a", dest="audible", action="store_true", help="bell on each reply")
     p.add_argument("-U", dest="latency", action="store_true", help="time in user space")
     p.add_argument("-f", dest="flood", action="store_true", help="flood ping (root only)")
+    p.add_argument("-M", dest="pmtudisc", default=None, help="path MTU discovery: do, want, dont")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--socket", dest="socket_kind", choices=("auto", "raw", "dgram"), default="auto")
     p.add_argument("--ident", type=int, default=None, help="echo identifier (default: pid)")
@@ -231,6 +234,7 @@ def request_from_args(args: argparse.Namespace) -> PingRequest:
         source=source,
         interface=device,
         user_latency=args.latency,
+        pmtu_discovery=args.pmtudisc,
     )
 
 
@@ -419,6 +423,9 @@ class _Printer:
             self._flood(probe, bad_sum)
         elif probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE, Outcome.CORRUPT):
             self._reply(probe, bad_sum)
+        elif _local_error(probe):  # receive_error_msg(): SO_EE_ORIGIN_LOCAL, on stderr
+            sys.stderr.write(f"ping: {probe.note}, mtu={probe.mtu or 0}\n")
+            sys.stderr.flush()
         elif probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
             self._write(
                 f"{self._stamp()}From {self.who(probe.reply_from or '?')} "
@@ -427,7 +434,9 @@ class _Printer:
 
     def _flood(self, probe: Probe, bad_sum: bool) -> None:
         bell = "\a" if self.args.audible else ""
-        if probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
+        if _local_error(probe):
+            self._write("E")  # receive_error_msg() writes no backspace for a local error
+        elif probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
             self._write("\bE")
         elif bad_sum:
             self._write("\bC" + bell)
@@ -463,6 +472,11 @@ class _Printer:
         if self.args.audible:
             line += "\a"
         self._write(line + "\n")
+
+
+def _local_error(probe: Probe) -> bool:
+    """A send the kernel refused past the path MTU (EMSGSIZE), not an ICMP error."""
+    return probe.outcome is Outcome.UNREACHABLE and probe.note == LOCAL_EMSGSIZE
 
 
 def _printable(text: str) -> str:
