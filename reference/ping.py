@@ -125,6 +125,7 @@ def build_request(
     *,
     tos: int | None = None,
     src: str | None = None,
+    pmtu: str | None = None,
 ) -> Any:
     """One echo request as a scapy packet, every header field chosen deliberately.
 
@@ -139,6 +140,8 @@ def build_request(
     from scapy.packet import Raw
 
     ip = ip_header(version, dst, ttl, seq)
+    if version == 4 and pmtu == "dont":
+        ip.flags = 0  # -M dont: DF clear (RFC 791 §3.1); do / want: DF, as ip_header sets it
     if tos is not None:  # -Q: RFC 791 §3.1 type of service / RFC 8200 §7 traffic class
         if version == 4:
             ip.tos = tos
@@ -194,7 +197,25 @@ def _classify(version: int, reply: Any) -> tuple[Outcome, int | None, int | None
     icmp6 = icmp6_layer(reply)
     icmp_type = icmp6.type if icmp6 is not None else None
     code = icmp6.code if icmp6 is not None else None
+    if icmp_type == _PACKET_TOO_BIG:  # RFC 4443 §3.2: an error, as iputils counts it
+        return Outcome.UNREACHABLE, icmp_type, code
     return ICMP_ERRORS[6].get(icmp_type, Outcome.REPLY), icmp_type, code
+
+
+_PACKET_TOO_BIG = 2  # ICMPv6 type (RFC 4443 §3.2)
+
+
+def too_big_mtu(version: int, reply: Any) -> int | None:
+    """The MTU a frag-needed (RFC 1191 §4: ``nexthopmtu``) or Packet Too Big (RFC 4443 §3.2)
+    names, read by scapy's dissector; None for any other reply."""
+    from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import ICMPv6PacketTooBig
+
+    if version == 4:
+        if ICMP in reply and reply[ICMP].type == 3 and reply[ICMP].code == 4:
+            return int(reply[ICMP].nexthopmtu)
+        return None
+    return int(reply[ICMPv6PacketTooBig].mtu) if ICMPv6PacketTooBig in reply else None
 
 
 def _corrupt_reason(version: int, reply: Any, payload: bytes) -> str:
@@ -338,6 +359,7 @@ def run_ping(
             icmp_type=icmp_type,
             icmp_code=code,
             note=note,
+            mtu=too_big_mtu(version, reply),
             **reply_fields(reply, version, item.sent_time),
         )
 
@@ -408,8 +430,9 @@ def run_ping(
                     on_send(seq)
                 data = timestamped(payload, time.time_ns()) if stamp else payload
                 packet = build_request(
-                    version, address, ident, seq, data, hop_limit, tos=request.tos, src=source
-                )
+                    version, address, ident, seq, data, hop_limit, tos=request.tos, src=source,
+                    pmtu=request.pmtu_discovery,
+                )  # fmt: skip
                 wire = raw(packet)
                 sock.send(packet)  # sets packet.sent_time = time.time() right before sendto
                 item = _Pending(
