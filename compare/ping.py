@@ -42,6 +42,9 @@ class PingScenario:
     # the hand-rolled side's socket; "dgram": it runs first, and the reference (raw only)
     # then sends with the identifier the kernel wrote for it
     socket_kind: str = "raw"
+    # -M do past the lab's narrow link: each side meets r6's error itself (the client's learnt
+    # path MTU is dropped before it), and the MTU the error names is held against the promise
+    mtu: bool = False
 
 
 def _base_kwargs(quick: bool) -> dict:
@@ -118,7 +121,37 @@ def scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
             kwargs={**base, "count": 2, "timeout": 0.5},
         ),
         *fault_scenarios(lab, quick),
+        *pmtu_scenarios(lab),
     ]
+
+
+def pmtu_scenarios(lab: Lab) -> list[PingScenario]:
+    """ping -M do with a datagram larger than narrow's link MTU (-s 1400 + 28 > 1400 for IPv4,
+    -s 1280 + 48 > 1280 for IPv6): one probe, which r6 answers with frag-needed / Packet Too
+    Big (issue 12)."""
+    promise = lab.promises()["mtu"]
+    out = []
+    for f, size, code in ((4, 1400, 4), (6, 1280, 0)):
+        out.append(
+            PingScenario(
+                f"ping -{f} -M do -s {size} narrow (path MTU)",
+                lab.nodes[promise["to"]].addr(f),
+                f,
+                Outcome.UNREACHABLE,
+                promise["router"],
+                code,
+                kwargs={
+                    "count": 1,
+                    "interval": 0.2,
+                    "timeout": 1.0,
+                    "ttl": 64,
+                    "pmtu_discovery": "do",
+                },
+                payload=(PAYLOAD * (size // len(PAYLOAD) + 1))[:size],
+                mtu=True,
+            )
+        )
+    return out
 
 
 def fault_scenarios(lab: Lab, quick: bool = False) -> list[PingScenario]:
@@ -182,6 +215,8 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
         socket_kind=sc.socket_kind,
     )  # fmt: skip
     runs = {}
+    if sc.mtu and ctx.lab is not None:
+        ctx.lab.forget_pmtu()  # r6's error, not a local EMSGSIZE, for each side
     with _ident_taken(ctx, sc), _neighbour(ctx, sc):
         runs["handrolled"] = run_side(
             ctx.site, "handrolled", sides.handrolled, (request,), {}, sides.env
@@ -190,6 +225,8 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
         # The kernel wrote its own identifier (the socket's port): the reference, raw only,
         # sends with the one the hand-rolled side reports having used.
         request = replace(request, socket_kind="raw", ident=_used_ident(runs["handrolled"]))
+    if sc.mtu and ctx.lab is not None:
+        ctx.lab.forget_pmtu()
     with _neighbour(ctx, sc):
         runs["reference"] = run_side(ctx.site, "reference", sides.reference, (request,), {})
     rows = [both_ran(sc.name, runs)]
@@ -218,6 +255,8 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
         rows.append(_forger_row(lab, sc, res))
     if sc.socket_kind == "dgram":
         rows.append(_dgram_row(sc, request, runs))
+    if sc.mtu:
+        rows.append(_mtu_row(lab, sc, res))
 
     # Every reply a side accepted must echo that probe's identifier and sequence (a raw socket
     # sees every ICMP message of the host, the neighbour's replies included).
@@ -329,6 +368,28 @@ def _truth_row(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> Row:
     promise = f"{sc.expect.value} from {want_from or 'nobody'}{code}"
     check = f"outcomes vs lab truth ({promise})"
     return Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details)
+
+
+def _mtu_row(lab: Lab | None, sc: PingScenario, res: dict[str, PingResult]) -> Row:
+    """The MTU each side read from the error (frag-needed's next-hop MTU, RFC 1191 §4; Packet
+    Too Big's, RFC 4443 §3.2): the two agree, and equal the lab's promise when there is one."""
+    want = lab.promises()["mtu"][f"mtu{sc.family}"] if lab is not None else None
+    seen = {impl: [p.mtu for p in r.probes if p.outcome is not Outcome.DUPLICATE]
+            for impl, r in res.items()}  # fmt: skip
+    details = []
+    for impl, mtus in seen.items():
+        if not mtus:
+            details.append(f"{impl}: no probe")
+        for seq, mtu in enumerate(mtus, 1):
+            if want is not None and mtu != want:
+                details.append(f"{impl} probe {seq}: mtu {mtu} != promised {want}")
+    if seen["handrolled"] != seen["reference"]:
+        details.append(
+            f"mtu differs: handrolled {seen['handrolled']}, reference {seen['reference']}"
+        )
+    check = f"mtu in the ICMP error vs lab truth ({want})" if want else "mtu in the ICMP error"
+    cells = {impl: ", ".join(str(m) for m in mtus) or "-" for impl, mtus in seen.items()}
+    return Row(sc.name, check, cells["handrolled"], cells["reference"], not details, details)
 
 
 def _min_rtt(result: PingResult) -> float | None:
