@@ -424,7 +424,8 @@ class _Printer:
         elif probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE, Outcome.CORRUPT):
             self._reply(probe, bad_sum)
         elif _local_error(probe):  # receive_error_msg(): SO_EE_ORIGIN_LOCAL, on stderr
-            sys.stderr.write(f"ping: {probe.note}, mtu={probe.mtu or 0}\n")
+            sep = ": " if self.v6 else "="  # ping6_common.c says "mtu: N", ping.c "mtu=N"
+            sys.stderr.write(f"ping: {probe.note}, mtu{sep}{probe.mtu or 0}\n")
             sys.stderr.flush()
         elif probe.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
             self._write(

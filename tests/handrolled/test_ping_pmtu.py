@@ -22,7 +22,11 @@ STATS_TIME = re.compile(r", time \d+ms")
 
 def _lines(text: str) -> list[str]:
     """Output lines without the times (they differ run to run)."""
-    return [STATS_TIME.sub("", TIME.sub("", line)) for line in text.splitlines() if line]
+    return [
+        STATS_TIME.sub("", TIME.sub("", line))
+        for line in text.splitlines()
+        if line and not line.startswith("rtt ")
+    ]
 
 
 def _both(lab, argv: list[str], *, forget: bool = True):
@@ -83,7 +87,8 @@ def test_lab_do_after_the_kernel_learnt_the_mtu_is_a_local_error(
     ours, theirs = _both(lab, argv, forget=False)
     lab.forget_pmtu()
     mtu = _small(lab, family)
-    assert theirs.stderr.strip() == f"ping: local error: message too long, mtu={mtu}"
+    sep = ": " if family == 6 else "="  # iputils 20221126: ping6_common.c / ping.c
+    assert theirs.stderr.strip() == f"ping: local error: message too long, mtu{sep}{mtu}"
     assert ours.stderr.strip() == theirs.stderr.strip()
     assert _lines(ours.stdout)[1:] == _lines(theirs.stdout)[1:], (ours.stdout, theirs.stdout)
     assert ours.returncode == theirs.returncode == 1
