@@ -276,15 +276,13 @@ class Pinger:
             "received": r.data,
             "kernel_timestamp": r.kernel_timestamp,
         }
-        if r.error is not None:
+        if (err := r.error) is not None:
             # Datagram socket error queue: r.data is our own echo request that provoked it.
             msg = decode_icmp6(r.data) if self.sock.v6 else decode_icmp(r.data)
             if not isinstance(msg, EchoMessage) or msg.ident != self.ident:
                 return []
-            mtu = _too_big_mtu(r.error.icmp_type, r.error.icmp_code, r.error.info, self.sock.v6)
-            return self._settle_error(
-                msg.seq, r.error.icmp_type, r.error.icmp_code, r, common, mtu=mtu
-            )
+            common["mtu"] = _too_big_mtu(err.icmp_type, err.icmp_code, err.info, self.sock.v6)
+            return self._settle_error(msg.seq, err.icmp_type, err.icmp_code, r, common)
         data = r.data
         if r.has_ip_header:
             _ip, data = decode_ipv4(data)
@@ -320,19 +318,12 @@ class Pinger:
             if echo is None or echo[0] != self.ident or msg.quoted.dst != self.address:
                 return []
             note = "" if msg.checksum_ok is not False else "bad checksum on ICMP error"
-            mtu = _too_big_mtu(msg.icmp_type, msg.code, msg.info, self.sock.v6)
-            return self._settle_error(echo[1], msg.icmp_type, msg.code, r, common, note, mtu)
+            common["mtu"] = _too_big_mtu(msg.icmp_type, msg.code, msg.info, self.sock.v6)
+            return self._settle_error(echo[1], msg.icmp_type, msg.code, r, common, note)
         return []
 
     def _settle_error(
-        self,
-        seq: int,
-        icmp_type: int,
-        code: int,
-        r: net.Received,
-        common: dict,
-        note: str = "",
-        mtu: int | None = None,
+        self, seq: int, icmp_type: int, code: int, r: net.Received, common: dict, note: str = ""
     ) -> list[Probe]:
         """Settle probe ``seq`` with the ICMP error that quotes it (raw or error-queue path)."""
         entry = self.sent.get(seq)
@@ -343,7 +334,7 @@ class Pinger:
             return []
         rtt_ms = (r.recv_ns - entry.send_ns) / 1e6
         fields = dict(common, rtt_ms=rtt_ms, icmp_type=icmp_type, icmp_code=code, note=note)
-        return [self._settle(entry, outcome, mtu=mtu, **fields)]
+        return [self._settle(entry, outcome, **fields)]
 
     def probes(self) -> tuple[Probe, ...]:
         """Every settled probe in the order sent, each followed by its duplicates."""

@@ -80,7 +80,8 @@ class Probe:
     kernel_timestamp: bool = False  # recv_ns came from the kernel (SO_TIMESTAMPNS)
     note: str = ""  # why CORRUPT, which field differed, etc.
     # traceroute: what an ECMP router hashes (UDP/TCP: source and destination port; ICMP:
-    # identifier and checksum), and the path MTU this probe was sized to (traceroute(8)'s F=)
+    # identifier and checksum), and the path MTU this probe was sized to (traceroute(8)'s F=;
+    # ping -M: the MTU its frag-needed / Packet Too Big / local EMSGSIZE named)
     flow: tuple[int, ...] | None = None
     mtu: int | None = None
 
