@@ -168,6 +168,11 @@ def scapy_upper(data: bytes, v6: bool):
     """The upper-layer packet scapy dissects in ``data`` (an IP datagram), or None."""
     layer = IPv6(data).payload if v6 else IP(data).payload
     while isinstance(layer, _SCAPY_EXTENSIONS):
+        if isinstance(layer, IPv6ExtHdrRouting) and layer.len % 2:
+            # RFC 8200 §4.4: the header is (len + 1) * 8 octets; scapy reads its address list
+            # in whole 16-octet addresses, so with an odd len it ends the header 8 octets early
+            # and misplaces the upper layer: no independent reading to compare against.
+            return None
         layer = layer.payload
     if isinstance(layer, UDP | TCP | ICMP | ICMPv6EchoRequest):
         return layer
