@@ -24,7 +24,7 @@ API
     ``.partial_result`` (a PingResult so far).
 ``Pinger(sock, address, *, ident, payload, ttl, ...)``: the matching engine: ``send(seq)``,
     ``handle(received) -> list[Probe]``, ``expire(now_ns) -> list[Probe]``, ``next_deadline()``.
-``summarize(probes) -> PingSummary``: iputils-style statistics from raw probes.
+The statistics (``summarize``) are ``handrolled.ping_stats``.
 ``default_fill(size, pattern)``, ``stamp_payload(fill, now_ns)``: iputils' payload.
 ``ping(host, timeout=1) -> list[str]``: the seed contract ([min, avg, max, stdev] as strings;
     four timestamped echo requests a second apart).
@@ -44,10 +44,9 @@ import dataclasses
 import errno
 import logging
 import os
-import statistics
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from handrolled import names, net, sockopts
@@ -64,8 +63,9 @@ from handrolled.icmp import (
     encode_echo_request,
 )
 from handrolled.ip import decode_ipv4
+from handrolled.ping_stats import summarize
 from handrolled.requests import PING_TIMESTAMP_SIZE, PingRequest
-from handrolled.results import Implementation, Outcome, PingResult, PingSummary, Probe
+from handrolled.results import Implementation, Outcome, PingResult, Probe
 
 __all__ = [
     "SEED_NO_ANSWER",
@@ -74,7 +74,6 @@ __all__ = [
     "ping",
     "run_ping",
     "stamp_payload",
-    "summarize",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,6 +82,7 @@ SEED_NO_ANSWER = ["0", "0.0", "0", "0.0"]
 NS_PER_S = 1_000_000_000
 MIN_INTERVAL_NS = 10_000_000  # iputils' MININTERVAL: -i 0 / -f send at least every 10 ms
 _TIMEVAL = struct.Struct("@ll")  # struct timeval: tv_sec, tv_usec (native longs)
+LOCAL_EMSGSIZE = "local error: message too long"  # the note of a send refused with EMSGSIZE
 
 
 def default_fill(size: int, pattern: bytes | None = None) -> bytes:
@@ -352,9 +352,6 @@ _UNREACHABLE_TYPES = {
 }
 
 
-LOCAL_EMSGSIZE = "local error: message too long"
-
-
 def _too_big_mtu(icmp_type: int, code: int, info: int, v6: bool) -> int | None:
     """The MTU a too-big error names: frag-needed's next-hop MTU (RFC 1191 §4: the low 16 bits
     of the word after the checksum; ee_info on the error queue) or Packet Too Big's (RFC 4443
@@ -379,33 +376,6 @@ def _payload_difference(sent: bytes, got: bytes) -> str:
         return f"payload length {len(got)}, sent {len(sent)}"
     at = next(i for i, (a, b) in enumerate(zip(sent, got, strict=True)) if a != b)
     return f"payload byte {at} is {got[at]:#04x}, sent {sent[at]:#04x}"
-
-
-def summarize(probes: Sequence[Probe]) -> PingSummary:
-    """iputils-style statistics from raw probes (stdev: statistics.stdev; mdev: population)."""
-    transmitted = sum(1 for p in probes if p.outcome is not Outcome.DUPLICATE)
-    rtts = [p.rtt_ms for p in probes if p.outcome is Outcome.REPLY and p.rtt_ms is not None]
-    duplicates = sum(1 for p in probes if p.outcome is Outcome.DUPLICATE)
-    errors = sum(
-        1
-        for p in probes
-        if p.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE, Outcome.CORRUPT)
-    )
-    loss = 100.0 * (transmitted - len(rtts)) / transmitted if transmitted else 100.0
-    if not rtts:
-        return PingSummary(transmitted, 0, duplicates, errors, loss)
-    return PingSummary(
-        transmitted=transmitted,
-        received=len(rtts),
-        duplicates=duplicates,
-        errors=errors,
-        loss_percent=loss,
-        min_ms=min(rtts),
-        avg_ms=statistics.fmean(rtts),
-        max_ms=max(rtts),
-        stdev_ms=statistics.stdev(rtts) if len(rtts) > 1 else 0.0,
-        mdev_ms=statistics.pstdev(rtts),
-    )
 
 
 def run_ping(

@@ -44,7 +44,8 @@ from handrolled import names
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
 from handrolled.errors import UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType, TimeExceededCode
-from handrolled.ping import LOCAL_EMSGSIZE, run_ping, summarize
+from handrolled.ping import LOCAL_EMSGSIZE, run_ping
+from handrolled.ping_stats import summarize
 from handrolled.requests import PING_MAX_PATTERN, PING_TIMESTAMP_SIZE, PingRequest
 from handrolled.results import Outcome, PingResult, Probe
 

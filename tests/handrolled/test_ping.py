@@ -32,7 +32,8 @@ from handrolled.icmp import (
     encode_icmp_error,
 )
 from handrolled.ip import decode_ipv4
-from handrolled.ping import SEED_NO_ANSWER, run_ping, summarize
+from handrolled.ping import SEED_NO_ANSWER, run_ping
+from handrolled.ping_stats import summarize
 from handrolled.requests import PingRequest
 from handrolled.results import Outcome, Probe
 
