@@ -17,13 +17,6 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from handrolled.errors import UsageError
 from handrolled.results import Family, Method
-from handrolled.smtp_protocol import (
-    MAX_AUTH_LINE,
-    address_problem,
-    domain_problem,
-    forbidden_char,
-    message_problem,
-)
 
 # The longest wait any request may ask for.  select()/settimeout() overflow near 2**31 ms on
 # some platforms; a day is far beyond any useful probe wait and far below that.
@@ -480,6 +473,9 @@ class MailRequest:
     pipelining: bool = True
 
     def __post_init__(self) -> None:
+        # SMTP's rules load with the first MailRequest: ping and traceroute never pay for them
+        from handrolled.smtp_protocol import domain_problem, forbidden_char, message_problem
+
         check_host("server", self.server)
         check_int("port", self.port, 1, 65535)  # TCP ports (RFC 9293 §3.1); 0 is no port
         self._check_envelope()
@@ -502,6 +498,8 @@ class MailRequest:
             raise UsageError(f"cafile {self.cafile!r}: must be a file name")
 
     def _check_envelope(self) -> None:
+        from handrolled.smtp_protocol import address_problem
+
         recipients = self.recipients
         if isinstance(recipients, str | bytes) or not isinstance(recipients, tuple | list):
             raise UsageError(f"recipients {recipients!r}: must be a list of addresses")
@@ -521,6 +519,8 @@ class MailRequest:
                 raise UsageError(f"recipient {_shown(address)} {problem}")
 
     def _check_auth(self) -> None:
+        from handrolled.smtp_protocol import MAX_AUTH_LINE, forbidden_char
+
         auth = self.auth
         if not (isinstance(auth, tuple) and len(auth) == 2):
             raise UsageError("auth: must be (user name, password)")

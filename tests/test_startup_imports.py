@@ -50,7 +50,12 @@ def _bad(modules: set[str], roots: tuple[str, ...], allowed: tuple[str, ...] = (
     ],
 )
 def test_client_help_imports_no_harness(argv: list[str]) -> None:
-    assert _bad(_imported(argv), FORBIDDEN) == []
+    modules = _imported(argv)
+    assert _bad(modules, FORBIDDEN) == []
+    # SMTP's grammar (handrolled.smtp_protocol) is for smtp alone: ping and traceroute
+    # never load it, though they share handrolled.requests with MailRequest
+    assert "handrolled.requests" in modules  # the front end did load the request contract
+    assert "handrolled.smtp_protocol" not in modules
 
 
 @pytest.mark.parametrize("command", ["traceroute", "ping"])
@@ -59,6 +64,7 @@ def test_wiretwin_client_commands_import_only_the_front_end(command: str) -> Non
     code = f"import sys; from compare.cli import main; sys.exit(main([{command!r}, '--help']))"
     modules = _imported(["-c", code])
     assert _bad(modules, FORBIDDEN, allowed=("compare", "compare.cli")) == []
+    assert "handrolled.smtp_protocol" not in modules
 
 
 @pytest.mark.root
@@ -68,6 +74,7 @@ def test_a_real_traceroute_run_imports_no_harness_and_no_heavy_stdlib() -> None:
     assert "handrolled.tracenet" in modules  # it did run the engine
     assert _bad(modules, FORBIDDEN) == []
     assert _bad(modules, HEAVY_STDLIB) == []
+    assert "handrolled.smtp_protocol" not in modules
     # nor does a bad option load the engine at all
     assert "handrolled.tracenet" not in _imported(
         ["-m", "handrolled.cli.traceroute", "-q", "0", "x"]
