@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare.lab import Lab
-from compare.packets import Allowed, decrypted_streams, tcp_segments, tcp_stream
+from compare.packets import decrypted_streams, tcp_segments, tcp_stream
 from compare.scenario import Context, Row, SideRun, Sides, both_ran, run_side
+from compare.smtp_witness import WITNESS_ALLOWED, fix_bare_lf, witness
 from compare.smtpserver import AUTH_PASSWORD, AUTH_USER, Connection, LabSmtpServer, lab_ca
 from handrolled.requests import MailRequest
 from handrolled.results import Direction, SmtpResult
@@ -49,7 +50,6 @@ MESSAGE = (
     b"a bare LF follows\n"
     b"last line\r\n"
 )
-RFC5321_CASE = "RFC 5321 §2.4: command verbs are case-insensitive; smtplib sends them in lower case"
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def _run(
         )
     )
     # The smtplib witness: equal up to the case of verbs (and its own choice of pipelining).
-    witness_ok, notes, allowed = _witness(cmds["handrolled"], cmds["smtplib"], MESSAGE)
+    witness_ok, notes, allowed = witness(cmds["handrolled"], cmds["smtplib"], MESSAGE)
     rows.append(
         Row(
             sc.name,
@@ -309,6 +309,20 @@ def _has_secret(data: bytes) -> bool:
     return any(form in data for form in secret_forms())
 
 
+def _three_sides_row(
+    sc: SmtpScenario, check: str, cells: dict[str, str], ok: bool, details: list[str]
+) -> Row:
+    """A row whose cells are each client's: hand-rolled; scapy and the smtplib witness."""
+    return Row(
+        sc.name,
+        check,
+        cells["handrolled"],
+        f"{cells['reference']}; smtplib {cells['smtplib']}",
+        ok,
+        details,
+    )
+
+
 def _tls_row(sc: SmtpScenario, runs: dict[str, SideRun], res: dict[str, SmtpResult]) -> Row:
     """Each client reports the TLS asked for and wrote a key log (NSS format: one
     ``LABEL client_random secret`` line per secret, TLS 1.3 labels per RFC 8446 §7.1)."""
@@ -322,14 +336,7 @@ def _tls_row(sc: SmtpScenario, runs: dict[str, SideRun], res: dict[str, SmtpResu
         if not good:
             ok = False
             details.append(f"{impl}: tls {res[impl].tls!r} (want {sc.tls!r}), labels {labels}")
-    return Row(
-        sc.name,
-        f"TLS ({sc.tls}) up and key log written",
-        cells["handrolled"],
-        f"{cells['reference']}; smtplib {cells['smtplib']}",
-        ok,
-        details,
-    )
+    return _three_sides_row(sc, f"TLS ({sc.tls}) up and key log written", cells, ok, details)
 
 
 def _server_log_row(
@@ -353,11 +360,10 @@ def _server_log_row(
     if seen["handrolled"] != seen["reference"]:
         ok = False
         details += _command_diff(seen["handrolled"], seen["reference"], "reference")
-    return Row(
-        sc.name,
+    return _three_sides_row(
+        sc,
         "server's log: commands received = client's wire, identical",
-        cells["handrolled"],
-        f"{cells['reference']}; smtplib {cells['smtplib']}",
+        cells,
         ok,
         [scrub(d) for d in details],
     )
@@ -393,11 +399,10 @@ def _auth_row(
         if not redacted:
             ok = False
             details.append(f"{impl}: no transcript line marked redacted")
-    return Row(
-        sc.name,
+    return _three_sides_row(
+        sc,
         f"AUTH {sc.mechanism}: the server saw the right credentials; no secret in a transcript",
-        cells["handrolled"],
-        f"{cells['reference']}; smtplib {cells['smtplib']}",
+        cells,
         ok,
         details,
     )
@@ -415,18 +420,20 @@ def _transcript_row(
     for impl, result in res.items():
         sent_lines = [t for t in result.transcript if t.direction is Direction.SENT]
         sent = b"".join(t.data for t in sent_lines if not t.redacted)
-        secret = [c for c in split_commands(streams[impl]) if _has_secret(c)]
-        wire_out = b"".join(c for c in split_commands(streams[impl]) if not _has_secret(c))
+        wire_cmds = split_commands(streams[impl])
+        secret = [c for c in wire_cmds if _has_secret(c)]
+        wire_out = b"".join(c for c in wire_cmds if not _has_secret(c))
+        redacted = sum(t.redacted for t in sent_lines)
         got = b"".join(t.data for t in result.transcript if t.direction is Direction.RECEIVED)
         problems = []
         if sent != wire_out:
             problems.append(
                 f"{impl}: transcript sent {len(sent)} bytes, wire carried {len(wire_out)}"
             )
-        if len(secret) != sum(t.redacted for t in sent_lines):
+        if len(secret) != redacted:
             problems.append(
                 f"{impl}: {len(secret)} secret lines on the wire, "
-                f"{sum(t.redacted for t in sent_lines)} redacted in the transcript"
+                f"{redacted} redacted in the transcript"
             )
         if got != replies[impl]:
             problems.append(
@@ -435,11 +442,10 @@ def _transcript_row(
         cells[impl] = "matches the wire" if not problems else "differs"
         ok = ok and not problems
         details += problems
-    return Row(
-        sc.name,
+    return _three_sides_row(
+        sc,
         "transcript = " + ("decrypted " if sc.tls else "") + "wire (both directions)",
-        cells["handrolled"],
-        f"{cells['reference']}; smtplib {cells['smtplib']}",
+        cells,
         ok,
         details,
     )
@@ -485,7 +491,7 @@ def _server_view_row(sc: SmtpScenario, received: dict) -> Row:
         impl: [(m.mail_from, tuple(m.rcpt_tos), m.content) for m in msgs]
         for impl, msgs in received.items()
     }
-    witness_view = [(f, r, _fix_bare_lf(c)) for f, r, c in views["smtplib"]]
+    witness_view = [(f, r, fix_bare_lf(c)) for f, r, c in views["smtplib"]]
     expected_count = 1 if sc.delivered else 0
     ok = views["handrolled"] == views["reference"] and len(views["handrolled"]) == expected_count
     details = [] if ok else [f"{impl}: {v!r}"[:300] for impl, v in views.items()]
@@ -511,116 +517,3 @@ def _command_diff(left: list[bytes], right: list[bytes], other: str) -> list[str
         if a != b:
             return [f"command {i + 1}: handrolled {a[:120]!r} vs {other} {b[:120]!r}"]
     return [f"handrolled sent {len(left)} commands, {other} {len(right)}"]
-
-
-# What the smtplib witness may do differently, each with its reason.  Anything else differing
-# between it and the hand-rolled client is a mismatch.
-_WITNESS_REASONS = {
-    "verb_case": RFC5321_CASE,
-    "param_case": "RFC 5321 §2.4 / RFC 1870: ESMTP parameter keywords are case-insensitive "
-    "(smtplib writes size=)",
-    "size_value": "smtplib declares SIZE from the message as given, before line ends are fixed; "
-    "we declare the octets actually sent (RFC 1870 §4)",
-    "bare_lf": "smtplib.SMTP.data() fixes line ends only in str messages; a bytes message keeps a "
-    "bare LF, which RFC 5321 §2.3.8 forbids on the wire (we send CRLF)",
-    "pipelined_data": "RFC 2920 §3.1 lets a client end its pipelined group with DATA before the "
-    "RCPT replies arrive; smtplib does not pipeline, so it sends no DATA once every recipient "
-    "was refused",
-    "login_initial_response": "RFC 4954 §4: AUTH may carry the initial response; smtplib sends "
-    "LOGIN's user name with the command (AUTH LOGIN <user>), we wait for the 334 challenge",
-}
-WITNESS_ALLOWED = {key: Allowed("smtplib", key, why) for key, why in _WITNESS_REASONS.items()}
-
-
-def _pipelined_data(ours: list[bytes], theirs: list[bytes]) -> int | None:
-    """Where ours has a DATA right after its RCPTs that smtplib never sent, else None."""
-    for i, command in enumerate(ours):
-        if command.upper() != b"DATA\r\n":
-            continue
-        if (
-            i
-            and ours[i - 1].upper().startswith(b"RCPT ")
-            and (i >= len(theirs) or theirs[i].upper() != b"DATA\r\n")
-        ):
-            return i
-        return None
-    return None
-
-
-def _login_initial_response(ours: list[bytes], theirs: list[bytes]) -> list[bytes] | None:
-    """Ours with ``AUTH LOGIN`` and the user-name line joined into one, where smtplib sent
-    them so (an initial response, RFC 4954 §4), else None."""
-    for i, command in enumerate(ours[:-1]):
-        if command.upper() != b"AUTH LOGIN\r\n" or i >= len(theirs):
-            continue
-        joined = command[:-2] + b" " + ours[i + 1]
-        if theirs[i].upper() == joined.upper() and theirs[i][11:] == ours[i + 1]:
-            return [*ours[:i], joined, *ours[i + 2 :]]
-    return None
-
-
-def _fix_bare_lf(data: bytes) -> bytes:
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def _octets_sent(commands: list[bytes], message: bytes) -> int:
-    """RFC 1870 §4: the content's octets after 354, without dot-stuffing or the final dot —
-    from the wire when the content went out, else from the message with CRLF line ends."""
-    block = next((c for c in commands if c.endswith(b"\r\n.\r\n")), None)
-    if block is None:
-        lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()  # the message ended with a line break
-        return sum(len(line) + 2 for line in lines)
-    return sum(len(line) + 2 - line.startswith(b".") for line in block[:-3].split(b"\r\n")[:-1])
-
-
-def _size_values_ok(ours: bytes, theirs: bytes, sent: int, message: bytes) -> bool:
-    """smtplib declares len(message) as given; we declare the octets we send (RFC 1870 §4)."""
-    try:
-        return int(ours[5:]) == sent and int(theirs[5:]) == len(message)
-    except ValueError:
-        return False
-
-
-def _witness(
-    ours: list[bytes], theirs: list[bytes], message: bytes
-) -> tuple[bool, list[str], list[Allowed]]:
-    """Compare smtplib's commands with ours, applying only the WITNESS_ALLOWED rules."""
-    notes, used = [], set()
-    merged = _login_initial_response(ours, theirs)
-    if merged is not None:
-        ours = merged
-        used.add("login_initial_response")
-    extra = _pipelined_data(ours, theirs) if len(ours) == len(theirs) + 1 else None
-    if extra is not None:
-        ours = ours[:extra] + ours[extra + 1 :]
-        used.add("pipelined_data")
-    ok = len(ours) == len(theirs)
-    for a, b in zip(ours, theirs, strict=False):
-        if a == b:
-            continue
-        if a.endswith(b"\r\n.\r\n") and _fix_bare_lf(b) == a:
-            used.add("bare_lf")
-            continue
-        a_words, b_words = a.rstrip(b"\r\n").split(b" "), b.rstrip(b"\r\n").split(b" ")
-        same = len(a_words) == len(b_words)
-        for i, (x, y) in enumerate(zip(a_words, b_words, strict=False)):
-            if x == y:
-                continue
-            if x.upper() == y.upper():
-                used.add("verb_case" if i == 0 else "param_case")
-            elif (
-                x.upper().startswith(b"SIZE=")
-                and y.upper().startswith(b"SIZE=")
-                and _size_values_ok(x, y, _octets_sent(ours, message), message)
-            ):
-                used.update({"param_case", "size_value"} if x[:5] != y[:5] else {"size_value"})
-            else:
-                same = False
-        if not same:
-            ok = False
-            notes.append(f"handrolled {a[:100]!r} vs smtplib {b[:100]!r}")
-    if len(ours) != len(theirs):
-        notes.append(f"handrolled sent {len(ours)} commands, smtplib {len(theirs)}")
-    return ok, notes, [WITNESS_ALLOWED[k] for k in sorted(used)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from compare import smtp
+from compare import smtp, smtp_witness
 from compare.packets import plaintext_prefix
 from compare.report import slug
 from compare.runner import run_scenarios
@@ -51,12 +51,12 @@ def test_witness_login_initial_response_is_a_named_allowed_difference():
     password = base64.b64encode(AUTH_PASSWORD.encode()) + b"\r\n"
     ours = [b"EHLO h\r\n", b"AUTH LOGIN\r\n", user, password, b"QUIT\r\n"]
     theirs = [b"ehlo h\r\n", b"AUTH LOGIN " + user, password, b"quit\r\n"]
-    ok, notes, allowed = smtp._witness(ours, theirs, b"")
+    ok, notes, allowed = smtp_witness.witness(ours, theirs, b"")
     assert ok, notes
     assert {a.field for a in allowed} == {"verb_case", "login_initial_response"}
     # Another user name in the initial response is no allowed difference.
     other = base64.b64encode(b"mallory") + b"\r\n"
-    ok, _, _ = smtp._witness(ours, [b"ehlo h\r\n", b"AUTH LOGIN " + other, password], b"")
+    ok, _, _ = smtp_witness.witness(ours, [b"ehlo h\r\n", b"AUTH LOGIN " + other, password], b"")
     assert not ok
 
 
