@@ -9,13 +9,11 @@ verdict to FAIL and the report must name the field or command that differs.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from fault_injection import ROOT, Fault, clean_copy, patched_copy, patched_source
 
 from compare import lab as lab_mod
 from compare import packets, report, traceroute
@@ -25,21 +23,6 @@ from compare.runner import run_all
 from compare.scenario import Row
 from compare.smtp import split_commands
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class Fault:
-    name: str
-    file: str
-    old: str
-    new: str
-    kind: str  # ping | traceroute | smtp
-    scenario: str  # substring of the scenario name to run
-    names: str  # what the failing rows must mention
-    more: tuple[tuple[str, str], ...] = ()  # further (old, new) patches of the same file
-
 
 FAULTS = [
     Fault(
@@ -81,7 +64,7 @@ FAULTS = [
     ),
     Fault(
         "population instead of sample stdev",
-        "ping.py",
+        "ping_stats.py",
         "stdev_ms=statistics.stdev(rtts) if len(rtts) > 1 else 0.0,",
         "stdev_ms=statistics.pstdev(rtts),",
         "ping",
@@ -231,23 +214,6 @@ FAULTS = [
         "same hop list",
     ),
 ]
-
-
-def patched_copy(tmp_path: Path, fault: Fault) -> Path:
-    root = tmp_path / "patched"
-    shutil.copytree(
-        ROOT / "handrolled", root / "handrolled", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    target = root / "handrolled" / fault.file
-    target.write_text(patched_source(target.read_text(), fault))
-    return root
-
-
-def patched_source(source: str, fault: Fault) -> str:
-    for old, new in ((fault.old, fault.new), *fault.more):
-        assert source.count(old) == 1, f"the fault's anchor moved: {old!r} in {fault.file}"
-        source = source.replace(old, new)
-    return source
 
 
 def failing_text(rows: list[Row]) -> str:
@@ -427,12 +393,13 @@ def test_injected_fault_is_caught_and_named(lab, tmp_path, fault):
 @pytest.mark.lab
 def test_unpatched_copy_agrees(lab, tmp_path):
     """The injection path itself is innocent: an unpatched copy agrees."""
-    root = tmp_path / "clean"
-    shutil.copytree(
-        ROOT / "handrolled", root / "handrolled", ignore=shutil.ignore_patterns("__pycache__")
-    )
     rows = run_all(
-        lab, "ping", quick=True, handrolled_path=str(root), progress=False, only="ping -4 target"
+        lab,
+        "ping",
+        quick=True,
+        handrolled_path=str(clean_copy(tmp_path)),
+        progress=False,
+        only="ping -4 target",
     )
     assert rows and all(r.ok for r in rows), failing_text(rows)
 

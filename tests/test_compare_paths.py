@@ -1,17 +1,14 @@
 """compare paths (issue 12) catches what it exists for: faults patched into a copy of handrolled/
-(tests/test_compare.py's mechanism) turn its verdict to FAIL, naming the field; the unpatched
+(tests/fault_injection.py) turn its verdict to FAIL, naming the field; the unpatched
 copy agrees.  Keys for probes that share their ports are checked without a lab."""
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from test_compare import ROOT, Fault, patched_copy
+from fault_injection import Fault, clean_copy, cli_failures, compare_cli, patched_copy
 
 from compare import paths
 
@@ -55,32 +52,14 @@ def test_paris_keys_tell_apart_probes_that_share_their_ports() -> None:
     assert paths.reply_key(ip + error) == (paths.sent_key(udp(2)), "icmp-error")
 
 
-def _compare(copy: Path, only: str, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "compare.cli", "compare", "paths", "--handrolled-path", str(copy),
-         "--only", only, "--json", str(out), "--no-progress", "-v"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
-
-
 @pytest.mark.lab
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_injected_path_fault_turns_the_verdict_to_fail(tmp_path: Path, fault: Fault) -> None:
-    import json
-
-    copy = patched_copy(tmp_path, fault)
-    out = tmp_path / "report.json"
-    proc = _compare(copy, fault.scenario, out)
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
-    rows = json.loads(out.read_text())["rows"]
-    failed = "\n".join(f"{r['check']}: {r['details']}" for r in rows if r["verdict"] != "ok")
+    failed = cli_failures(tmp_path, fault)
     assert fault.names in failed, f"{fault.name}: not named:\n{failed}"
 
 
 @pytest.mark.lab
 def test_unpatched_copy_agrees_on_paths(tmp_path: Path) -> None:
-    root = tmp_path / "clean"
-    shutil.copytree(ROOT / "handrolled", root / "handrolled",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    proc = _compare(root, "traceroute -4", tmp_path / "report.json")
+    proc = compare_cli("paths", clean_copy(tmp_path), "traceroute -4", tmp_path / "report.json")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
