@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from handrolled import paths
@@ -62,6 +62,11 @@ class _Match:
     reply_ttl: int | None
     note: str = ""
     mtu: int | None = None  # --mtu: the MTU a frag-needed / Packet Too Big names
+
+    @property
+    def ends(self) -> bool:
+        """A final answer that ends the trace at its hop (a corrupt one does not)."""
+        return self.final and self.outcome is not Outcome.CORRUPT
 
 
 def match_queued(
@@ -251,7 +256,6 @@ def run_multipath(
     """Run rounds until the planner's stopping rule holds at every TTL; the hops, in order,
     each with every probe sent to its TTL (in sending order)."""
     sockets = tracer.sockets
-    ttl_of: dict[int, int] = {}
     while plan := planner.next_round():
         pending = deque(plan)
         deadlines: dict[int, float] = {}
@@ -262,13 +266,10 @@ def run_multipath(
                     continue  # beyond the destination: never sent
                 sent = tracer._build(k, ttl, flow)
                 tracer.sent[k] = sent
-                ttl_of[k] = ttl
                 try:
                     sent.send_ns = sockets.send(sent.data, ttl)
                 except OSError as exc:
-                    sent.send_ns = time.time_ns()
-                    note = f"sendto: {exc.strerror or exc}"
-                    sent.probe = tracer._probe(sent, Outcome.TIMEOUT, note=note)
+                    tracer._settle_lost(sent, exc)
                     planner.record(ttl, None, False)
                     continue
                 deadlines[k] = clock() + wait_max
@@ -281,42 +282,20 @@ def run_multipath(
                     continue
                 del deadlines[match.k]
                 sent = tracer.sent[match.k]
-                rtt_ns = max(rec.recv_ns - sent.send_ns, 0)
-                sent.probe = tracer._probe(
-                    sent,
-                    match.outcome,
-                    recv_ns=rec.recv_ns,
-                    rtt_ms=rtt_ns / 1e6,
-                    reply_from=rec.source,
-                    reply_ttl=match.reply_ttl,
-                    icmp_type=match.icmp_type,
-                    icmp_code=match.icmp_code,
-                    received=rec.data,
-                    kernel_timestamp=rec.kernel_timestamp,
-                    note=match.note,
-                )
-                if tracer.resolver is not None:
-                    tracer.resolver.request(rec.source)
-                final = match.final and match.outcome is not Outcome.CORRUPT
-                planner.record(sent.ttl, rec.source, final)
+                tracer._settle_reply(sent, match, rec)
+                planner.record(sent.ttl, rec.source, match.ends)
             now = clock()
             for k in [k for k, at in deadlines.items() if at <= now]:
                 del deadlines[k]
-                sent = tracer.sent[k]
-                sent.probe = tracer._probe(sent, Outcome.TIMEOUT)
-                planner.record(sent.ttl, None, False)
+                tracer._settle_timeout(k)
+                planner.record(tracer.sent[k].ttl, None, False)
     hops = []
     for mda_hop in planner.branches():
         probes: list[Probe] = [
-            tracer.sent[k].probe  # type: ignore[misc]
-            for k in sorted(ttl_of)
-            if ttl_of[k] == mda_hop.ttl and tracer.sent[k].probe is not None
+            tracer._named(sent.probe)
+            for _, sent in sorted(tracer.sent.items())
+            if sent.ttl == mda_hop.ttl and sent.probe is not None
         ]
-        if tracer.resolver is not None:
-            probes = [
-                replace(p, reply_name=tracer.resolver.name(p.reply_from)) if p.reply_from else p
-                for p in probes
-            ]
         hop = Hop(ttl=mda_hop.ttl, probes=tuple(probes))
         hops.append(hop)
         if on_hop is not None:

@@ -357,11 +357,8 @@ class Tracer(MtuProbing):
                     sent = self._send(sent)
                 except OSError as exc:  # refused locally (EHOSTUNREACH, EACCES...): lost, say why
                     log.debug("sendto failed with TTL %d: %s", ttl, exc)
-                    sent.send_ns = time.time_ns()
                     sched.mark_lost(k, self.clock())
-                    note = f"sendto: {exc.strerror or exc}"
-                    sent.probe = self._probe(sent, Outcome.TIMEOUT, note=note)
-                    self._release(sent)
+                    self._settle_lost(sent, exc)
                     continue
                 sched.mark_sent(k, self.clock())
             deadline = sched.next_deadline()
@@ -396,17 +393,20 @@ class Tracer(MtuProbing):
             self._resend_smaller(match.k, match.mtu)
             return
         rtt_ns = max(rec.recv_ns - sent.send_ns, 0)
-        final = match.final and match.outcome is not Outcome.CORRUPT
-        if not self.sched.on_reply(match.k, rtt=rtt_ns / 1e9, final=final):
+        if not self.sched.on_reply(match.k, rtt=rtt_ns / 1e9, final=match.ends):
             log.debug("late or duplicate reply for probe %d from %s", match.k, rec.source)
             return
+        self._settle_reply(sent, match, rec)
+
+    def _settle_reply(self, sent: _Sent, match: _Match, rec: RawReceived) -> None:
+        """Settle ``sent`` with ``rec``, the reply ``match`` says answers it."""
         if self.resolver is not None:
             self.resolver.request(rec.source)
         sent.probe = self._probe(
             sent,
             match.outcome,
             recv_ns=rec.recv_ns,
-            rtt_ms=rtt_ns / 1e6,
+            rtt_ms=max(rec.recv_ns - sent.send_ns, 0) / 1e6,
             reply_from=rec.source,
             reply_ttl=match.reply_ttl,
             icmp_type=match.icmp_type,
@@ -415,6 +415,12 @@ class Tracer(MtuProbing):
             kernel_timestamp=rec.kernel_timestamp,
             note=match.note,
         )
+        self._release(sent)
+
+    def _settle_lost(self, sent: _Sent, exc: OSError) -> None:
+        """Settle ``sent``, which the local stack refused, as a timeout that says why."""
+        sent.send_ns = time.time_ns()
+        sent.probe = self._probe(sent, Outcome.TIMEOUT, note=f"sendto: {exc.strerror or exc}")
         self._release(sent)
 
     def _settle_timeout(self, k: int) -> None:
@@ -453,11 +459,14 @@ class Tracer(MtuProbing):
         for k in range(base, base + q):
             probe = self.sent[k].probe
             assert probe is not None  # the scheduler released the hop: every probe is settled
-            if self.resolver is not None and probe.reply_from is not None:
-                name = self.resolver.name(probe.reply_from)
-                probe = dataclasses.replace(probe, reply_name=name)
-            probes.append(probe)
+            probes.append(self._named(probe))
         return Hop(ttl=ttl, probes=tuple(probes))
+
+    def _named(self, probe: Probe) -> Probe:
+        """``probe`` with the reverse name of who answered it (with resolving on)."""
+        if self.resolver is None or probe.reply_from is None:
+            return probe
+        return dataclasses.replace(probe, reply_name=self.resolver.name(probe.reply_from))
 
 
 def run_trace(
