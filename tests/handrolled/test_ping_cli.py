@@ -69,6 +69,24 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _interrupted(shell: str, after: float) -> tuple[int, str, str]:
+    """Run ``shell`` in a private namespace, Ctrl-C it ``after`` s: (exit status, out, err)."""
+    proc = subprocess.Popen(
+        _private(shell),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        time.sleep(after)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
+
+
 @pytest.mark.root
 @pytest.mark.parametrize(
     ("answers", "extra", "status"),
@@ -81,26 +99,15 @@ def test_without_count_runs_until_ctrl_c(tool: str, answers: bool, extra: str, s
     # finish()'s rule: 0 with replies, 1 without, and 1 with -w when fewer than -c came back.
     ping = " ".join(OURS) if tool == "ours" else "ping"
     silence = "" if answers else "echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all; "
-    proc = subprocess.Popen(
-        _private(f"{silence}cd {ROOT}; exec {ping} -n {extra}-i 0.2 127.0.0.1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
-    try:
-        time.sleep(1.7)  # past the 4 probes the old ping stopped at (iputils buffers a pipe)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        proc.kill()
+    # 1.7 s: past the 4 probes the old ping stopped at (iputils buffers a pipe)
+    rc, out, err = _interrupted(f"{silence}cd {ROOT}; exec {ping} -n {extra}-i 0.2 127.0.0.1", 1.7)
     assert "Traceback" not in err and err == "", err
     sent, received = _counts(out)
     assert sent >= 6, out
     shape = _shape(out)
     assert shape[0] == "PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data."
     assert "--- 127.0.0.1 ping statistics ---" in shape
-    assert proc.returncode == status
+    assert rc == status
     if answers:
         assert sent - 1 <= received <= sent
         assert RTT.search(out)
@@ -112,20 +119,10 @@ def test_without_count_runs_until_ctrl_c(tool: str, answers: bool, extra: str, s
 
 @pytest.mark.root
 def test_json_after_ctrl_c_is_the_result_so_far() -> None:
-    proc = subprocess.Popen(
-        _private(f"cd {ROOT}; exec {' '.join(OURS)} --json -i 0.1 127.0.0.1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
+    status, out, err = _interrupted(
+        f"cd {ROOT}; exec {' '.join(OURS)} --json -i 0.1 127.0.0.1", 1.2
     )
-    try:
-        time.sleep(1.2)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0 and err == ""
+    assert status == 0 and err == ""
     doc = json.loads(out)
     assert doc["target"] == "127.0.0.1" and doc["address"] == "127.0.0.1"
     assert len(doc["probes"]) >= 5 and doc["summary"]["received"] >= 4
