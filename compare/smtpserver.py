@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import datetime
-import ipaddress
 import shutil
 import socket
 import ssl
@@ -199,68 +197,22 @@ class SmtpdServer:
 
 
 class LabCA:
-    """A throwaway CA (made here with ``cryptography``) and one server certificate it signs
-    for ``names`` (DNS names or addresses, in subjectAltName: RFC 6125 §6.4)."""
+    """The lab run's throwaway CA (``compare.certs``) and one server certificate it signs for
+    ``names`` (DNS names or addresses, in subjectAltName: RFC 6125 §6.4)."""
 
     def __init__(self, names: list[str]) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        from compare import certs  # cryptography is imported only once a TLS scenario runs
 
-        self.directory = Path(tempfile.mkdtemp(prefix="wiretwin-ca-"))
-        atexit.register(shutil.rmtree, self.directory, True)
-        now = datetime.datetime.now(datetime.UTC)
-
-        def builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePublicKey):
-            return (
-                x509.CertificateBuilder()
-                .subject_name(subject)
-                .issuer_name(issuer)
-                .public_key(key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-            )
-
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wiretwin lab CA")])
-        ca_usage = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
-        ca = (
-            builder(ca_name, ca_name, ca_key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(ca_usage, critical=True)
-            .sign(ca_key, hashes.SHA256())
-        )
-        key = ec.generate_private_key(ec.SECP256R1())
-        alt: list[x509.GeneralName] = []
-        for name in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-        cert = (
-            builder(subject, ca_name, key.public_key())
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        self.cafile = self.directory / "ca.pem"
-        self.certfile = self.directory / "server.pem"
-        self.keyfile = self.directory / "server.key"
-        pem = serialization.Encoding.PEM
-        self.cafile.write_bytes(ca.public_bytes(pem))
-        self.certfile.write_bytes(cert.public_bytes(pem))
-        self.keyfile.write_bytes(
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
+        directory = Path(tempfile.mkdtemp(prefix="wiretwin-ca-"))
+        atexit.register(shutil.rmtree, directory, True)
+        ca = certs.CA(directory, "wiretwin lab CA")
+        self.directory, self.cafile = directory, ca.cafile
+        self.certfile, self.keyfile = ca.issue(names)
 
     def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.certfile, self.keyfile)
-        return context
+        from compare import certs
+
+        return certs.server_context(self.certfile, self.keyfile)
 
 
 _CAS: dict[str, LabCA] = {}

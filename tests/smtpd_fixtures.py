@@ -20,8 +20,6 @@ Helpers: ``SmtpdServer`` (aiosmtpd on a socket we made, via ``create_server(sock
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import socket
 import ssl
@@ -33,6 +31,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from compare.certs import CA, server_context
 from compare.smtpserver import LabSmtpServer, SmtpdServer
 
 __all__ = [
@@ -209,112 +208,18 @@ def serve_recording(
 # --- a throwaway CA -------------------------------------------------------------------------
 
 
-class TestCA:
-    """A CA made in the test with ``cryptography``; ``issue`` makes certificates it signs."""
+class TestCA(CA):
+    """A CA made in the test (``compare.certs``); ``issue`` makes certificates it signs, for DNS
+    names and IP addresses, ``expired``: valid for a day that ended yesterday."""
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.cafile = directory / "ca.pem"
-        self._crypto_ca()
-
-    def issue(
-        self, names: list[str], stem: str = "server", *, expired: bool = False
-    ) -> tuple[Path, Path]:
-        """A certificate for ``names`` (DNS names and IP addresses) -> (certfile, keyfile);
-        ``expired``: valid for a day that ended yesterday."""
-        certfile = self.directory / f"{stem}.pem"
-        keyfile = self.directory / f"{stem}.key"
-        self._crypto_issue(names, certfile, keyfile, expired)
-        return certfile, keyfile
-
-    # --- cryptography -----------------------------------------------------------------------
-
-    @staticmethod
-    def _builder(subject, issuer, public_key, expired: bool = False):  # type: ignore[no-untyped-def]
-        from cryptography import x509
-
-        now = datetime.datetime.now(datetime.UTC)
-        if expired:
-            now -= datetime.timedelta(days=2)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-        )
-
-    def _crypto_ca(self) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wiretwin test CA")])
-        usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        )
-        cert = (
-            self._builder(name, name, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(usage, critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        self._crypto = (key, cert)
-        self.cafile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-    def _crypto_issue(
-        self, names: list[str], certfile: Path, keyfile: Path, expired: bool = False
-    ) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-        ca_key, ca_cert = self._crypto
-        key = ec.generate_private_key(ec.SECP256R1())
-        alt: list[x509.GeneralName] = []
-        for n in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(n)))
-            except ValueError:
-                alt.append(x509.DNSName(n))
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-        cert = (
-            self._builder(subject, ca_cert.subject, key.public_key(), expired)
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        keyfile.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        super().__init__(directory, "wiretwin test CA")
 
     def server_context(self, names: list[str], *, expired: bool = False) -> ssl.SSLContext:
         stem = "-".join(names)[:60].replace(":", "_") + ("-expired" if expired else "")
-        certfile, keyfile = self.issue(names, stem=stem, expired=expired)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(certfile, keyfile)
-        return context
+        return server_context(*self.issue(names, stem=stem, expired=expired))
 
 
 @pytest.fixture(scope="session")
