@@ -24,8 +24,6 @@ faster than dpkt parses it without verifying.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import socket
 import struct
@@ -34,7 +32,8 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+
+import _common
 
 from handrolled.icmp import (
     EchoMessage,
@@ -96,11 +95,6 @@ def _calls_per_chunk(fn: Callable[[], object], chunk_ms: float) -> int:
         calls *= 4
 
 
-def p10(values: list[float]) -> float:
-    """The 10th percentile of ``values`` (the lowest rank, under ten values: their minimum)."""
-    return sorted(values)[len(values) // 10]
-
-
 def measure(
     candidates: dict[str, Callable[[], object]], chunks: int, chunk_ms: float
 ) -> dict[str, float]:
@@ -110,7 +104,7 @@ def measure(
     for _ in range(chunks):
         for name, fn in candidates.items():
             samples[name].append(_chunk_ns(fn, sizes[name]))
-    return {name: p10(values) / 1e3 for name, values in samples.items()}
+    return {name: _common.p10(values) / 1e3 for name, values in samples.items()}
 
 
 def _operations(dpkt, scapy) -> list[tuple[str, dict[str, Callable[[], object]], dict[str, str]]]:
@@ -272,10 +266,9 @@ def run(chunks: int, chunk_ms: float) -> dict:
     )
     goals = [
         f"goal build echo request <= {BUILD_ECHO_GOAL_US} us: ours {build['ours']:.2f} us: "
-        + ("met" if build["ours"] <= BUILD_ECHO_GOAL_US else "NOT met"),
+        + _common.verdict(build["ours"] <= BUILD_ECHO_GOAL_US),
         f"goal parse echo reply, verified, faster than dpkt unverified: ours {parse['ours']:.2f}"
-        f" us vs dpkt {parse['dpkt']:.2f} us: "
-        + ("met" if parse["ours"] < parse["dpkt"] else "NOT met"),
+        f" us vs dpkt {parse['dpkt']:.2f} us: " + _common.verdict(parse["ours"] < parse["dpkt"]),
     ]
     return {
         "benchmark": "codec",
@@ -310,20 +303,17 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=200, help="chunks per implementation")
-    parser.add_argument("--chunk-ms", type=float, default=2.0, help="length of one chunk")
-    parser.add_argument("--quick", action="store_true", help="a few short chunks (smoke test)")
-    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
-    args = parser.parse_args(argv)
-    if args.chunks < 1 or args.chunk_ms <= 0:
-        parser.error("--chunks must be >= 1 and --chunk-ms > 0")
-    chunks, chunk_ms = (5, 0.2) if args.quick else (args.chunks, args.chunk_ms)
-    result = run(chunks, chunk_ms)
-    print(report(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return _common.main(
+        argv,
+        __doc__,
+        [
+            ("--chunks", int, 200, "chunks per implementation"),
+            ("--chunk-ms", float, 2.0, "length of one chunk"),
+        ],
+        ((5, 0.2), "a few short chunks (smoke test)"),
+        run,
+        report,
+    )
 
 
 if __name__ == "__main__":

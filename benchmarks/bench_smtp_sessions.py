@@ -20,10 +20,8 @@ ceiling for any client that must wait for 354) beside the client's turnaround.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import json
 import socket
 import statistics
 import subprocess
@@ -35,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+import _common  # noqa: E402
 import bench_smtp  # noqa: E402  (the same message, handler and clients as bench_smtp)
 
 SERVER = """
@@ -151,19 +150,14 @@ def run(rounds: int, per_chunk: int) -> dict:
         {
             "client": name,
             "connections": "one for all",
-            "messages_per_s": 1.0 / bench_smtp._p10(times),
+            "messages_per_s": 1.0 / _common.p10(times),
             "median_messages_per_s": 1.0 / statistics.median(times),
             "server_busy": statistics.median(busy[name]),
         }
         for name, times in samples.items()
     ]
     rate = {r["client"]: r["messages_per_s"] for r in rows}
-    ours = rate["wiretwin send_session"]
-    ratios = [
-        f"ratio wiretwin session (one connection) / {name} (one connection) = "
-        f"{ours / rate[name]:.2f} (rates, server in its own process; goal >= 1.5)"
-        for name in ("smtplib", "aiosmtplib")
-    ]
+    ratios, goals = bench_smtp.session_lines(rate)
     ratios += [
         f"server CPU busy with {r['client']}: {r['server_busy']:.0%} of the wall time (median)"
         for r in rows
@@ -180,26 +174,25 @@ def run(rounds: int, per_chunk: int) -> dict:
         "per_chunk": per_chunk,
         "messages_sent": sent,
         "message_octets": len(bench_smtp.MESSAGE),
+        "server": "aiosmtpd in a process of its own, on 127.0.0.1",
         "rows": rows,
         "ratios": ratios,
+        "goals": goals,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="chunks per client")
-    parser.add_argument("--per-chunk", type=int, default=100, help="messages in one chunk")
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 (smoke test)")
-    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.per_chunk < 1:
-        parser.error("--rounds and --per-chunk must be >= 1")
-    rounds, per_chunk = (2, 3) if args.quick else (args.rounds, args.per_chunk)
-    result = run(rounds, per_chunk)
-    print(bench_smtp.report(result).replace("aiosmtpd on 127.0.0.1", "aiosmtpd (own process)"))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return _common.main(
+        argv,
+        __doc__,
+        [
+            ("--rounds", int, 10, "chunks per client"),
+            ("--per-chunk", int, 100, "messages in one chunk"),
+        ],
+        ((2, 3), "2 rounds of 3 (smoke test)"),
+        run,
+        bench_smtp.report,
+    )
 
 
 if __name__ == "__main__":
