@@ -2,8 +2,9 @@
 
 Run: ``python benchmarks/run_all.py [--output reports/bench.md] [--quick] [--skip-lab]``.
 
-- ``bench_codec.py`` and ``bench_smtp.py`` need neither root nor the lab; their JSON output
-  becomes tables (tabulate) with the ratio lines each printed;
+- ``bench_codec.py``, ``bench_smtp.py`` and ``bench_smtp_sessions.py`` need neither root nor
+  the lab; their JSON output becomes tables (tabulate) with the ratio and goal lines each
+  printed;
 - ``bench_ping.py``, ``bench_traceroute.py`` and any other ``benchmarks/bench_*.py`` (titled
   by its docstring's first line) build a lab, so they need root and run under
   ``flock /tmp/wiretwin-lab.lock`` (one lab at a time on a shared machine); their output is
@@ -40,7 +41,7 @@ LAB_BENCHMARKS = {
     "bench_ping.py": "Ping RTT error against the capture (lab)",
     "bench_traceroute.py": "Traceroute and CLI wall time (lab)",
 }
-JSON_BENCHMARKS = {"bench_codec.py", "bench_smtp.py"}
+JSON_BENCHMARKS = {"bench_codec.py", "bench_smtp.py", "bench_smtp_sessions.py"}  # no lab
 
 
 def lab_benchmarks() -> dict[str, str]:
@@ -146,8 +147,8 @@ def smtp_section(result: dict) -> str:
     ]
     lines = [
         f"{result['rounds']} rounds x {result['per_chunk']} messages per client, interleaved; "
-        f"{result['message_octets']}-octet message, one recipient, one in-process aiosmtpd on "
-        f"127.0.0.1 (all {result['messages_sent']} accepted).  Rate: 1 / 10th-percentile "
+        f"{result['message_octets']}-octet message, one recipient, {result['server']} "
+        f"(all {result['messages_sent']} accepted).  Rate: 1 / 10th-percentile "
         "chunk time per message.",
         "",
         tabulate(
@@ -157,7 +158,7 @@ def smtp_section(result: dict) -> str:
         ),
         "",
     ]
-    lines += [f"- {line}" for line in result["ratios"]]
+    lines += [f"- {line}" for line in result["ratios"] + result["goals"]]
     return "\n".join(lines) + "\n"
 
 
@@ -186,7 +187,7 @@ def lab_benchmark(name: str, skip: str | None) -> tuple[str, bool]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "reports" / "bench.md")
-    parser.add_argument("--quick", action="store_true", help="codec and SMTP in --quick mode")
+    parser.add_argument("--quick", action="store_true", help="the local benchmarks in --quick mode")
     parser.add_argument("--skip-lab", action="store_true", help="skip the lab benchmarks")
     args = parser.parse_args(argv)
 
@@ -206,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             *json_benchmark("bench_codec.py", quick, codec_section),
         ),
         ("SMTP delivery rate", *json_benchmark("bench_smtp.py", quick, smtp_section)),
+        (
+            "SMTP sessions, server in its own process",
+            *json_benchmark("bench_smtp_sessions.py", quick, smtp_section),
+        ),
     ]
     sections += [
         (title, *lab_benchmark(name, lab_skip)) for name, title in lab_benchmarks().items()

@@ -1,4 +1,4 @@
-"""The benchmarks still run: bench_codec.py and bench_smtp.py in --quick mode, and run_all.py.
+"""The benchmarks still run: the local ones (codec, SMTP) in --quick mode, and run_all.py.
 
 No timing is asserted (speed goals live in the benchmarks, never in tests); these only check
 that each script exits 0, prints its ratio lines and writes what it promises, so they cannot rot.
@@ -27,6 +27,7 @@ def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     [
         ("bench_codec.py", ["ours / dpkt", "ours / scapy", "ours / floor"]),
         ("bench_smtp.py", ["/ smtplib (per message)", "/ aiosmtplib (one connection)"]),
+        ("bench_smtp_sessions.py", ["/ smtplib (one connection)", "/ aiosmtplib (one"]),
     ],
 )
 def test_benchmark_quick_mode_prints_ratios(tmp_path: Path, script: str, anchors: list[str]):
@@ -48,6 +49,20 @@ def test_codec_benchmark_reports_both_goals():
     assert len(goals) == 2 and all(g.endswith(("met", "NOT met")) for g in goals), proc.stdout
 
 
+@pytest.mark.parametrize("script", ["bench_smtp.py", "bench_smtp_sessions.py"])
+def test_smtp_benchmarks_state_the_session_goal_beside_the_measured_ratio(script: str):
+    # issue 17: wiretwin's session >= 1.5x smtplib's rate, both over one connection
+    proc = _run(BENCH / script, "--quick")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    goals = [line for line in lines if line.startswith("goal ")]
+    assert len(goals) == 1 and goals[0].endswith(("met", "NOT met")), proc.stdout
+    ratio = next(line for line in lines if "session (one connection) / smtplib (one" in line)
+    measured = ratio.split(" = ")[1].split()[0]
+    assert f">= 1.5x smtplib's rate: {measured}x " in goals[0]  # the same figure, this run
+    assert goals[0].endswith("NOT met") == (float(measured) < 1.5)
+
+
 def test_run_all_writes_the_markdown_report(tmp_path: Path):
     report = tmp_path / "bench.md"
     proc = _run(BENCH / "run_all.py", "--quick", "--skip-lab", "--output", report)
@@ -55,6 +70,8 @@ def test_run_all_writes_the_markdown_report(tmp_path: Path):
     text = report.read_text()
     assert "- machine: " in text and "CPUs" in text and "- Python: " in text
     assert "| wiretwin send_mail" in text and "| ours " in text
+    assert "## SMTP sessions, server in its own process" in text  # local, never skipped
+    assert text.count("- goal ") == 4  # codec's two, each SMTP benchmark's session goal
     assert text.count("Skipped: --skip-lab") >= 2  # bench_ping, bench_traceroute and any newer
 
 
