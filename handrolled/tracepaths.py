@@ -41,13 +41,14 @@ __all__ = [
     "TCP_WINDOW",
     "MtuProbing",
     "build_flow",
+    "match_error",
     "match_queued",
     "match_tcp",
     "run_multipath",
     "too_big",
 ]
 
-TCP_WINDOW = 64240  # handrolled.traceroute's (what Linux advertises in a SYN on Ethernet)
+TCP_WINDOW = 64240  # what Linux advertises in a SYN on Ethernet (44 * 1460)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def match_queued(
         if self.method is not Method.UDP or rec.dst_port is None:
             return None
         src_port = self.ident if rec.src_port is None else rec.src_port
-        if self.flows:  # the payload's first word differs with every checksum
+        if self.paris:  # the payload's first word differs with every checksum
             k = self._keys.get(("udp-word", src_port, rec.dst_port, rec.data[:2]))
         else:
             k = self._keys.get(("udp", src_port, rec.dst_port))
@@ -105,16 +106,32 @@ def match_queued(
                       mtu=err.info)  # fmt: skip
     exceeded = Icmp6Type.TIME_EXCEEDED if self.v6 else IcmpType.TIME_EXCEEDED
     unreachable = Icmp6Type.DEST_UNREACHABLE if self.v6 else IcmpType.DEST_UNREACHABLE
-    if err.icmp_type == exceeded:
-        return _Match(k, Outcome.TIME_EXCEEDED, False, err.icmp_type, err.icmp_code, rec.ttl)
-    if err.icmp_type != unreachable:
+    if err.icmp_type not in (exceeded, unreachable):
         return None  # as on the raw path: only time exceeded and unreachable count
-    port_unreach = err.icmp_code == (Unreach6Code.PORT if self.v6 else UnreachCode.PORT)
-    if port_unreach and rec.source == self.dst and self.method is Method.UDP:
+    is_exceeded = err.icmp_type == exceeded
+    return match_error(self, k, is_exceeded, err.icmp_type, err.icmp_code, rec.ttl, rec.source)
+
+
+def match_error(
+    self,  # a handrolled.traceroute.Tracer
+    k: int,
+    exceeded: bool,
+    icmp_type: int,
+    code: int,
+    reply_ttl: int | None,
+    source: str,
+) -> _Match:
+    """Probe ``k``'s match for a time exceeded (``exceeded``) or destination unreachable
+    from ``source``: a port unreachable from the destination is its answer to a UDP probe
+    (RFC 792; RFC 4443 §3.1), any other unreachable ends the trace as UNREACHABLE."""
+    if exceeded:
+        return _Match(k, Outcome.TIME_EXCEEDED, False, icmp_type, code, reply_ttl)
+    port_unreach = code == (Unreach6Code.PORT if self.v6 else UnreachCode.PORT)
+    if port_unreach and source == self.dst and self.method is Method.UDP:
         outcome = Outcome.REPLY
     else:
         outcome = Outcome.UNREACHABLE
-    return _Match(k, outcome, True, err.icmp_type, err.icmp_code, rec.ttl)
+    return _Match(k, outcome, True, icmp_type, code, reply_ttl)
 
 
 def match_tcp(self, rec: RawReceived) -> _Match | None:

@@ -69,8 +69,6 @@ from handrolled.icmp import (
     EchoMessage,
     IcmpError,
     TimeExceeded,
-    Unreach6Code,
-    UnreachCode,
     decode_icmp,
     decode_icmp6,
     default_payload,
@@ -83,9 +81,11 @@ from handrolled.requests import TraceRequest
 from handrolled.results import Family, Hop, Implementation, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import RawReceived, TraceSockets, source_for
 from handrolled.tracepaths import (
+    TCP_WINDOW,
     MtuProbing,
     _Match,
     build_flow,
+    match_error,
     match_queued,
     match_tcp,
     run_multipath,
@@ -108,7 +108,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAYLOAD_SIZE = 32  # traceroute(8)'s default: 60-byte IPv4 packets for ICMP
 DEFAULT_PAYLOAD = default_payload(DEFAULT_PAYLOAD_SIZE)
-TCP_WINDOW = 64240  # what Linux advertises in a SYN on Ethernet (44 * 1460)
 NO_NAME = "hostname not returnable"
 SEED_TIMEOUT = 2.0
 
@@ -177,7 +176,9 @@ class Tracer(MtuProbing):
         self.resolver = resolver
         self.clock = clock
         self.fixed_port = fixed_port
-        self.paris = paris  # one flow for the whole trace (see handrolled/paths.py)
+        # probes carry flows (Paris: one for the whole trace; MDA: many; handrolled/paths.py),
+        # so UDP probes share ports and are matched by checksum
+        self.paris = paris
         self.sent: dict[int, _Sent] = {}
         self.mtu_size = mtu  # --mtu: the datagram size probes are built to (None: off)
         self._retries = 0
@@ -199,7 +200,6 @@ class Tracer(MtuProbing):
             self.ident = ident if ident is not None else 0  # per-probe ports, see _build
         self._icmp_base: int | None = None  # paths: the checksum ICMP flows are built on
         self._flow_ports: dict[int, int] = {}  # TCP flows: the source ports held
-        self.flows = paris  # probes carry flows (Paris, MDA): UDP matched by checksum
 
     # -- probe construction -------------------------------------------------------------------
 
@@ -235,11 +235,8 @@ class Tracer(MtuProbing):
         else:
             src_port = (self.ident + k) & 0xFFFF
         tcp_seq = k + 1
-        segment = tp.TcpSegment(
-            src_port, self.port, seq=tcp_seq, flags=tp.TcpFlags.SYN, window=TCP_WINDOW
-        )
-        segment = dataclasses.replace(segment, payload=self.payload)
-        data = tp.encode_tcp(segment, src=self.src, dst=self.dst)
+        syn = tp.TcpSegment(src_port, self.port, tcp_seq, window=TCP_WINDOW, payload=self.payload)
+        data = tp.encode_tcp(syn, src=self.src, dst=self.dst)
         self._keys[("tcp", src_port, self.port, tcp_seq)] = k
         return _Sent(k, ttl, data, 0, src_port, tcp_seq, src_port, self.port)
 
@@ -256,16 +253,13 @@ class Tracer(MtuProbing):
         """Which probe ``rec`` answers, and how; None for anything that is not ours."""
         try:
             if rec.kind == "tcp":
-                return self._match_tcp(rec)
+                return match_tcp(self, rec)
             if rec.error is not None:
-                return self._match_queued(rec)
+                return match_queued(self, rec)
             return self._match_icmp(rec)
         except MalformedPacket as exc:
             log.debug("ignoring malformed packet from %s: %s", rec.source, exc)
             return None
-
-    def _match_queued(self, rec: RawReceived) -> _Match | None:
-        return match_queued(self, rec)
 
     def _match_icmp(self, rec: RawReceived) -> _Match | None:
         reply_ttl = rec.ttl
@@ -304,14 +298,8 @@ class Tracer(MtuProbing):
         k = self._quoted_key(msg)
         if k is None:
             return None
-        if isinstance(msg, TimeExceeded):
-            return _Match(k, Outcome.TIME_EXCEEDED, False, msg.icmp_type, msg.code, reply_ttl)
-        port_unreach = msg.code == (Unreach6Code.PORT if self.v6 else UnreachCode.PORT)
-        if port_unreach and rec.source == self.dst and self.method is Method.UDP:
-            outcome = Outcome.REPLY  # the destination's answer to a UDP probe
-        else:
-            outcome = Outcome.UNREACHABLE
-        return _Match(k, outcome, True, msg.icmp_type, msg.code, reply_ttl)
+        exceeded = isinstance(msg, TimeExceeded)
+        return match_error(self, k, exceeded, msg.icmp_type, msg.code, reply_ttl, rec.source)
 
     def _quoted_key(self, msg: IcmpError) -> int | None:
         quoted = msg.quoted
@@ -324,16 +312,13 @@ class Tracer(MtuProbing):
         if self.method is Method.UDP:
             if quoted.protocol != IpProto.UDP or quoted.ports is None:
                 return None
-            if self.flows:  # RFC 792: the quoted 64 bits hold the UDP checksum (octets 6-7)
+            if self.paris:  # RFC 792: the quoted 64 bits hold the UDP checksum (octets 6-7)
                 return self._keys.get(("udp-sum", *quoted.ports, quoted.data[6:8]))
             return self._keys.get(("udp", *quoted.ports))
         if quoted.protocol != IpProto.TCP:
             return None
         head = tp.decode_tcp_quoted(quoted.data)
         return self._keys.get(("tcp", head.src_port, head.dst_port, head.seq))
-
-    def _match_tcp(self, rec: RawReceived) -> _Match | None:
-        return match_tcp(self, rec)
 
     # -- the loop -----------------------------------------------------------------------------
 
