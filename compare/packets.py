@@ -368,16 +368,15 @@ def tls_streams(pcap: str | Path, keylog: str | Path, port: int) -> tuple[bytes,
 
 
 def decrypted_streams(
-    frames: Sequence[Frame], port: int, keylog: str, workdir: str | Path
+    frames: Sequence[Frame], port: int, keylog: str | Path, pcap: str | Path
 ) -> tuple[bytes, bytes]:
     """Both directions of the connection to ``port`` as the application saw them: the
-    cleartext before TLS from the TCP stream, then what tshark decrypts with ``keylog``."""
+    cleartext before TLS from the TCP stream, then what tshark decrypts with the key log
+    file ``keylog`` from the frames, written to ``pcap`` for it."""
     from compare.capture import write_pcap
 
     out_plain = plaintext_prefix(tcp_stream(frames, port, outgoing=True))
     in_plain = plaintext_prefix(tcp_stream(frames, port, outgoing=False))
-    pcap, keys = Path(workdir) / "side.pcap", Path(workdir) / "side.keys"
     write_pcap(pcap, list(frames))
-    keys.write_text(keylog)
-    client, server = tls_streams(pcap, keys, port)
+    client, server = tls_streams(pcap, keylog, port)
     return out_plain + client, in_plain + server

@@ -207,7 +207,13 @@ def _run(
     if sc.tls:  # one tshark per side, side by side (each takes a few tenths of a second)
         with ThreadPoolExecutor(len(runs)) as pool:
             futures = {
-                impl: pool.submit(decrypted_streams, r.frames, sc.port, r.keylog, work / impl)
+                impl: pool.submit(
+                    decrypted_streams,
+                    r.frames,
+                    sc.port,
+                    work / f"{impl}.keys",
+                    work / f"{impl}.pcap",
+                )
                 for impl, r in runs.items()
             }
         for impl, future in futures.items():
