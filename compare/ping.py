@@ -236,16 +236,9 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
 
     # Outcomes: against each other, then against the lab's truth.
     left, right = _outcomes(res["handrolled"]), _outcomes(res["reference"])
-    rows.append(
-        Row(
-            sc.name,
-            "same outcome per probe",
-            _brief(res["handrolled"]),
-            _brief(res["reference"]),
-            left == right,
-            [] if left == right else [f"handrolled {left}", f"reference {right}"],
-        )
-    )
+    briefs = {impl: _brief(r) for impl, r in res.items()}
+    details = [] if left == right else [f"handrolled {left}", f"reference {right}"]
+    rows.append(Row.of_sides(sc.name, "same outcome per probe", briefs, left == right, details))
     lab = ctx.lab
     if lab is not None and sc.truth == "faults":
         rows += _fault_rows(lab, sc, res)
@@ -275,16 +268,8 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
                     )
         cells[impl] = "all match" if not wrong else f"{len(wrong)} wrong"
         details += [f"{impl} {w}" for w in wrong]
-    rows.append(
-        Row(
-            sc.name,
-            "replies carry the probe's identifier and sequence",
-            cells["handrolled"],
-            cells["reference"],
-            not details,
-            details,
-        )
-    )
+    check = "replies carry the probe's identifier and sequence"
+    rows.append(Row.of_sides(sc.name, check, cells, not details, details))
 
     # Each side's own summary against a recomputation from its raw probes.
     cells, details = {}, []
@@ -293,21 +278,19 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
         cells[impl] = "agrees" if not problems else f"{len(problems)} differ"
         details += [f"{impl}: {p}" for p in problems]
     check = f"summary = recomputed from probes (eps {tolerance.SUMMARY_EPS_MS} ms)"
-    rows.append(Row(sc.name, check, cells["handrolled"], cells["reference"], not details, details))
+    rows.append(Row.of_sides(sc.name, check, cells, not details, details))
 
     rows += wire.wire_rows(
         sc.name, {i: r.probes for i, r in res.items()}, {i: r.frames for i, r in runs.items()}
     )
 
     mins = {impl: _min_rtt(r) for impl, r in res.items()}
+    shown = {impl: tolerance.fmt_ms(v) for impl, v in mins.items()}
     if all(v is not None for v in mins.values()):
         gap = abs(mins["handrolled"] - mins["reference"])
         ok = gap <= tolerance.SIDES_MIN_MS
-        rows.append(
-            Row(sc.name, f"min RTT sides agree (|diff| <= {tolerance.SIDES_MIN_MS} ms)",
-                tolerance.fmt_ms(mins["handrolled"]), tolerance.fmt_ms(mins["reference"]), ok,
-                [] if ok else [f"gap {gap:.3f} ms"])
-        )  # fmt: skip
+        check = f"min RTT sides agree (|diff| <= {tolerance.SIDES_MIN_MS} ms)"
+        rows.append(Row.of_sides(sc.name, check, shown, ok, [] if ok else [f"gap {gap:.3f} ms"]))
     if lab is not None and sc.answerer and sc.expect in (Outcome.REPLY, Outcome.TIME_EXCEEDED):
         node = lab.nodes[sc.answerer]
         low, high = lab.rtt_tolerance(node)
@@ -318,11 +301,8 @@ def run(ctx: Context, sc: PingScenario, sides: Sides = SIDES) -> tuple[list[Row]
             for impl, v in mins.items()
             if v is None or not lab.rtt_ok(v, node)
         ]
-        rows.append(
-            Row(sc.name, f"min RTT vs lab truth ({node.rtt_ms:.1f} ms, window {window})",
-                tolerance.fmt_ms(mins["handrolled"]), tolerance.fmt_ms(mins["reference"]), ok,
-                [] if ok else outside)
-        )  # fmt: skip
+        check = f"min RTT vs lab truth ({node.rtt_ms:.1f} ms, window {window})"
+        rows.append(Row.of_sides(sc.name, check, shown, ok, [] if ok else outside))
     return rows, runs
 
 
@@ -367,7 +347,7 @@ def _truth_row(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> Row:
     code = f" code {sc.icmp_code}" if sc.icmp_code is not None else ""
     promise = f"{sc.expect.value} from {want_from or 'nobody'}{code}"
     check = f"outcomes vs lab truth ({promise})"
-    return Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details)
+    return Row.of_sides(sc.name, check, cells, ok, details)
 
 
 def _mtu_row(lab: Lab | None, sc: PingScenario, res: dict[str, PingResult]) -> Row:
@@ -389,7 +369,7 @@ def _mtu_row(lab: Lab | None, sc: PingScenario, res: dict[str, PingResult]) -> R
         )
     check = f"mtu in the ICMP error vs lab truth ({want})" if want else "mtu in the ICMP error"
     cells = {impl: ", ".join(str(m) for m in mtus) or "-" for impl, mtus in seen.items()}
-    return Row(sc.name, check, cells["handrolled"], cells["reference"], not details, details)
+    return Row.of_sides(sc.name, check, cells, not details, details)
 
 
 def _min_rtt(result: PingResult) -> float | None:
@@ -534,8 +514,8 @@ def _fault_rows(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> list[
     plan = ", ".join(f"{seq} {word}" for seq, word in per_seq.items())
     if sc.family == 4:
         plan += "; a bad checksum may be corrupt or timeout: BAD_CHECKSUM_V4"
-    rows.append(Row(sc.name, f"per-seq outcome vs lab truth ({plan})", cells["handrolled"],
-                    cells["reference"], not diffs, details, differences=diffs[:10]))  # fmt: skip
+    check = f"per-seq outcome vs lab truth ({plan})"
+    rows.append(Row.of_sides(sc.name, check, cells, not diffs, details, differences=diffs[:10]))
 
     # Duplicates are counted as duplicates, never as received; corrupt replies never count.
     want_received = sum(word in COUNTED_RECEIVED for word in per_seq.values())
@@ -551,8 +531,8 @@ def _fault_rows(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> list[
                                         labels=(impl, "lab truth")))  # fmt: skip
         cells[impl] = f"{s.received} received, +{s.duplicates} duplicates"
     check = f"counts vs lab truth ({want_received} received, +{want_dups} duplicates)"
-    rows.append(Row(sc.name, check, cells["handrolled"], cells["reference"], not diffs,
-                    [d.describe() for d in diffs], differences=diffs))  # fmt: skip
+    details = [d.describe() for d in diffs]
+    rows.append(Row.of_sides(sc.name, check, cells, not diffs, details, differences=diffs))
     return rows
 
 
@@ -587,5 +567,5 @@ def _forger_row(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> Row:
                                     None, impl, labels=(impl, "lab truth")))  # fmt: skip
         cells[impl] = "forgeries ignored" if not bad else f"{bad} differ"
     check = f"forgeries ignored (from {forger}; from {want_from} with identifier XOR 0xffff)"
-    return Row(sc.name, check, cells["handrolled"], cells["reference"], not diffs,
-               [d.describe() for d in diffs[:10]], differences=diffs[:10])  # fmt: skip
+    details = [d.describe() for d in diffs[:10]]
+    return Row.of_sides(sc.name, check, cells, not diffs, details, differences=diffs[:10])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,21 @@ class Row:
     @property
     def verdict(self) -> str:
         return OK if self.ok else FAIL
+
+    @classmethod
+    def of_sides(
+        cls,
+        scenario: str,
+        check: str,
+        cells: Mapping[str, str],
+        ok: bool,
+        details: Sequence[str] = (),
+        **kw: Any,
+    ) -> Row:
+        """A row of a check made per side: ``cells`` holds each implementation's cell."""
+        return cls(
+            scenario, check, cells["handrolled"], cells["reference"], ok, list(details), **kw
+        )
 
 
 @dataclass
@@ -169,4 +185,4 @@ def both_ran(scenario: str, runs: dict[str, SideRun]) -> Row:
     }
     ok = all(r.error is None for r in runs.values())
     details = [f"{impl}: {r.error}" for impl, r in runs.items() if r.error]
-    return Row(scenario, "ran", cells["handrolled"], cells["reference"], ok, details)
+    return Row.of_sides(scenario, "ran", cells, ok, details)

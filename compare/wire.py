@@ -164,16 +164,7 @@ def wire_rows(
         if missing:
             ok = False
             details.append(f"{impl}: probes not seen on the wire: {missing[:5]}")
-    rows.append(
-        Row(
-            scenario,
-            "every probe seen on the wire",
-            cells["handrolled"],
-            cells["reference"],
-            ok,
-            details,
-        )
-    )
+    rows.append(Row.of_sides(scenario, "every probe seen on the wire", cells, ok, details))
 
     cells, details, ok = {}, [], True
     differences: list[Difference] = []
@@ -199,17 +190,8 @@ def wire_rows(
                     )
         cells[impl] = "identical" if not bad else f"{len(bad)} differ"
         ok = ok and not bad
-    rows.append(
-        Row(
-            scenario,
-            "reported sent bytes = wire bytes",
-            cells["handrolled"],
-            cells["reference"],
-            ok,
-            details,
-            differences=differences[:10],
-        )
-    )
+    check = "reported sent bytes = wire bytes"
+    rows.append(Row.of_sides(scenario, check, cells, ok, details, differences=differences[:10]))
 
     left, right = list(found["handrolled"].values()), list(found["reference"].values())
     ip_details: list[str] = []
@@ -304,5 +286,5 @@ def wire_rows(
         )
     early, limit = tolerance.WIRE_EARLY_MS, tolerance.WIRE_MEDIAN_MS
     check = f"RTT vs wire (each >= -{early} ms but one, |median| <= {limit} ms)"
-    rows.append(Row(scenario, check, cells["handrolled"], cells["reference"], ok, details))
+    rows.append(Row.of_sides(scenario, check, cells, ok, details))
     return rows
