@@ -247,7 +247,4 @@ def checksum_compensation(checksum: int, word: int, target: int) -> int:
     ~(S - w + w'); solving ~(S - w + w') = target gives w' = ~target + ~S + w, and ~S is
     ``checksum``.  Paris traceroute sets the UDP checksum (or holds the ICMP one) this way.
     """
-    total = (~target & 0xFFFF) + (checksum & 0xFFFF) + (word & 0xFFFF)
-    while total > 0xFFFF:  # end-around carry
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
+    return ones_complement_sum(b"", (~target & 0xFFFF) + (checksum & 0xFFFF) + (word & 0xFFFF))
