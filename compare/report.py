@@ -432,7 +432,7 @@ def write_pcaps(
         path = Path(directory) / f"{slug(scenario)}{suffix}.{impl}.pcap"
         write_pcap(path, run.frames)
         written.append(path)
-        if getattr(run, "keylog", ""):  # TLS: the key log beside it, for tshark / Wireshark
+        if run.keylog:  # TLS: the key log beside it, for tshark / Wireshark
             keys = path.with_suffix(".keys")
             keys.write_text(run.keylog)
             written.append(keys)
