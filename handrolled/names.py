@@ -65,12 +65,7 @@ def source_address(dst: str, family: Family) -> str:
     ``family`` is 4 or 6.  Needed wherever we compute a checksum over the pseudo-header
     ourselves (ICMPv6, UDP, TCP: RFC 8200 §8.1, RFC 768, RFC 9293 §3.1).
     """
-    with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((dst, 9))
-        except OSError as exc:
-            raise UsageError(f"no route to {dst}: {exc.strerror or exc}") from exc
-        return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]).compressed
+    return _route_source(dst, family, None, 9, f"no route to {dst}")
 
 
 def reverse_name(address: str) -> str | None:
@@ -153,13 +148,19 @@ class ReverseResolver:
 def source_address_via(dst: str, family: Family, device: str | None = None) -> str:
     """The address the kernel sends from to reach ``dst``, through ``device`` when given; no
     route is UsageError "connect: Network is unreachable", as iputils' probe socket says."""
+    return _route_source(dst, family, device, 1025, "connect")  # as iputils' probe_fd
+
+
+def _route_source(dst: str, family: Family, device: str | None, port: int, what: str) -> str:
+    """The source a UDP socket connected to ``dst`` gets (a route lookup, no packet sent); no
+    route is UsageError "WHAT: <the OS's words>"."""
     with socket.socket(address_family(family), socket.SOCK_DGRAM) as probe:
         if device is not None:
             bind_device(probe, device)
         try:
-            probe.connect((dst, 1025))  # iputils' probe_fd does the same
+            probe.connect((dst, port))
         except OSError as exc:
-            raise UsageError(f"connect: {strerror(exc)}") from exc
+            raise UsageError(f"{what}: {strerror(exc)}") from exc
         return ipaddress.ip_address(probe.getsockname()[0].split("%")[0]).compressed
 
 

@@ -190,7 +190,7 @@ class Pinger:
                 # error as iputils counts it ("local error: message too long, mtu=N")
                 mtu = names.path_mtu(self.address, self.sock.family)
                 return self._settle(entry, Outcome.UNREACHABLE, note=LOCAL_EMSGSIZE, mtu=mtu)
-            return self._settle(entry, Outcome.TIMEOUT, note=f"sendto: {exc.strerror or exc}")
+            return self._settle(entry, Outcome.TIMEOUT, note=f"sendto: {sockopts.strerror(exc)}")
         if self.user_latency:
             send_ns = before  # -U: the time read in user space before the send call
         if self.sock.kind == "dgram" and self.sock.ident not in (None, self.ident):
