@@ -477,7 +477,7 @@ def _fault_rows(lab: Lab, sc: PingScenario, res: dict[str, PingResult]) -> list[
              if r.action is lab_faults.Action.HOLD}  # fmt: skip
     want_from = lab.nodes[sc.answerer].addr(sc.family)
     rows = []
-    cells, details, diffs = {}, [], []
+    cells, diffs = {}, []
     for impl, result in res.items():
         by_seq: dict[int, list] = {}
         for p in result.probes:
