@@ -318,15 +318,9 @@ def _has_secret(data: bytes) -> bool:
 def _three_sides_row(
     sc: SmtpScenario, check: str, cells: dict[str, str], ok: bool, details: list[str]
 ) -> Row:
-    """A row whose cells are each client's: hand-rolled; scapy and the smtplib witness."""
-    return Row(
-        sc.name,
-        check,
-        cells["handrolled"],
-        f"{cells['reference']}; smtplib {cells['smtplib']}",
-        ok,
-        details,
-    )
+    """A per-side row whose reference cell also shows the smtplib witness's."""
+    witnessed = {**cells, "reference": f"{cells['reference']}; smtplib {cells['smtplib']}"}
+    return Row.of_sides(sc.name, check, witnessed, ok, details)
 
 
 def _tls_row(sc: SmtpScenario, runs: dict[str, SideRun], res: dict[str, SmtpResult]) -> Row:
@@ -478,13 +472,12 @@ def _grouping_row(
         if len(group) != want:
             ok = False
             details.append(f"{impl}: expected {want} commands in the MAIL write, got {group!r}")
-    return Row(
+    return Row.of_sides(
         sc.name,
         "pipelined group: MAIL, RCPT..., DATA in one write"
         if sc.pipelining
         else "no pipelining: MAIL written alone",
-        cells["handrolled"],
-        cells["reference"],
+        cells,
         ok,
         details,
     )
