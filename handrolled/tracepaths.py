@@ -64,11 +64,6 @@ class _Match:
     note: str = ""
     mtu: int | None = None  # --mtu: the MTU a frag-needed / Packet Too Big names
 
-    @property
-    def ends(self) -> bool:
-        """A final answer that ends the trace at its hop (a corrupt one does not)."""
-        return self.final and self.outcome is not Outcome.CORRUPT
-
 
 def match_queued(
     self,  # a handrolled.traceroute.Tracer
@@ -299,8 +294,9 @@ def run_multipath(
                     continue
                 del deadlines[match.k]
                 sent = tracer.sent[match.k]
-                tracer._settle_reply(sent, match, rec)
-                planner.record(sent.ttl, rec.source, match.ends)
+                tracer._settle_reply(sent, match, rec, max(rec.recv_ns - sent.send_ns, 0))
+                final = match.final and match.outcome is not Outcome.CORRUPT
+                planner.record(sent.ttl, rec.source, final)
             now = clock()
             for k in [k for k, at in deadlines.items() if at <= now]:
                 del deadlines[k]

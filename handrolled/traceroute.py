@@ -378,12 +378,13 @@ class Tracer(MtuProbing):
             self._resend_smaller(match.k, match.mtu)
             return
         rtt_ns = max(rec.recv_ns - sent.send_ns, 0)
-        if not self.sched.on_reply(match.k, rtt=rtt_ns / 1e9, final=match.ends):
+        final = match.final and match.outcome is not Outcome.CORRUPT
+        if not self.sched.on_reply(match.k, rtt=rtt_ns / 1e9, final=final):
             log.debug("late or duplicate reply for probe %d from %s", match.k, rec.source)
             return
-        self._settle_reply(sent, match, rec)
+        self._settle_reply(sent, match, rec, rtt_ns)
 
-    def _settle_reply(self, sent: _Sent, match: _Match, rec: RawReceived) -> None:
+    def _settle_reply(self, sent: _Sent, match: _Match, rec: RawReceived, rtt_ns: int) -> None:
         """Settle ``sent`` with ``rec``, the reply ``match`` says answers it."""
         if self.resolver is not None:
             self.resolver.request(rec.source)
@@ -391,7 +392,7 @@ class Tracer(MtuProbing):
             sent,
             match.outcome,
             recv_ns=rec.recv_ns,
-            rtt_ms=max(rec.recv_ns - sent.send_ns, 0) / 1e6,
+            rtt_ms=rtt_ns / 1e6,
             reply_from=rec.source,
             reply_ttl=match.reply_ttl,
             icmp_type=match.icmp_type,
