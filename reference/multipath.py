@@ -1,14 +1,13 @@
 """Reference traceroute --multipath: the MDA's rounds with scapy probes.
 
-The same plan as the hand-rolled engine, built independently: round 1 sends n_1 flows to every
-TTL; each later round tops a TTL up to n_k flows for the k addresses it has shown; a final
-answer at TTL h drops the TTLs beyond it (probes planned there keep their numbers but are
-never sent).  Probe numbers run over the plans in order; flow f's probe k is
-``reference.traceroute.flow_probe``.  n_k (Veitch et al., INFOCOM 2009): the least n for which
-k + 1 equally likely next hops would all have shown with probability at least the confidence,
-here from the occupancy chain (after each probe, the number of distinct next hops seen grows
-by one with probability (K - seen) / K), not from the inclusion-exclusion sum the hand-rolled
-side uses.
+The same plan as the hand-rolled engine, built independently: round 1 sends n_1 flows to every TTL;
+each later round tops a TTL up to n_k flows for the k addresses it has shown; a final answer at TTL
+h drops the TTLs beyond it (probes planned there keep their numbers but are never sent).  Probe
+numbers run over the plans in order; flow f's probe k is ``reference.traceroute.build_probe(...,
+index=k, flow=f)``.  n_k (Veitch et al., INFOCOM 2009): the least n for which k + 1 equally likely
+next hops would all have shown with probability at least the confidence, here from the occupancy
+chain (after each probe, the number of distinct next hops seen grows by one with probability (K -
+seen) / K), not from the inclusion-exclusion sum the hand-rolled side uses.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any
 from handrolled.requests import TraceRequest
 from handrolled.results import Hop, Outcome, Probe
 from reference.common import open_l3, reply_fields, reverse_names, to_ns
+from reference.traceroute import _classify, _same_checksum, flow_of
 
 
 def all_seen_probability(next_hops: int, probes: int) -> float:
@@ -53,15 +53,11 @@ def run_multipath(
     address: str,
     version: int,
     build: Any,
-    classify: Any,
-    same_checksum: Any,
-    flow_of: Any,
     ident: int,
-    port: int,
-    payload: bytes,
     on_hop: Any = None,
 ) -> list[Hop]:
-    """The hops of a multipath trace to ``address`` (each with every probe sent to its TTL)."""
+    """The hops of a multipath trace to ``address`` (each with every probe sent to its TTL);
+    ``build(ttl=, index=, flow=)`` makes probe ``index`` of ``flow``."""
     from scapy.compat import raw
 
     method = request.method
@@ -106,14 +102,14 @@ def run_multipath(
                     for k, (pkt, sent, ttl) in list(flight.items()):
                         if not reply.answers(pkt):
                             continue
-                        if method.value == "udp" and not same_checksum(reply, pkt):
+                        if method.value == "udp" and not _same_checksum(reply, pkt):
                             continue
                         if float(reply.time) > sent + max_wait:
                             continue
-                        outcome, icmp_type, code = classify(method, version, reply, address)
+                        outcome, icmp_type, code = _classify(method, version, reply, address)
                         fields = reply_fields(reply, version, sent)
                         fields.update(icmp_type=icmp_type, icmp_code=code)
-                        probes[k] = _probe(request, k, ttl, pkt, raw, flow_of, ident, outcome,
+                        probes[k] = _probe(request, k, ttl, pkt, raw, ident, outcome,
                                            **fields)  # fmt: skip
                         del flight[k]
                         seen[ttl].add(reply.src)
@@ -123,7 +119,7 @@ def run_multipath(
                 now = time.time()
                 for k, (pkt, sent, ttl) in list(flight.items()):
                     if now >= sent + max_wait:
-                        probes[k] = _probe(request, k, ttl, pkt, raw, flow_of, ident,
+                        probes[k] = _probe(request, k, ttl, pkt, raw, ident,
                                            Outcome.TIMEOUT)  # fmt: skip
                         del flight[k]
     finally:
@@ -152,7 +148,6 @@ def _probe(
     ttl: int,
     pkt: Any,
     raw: Any,
-    flow_of: Any,
     ident: int,
     outcome: Outcome,
     **reply: Any,

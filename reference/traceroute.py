@@ -114,34 +114,44 @@ def build_probe(
     fixed_port: bool = False,
     flow: int | None = None,
 ) -> Any:
-    """Probe ``index`` as a scapy packet (fields as documented in the module docstring);
-    ``flow`` not None: in that flow, laid out as Paris traceroute does (``flow_probe``)."""
+    """Probe ``index`` as a scapy packet (fields as documented in the module docstring).
+
+    ``flow`` not None: probe ``index`` of that flow, as Paris traceroute lays it out (Paris:
+    flow 0): UDP source port ``ident``, destination ``port + flow``, checksum index + 1 via
+    payload[0:2]; TCP source ``ident + flow``, sequence index + 1; ICMP identifier ``ident``,
+    checksum that of the classic probe with sequence 1 (plus ``flow``, within 1..0xfffe),
+    sequence index + 1, payload[0:2] compensating.
+    """
     from scapy.layers.inet import TCP, UDP
     from scapy.packet import Raw
 
-    if flow is not None:
-        knobs = (method, version, dst)
-        kw = dict(ttl=ttl, ident=ident, port=port, dont_fragment=dont_fragment, tos=tos, src=src)
-        return flow_probe(*knobs, index=index, flow=flow, payload=payload, **kw)
+    def build(seq: int, data: bytes) -> Any:
+        if method is Method.ICMP:
+            pkt = build_request(version, dst, ident, seq, data, ttl)
+            return _knobs(pkt, version, dont_fragment, tos, src)
+        ip = _knobs(ip_header(version, dst, ttl, seq), version, dont_fragment, tos, src)
+        if method is Method.UDP and flow is not None:
+            pkt = ip / UDP(sport=ident, dport=(port + flow) & 0xFFFF)
+        elif method is Method.UDP:
+            sport = source_port(method, ident, index, fixed_port)
+            pkt = ip / UDP(sport=sport, dport=port if fixed_port else (port + index) & 0xFFFF)
+        else:
+            sport = source_port(method, ident, index) if flow is None else (ident + flow) & 0xFFFF
+            pkt = ip / TCP(sport=sport, dport=port, seq=index + 1, flags="S", window=TCP_WINDOW,
+                           options=[])  # fmt: skip
+        return pkt / Raw(load=data) if data else pkt
+
     seq = (index + 1) & 0xFFFF
-    if method is Method.ICMP:
-        pkt = build_request(version, dst, ident, seq, payload, ttl)
-        return _knobs(pkt, version, dont_fragment, tos, src)
-    ip = _knobs(ip_header(version, dst, ttl, seq), version, dont_fragment, tos, src)
+    first = build(seq, payload)
+    if flow is None or method is Method.TCP:
+        return first
     if method is Method.UDP:
-        sport = source_port(method, ident, index, fixed_port)
-        dport = port if fixed_port else (port + index) & 0xFFFF
-        pkt = ip / UDP(sport=sport, dport=dport)
+        target = index % 0xFFFE + 1  # the checksum names the probe
     else:
-        pkt = ip / TCP(
-            sport=source_port(method, ident, index),
-            dport=port,
-            seq=index + 1,
-            flags="S",
-            window=TCP_WINDOW,
-            options=[],
-        )
-    return pkt / Raw(load=payload) if payload else pkt
+        base = _checksum_of(build(1, payload))
+        target = (base - 1 + flow) % 0xFFFE + 1
+    word = compensation(_checksum_of(first), int.from_bytes(payload[:2], "big"), target)
+    return build(seq, word.to_bytes(2, "big") + payload[2:])
 
 
 def _checksum_of(pkt: Any) -> int:
@@ -161,54 +171,6 @@ def compensation(checksum: int, word: int, target: int) -> int:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total
-
-
-def flow_probe(
-    method: Method,
-    version: int,
-    dst: str,
-    *,
-    ttl: int,
-    index: int,
-    flow: int,
-    ident: int,
-    port: int,
-    payload: bytes,
-    dont_fragment: bool = False,
-    tos: int = 0,
-    src: str | None = None,
-) -> Any:
-    """Probe ``index`` of flow ``flow`` (Paris: flow 0): UDP source port ``ident``,
-    destination ``port + flow``, checksum index + 1 via payload[0:2]; TCP source ``ident +
-    flow``, sequence index + 1; ICMP identifier ``ident``, checksum that of the classic probe
-    with sequence 1 (plus ``flow``, within 1..0xfffe), sequence index + 1, payload[0:2]
-    compensating."""
-    from scapy.layers.inet import TCP, UDP
-    from scapy.packet import Raw
-
-    def build(seq: int, data: bytes) -> Any:
-        if method is Method.ICMP:
-            pkt = build_request(version, dst, ident, seq, data, ttl)
-            return _knobs(pkt, version, dont_fragment, tos, src)
-        ip = _knobs(ip_header(version, dst, ttl, seq), version, dont_fragment, tos, src)
-        if method is Method.UDP:
-            pkt = ip / UDP(sport=ident, dport=(port + flow) & 0xFFFF)
-        else:
-            pkt = ip / TCP(sport=(ident + flow) & 0xFFFF, dport=port, seq=index + 1, flags="S",
-                           window=TCP_WINDOW, options=[])  # fmt: skip
-        return pkt / Raw(load=data) if data else pkt
-
-    seq = (index + 1) & 0xFFFF
-    first = build(seq, payload)
-    if method is Method.TCP:
-        return first
-    if method is Method.UDP:
-        target = index % 0xFFFE + 1  # the checksum names the probe
-    else:
-        base = _checksum_of(build(1, payload))
-        target = (base - 1 + flow) % 0xFFFE + 1
-    word = compensation(_checksum_of(first), int.from_bytes(payload[:2], "big"), target)
-    return build(seq, word.to_bytes(2, "big") + payload[2:])
 
 
 def _knobs(ip: Any, version: int, dont_fragment: bool, tos: int, src: str | None) -> Any:
@@ -398,10 +360,10 @@ def run_trace(
         fields = reply_fields(reply, version, slot.sent_time or 0.0)
         return Probe(outcome=outcome, icmp_type=icmp_type, icmp_code=code, **fields, **common)
 
-    def make(slot: Any, number: int) -> Any:
-        return build_probe(method, version, address, ttl=slot.ttl, index=number, ident=ident,
+    def make(*, ttl: int, index: int, flow: int | None = 0 if flows else None) -> Any:
+        return build_probe(method, version, address, ttl=ttl, index=index, ident=ident,
                            port=port or 0, payload=payload, dont_fragment=dont_fragment, tos=tos,
-                           src=src, fixed_port=fixed_port, flow=0 if flows else None)  # fmt: skip
+                           src=src, fixed_port=fixed_port, flow=flow)  # fmt: skip
 
     def resend(slot: Any, mtu: int) -> None:
         # a router said too big: the probe again at ``mtu`` bytes, numbered after every
@@ -410,7 +372,7 @@ def run_trace(
         mtu_size, payload = mtu, default_payload(max(mtu - headers, 0))
         slot.number, slot.mtu = total + retries, mtu
         retries += 1
-        slot.request = make(slot, slot.number)
+        slot.request = make(ttl=slot.ttl, index=slot.number)
         slot.sent = raw(slot.request)
         if method is not Method.ICMP:
             slot.src_port, slot.dst_port = slot.request.payload.sport, slot.request.payload.dport
@@ -467,24 +429,14 @@ def run_trace(
     if request.multipath:  # the MDA's rounds (reference/multipath.py)
         from reference.multipath import run_multipath
 
-        def build(*, ttl: int, index: int, flow: int) -> Any:
-            return build_probe(method, version, address, ttl=ttl, index=index, ident=ident,
-                               port=port or 0, payload=payload, dont_fragment=dont_fragment,
-                               tos=tos, src=src, flow=flow)  # fmt: skip
-
         if on_start is not None:
             on_start()
         hops = run_multipath(
             request,
             address=address,
             version=version,
-            build=build,
-            classify=_classify,
-            same_checksum=_same_checksum,
-            flow_of=flow_of,
+            build=make,
             ident=ident,
-            port=port or 0,
-            payload=payload,
             on_hop=on_hop,
         )
         return _result(request, address, version, hops, started_ns, start)
@@ -519,13 +471,13 @@ def run_trace(
             can_send = next_index < end and len(in_flight) < sim_queries
             if can_send and (send_due is None or time.time() >= send_due):
                 slot = slots[next_index]
-                request = make(slot, slot.index)
+                request = make(ttl=slot.ttl, index=slot.index)
                 limit = link_mtu(version, address, src) if mtu_size else None
                 if limit is not None and len(raw(request)) > limit:
                     # the kernel would refuse it (EMSGSIZE): rebuild at the link's MTU
                     mtu_size, payload = limit, default_payload(max(limit - headers, 0))
                     slot.mtu = limit
-                    request = make(slot, slot.index)
+                    request = make(ttl=slot.ttl, index=slot.index)
                 slot.request = request
                 slot.sent = raw(request)
                 if method is not Method.ICMP:
