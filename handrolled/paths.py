@@ -24,7 +24,6 @@ TTL (every flow probes every TTL), not per vertex.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from handrolled.icmp import encode_echo_request
@@ -121,7 +120,6 @@ class MdaHop:
     ttl: int
     flows: int = 0
     addresses: set[str] = field(default_factory=set)
-    final: bool = False  # the destination (or an unreachable) answered at this TTL
 
 
 class MdaPlanner:
@@ -157,16 +155,11 @@ class MdaPlanner:
 
     def record(self, ttl: int, address: str | None, final: bool) -> None:
         """A probe to ``ttl`` was answered from ``address`` (None: timed out)."""
-        hop = self.hops[ttl]
         if address is not None:
-            hop.addresses.add(address)
-        if final:
-            hop.final = True
+            self.hops[ttl].addresses.add(address)
+        if final:  # the destination (or an unreachable) answered: the trace ends here
             self.end = min(self.end, ttl)
 
     def branches(self) -> list[MdaHop]:
         """The TTLs of the trace, in order, up to its end."""
         return [hop for ttl, hop in self.hops.items() if ttl <= self.end]
-
-    def probes_spent(self, sent: Iterable[int]) -> int:
-        return sum(1 for ttl in sent if ttl <= self.end)
