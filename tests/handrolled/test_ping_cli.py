@@ -1,10 +1,10 @@
 """``python -m handrolled.ping`` against iputils ping 20221126, flag by flag, on the same path.
 
-Each test runs our command line and iputils ``ping`` with the same arguments (in the lab's
-client, or in a private network namespace of their own for loopback-only cases) and checks
-what a user compares: the lines with the numbers taken out, the counts, the exit codes, and,
-from a capture of the client's interface (compare.capture), the TOS and payload bytes each put
-on the wire.  Expectations come from iputils run the same way, never from our own code.
+Each test runs our command line and iputils ``ping`` with the same arguments (in a private
+network namespace of their own for loopback-only cases; the lab's client in
+test_ping_cli_lab.py) and checks what a user compares: the lines with the numbers taken out,
+the counts, the exit codes.  Expectations come from iputils run the same way, never from our
+own code.
 
 Private namespaces (``unshare --net``) hold what the lab does not offer: a scripted responder
 (a raw socket answering with a duplicate, a bad checksum, a wrong payload byte, a reply from
@@ -17,10 +17,8 @@ import dataclasses
 import io
 import json
 import os
-import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -30,33 +28,12 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from ping_cli_shared import OURS, ROOT, RTT, counts, shape_of
 
 from handrolled.cli import ping as cli
 from handrolled.ping import run_ping
 
-OURS = [sys.executable, "-m", "handrolled.ping"]
-UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
-STATS = re.compile(r"^(\d+) packets transmitted, (\d+) received", re.M)
-RTT = re.compile(r"^rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms", re.M)
 HERE = os.path.abspath(__file__)
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-
-
-def _shape(text: str) -> list[str]:
-    """Lines with what varies from run to run (times, RTTs, epoch stamps) taken out."""
-    text = re.sub(r"time=[\d.]+ ms", "time=T ms", text)
-    text = re.sub(r"\[\d+\.\d{6}\] ", "[EPOCH] ", text)
-    text = re.sub(r"time \d+ms", "time Tms", text)
-    text = re.sub(r"= [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms", "= R ms", text)
-    text = re.sub(r"ipg/ewma [\d.]+/[\d.]+ ms", "ipg/ewma R ms", text)
-    text = re.sub(r"pipe \d+", "pipe N", text)  # how many were in flight: timing
-    return text.splitlines()
-
-
-def _counts(text: str) -> tuple[int, int]:
-    m = STATS.search(text)
-    assert m, text
-    return int(m.group(1)), int(m.group(2))
 
 
 # ---- private namespaces: a scripted responder, Ctrl-C --------------------------------------
@@ -102,9 +79,9 @@ def test_without_count_runs_until_ctrl_c(tool: str, answers: bool, extra: str, s
     # 1.7 s: past the 4 probes the old ping stopped at (iputils buffers a pipe)
     rc, out, err = _interrupted(f"{silence}cd {ROOT}; exec {ping} -n {extra}-i 0.2 127.0.0.1", 1.7)
     assert "Traceback" not in err and err == "", err
-    sent, received = _counts(out)
+    sent, received = counts(out)
     assert sent >= 6, out
-    shape = _shape(out)
+    shape = shape_of(out)
     assert shape[0] == "PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data."
     assert "--- 127.0.0.1 ping statistics ---" in shape
     assert rc == status
@@ -205,8 +182,8 @@ def test_duplicate_and_wrong_data_worded_as_iputils() -> None:
     ours, theirs = _scripted(plan, [*OURS, *args]), _scripted(plan, ["ping", *args])
     assert ours["rc"] == theirs["rc"] == 0, (ours, theirs)
     assert ours["err"] == theirs["err"] == ""
-    assert _shape(ours["out"]) == _shape(theirs["out"]), (ours["out"], theirs["out"])
-    shape = _shape(theirs["out"])
+    assert shape_of(ours["out"]) == shape_of(theirs["out"]), (ours["out"], theirs["out"])
+    shape = shape_of(theirs["out"])
     assert "64 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time=T ms (DUP!)" in shape
     assert "wrong data byte #21 should be 0x15 but was 0xea" in shape
     dump = " ".join(f"{b:x}" for b in bytes(range(16, 48))).replace("15", "ea", 1)
@@ -224,12 +201,12 @@ def test_bad_checksum_counted_as_corrupted() -> None:
     plan = {"1": "ok", "2": "badsum"}
     args = ["-n", "-c", "2", "-i", "0.2", "-W", "0.5", "127.0.0.1"]
     ours, theirs = _scripted(plan, [*OURS, *args]), _scripted(plan, ["ping", *args])
-    mine = _shape(ours["out"])
+    mine = shape_of(ours["out"])
     assert "64 bytes from 127.0.0.1: icmp_seq=2 ttl=64 time=T ms (BAD CHECKSUM!)" in mine
     assert "2 packets transmitted, 1 received, +1 corrupted, 50% packet loss, time Tms" in mine
     assert ours["rc"] == 0  # one good reply
     fixed = [line.replace(" (BAD CHECKSUM!)", "") for line in mine]
-    theirs_shape = _shape(theirs["out"])
+    theirs_shape = shape_of(theirs["out"])
     stats = theirs_shape.index("--- 127.0.0.1 ping statistics ---")
     assert fixed[:stats] == theirs_shape[:stats]
     assert theirs_shape[stats + 1].startswith("2 packets transmitted, 2 received")  # the bug
@@ -267,9 +244,9 @@ def test_exit_rule_with_count_and_deadline(args: list[str]) -> None:
     ours = _scripted(plan, [*OURS, "-n", *args, "127.0.0.1"])
     theirs = _scripted(plan, ["ping", "-n", *args, "127.0.0.1"])
     assert ours["rc"] == theirs["rc"], (ours, theirs)
-    (sent_o, recv_o), (sent_t, recv_t) = _counts(ours["out"]), _counts(theirs["out"])
+    (sent_o, recv_o), (sent_t, recv_t) = counts(ours["out"]), counts(theirs["out"])
     assert abs(sent_o - sent_t) <= 1 and abs(recv_o - recv_t) <= 1, (ours, theirs)
-    assert _shape(ours["out"])[-3:-1] == _shape(theirs["out"])[-3:-1] or abs(sent_o - sent_t)
+    assert shape_of(ours["out"])[-3:-1] == shape_of(theirs["out"])[-3:-1] or abs(sent_o - sent_t)
 
 
 @pytest.mark.root
@@ -292,7 +269,7 @@ def test_deadline_ends_at_the_first_icmp_error() -> None:
     del plan
     ours, theirs = runs["ours"], runs["iputils"]
     assert ours.returncode == theirs.returncode == 1
-    assert _shape(ours.stdout) == _shape(theirs.stdout)
+    assert shape_of(ours.stdout) == shape_of(theirs.stdout)
     assert "From 127.0.0.1 icmp_seq=1 Destination Host Prohibited" in ours.stdout
     assert "1 packets transmitted, 0 received, +1 errors" in ours.stdout
 
@@ -336,7 +313,7 @@ def test_send_errors_counted_quietly_as_iputils() -> None:
     ours, theirs = runs
     assert ours.returncode == theirs.returncode == 1
     assert ours.stderr == theirs.stderr == ""
-    assert _shape(ours.stdout) == _shape(theirs.stdout)
+    assert shape_of(ours.stdout) == shape_of(theirs.stdout)
     assert "2 packets transmitted, 0 received, 100% packet loss" in ours.stdout
 
 
@@ -356,8 +333,8 @@ def test_outstanding_reports_as_iputils_even_when_quiet(flags: list[str]) -> Non
         for ping in (" ".join(OURS), "ping")
     )
     assert ours.returncode == theirs.returncode == 1
-    assert _shape(ours.stdout) == _shape(theirs.stdout), (ours.stdout, theirs.stdout)
-    assert sum("no answer yet for icmp_seq=" in line for line in _shape(ours.stdout)) == 2
+    assert shape_of(ours.stdout) == shape_of(theirs.stdout), (ours.stdout, theirs.stdout)
+    assert sum("no answer yet for icmp_seq=" in line for line in shape_of(ours.stdout)) == 2
 
 
 # ---- bad input: one line, exit 2, nothing sent (issue 16) -----------------------------------
@@ -480,209 +457,6 @@ def test_any_argument_list_ends_cleanly(args: list[str], host: str) -> None:
         assert sends == [], (args, host, err.getvalue())
     else:
         assert calls and sends  # it ran: at least the first probe went
-
-
-# ---- the lab -----------------------------------------------------------------------------
-def _lab_run(lab, argv: list[str], *, unprivileged: bool = False, timeout: float = 60):
-    prefix = UNPRIVILEGED if unprivileged else []
-    return lab.exec("client", [*prefix, *argv], timeout=timeout)
-
-
-def _both(lab, args: list[str], *, unprivileged: bool = False):
-    ours = _lab_run(lab, [*OURS, *args], unprivileged=unprivileged)
-    theirs = _lab_run(lab, ["ping", *args], unprivileged=unprivileged)
-    return ours, theirs
-
-
-@pytest.mark.lab
-@pytest.mark.parametrize("family", [4, 6])
-@pytest.mark.parametrize(
-    "flags",
-    [[], ["-n"], ["-n", "-D"], ["-n", "-a"], ["-n", "-p", "a5b"], ["-n", "-q"], ["-n", "-U"],
-     ["-n", "-I", "down0"], ["-n", "-s", "8"], ["-n", "-Q", "0x28"]],
-    ids=lambda f: " ".join(f) or "plain",
-)  # fmt: skip
-def test_lines_match_iputils(lab, family: int, flags: list[str]) -> None:
-    args = [f"-{family}", *flags, "-c", "3", "-i", "0.2", lab.target.hostname]
-    ours, theirs = _both(lab, args)
-    assert ours.returncode == theirs.returncode == 0, (ours.stderr, theirs.stderr)
-    assert ours.stderr == theirs.stderr == ""
-    assert _shape(ours.stdout) == _shape(theirs.stdout), (ours.stdout, theirs.stdout)
-    if "-a" in flags:
-        assert ours.stdout.count(" ms\a\n") == theirs.stdout.count(" ms\a\n") == 3
-    if "-U" in flags:  # user-space times are still the path's RTT, not something else
-        low, _high = lab.rtt_tolerance(lab.target)
-        times = [float(t) for t in re.findall(r"time=([\d.]+) ms", ours.stdout)]
-        assert min(times) >= low, times
-
-
-@pytest.mark.lab
-@pytest.mark.parametrize("family", [4, 6])
-def test_source_address_header_matches_iputils(lab, family: int) -> None:
-    src = lab.nodes["client"].addr(family)
-    args = [f"-{family}", "-n", "-I", src, "-c", "2", "-i", "0.2", lab.target.addr(family)]
-    ours, theirs = _both(lab, args)
-    assert ours.returncode == theirs.returncode == 0
-    assert _shape(ours.stdout) == _shape(theirs.stdout)
-    assert f" from {src} : " in ours.stdout.splitlines()[0]
-
-
-@pytest.mark.lab
-@pytest.mark.parametrize(
-    ("flag", "message"),
-    [
-        (["-I", "nosuch0"], "ping: SO_BINDTODEVICE nosuch0: No such device\n"),
-        (["-I", "192.0.2.1"], "ping: bind: Cannot assign requested address\n"),
-    ],
-)
-def test_bad_interface_or_source_refused_as_iputils(lab, flag, message) -> None:
-    ours, theirs = _both(lab, ["-n", *flag, "-c", "1", lab.target.addr4])
-    assert ours.returncode == theirs.returncode == 2
-    assert ours.stderr == theirs.stderr == message
-    assert ours.stdout == theirs.stdout == ""  # refused before the PING header
-
-
-@pytest.mark.lab
-def test_outstanding_reports_match_iputils(lab) -> None:
-    args = ["-n", "-O", "-c", "3", "-i", "0.3", "-W", "1", lab.blackhole4]
-    ours, theirs = _both(lab, args)
-    assert ours.returncode == theirs.returncode == 1
-    assert _shape(ours.stdout) == _shape(theirs.stdout)
-    assert "no answer yet for icmp_seq=2" in ours.stdout
-
-
-@pytest.mark.lab
-@pytest.mark.parametrize(
-    ("args", "status"),
-    [
-        (["-c", "2", "-w", "5"], 0),
-        (["-c", "20", "-w", "1", "-i", "0.2"], 1),
-        (["-w", "1", "-i", "0.2"], 0),
-        (["-w", "3", "-t", "2"], 1),  # the first time-exceeded ends a run with a deadline
-    ],
-    ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
-)
-def test_exit_rule_on_the_lab_path(lab, args: list[str], status: int) -> None:
-    ours, theirs = _both(lab, ["-n", *args, lab.target.addr4])
-    assert ours.returncode == theirs.returncode == status, (ours.stdout, theirs.stdout)
-    (sent_o, recv_o), (sent_t, recv_t) = _counts(ours.stdout), _counts(theirs.stdout)
-    assert abs(sent_o - sent_t) <= 1 and recv_o - recv_t in (-1, 0, 1)
-
-
-@pytest.mark.lab
-def test_blackhole_until_deadline(lab) -> None:
-    ours, theirs = _both(lab, ["-n", "-w", "1", "-i", "0.25", lab.blackhole4])
-    assert ours.returncode == theirs.returncode == 1
-    assert abs(_counts(ours.stdout)[0] - _counts(theirs.stdout)[0]) <= 1
-    assert _shape(ours.stdout)[-2:] == _shape(theirs.stdout)[-2:]
-
-
-def _echo_requests(lab, argv: list[str], family: int):
-    """Run ``argv`` in the client while capturing its interface: the echo requests sent."""
-    from compare.capture import Capture
-
-    with Capture(lab.ns("client"), "down0") as cap:
-        proc = _lab_run(lab, argv)
-        time.sleep(0.2)
-    found = []
-    for frame in cap.frames:
-        ip = frame.ip
-        if not frame.outgoing or not ip or ip[0] >> 4 != family:
-            continue
-        header = 20 if family == 4 else 40
-        proto = ip[9] if family == 4 else ip[6]
-        if proto in (1, 58) and ip[header] in (8, 128):
-            found.append((frame.time_ns, ip, ip[header + 8 :]))
-    return proc, found
-
-
-@pytest.mark.lab
-@pytest.mark.parametrize("family", [4, 6])
-def test_tos_and_pattern_on_the_wire_as_iputils(lab, family: int) -> None:
-    args = [f"-{family}", "-n", "-Q", "0x28", "-p", "a5b6c", "-c", "2", "-i", "0.2"]
-    target = lab.target.addr(family)
-    wire = {}
-    for tool, prog in (("ours", OURS), ("iputils", ["ping"])):
-        proc, found = _echo_requests(lab, [*prog, *args, target], family)
-        assert proc.returncode == 0, proc.stderr
-        assert len(found) == 2, found
-        wire[tool] = found
-    for tool, found in wire.items():
-        for frame_ns, ip, data in found:
-            tos = ip[1] if family == 4 else ((ip[0] & 0x0F) << 4) | (ip[1] >> 4)
-            assert tos == 0x28, tool
-            # iputils fill(): the pattern from the first data octet (a5 b6 0c), then the
-            # timestamp over octets 0-15: a struct timeval of the send time
-            assert len(data) == 56
-            assert data[16:] == (b"\xa5\xb6\x0c" * 20)[16:56], (tool, data.hex())
-            sec, usec = struct.unpack("@ll", data[:16])
-            assert abs(frame_ns - (sec * 10**9 + usec * 1000)) < 50_000_000, tool
-    assert [d[16:] for _, _, d in wire["ours"]] == [d[16:] for _, _, d in wire["iputils"]]
-
-
-@pytest.mark.lab
-def test_default_payload_on_the_wire_as_iputils(lab) -> None:
-    wire = {}
-    for tool, prog in (("ours", OURS), ("iputils", ["ping"])):
-        proc, found = _echo_requests(lab, [*prog, "-n", "-c", "1", lab.target.addr4], 4)
-        assert proc.returncode == 0 and len(found) == 1
-        wire[tool] = found[0]
-    for _tool, (frame_ns, ip, data) in wire.items():
-        assert data[16:] == bytes(range(16, 56)) and ip[1] == 0
-        sec, usec = struct.unpack("@ll", data[:16])
-        assert abs(frame_ns - (sec * 10**9 + usec * 1000)) < 50_000_000
-
-
-@pytest.mark.lab
-def test_flood_dots_and_rate_bound_as_iputils(lab) -> None:
-    ours, theirs = _both(lab, ["-f", "-c", "20", lab.target.addr4])
-    assert ours.returncode == theirs.returncode == 0
-    for proc in (ours, theirs):
-        line = proc.stdout.split("\n")[1]  # one dot sent, one backspace back, in any order
-        assert line.count(".") == line.count("\b \b") == 20 and len(line) == 80, repr(line)
-        assert "ipg/ewma" in proc.stdout
-    shapes = _shape(ours.stdout), _shape(theirs.stdout)
-    assert shapes[0][:1] + shapes[0][2:] == shapes[1][:1] + shapes[1][2:]
-    # nothing comes back from the blackhole: iputils' bound is one probe per 10 ms
-    ours, theirs = _both(lab, ["-f", "-w", "1", lab.blackhole4])
-    assert ours.returncode == theirs.returncode == 1
-    sent_o, sent_t = _counts(ours.stdout)[0], _counts(theirs.stdout)[0]
-    assert 40 <= sent_t <= 105 and 40 <= sent_o <= 105, (sent_o, sent_t)
-    assert ours.stdout.split("\n")[1] == "." * sent_o
-
-
-@pytest.mark.lab
-def test_flood_refused_without_root_as_iputils(lab) -> None:
-    for args in (["-f", "-c", "2"], ["-i", "0.001", "-c", "2"]):
-        ours, theirs = _both(lab, ["-n", *args, lab.target.addr4], unprivileged=True)
-        assert ours.returncode == theirs.returncode == 2
-        assert (
-            ours.stderr
-            == theirs.stderr
-            == ("ping: cannot flood; minimal interval allowed for user is 2ms\n")
-        )
-        assert ours.stdout == theirs.stdout  # the header, printed before setup() refuses
-
-
-@pytest.mark.lab
-@pytest.mark.parametrize("family", [4, 6])
-def test_json_is_the_result_with_bytes_as_hex(lab, family: int) -> None:
-    from scapy.layers.inet import ICMP
-    from scapy.layers.inet6 import ICMPv6EchoRequest
-
-    proc = _lab_run(lab, [*OURS, "--json", f"-{family}", "-c", "2", "-i", "0.2", "target.lab.test"])
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
-    assert doc["target"] == "target.lab.test" and doc["address"] == lab.target.addr(family)
-    assert doc["family"] == family and doc["implementation"] == "handrolled"
-    assert doc["summary"]["transmitted"] == doc["summary"]["received"] == 2
-    assert [p["outcome"] for p in doc["probes"]] == ["reply", "reply"]
-    for p in doc["probes"]:
-        sent = bytes.fromhex(p["sent"])  # scapy reads what we say we sent
-        echo = ICMP(sent) if family == 4 else ICMPv6EchoRequest(sent)
-        assert (echo.id, echo.seq) == (doc["ident"], p["seq"])
-        assert bytes.fromhex(p["received"]) and p["reply_from"] == lab.target.addr(family)
-    assert bytes.fromhex(doc["payload"])[16:] == bytes(range(16, 56))
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
