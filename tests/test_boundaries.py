@@ -24,6 +24,7 @@ PURE = [
     "transport",
     "tracer_core",
     "paths",
+    "ping_stats",
     "smtp_protocol",
     "results",
     "requests",
