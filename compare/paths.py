@@ -253,8 +253,8 @@ def _fork_row(lab: Lab, sc: PathScenario, res: dict[str, TraceResult]) -> Row:
         cells[impl] = f"ttl {branch_ttl}: {shown}" if not problems else f"{len(problems)} differ"
         ok = ok and not problems
     details += [d.describe() for d in diffs]
-    return Row(sc.name, f"addresses per TTL vs lab truth (fork: {want})", cells["handrolled"],
-               cells["reference"], ok, details, differences=diffs)  # fmt: skip
+    check = f"addresses per TTL vs lab truth (fork: {want})"
+    return Row.of_sides(sc.name, check, cells, ok, details, differences=diffs)
 
 
 def _same_addresses_row(sc: PathScenario, res: dict[str, TraceResult]) -> Row:
@@ -290,8 +290,8 @@ def _flow_row(sc: PathScenario, res: dict[str, TraceResult], frames: dict) -> Ro
                 labels=(f"{impl} reported", "wire")))  # fmt: skip
         cells[impl] = f"{len(on_wire)} flow on the wire" if good else f"{len(on_wire)} flows"
     details += [d.describe() for d in diffs]
-    return Row(sc.name, "one flow for the whole trace (reported and on the wire)",
-               cells["handrolled"], cells["reference"], ok, details, differences=diffs)  # fmt: skip
+    check = "one flow for the whole trace (reported and on the wire)"
+    return Row.of_sides(sc.name, check, cells, ok, details, differences=diffs)
 
 
 def _budget_row(sc: PathScenario, request: TraceRequest, res: dict[str, TraceResult]) -> Row:
@@ -309,8 +309,8 @@ def _budget_row(sc: PathScenario, request: TraceRequest, res: dict[str, TraceRes
                 details.append(f"{impl}: ttl {hop.ttl}: {len(hop.probes)} probes in "
                                f"{len(flows)} flows for {k} next hops, n_{k} = {want}")  # fmt: skip
         cells[impl] = f"{spent} probes"
-    return Row(sc.name, f"probes per TTL = n_k at {request.confidence:.0%}", cells["handrolled"],
-               cells["reference"], ok, details)  # fmt: skip
+    check = f"probes per TTL = n_k at {request.confidence:.0%}"
+    return Row.of_sides(sc.name, check, cells, ok, details)
 
 
 def _mtu_row(lab: Lab, sc: PathScenario, res: dict[str, TraceResult]) -> Row:
@@ -336,5 +336,5 @@ def _mtu_row(lab: Lab, sc: PathScenario, res: dict[str, TraceResult]) -> Row:
                            f" {result.reached}")  # fmt: skip
         cells[impl] = " ".join(f"{t}:F={m}" for t, m in got) or "no F="
     details = [d.describe() for d in diffs] + details
-    return Row(sc.name, "F= per hop vs lab truth (link, then narrow's MTU)", cells["handrolled"],
-               cells["reference"], ok, details, differences=diffs)  # fmt: skip
+    check = "F= per hop vs lab truth (link, then narrow's MTU)"
+    return Row.of_sides(sc.name, check, cells, ok, details, differences=diffs)

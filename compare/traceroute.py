@@ -225,7 +225,7 @@ def _truth_row(
         ok = ok and not problems
         details += [f"{impl}: {p}" for p in problems]
     check = "hops, names, end vs lab truth"
-    return Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details)
+    return Row.of_sides(sc.name, check, cells, ok, details)
 
 
 # traceroute(8)'s marks for an ICMP error (traceroute 2.1, parse_icmp_res()), the harness's own
@@ -311,10 +311,10 @@ def _annotation_row(
                                     labels=(impl, "lab truth")))  # fmt: skip
     cells = {impl: (m if isinstance(m, str) else " ".join(x for hop in m for x in hop) or "none")
              for impl, m in marks.items()}  # fmt: skip
+    cells["handrolled"] = cells["handrolled"][:60]
     details = [d.describe() for d in diffs[:10]]
     check = f"annotations (traceroute(8) marks) vs each other and lab truth ({promised} at the end)"
-    return Row(sc.name, check, cells["handrolled"][:60], cells["reference"], not details, details,
-               differences=diffs[:10])  # fmt: skip
+    return Row.of_sides(sc.name, check, cells, not details, details, differences=diffs[:10])
 
 
 def _lost_row(lab: Lab, sc: TraceScenario, res: dict[str, TraceResult]) -> Row:
@@ -339,8 +339,9 @@ def _lost_row(lab: Lab, sc: TraceScenario, res: dict[str, TraceResult]) -> Row:
                                         labels=(impl, "lab truth")))  # fmt: skip
         cells[impl] = f"hop {ttl}: " + " ".join(shown)
     check = f"lost probe vs lab truth (hop {ttl}, probe {index + 1} of {sc.probes_per_hop}: *)"
-    return Row(sc.name, check, cells["handrolled"], cells["reference"], not diffs,
-               [d.describe() for d in diffs], differences=diffs)  # fmt: skip
+    return Row.of_sides(
+        sc.name, check, cells, not diffs, [d.describe() for d in diffs], differences=diffs
+    )
 
 
 def _hop_minima(result: TraceResult) -> dict[int, float]:
@@ -406,7 +407,7 @@ def _rtt_rows(
             f"RTT per hop vs lab truth (each >= promised - {EARLY_SLACK_MS}, "
             f"median excess <= {limit}; a late median traces again, {RTT_ATTEMPTS} runs at most)"
         )
-        rows.append(Row(sc.name, check, cells["handrolled"], cells["reference"], ok, details))
+        rows.append(Row.of_sides(sc.name, check, cells, ok, details))
     common = sorted(mins["handrolled"].keys() & mins["reference"].keys())
     diff = tolerance.median([mins["handrolled"][t] - mins["reference"][t] for t in common])
     ok = diff is None or abs(diff) <= limit
@@ -416,10 +417,8 @@ def _rtt_rows(
         else f"median per-hop diff (handrolled - reference) {diff:+.3f} ms over {len(common)} hops"
     )
     cells = {impl: f"{len(m)} hops answered" for impl, m in mins.items()}
-    rows.append(
-        Row(sc.name, f"RTT sides agree (|median per-hop diff| <= {limit} ms)",
-            cells["handrolled"], cells["reference"], ok, [detail])
-    )  # fmt: skip
+    check = f"RTT sides agree (|median per-hop diff| <= {limit} ms)"
+    rows.append(Row.of_sides(sc.name, check, cells, ok, [detail]))
     return rows
 
 
