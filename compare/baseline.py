@@ -112,7 +112,8 @@ def scenario_rows(old: dict[str, dict], new: Sequence[dict], tolerance_ms: float
         if before is None:
             rows[scn["name"]] = Row(scn["name"], check, "not in the baseline", "-", True)
             continue
-        cells, differences = {}, []
+        cells: dict[str, str] = {}
+        differences: list[Difference] = []
         for impl in ("handrolled", "reference"):
             found = side_changes(
                 scn["kind"],
@@ -125,11 +126,10 @@ def scenario_rows(old: dict[str, dict], new: Sequence[dict], tolerance_ms: float
                 for d in found
             ]
             cells[impl] = f"{len(found)} changed" if found else "unchanged"
-        rows[scn["name"]] = Row(
+        rows[scn["name"]] = Row.of_sides(
             scn["name"],
             check,
-            cells["handrolled"],
-            cells["reference"],
+            cells,
             not differences,
             [d.describe() for d in differences],
             differences=differences,
