@@ -4,13 +4,22 @@
   subprocess, ssl or selectors; from handrolled they import only other pure modules, so
   ``from handrolled.net import x`` cannot bring the I/O in one step removed.
 - reference/ imports nothing from handrolled except the shared contract (results, requests, errors):
-  independence is the point of a reference implementation.
+  independence is the point of a reference implementation; and nothing from compare.
+- Every module of handrolled/ (cli/ included) is listed as PURE or IO, and an IO one does import
+  I/O (else it belongs in PURE); the packages' __init__ modules, run by every import, are pure.
+- handrolled/ imports only the standard library and itself: no scapy, compare or reference.
+- Only handrolled/cli/ imports argparse or handrolled.cli; an engine may reach its front only in
+  its ``if __name__ == "__main__":`` block (``python -m handrolled.ping``).
+- compare/packets.py, the harness's own reading of the RFC layouts, imports neither codec
+  (nothing from handrolled, reference or scapy).
+- The seed functions keep the seed's signatures where the graders import them.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,7 +61,11 @@ def imported_modules(path: Path, package: str = "") -> set[str]:
     Relative imports (``from .net import x``) are resolved against ``package``, the package
     ``path`` belongs to; without one they are recorded with their leading dots.
     """
-    tree = ast.parse(path.read_text(), filename=str(path))
+    return tree_imports(ast.parse(path.read_text(), filename=str(path)), package)
+
+
+def tree_imports(tree: ast.AST, package: str = "") -> set[str]:
+    """``imported_modules`` of a parsed module (or of any subtree of one)."""
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -217,3 +230,185 @@ def test_the_lab_plan_check_catches_io(tmp_path: Path, line: str) -> None:
     src = tmp_path / "plan.py"
     src.write_text(f"from handrolled.errors import WiretwinError\n{line}\n")
     assert lab_plan_violations(src), f"{line!r} passed the lab plan check"
+
+
+@pytest.mark.parametrize("path", REFERENCE_FILES, ids=lambda p: p.name)
+def test_reference_imports_nothing_from_compare(path: Path) -> None:
+    bad = {m for m in imported_modules(path, package="reference") if m.split(".")[0] == "compare"}
+    assert not bad, f"reference/{path.name} imports {sorted(bad)} from the harness"
+
+
+# ---- every hand-rolled module, cli/ included, on one side of the boundary -------------------
+# Modules that touch sockets, clocks, threads, the process or argv (or import one that does).
+IO = [
+    "net",
+    "names",
+    "sockopts",
+    "tracenet",
+    "tracepaths",
+    "ping",
+    "traceroute",
+    "smtp",
+    "smtp_io",
+    "smtp_session",
+    "cli.common",
+    "cli.ping",
+    "cli.traceroute",
+    "cli.smtp",
+]
+HANDROLLED = ROOT / "handrolled"
+HANDROLLED_FILES = sorted(HANDROLLED.rglob("*.py"))
+
+
+def module_of(path: Path) -> str:
+    """``handrolled/cli/ping.py`` -> ``cli.ping`` (``__init__`` -> its package, "" for the top)."""
+    parts = path.relative_to(HANDROLLED).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_of(path: Path) -> str:
+    """The package a relative import in ``path`` is resolved against (outside: handrolled)."""
+    if not path.is_relative_to(HANDROLLED):
+        return "handrolled"
+    return ".".join(("handrolled", *path.relative_to(HANDROLLED).parent.parts))
+
+
+def test_every_handrolled_module_is_pure_or_io() -> None:
+    found = {module_of(p) for p in HANDROLLED_FILES if p.stem != "__init__"}
+    assert not set(PURE) & set(IO), f"both PURE and IO: {set(PURE) & set(IO)}"
+    assert found == set(PURE) | set(IO), (
+        f"unclassified: {sorted(found - set(PURE) - set(IO))}, "
+        f"listed but missing: {sorted(set(PURE) | set(IO) - found)}"
+    )
+
+
+def io_imports(path: Path) -> set[str]:
+    """What ``path`` imports that a pure module must not (relative imports resolved)."""
+    return {
+        m
+        for m in imported_modules(path, package_of(path))
+        if m.split(".")[0] in FORBIDDEN_IN_PURE
+        or (m.startswith("handrolled.") and m.removeprefix("handrolled.") in IO)
+    }
+
+
+@pytest.mark.parametrize("name", IO)
+def test_an_io_module_does_touch_io(name: str) -> None:
+    path = HANDROLLED.joinpath(*name.split(".")).with_suffix(".py")
+    assert io_imports(path), f"handrolled/{name} imports no I/O: list it in PURE, and keep it so"
+
+
+@pytest.mark.parametrize("path", sorted(HANDROLLED.rglob("__init__.py")), ids=str)
+def test_package_inits_touch_no_io(path: Path) -> None:
+    # "import handrolled.checksum" runs handrolled/__init__.py first
+    assert not io_imports(path), f"{path.relative_to(ROOT)} imports {sorted(io_imports(path))}"
+
+
+def foreign_imports(path: Path) -> set[str]:
+    """What ``path`` imports from outside the standard library and handrolled itself."""
+    allowed = sys.stdlib_module_names | {"handrolled"}
+    return {m for m in imported_modules(path, package_of(path)) if m.split(".")[0] not in allowed}
+
+
+@pytest.mark.parametrize("path", HANDROLLED_FILES, ids=lambda p: module_of(p) or "__init__")
+def test_handrolled_uses_the_standard_library_only(path: Path) -> None:
+    bad = foreign_imports(path)
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "import scapy.all",
+        "from compare.packets import Allowed",
+        "from reference import ping",
+        "import dpkt",
+    ],
+)
+def test_the_stdlib_check_catches_packages(tmp_path: Path, line: str) -> None:
+    src = tmp_path / "client.py"
+    src.write_text(f"import struct\nfrom handrolled.results import Probe\n{line}\n")
+    assert foreign_imports(src), f"{line!r} passed the standard-library check"
+
+
+def is_main_guard(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":``"""
+    test = node.test if isinstance(node, ast.If) else None
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
+
+
+def command_line_imports(path: Path) -> set[str]:
+    """What ``path`` imports of argparse or handrolled.cli outside its ``__main__`` block."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    tree.body = [node for node in tree.body if not is_main_guard(node)]
+    return {
+        m
+        for m in tree_imports(tree, package_of(path))
+        if m.split(".")[0] == "argparse" or m == "handrolled.cli" or m.startswith("handrolled.cli.")
+    }
+
+
+ENGINE_FILES = [p for p in HANDROLLED_FILES if not p.is_relative_to(HANDROLLED / "cli")]
+
+
+@pytest.mark.parametrize("path", ENGINE_FILES, ids=lambda p: module_of(p) or "__init__")
+def test_engines_stay_apart_from_their_command_lines(path: Path) -> None:
+    bad = command_line_imports(path)
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)} outside its __main__ block"
+
+
+@pytest.mark.parametrize(
+    ("source", "caught"),
+    [
+        ("import argparse\n", True),
+        ("from handrolled.cli.common import jsonable\n", True),
+        ("from handrolled import cli\n", True),
+        ("def f():\n    from handrolled.cli import ping\n", True),
+        ('if __name__ == "__main__":\n    from handrolled.cli import ping\n', False),
+    ],
+)
+def test_the_command_line_check_allows_only_the_main_block(
+    tmp_path: Path, source: str, caught: bool
+) -> None:
+    src = tmp_path / "engine.py"
+    src.write_text(f"import struct\n{source}")
+    assert bool(command_line_imports(src)) is caught
+
+
+# compare/packets.py reads the layouts from the RFCs itself, so a codec bug cannot hide in both.
+PACKETS = ROOT / "compare" / "packets.py"
+
+
+def test_the_harness_packet_layouts_import_neither_codec() -> None:
+    bad = {
+        m
+        for m in imported_modules(PACKETS, package="compare")
+        if m.split(".")[0] in {"handrolled", "reference", "scapy"}
+    }
+    assert not bad, f"compare/packets.py imports {sorted(bad)}"
+
+
+# The seed's functions, where the seed's graders import them, with the seed's signatures.
+SEEDS = [
+    ("ping.py", "ping", ["host", "timeout"], [1]),
+    ("traceroute.py", "get_route", ["hostname"], []),
+    ("smtp.py", "smtp_client", ["port", "mailserver"], [1025, "127.0.0.1"]),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "params", "defaults"), SEEDS, ids=[s[1] for s in SEEDS])
+def test_seed_functions_keep_their_signatures(
+    module: str, name: str, params: list[str], defaults: list[object]
+) -> None:
+    tree = ast.parse((HANDROLLED / module).read_text())
+    found = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert found, f"handrolled/{module} no longer defines {name}() at module level"
+    args = found[0].args
+    assert [a.arg for a in args.posonlyargs + args.args] == params
+    assert not (args.vararg or args.kwonlyargs or args.kwarg), f"{name}() grew parameters"
+    assert [ast.literal_eval(d) for d in args.defaults] == defaults
