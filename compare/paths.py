@@ -263,8 +263,7 @@ def _same_addresses_row(sc: PathScenario, res: dict[str, TraceResult]) -> Row:
     show = {impl: " ".join(f"{t}:{len(a)}" for t, a in addresses(r).items())
             for impl, r in res.items()}  # fmt: skip
     details = [] if same else [f"handrolled {left}", f"reference {right}"]
-    return Row(sc.name, "same addresses per TTL", show["handrolled"], show["reference"], same,
-               details)  # fmt: skip
+    return Row.of_sides(sc.name, "same addresses per TTL", show, same, details)
 
 
 def _flow_row(sc: PathScenario, res: dict[str, TraceResult], frames: dict) -> Row:

@@ -150,7 +150,7 @@ def run(ctx: Context, sc: TraceScenario, sides: Sides = SIDES) -> tuple[list[Row
     show = {impl: " ".join(a for _, a in h) for impl, h in hops.items()}
     same = hops["handrolled"] == hops["reference"]
     details = [] if same else [f"handrolled {hops['handrolled']}", f"reference {hops['reference']}"]
-    rows.append(Row(sc.name, "same hop list", show["handrolled"], show["reference"], same, details))
+    rows.append(Row.of_sides(sc.name, "same hop list", show, same, details))
     names = {impl: _names(r) for impl, r in res.items()}
     same = names["handrolled"] == names["reference"]
     details = (
