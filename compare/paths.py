@@ -25,7 +25,6 @@ from compare import wire
 from compare.lab import Lab
 from compare.packets import ICMP_ERRORS, split_ip
 from compare.scenario import Context, Difference, Row, Sides, both_ran, run_side
-from handrolled.paths import stopping_point
 from handrolled.requests import TraceRequest
 from handrolled.results import Method, Probe, TraceResult
 
@@ -293,6 +292,20 @@ def _flow_row(sc: PathScenario, res: dict[str, TraceResult], frames: dict) -> Ro
     return Row.of_sides(sc.name, check, cells, ok, details, differences=diffs)
 
 
+# The MDA's stopping points n_1..n_16 at 95 % confidence, as published (Veitch, Augustin,
+# Friedman, Teixeira, "Failure Control in Multipath Route Tracing", INFOCOM 2009, table 1; the
+# same list drives Paris traceroute's MDA): n_k flows in all rule out a k+1th next hop.  The
+# truth is this table, not the hand-rolled side's own computation of it.
+MDA_STOPPING_95 = (6, 11, 16, 21, 27, 33, 38, 44, 51, 57, 63, 70, 76, 83, 90, 96)
+
+
+def published_stopping_point(seen: int, confidence: float) -> int:
+    """n_k from the published table (k = next hops seen, at least 1)."""
+    if confidence != 0.95 or not 0 <= seen <= len(MDA_STOPPING_95):
+        raise ValueError(f"no published n_k for k={seen} at {confidence:.0%}")
+    return MDA_STOPPING_95[max(seen, 1) - 1]
+
+
 def _budget_row(sc: PathScenario, request: TraceRequest, res: dict[str, TraceResult]) -> Row:
     """MDA: at each TTL exactly n_k probes (distinct flows) for the k addresses it saw."""
     cells, details, ok = {}, [], True
@@ -300,7 +313,7 @@ def _budget_row(sc: PathScenario, request: TraceRequest, res: dict[str, TraceRes
         spent = 0
         for hop in result.hops:
             k = len({p.reply_from for p in hop.probes if p.reply_from})
-            want = stopping_point(k, request.confidence)
+            want = published_stopping_point(k, request.confidence)
             flows = {p.flow for p in hop.probes}
             spent += len(hop.probes)
             if len(hop.probes) != want or len(flows) != len(hop.probes):
