@@ -1,4 +1,4 @@
-"""`wiretwin compare ping|traceroute|smtp|paths|all`: the's main job and its CI gate.
+"""`wiretwin compare ping|traceroute|smtp|paths|all`: the product's main job and its CI gate.
 
 Brings a lab up (unless one is named), runs every scenario of the chosen kinds with both
 implementations, prints a summary (the full table with --verbose), writes JSON, HTML, JUnit and
