@@ -656,6 +656,8 @@ class ClientConnection:
         # RCPT and content thousands of times; they encode the same way until the extensions
         # change.  Never AUTH (secrets stay only where the caller put them).
         self._encoded: dict[tuple[Event, tuple[str, ...]], tuple[bytes, str]] = {}
+        # (command, argument, reply line) -> the Answer to a one-line reply (see _take_line)
+        self._answers: dict[tuple[Command, str, bytes], Answer] = {}
         self.pending: list[tuple[Command, str]] = [(Command.GREETING, "")]
         self._buffer = bytearray()
         self._reply_raw: list[bytes] = []
@@ -737,7 +739,9 @@ class ClientConnection:
 
     def _may_pipeline(self, command: Command) -> bool:
         """RFC 2920 §3.1: ``command`` may go out before the pending replies arrive."""
-        if command not in _PIPELINE_TAIL or not self.pipelining:
+        if command not in _PIPELINE_TAIL or not (
+            self.want_pipelining and "PIPELINING" in self._extensions  # self.pipelining, inlined
+        ):
             return False
         # QUIT ends only a group the content opened
         allowed = _CONTENT_ONLY if command is Command.QUIT else _PIPELINE_HEAD
@@ -841,7 +845,8 @@ class ClientConnection:
 
     def next_event(self) -> Answer | ConnectionClosed | _NeedData:
         """The next complete reply, ConnectionClosed, or NEED_DATA."""
-        self._check_usable()
+        if self.state is State.ERROR:
+            self._check_usable()
         try:
             return self._next_event()
         except RemoteProtocolError:
@@ -899,8 +904,17 @@ class ClientConnection:
         return ConnectionClosed()
 
     def _take_line(self, raw: bytes) -> Answer | None:
+        if self._reply_code is None:
+            # Speed: a session hears the same one-line replies (250 to MAIL, 354 to DATA...)
+            # thousands of times, and an Answer is an immutable value: the one made for this
+            # command, argument and line serves again, without parsing it or building its
+            # Reply and Answer anew.  Only the transition is made each time.
+            answer = self._answers.get((*self.pending[0], raw))
+            if answer is not None:
+                del self.pending[0]
+                return self._apply(answer)
         code, last, text = _parse_line(raw[:-2])
-        if last and self._reply_code is None:  # speed: a one-line reply, the common case
+        if last and self._reply_code is None:  # a one-line reply, the common case
             return self._answer(Reply(code, (text,)), (raw,))
         if self._reply_code is not None and code != self._reply_code:
             raise RemoteProtocolError(
@@ -924,8 +938,14 @@ class ClientConnection:
 
     def _answer(self, reply: Reply, raw: tuple[bytes, ...]) -> Answer:
         command, argument = self.pending.pop(0)
-        verdict = verdict_for(command, reply.code)
-        answer = Answer(command, reply, verdict, argument, raw)
+        answer = Answer(command, reply, verdict_for(command, reply.code), argument, raw)
+        if len(raw) == 1 and len(self._answers) < _MAX_ENCODED:
+            self._answers[command, argument, raw[0]] = answer
+        return self._apply(answer)
+
+    def _apply(self, answer: Answer) -> Answer:
+        """Make the transition ``answer`` calls for (its command is no longer pending)."""
+        command, reply, verdict = answer.command, answer.reply, answer.verdict
         if reply.code == 421 and command is not Command.QUIT:
             # RFC 5321 §3.8: the server is closing the channel; no other reply will come.
             self.pending.clear()

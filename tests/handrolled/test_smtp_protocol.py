@@ -309,6 +309,31 @@ def test_421_closes_the_session():
         conn.send(Quit())
 
 
+def test_a_reply_line_heard_again_is_judged_again():
+    """The same one-line reply, again and again (a session's 250s and 354s, reused from a
+    cache): each answers its own command (RFC 5321 §4.2: the code is judged against what it
+    answers, so 354 is OK to DATA and a failure to MAIL), keeps its own argument, and makes
+    its transition in the state it arrives in."""
+    conn = ready()
+    for _ in range(3):
+        conn.send_all([MailFrom("a@x.test"), RcptTo("b@x.test"), RcptTo("c@x.test"), Data()])
+        mail, rcpt_b, rcpt_c, data = feed(conn, b"250 ok\r\n" * 3 + b"354 go\r\n")
+        assert mail.command is Command.MAIL and mail.argument == "a@x.test"
+        assert (rcpt_b.argument, rcpt_c.argument) == ("b@x.test", "c@x.test")
+        assert rcpt_b.reply == rcpt_c.reply == Reply(250, ("ok",)) and data.verdict is Verdict.OK
+        assert conn.state is State.CONTENT and conn.in_transaction
+        conn.send(Content(b"hi\r\n"))
+        assert answer(conn, b"250 ok\r\n").command is Command.CONTENT
+        assert conn.state is State.READY and not conn.in_transaction
+    conn.send(MailFrom("a@x.test"))
+    refused = answer(conn, b"354 go\r\n")  # the line DATA was answered with, now to MAIL
+    assert refused.verdict is Verdict.FAIL and conn.state is State.READY
+    conn.send(MailFrom("a@x.test"))
+    conn.send(RcptTo("b@x.test"))
+    closing = answer(conn, b"421 bye\r\n")  # RFC 5321 §3.8: closing, whatever came before
+    assert closing.verdict is Verdict.FAIL and conn.state is State.CLOSED and conn.pending == []
+
+
 def test_refused_greeting_allows_only_quit():
     conn = ClientConnection()
     assert answer(conn, b"554 no service\r\n").verdict is Verdict.FAIL
