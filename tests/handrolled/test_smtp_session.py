@@ -5,6 +5,7 @@ RFC 2920 §3.1 (the content opens the next group), and from what the server reco
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from smtpd_fixtures import RecordingHandler, ScriptPeer, serve_recording
@@ -61,6 +62,20 @@ def test_pipelined_groups_arrive_together_at_the_server():
     rcpts = WIRE_RCPT + b"RCPT TO:<second@wiretwin.test>\r\n"
     group = WIRE_MAIL + rcpts + b"DATA\r\n"
     assert handler.chunks == [group] + [WIRE_CONTENT + group] * 4 + [WIRE_CONTENT + b"QUIT\r\n"]
+
+
+def test_transcript_times_follow_the_dialogue():
+    """Every line is stamped: a command once handed to the kernel, a reply once its bytes
+    arrived, so (each reply answering a command sent before it) the stamps never go back."""
+    with serve_recording(RecordingHandler()) as server:
+        before = time.time_ns()
+        result = session(server.port, 20)
+        after = time.time_ns()
+    assert result.delivered == 20
+    stamps = [line.time_ns for line in result.transcript]
+    assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after
+    received = [t for t in result.transcript if t.direction is Direction.RECEIVED]
+    assert len({t.time_ns for t in received}) > 20  # not one stale stamp for many reads
 
 
 def test_lockstep_without_pipelining_sends_one_command_per_write():
