@@ -273,11 +273,12 @@ def report(result: dict) -> str:
         f"(all {result['messages_sent']} accepted).  Rate: 1 / 10th-percentile chunk time; "
         "median beside it.",
         "",
-        f"  {'client':<22} {'connection':<12} {'msgs/s':>9} {'median':>9}",
     ]
+    width = max(22, *(len(row["client"]) for row in result["rows"]))
+    lines.append(f"  {'client':<{width}} {'connection':<12} {'msgs/s':>9} {'median':>9}")
     for row in result["rows"]:
         lines.append(
-            f"  {row['client']:<22} {row['connections']:<12} {row['messages_per_s']:9.0f} "
+            f"  {row['client']:<{width}} {row['connections']:<12} {row['messages_per_s']:9.0f} "
             f"{row['median_messages_per_s']:9.0f}"
         )
     lines.append("")
