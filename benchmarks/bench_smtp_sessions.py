@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import _common  # noqa: E402
+import _smtp_floors  # noqa: E402
 import bench_smtp  # noqa: E402  (the same message, handler and clients as bench_smtp)
 
 SERVER = """
@@ -117,15 +118,26 @@ def _turnaround(port: int, count: int) -> tuple[float, float, float]:
     return statistics.median(ours), statistics.median(theirs), rate
 
 
-LOOPS = ("asyncio", "uvloop")  # the server's event loop; asyncio's default loop first
-DEFAULT_LOOP = LOOPS[0]
+# Server settings, in the order their rows are printed.  DEFAULT: the goal's anchor, the
+# same aiosmtpd on asyncio's default loop; then that aiosmtpd on uvloop (when installed), and
+# the canned-reply floor (not an MTA: the clients' own cost).
+DEFAULT, UVLOOP, CANNED = "asyncio", "uvloop", "canned"
+LABELS = {
+    DEFAULT: "aiosmtpd (asyncio's default loop)",
+    UVLOOP: "aiosmtpd on uvloop",
+    CANNED: "canned-reply server, not aiosmtpd",
+}
+FLOOR = "floor client"  # _smtp_floors.floor_client: waits for 354, does nothing else
 
 
 class _Server:
-    """aiosmtpd on event loop ``loop`` in a child process, answering for its CPU time."""
+    """A server setting in a child process, answering for its CPU time and its count."""
 
-    def __init__(self, loop: str) -> None:
-        code = SERVER.format(root=str(HERE.parent), here=str(HERE), loop=loop)
+    def __init__(self, setting: str) -> None:
+        if setting == CANNED:
+            code = _smtp_floors.CANNED_SERVER
+        else:
+            code = SERVER.format(root=str(HERE.parent), here=str(HERE), loop=setting)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -134,7 +146,7 @@ class _Server:
         self.port = int(self.stdout.readline() or 0)
         if not self.port:
             self.proc.wait(10)
-            raise SystemExit(f"aiosmtpd on {loop} did not start")
+            raise SystemExit(f"{LABELS[setting]} did not start")
 
     def cpu(self) -> float:
         self.stdin.write("cpu\n")
@@ -151,114 +163,128 @@ class _Server:
         return accepted
 
 
-def _label(name: str, loop: str) -> str:
-    return name if loop == DEFAULT_LOOP else f"{name} [aiosmtpd on {loop}]"
+def _label(name: str, setting: str) -> str:
+    return name if setting == DEFAULT else f"{name} [{LABELS[setting]}]"
+
+
+def _clients(port: int, loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[int], None]]:
+    _, aio_one = bench_smtp._aiosmtplib_senders(port, loop)
+    return {
+        "smtplib": bench_smtp._smtplib_one_connection(port),
+        "aiosmtplib": aio_one,
+        "wiretwin send_session": bench_smtp._wiretwin_session(port),
+        FLOOR: _smtp_floors.floor_client(port),
+    }
+
+
+def _setting_lines(setting: str, rate: dict[str, float]) -> list[str]:
+    """Ratio lines for a setting other than the default, each naming it."""
+    ours, theirs, floor = rate["wiretwin send_session"], rate["smtplib"], rate[FLOOR]
+    goal = bench_smtp.SESSION_GOAL
+    lines = [
+        f"[{LABELS[setting]}] wiretwin session / smtplib, each over one connection = "
+        f"{ours / theirs:.2f}x ({ours:.0f} vs {theirs:.0f} msgs/s; 1.5x would be "
+        f"{_common.verdict(ours / theirs >= goal)} in this setting); / aiosmtplib = "
+        f"{ours / rate['aiosmtplib']:.2f}x; / the floor client = {ours / floor:.2f}x"
+    ]
+    if setting != CANNED:
+        lines.append(
+            f"[{LABELS[setting]}] the floor client / smtplib = {floor / theirs:.2f}x: the most "
+            "a client that waits for 354 gets from this server, against smtplib"
+        )
+    return lines
 
 
 def run(rounds: int, per_chunk: int) -> dict:
-    # uvloop comes with the benchmark extra; without it only the default loop is measured,
-    # and the result says so
-    loops = tuple(n for n in LOOPS if n == DEFAULT_LOOP or importlib.util.find_spec(n))
+    # uvloop comes with the benchmark extra; without it the result says it was not measured
+    settings = [DEFAULT] + [UVLOOP] * bool(importlib.util.find_spec("uvloop")) + [CANNED]
     servers: dict[str, _Server] = {}
     loop = asyncio.new_event_loop()
     try:
-        for server_loop in loops:
-            servers[server_loop] = _Server(server_loop)
-        clients: dict[tuple[str, str], Callable[[int], None]] = {}
-        for server_loop, server in servers.items():
-            _, aio_one = bench_smtp._aiosmtplib_senders(server.port, loop)
-            clients[server_loop, "smtplib"] = bench_smtp._smtplib_one_connection(server.port)
-            clients[server_loop, "aiosmtplib"] = aio_one
-            clients[server_loop, "wiretwin send_session"] = bench_smtp._wiretwin_session(
-                server.port
-            )
+        for setting in settings:
+            servers[setting] = _Server(setting)
+        clients = {
+            (setting, name): send
+            for setting, server in servers.items()
+            for name, send in _clients(server.port, loop).items()
+        }
         for send in clients.values():
             send(1)  # warm up
-        sent = dict.fromkeys(servers, 3)
+        sent = dict.fromkeys(servers, 0)
+        for setting, _ in clients:
+            sent[setting] += 1
         samples: dict[tuple[str, str], list[float]] = {key: [] for key in clients}
         busy: dict[tuple[str, str], list[float]] = {key: [] for key in clients}  # CPU / wall
         for _ in range(rounds):
-            for (server_loop, name), send in clients.items():
-                server = servers[server_loop]
+            for (setting, name), send in clients.items():
+                server = servers[setting]
                 cpu = server.cpu()
                 started = time.perf_counter()
                 send(per_chunk)
                 wall = time.perf_counter() - started
-                samples[server_loop, name].append(wall / per_chunk)
-                busy[server_loop, name].append((server.cpu() - cpu) / wall)
-                sent[server_loop] += per_chunk
+                samples[setting, name].append(wall / per_chunk)
+                busy[setting, name].append((server.cpu() - cpu) / wall)
+                sent[setting] += per_chunk
         marked = {}
-        for server_loop, server in servers.items():
-            marked[server_loop] = _turnaround(server.port, rounds * per_chunk)
-            sent[server_loop] += rounds * per_chunk
-        accepted = {server_loop: server.stop() for server_loop, server in servers.items()}
+        for setting in (DEFAULT, UVLOOP):
+            if setting in servers:
+                marked[setting] = _turnaround(servers[setting].port, rounds * per_chunk)
+                sent[setting] += rounds * per_chunk
+        accepted = {setting: server.stop() for setting, server in servers.items()}
         servers.clear()
     finally:
         loop.close()
         for server in servers.values():
             server.proc.kill()
-    for server_loop in accepted:
-        if accepted[server_loop] != sent[server_loop]:
-            raise SystemExit(
-                f"aiosmtpd on {server_loop} accepted {accepted[server_loop]} messages, "
-                f"{sent[server_loop]} were sent"
-            )
+    for setting, count in accepted.items():
+        if count != sent[setting]:
+            raise SystemExit(f"{LABELS[setting]} accepted {count} messages, {sent[setting]} sent")
     rows = [
         {
-            "client": _label(name, server_loop),
+            "client": _label(name, setting),
             "connections": "one for all",
-            "server_loop": server_loop,
+            "server": LABELS[setting],
             "messages_per_s": 1.0 / _common.p10(times),
             "median_messages_per_s": 1.0 / statistics.median(times),
-            "server_busy": statistics.median(busy[server_loop, name]),
+            "server_busy": statistics.median(busy[setting, name]),
         }
-        for (server_loop, name), times in samples.items()
+        for (setting, name), times in samples.items()
     ]
     ratios: list[str] = []
     goals: list[str] = []
-    for server_loop in loops:
-        rate = {
-            name: 1.0 / _common.p10(t) for (at, name), t in samples.items() if at == server_loop
-        }
-        more, goal = bench_smtp.session_lines(rate)
-        if server_loop == DEFAULT_LOOP:
-            ratios += more
-            goals += goal  # the goal's anchor: the same aiosmtpd, as it runs by default
-        else:
-            ours, theirs = rate["wiretwin send_session"], rate["smtplib"]
+    for setting in settings:
+        rate = {name: 1.0 / _common.p10(t) for (at, name), t in samples.items() if at == setting}
+        if setting == DEFAULT:  # the goal's anchor: the same aiosmtpd, as it runs by default
+            ratios, goals = bench_smtp.session_lines(rate)
             ratios.append(
-                f"additional setting, aiosmtpd on {server_loop} (every client alike): wiretwin "
-                f"session / smtplib, each over one connection = {ours / theirs:.2f}x "
-                f"({ours:.0f} vs {theirs:.0f} msgs/s; the 1.5x goal "
-                f"{_common.verdict(ours / theirs >= bench_smtp.SESSION_GOAL)} in this setting); "
-                f"/ aiosmtplib = {ours / rate['aiosmtplib']:.2f}x"
+                f"the floor client / smtplib = {rate[FLOOR] / rate['smtplib']:.2f}x: the most a "
+                "client that waits for 354 gets from this server, against smtplib"
             )
+        else:
+            ratios += _setting_lines(setting, rate)
+    if UVLOOP not in settings:
+        ratios.append(f"{LABELS[UVLOOP]}: not measured (uvloop is not installed; bench extra)")
     ratios += [
         f"server CPU busy with {r['client']}: {r['server_busy']:.0%} of the wall time (median)"
         for r in rows
+        if not r["client"].startswith(FLOOR)
     ]
-    ratios += [
-        f"aiosmtpd on {name}: not measured ({name} is not installed; it is in the bench extra)"
-        for name in LOOPS
-        if name not in loops
-    ]
-    for server_loop, (turnaround, server_time, marked_rate) in marked.items():
+    for setting, (turnaround, server_time, marked_rate) in marked.items():
         ratios.append(
-            f"wiretwin session, aiosmtpd on {server_loop}, median per message: "
+            f"wiretwin session, {LABELS[setting]}, median per message: "
             f"{turnaround * 1e6:.0f} us from reading a 354 to writing the next group; "
             f"{server_time * 1e6:.0f} us from writing a group to reading its 354 (the server's "
             f"part: about {1 / server_time:.0f}/s at most for a client that waits for 354); "
             f"that session, timed whole: {marked_rate:.0f}/s"
         )
-    loops_text = " and ".join(f"on {name}" for name in loops)
     return {
         "benchmark": "smtp_sessions",
         "rounds": rounds,
         "per_chunk": per_chunk,
         "messages_sent": sum(sent.values()),
         "message_octets": len(bench_smtp.MESSAGE),
-        "server": f"aiosmtpd in a process of its own ({loops_text}), on 127.0.0.1",
-        "server_loops": list(loops),
+        "server": "servers in processes of their own on 127.0.0.1: "
+        + "; ".join(LABELS[s] for s in settings),
         "rows": rows,
         "ratios": ratios,
         "goals": goals,
