@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import queue
 import socket
 import threading
 import time
@@ -46,11 +45,27 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _idna_encoded(host: str) -> str | bytes:
+    """``host`` as getaddrinfo would send it: the bytes themselves when the IDNA codec would
+    return them unchanged (ASCII, every label 1-63 octets, RFC 1035 §2.3.4; an empty last label
+    is the root's), else the text, for getaddrinfo to encode (and refuse) itself.
+
+    Start-up: a str makes getaddrinfo load the IDNA codec and unicodedata (~1 ms) even for
+    ``target.lab.test`` or an address literal.
+    """
+    if not host.isascii():
+        return host
+    *labels, last = host.split(".")
+    if all(0 < len(label) < 64 for label in labels) and len(last) < 64:
+        return host.encode("ascii")
+    return host
+
+
 def resolve(host: str, family: Family | None = None) -> tuple[str, Family]:
     """Resolve ``host`` to (canonical address, 4 or 6): the first getaddrinfo answer."""
     af = socket.AF_UNSPEC if family is None else address_family(family)
     try:
-        infos = socket.getaddrinfo(host, None, af, socket.SOCK_RAW)
+        infos = socket.getaddrinfo(_idna_encoded(host), None, af, socket.SOCK_RAW)
     except (socket.gaierror, UnicodeError) as exc:
         raise ResolveError(host, str(exc.args[-1] if exc.args else exc)) from exc
     for fam, _type, _proto, _name, sockaddr in infos:
@@ -93,6 +108,8 @@ class ReverseResolver:
         workers: int = 4,
         lookup: Callable[[str], str | None] | None = None,
     ) -> None:
+        import queue  # here, not at start-up: a numeric (-n) run never makes a resolver
+
         self.per_name = per_name
         self.budget = budget
         self._lookup = lookup or reverse_name

@@ -12,17 +12,31 @@ Conventions
   milliseconds (``rtt_ms``).
 - Addresses are strings in their canonical text form (``ipaddress.ip_address(x).compressed``).
 - Timeouts and ICMP errors are outcomes, never exceptions.
+
+Start-up
+--------
+A frozen, slotted dataclass is compiled from generated source when its module is imported
+(about a millisecond each on a small machine), so the SMTP types, which ping and traceroute
+never use, live in handrolled/results_smtp.py and load on first use through this module
+(PEP 562 ``__getattr__``): ``from handrolled.results import SmtpResult`` works as before.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+
+# typing.TYPE_CHECKING without importing typing, which a client run has no other use for (~3 ms)
+TYPE_CHECKING = False
 
 # The IP version, the one convention for "address family" across handrolled/, reference/ and
 # compare/: 4 or 6, never socket.AF_INET/AF_INET6 (net.address_family converts at the socket).
-Family = Literal[4, 6]
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Family = Literal[4, 6]
+else:
+    Family = int  # annotations are text here (PEP 563): only type checkers read the Literal
 
 
 class Outcome(enum.Enum):
@@ -139,128 +153,42 @@ class TraceResult:
     elapsed_ms: float = 0.0
 
 
-class Direction(enum.Enum):
-    SENT = "->"  # client to server
-    RECEIVED = "<-"  # server to client
+# -- SMTP: handrolled/results_smtp.py, loaded on first use ----------------------------------------
+_SMTP_TYPES = frozenset(
+    {
+        "Direction",
+        "MessageOutcome",
+        "RecipientOutcome",
+        "Reply",
+        "SmtpResult",
+        "SmtpSessionResult",
+        "SmtpStage",
+        "TranscriptLine",
+    }
+)
+
+if TYPE_CHECKING:
+    from handrolled.results_smtp import (  # noqa: F401 (re-exported for type checkers)
+        Direction,
+        MessageOutcome,
+        RecipientOutcome,
+        Reply,
+        SmtpResult,
+        SmtpSessionResult,
+        SmtpStage,
+        TranscriptLine,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class TranscriptLine:
-    """One line (or block: the message body is one entry) of an SMTP dialogue.
+def __getattr__(name: str) -> object:
+    if name in _SMTP_TYPES:
+        from handrolled import results_smtp
 
-    ``data`` is the exact bytes including the CRLF.  A redacted entry (AUTH secrets) has
-    ``redacted=True`` and data replaced by a placeholder: secrets never appear here.
-    ``tls``: carried inside TLS (after the STARTTLS handshake, or implicit TLS).
-    ``expected`` False (swaks' ``**>``/``<**``): a reply that was not the success its command
-    wanted (a refusal, RFC 5321 §4.2.1), or a command the dialogue ended before answering.
-    """
-
-    direction: Direction
-    data: bytes
-    time_ns: int
-    redacted: bool = False
-    tls: bool = False
-    expected: bool = True
+        value = getattr(results_smtp, name)
+        globals()[name] = value  # found once; later lookups are ordinary attribute reads
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    code: int
-    lines: tuple[str, ...]  # the text of each line, without code, separator or CRLF
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientOutcome:
-    address: str
-    reply: Reply
-    accepted: bool  # 2xx to RCPT TO
-
-
-class SmtpStage(enum.Enum):
-    """Where an SMTP dialogue ended: the step under way when it stopped (DONE: delivered and
-    QUIT answered).  A refusal's stage is the command its reply answered."""
-
-    CONNECT = "connect"  # TCP connection (and implicit TLS, RFC 8314)
-    GREETING = "greeting"  # the server's opening reply (RFC 5321 §3.1)
-    EHLO = "ehlo"  # EHLO, or its HELO fallback (§3.2)
-    STARTTLS = "starttls"  # STARTTLS and the handshake (RFC 3207)
-    AUTH = "auth"  # RFC 4954
-    MAIL = "mail"  # MAIL FROM, and the checks of its parameters against EHLO
-    RCPT = "rcpt"
-    DATA = "data"
-    CONTENT = "content"  # the message and its final dot (§4.1.1.4)
-    QUIT = "quit"  # delivered; QUIT was not answered with 221
-    DONE = "done"
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpResult:
-    server: str
-    port: int
-    mail_from: str
-    recipients: tuple[RecipientOutcome, ...]
-    transcript: tuple[TranscriptLine, ...]
-    delivered: bool  # True only if the server answered the final dot with 250
-    implementation: Implementation
-    final_reply: Reply | None = None  # the reply to the final dot
-    extensions: tuple[tuple[str, str], ...] = field(default=())  # EHLO keyword, parameters
-    tls: str | None = None  # None, "starttls" or "implicit"
-    error: str | None = None  # one line: why it was not delivered (None: stopped as asked)
-    started_ns: int = 0
-    elapsed_ms: float = 0.0
-    stage: SmtpStage = SmtpStage.CONNECT  # where the dialogue ended
-    # The server's 4xx/5xx reply that ended the dialogue (every recipient refused: the last
-    # RCPT reply); None when nothing was refused (delivered, or a network, TLS, protocol or
-    # local failure).
-    refusal: Reply | None = None
-    tls_cipher: str | None = None  # "TLSv1.3:TLS_AES_256_GCM_SHA384:256", as swaks shows it
-
-
-@dataclass(frozen=True, slots=True)
-class MessageOutcome:
-    """One message of an SMTP session: what became of its mail transaction (RFC 5321 §3.3).
-
-    ``stage`` is where its transaction ended (DONE: the final dot answered 250); ``refusal``
-    the server's 4xx/5xx that ended it; ``error`` one line when it was not delivered
-    (refused, or never sent because the session ended first: then ``stage`` is MAIL and
-    ``recipients`` empty).
-    """
-
-    recipients: tuple[RecipientOutcome, ...]
-    delivered: bool  # True only if the server answered this message's final dot with 250
-    final_reply: Reply | None = None
-    stage: SmtpStage = SmtpStage.MAIL
-    refusal: Reply | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpSessionResult:
-    """Many messages over one connection: one ``MessageOutcome`` per message asked for, in
-    order, and the session's own transcript, stage and error (why it ended early)."""
-
-    server: str
-    port: int
-    mail_from: str
-    messages: tuple[MessageOutcome, ...]
-    transcript: tuple[TranscriptLine, ...]
-    implementation: Implementation
-    extensions: tuple[tuple[str, str], ...] = field(default=())
-    tls: str | None = None
-    tls_cipher: str | None = None
-    pipelined: bool = False  # transactions were pipelined across (RFC 2920 §3.1)
-    connections: int = 0  # TCP connections opened (1 once connected)
-    error: str | None = None  # one line: why the session ended before its last message
-    started_ns: int = 0
-    elapsed_ms: float = 0.0
-    stage: SmtpStage = SmtpStage.CONNECT  # where the session ended (DONE: QUIT answered)
-    refusal: Reply | None = None  # a refusal that ended the session (greeting, EHLO, 421...)
-
-    @property
-    def delivered(self) -> int:
-        """How many messages the server accepted."""
-        return sum(m.delivered for m in self.messages)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SMTP_TYPES})

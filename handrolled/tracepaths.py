@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from handrolled import paths
 from handrolled import transport as tp
@@ -36,6 +35,10 @@ from handrolled.ip import IpProto, decode_ipv4
 from handrolled.paths import MdaPlanner
 from handrolled.results import Hop, Method, Outcome, Probe
 from handrolled.tracenet import RawReceived
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see results.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "TCP_WINDOW",

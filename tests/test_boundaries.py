@@ -36,7 +36,9 @@ PURE = [
     "ping_stats",
     "smtp_protocol",
     "results",
+    "results_smtp",
     "requests",
+    "requests_smtp",
     "errors",
 ]
 # The union of the hand-written copies of this check in tests/handrolled/ (test_icmp,
