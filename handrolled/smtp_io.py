@@ -11,6 +11,8 @@ import logging
 import select
 import socket
 import ssl
+import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -81,7 +83,14 @@ class SmtpSession:
         self.tls: str | None = None
         self.tls_cipher: str | None = None
         self._unanswered: deque[int] = deque()  # transcript index of each command sent
-        self._sock_timeout: float | None = None  # what sock.settimeout was last given
+        self._sock_timeout: float | None = None  # the timeout the socket last got
+        # Speed: a socket with a Python-level timeout polls before every recv and send, two
+        # system calls each; a blocking socket whose calls the kernel bounds (SO_RCVTIMEO,
+        # SO_SNDTIMEO, socket(7)) makes one.  Linux, plain TCP: OpenSSL must see its own
+        # would-block, so TLS keeps Python's timeouts.
+        self._kernel_timeouts = sys.platform == "linux" and not isinstance(sock, ssl.SSLSocket)
+        if self._kernel_timeouts:
+            sock.settimeout(None)
         self._received_ns = 0  # when the last bytes from the server arrived
 
     # --- writing ----------------------------------------------------------------------------
@@ -113,15 +122,23 @@ class SmtpSession:
                 try:
                     # speed: the whole group as it is; a memoryview slice only for a remainder
                     written += self.sock.send(memoryview(wire)[written:] if written else wire)
-                except TimeoutError as exc:
+                except (TimeoutError, BlockingIOError) as exc:  # Python's or the kernel's
                     raise WiretwinTimeout(f"timed out after {self.timeout:g} s sending") from exc
         finally:
             self._record_sent(events, datas, written)
 
     def _settimeout(self, seconds: float) -> None:
-        if seconds != self._sock_timeout:
+        if seconds == self._sock_timeout:
+            return
+        if self._kernel_timeouts:
+            self._kernel_timeout(_timeval(seconds))
+        else:
             self.sock.settimeout(seconds)
-            self._sock_timeout = seconds
+        self._sock_timeout = seconds
+
+    def _kernel_timeout(self, timeval: bytes) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
     def _record_sent(
         self, events: tuple[proto.Event, ...], datas: list[bytes], written: int
@@ -176,7 +193,7 @@ class SmtpSession:
             self._settimeout(remaining)
             try:
                 data = self.sock.recv(RECV_SIZE)
-            except TimeoutError as exc:
+            except (TimeoutError, BlockingIOError) as exc:  # Python's timeout or the kernel's
                 raise WiretwinTimeout(f"no complete reply within {self.timeout:g} s") from exc
             # Each reply is stamped with the time its bytes arrived: truer than when it is
             # parsed, and (speed) one clock read per recv, not one per reply.
@@ -191,6 +208,9 @@ class SmtpSession:
 
     def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
         """RFC 3207 §4.2: the handshake after 220 to STARTTLS, then EHLO again."""
+        if self._kernel_timeouts:  # from here on Python's timeouts (see __init__)
+            self._kernel_timeout(_timeval(0.0, unbounded=True))
+            self._kernel_timeouts = False
         self.sock = _wrap(self.sock, context, server_hostname, self.timeout, self.monotonic)
         self._sock_timeout = None  # a new socket object
         self.conn.tls_established()
@@ -240,6 +260,13 @@ def _wrap(
         raise
     tls.settimeout(timeout)
     return tls
+
+
+def _timeval(seconds: float, unbounded: bool = False) -> bytes:
+    """A struct timeval (Linux: two longs) for SO_RCVTIMEO/SO_SNDTIMEO.  All zeros means no
+    bound at all, so a bound never rounds down to it: at least one microsecond."""
+    micros = 0 if unbounded else max(1, int(seconds * 1_000_000))
+    return struct.pack("@ll", *divmod(micros, 1_000_000))
 
 
 def _cipher(sock: socket.socket) -> str | None:
