@@ -1,4 +1,4 @@
-"""SMTP sessions over one connection, with aiosmtpd in a process of its own, in one run.
+"""SMTP sessions over one connection, with the server in a process of its own, in one run.
 
 Run: ``python benchmarks/bench_smtp_sessions.py [--rounds 10] [--per-chunk 100] [--quick]
 [--json FILE]``.  No root, no lab: aiosmtpd (compare.smtpserver.SmtpdServer with
@@ -9,9 +9,11 @@ time adds to the server's and the two figures differ.
 
 Clients, over one connection each, sending bench_smtp's message: smtplib (``sendmail`` again
 and again), aiosmtplib (the same on one event loop), wiretwin ``send_session`` (transactions
-back to back, pipelined across them, RFC 2920 §3.1).  Chunks of ``--per-chunk`` messages,
+back to back, pipelined across them, RFC 2920 §3.1), and the floor client
+(``_smtp_floors``: canned bytes pipelined the same way, waiting only for 354; the most any
+client that obeys RFC 2920 §3.1 gets from a server).  Chunks of ``--per-chunk`` messages,
 interleaved round by round; rate = 1 / the 10th-percentile chunk's per-message time, the
-median beside it; the server's count of accepted messages is checked against those sent.
+median beside it; each server's count of accepted messages is checked against those sent.
 The server's CPU time over each chunk, as a share of the chunk's wall time, shows how near a
 client drives the server to what it can do at all (100%: no client can go faster); and for
 the session, the median time from a group written to its 354 read (the server's part, a
@@ -19,13 +21,15 @@ ceiling for any client that must wait for 354) beside the client's turnaround an
 of that same session (a median-based ceiling is set against the run it came from, not
 against the 10th-percentile rates of the chunks).
 
-Two server settings, each the same aiosmtpd with the same handler, in processes of their own,
-their chunks interleaved with the others round by round: asyncio's default event loop (the
-goal's anchor, and the one goal line), and the same server on uvloop (when installed: it
-is in the benchmark extra).  aiosmtpd's own work per message (about 400 us of CPU here: the
-address parsing of MAIL and RCPT, a line at a time through DATA, a write per reply) caps
-every client, and a client that waits for 354 cannot hide it; a faster loop lowers that cap
-for all clients alike, so its rows are printed beside, never instead of, the default loop's.
+Server settings, each in a process of its own, their chunks interleaved round by round:
+
+- aiosmtpd on asyncio's default event loop: the goal's anchor, and the one goal line;
+- the same aiosmtpd, same handler, on uvloop (when installed: it is in the benchmark
+  extra).  aiosmtpd's own work per message (about 450 us of CPU here: the address parsing
+  of MAIL and RCPT, a line at a time through DATA, a write per reply) caps every client, and
+  a client that waits for 354 cannot hide it; a faster loop lowers that cap for all clients
+  alike, so its rows are printed beside, never instead of, the default loop's;
+- the canned-reply server (``_smtp_floors``), not an MTA: what each client costs itself.
 """
 
 from __future__ import annotations
