@@ -13,7 +13,6 @@ mail refused, mismatch), 2 error.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import logging
 import signal
@@ -217,15 +216,6 @@ commands:
 """
 
 
-def _leave_the_heap_to_the_exit() -> None:
-    """Start-up's other end: at exit CPython's collector walks every object the imports made
-    (~10 ms after a traceroute, a third of the interpreter's own start); frozen (``gc.freeze``)
-    they are left for the process's end to reclaim, as the C tools leave theirs.  Output is
-    flushed and sockets closed already; only the program does this, never an in-process caller.
-    """
-    gc.freeze()
-
-
 def main(argv: list[str] | None = None) -> int:
     as_program = argv is None  # the `wiretwin` command itself, not a test calling main([...])
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -238,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command in CLIENTS:
             status = run_client(command, rest)
-            if as_program:
-                _leave_the_heap_to_the_exit()
+            if as_program:  # start-up's other end: a quick exit (see leave_the_heap_to_the_exit)
+                from handrolled.cli.common import leave_the_heap_to_the_exit
+
+                leave_the_heap_to_the_exit()
             return status
         if command == "lab":
             return lab_main(rest)

@@ -42,12 +42,28 @@ def jsonable(value: object) -> object:
     return value
 
 
+def leave_the_heap_to_the_exit() -> None:
+    """For a program about to exit: at exit CPython's collector walks every object the imports
+    made (~10 ms after a traceroute, a third of the interpreter's own start); frozen
+    (``gc.freeze``) they are left for the process's end to reclaim, as the C tools leave theirs.
+    Call it once the output is flushed and the sockets closed; never in a process that goes on.
+    """
+    import gc
+
+    gc.freeze()
+
+
 def run_module(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI ``main`` as a program: log warnings to stderr, survive a closed stdout."""
+    """Run a CLI ``main`` as a program: log warnings to stderr, survive a closed stdout.
+
+    ``argv`` None: this is the program itself (``python -m handrolled.X``), which exits next.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         status = main(list(sys.argv[1:] if argv is None else argv))
         sys.stdout.flush()
+        if argv is None:
+            leave_the_heap_to_the_exit()
         return status
     except BrokenPipeError:  # `... | head`: the reader left; not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
