@@ -334,6 +334,39 @@ def test_a_reply_line_heard_again_is_judged_again():
     assert closing.verdict is Verdict.FAIL and conn.state is State.CLOSED and conn.pending == []
 
 
+def test_a_group_sent_again_is_judged_again():
+    """The same group objects sent again and again (a session; send_all remembers what it
+    made of them): the same bytes and moves while the state is the same, and the rules
+    again whenever it is not: an open transaction needs RSET first (RFC 5321 §4.1.1.5), and
+    without PIPELINING offered nothing goes out before its reply (RFC 2920 §3.1)."""
+    conn = ready()
+    C = Command
+    group = (MailFrom("a@x.test"), RcptTo("b@x.test"), Data())
+    body = Content(b"hi\r\n")
+    commands = [b"MAIL FROM:<a@x.test>\r\n", b"RCPT TO:<b@x.test>\r\n", b"DATA\r\n"]
+    assert conn.send_all(group) == commands
+    for _ in range(3):
+        awaited = [command for command, _ in conn.pending]
+        assert conn.state is State.DATA_SENT and awaited[-3:] == [C.MAIL, C.RCPT, C.DATA]
+        feed(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+        assert conn.send_all((body, *group)) == [b"hi\r\n.\r\n", *commands]  # §4.1.1.4
+        assert conn.pending[0] == (Command.CONTENT, "") and conn.state is State.DATA_SENT
+        feed(conn, b"250 ok\r\n")
+    feed(conn, b"250 ok\r\n250 ok\r\n554 no\r\n")  # DATA refused: MAIL's transaction stays
+    assert conn.state is State.READY and conn.in_transaction
+    with pytest.raises(LocalProtocolError, match="RSET first"):
+        conn.send_all(group)
+    assert conn.state is State.READY and conn.pending == []
+    conn.send(Rset())
+    feed(conn, b"250 ok\r\n")
+    conn.send(Ehlo("client.test"))  # the server no longer offers PIPELINING
+    feed(conn, b"250-mx.test\r\n250 SIZE 1000\r\n")
+    assert conn.state is State.READY and not conn.in_transaction and not conn.pipelining
+    with pytest.raises(LocalProtocolError, match="outstanding"):
+        conn.send_all(group)
+    assert conn.state is State.READY and conn.pending == []
+
+
 def test_refused_greeting_allows_only_quit():
     conn = ClientConnection()
     assert answer(conn, b"554 no service\r\n").verdict is Verdict.FAIL
