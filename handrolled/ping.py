@@ -2,14 +2,18 @@
 
 API
 ---
-``run_ping(request, *, on_probe=None, sock=None, on_send=None) -> PingResult``
+``run_ping(request, *, on_probe=None, sock=None, on_send=None, linger=None) -> PingResult``
     Ping as the ``requests.PingRequest`` says (validated when it was built), as iputils'
     main loop does: ``count`` echo requests ``interval`` s apart (None: until the deadline or
     Ctrl-C), each waited for ``timeout`` s; with a ``deadline``, ``count`` answers end the run
-    early and so does the first ICMP error.  ``interval`` 0: the next probe as soon as none is
-    in flight, else after 10 ms.  No payload means iputils' default: the fill (byte i = i, or
-    the request's pattern) with each probe's send time as a struct timeval over its first 16
-    octets (``stamp_payload``); an explicit payload is sent as given.  No ident means
+    early and so does the first ICMP error.  ``linger`` (seconds, 0 for no limit) waits as
+    iputils' -W instead of ``timeout``: no probe expires on its own, an answer counts whenever
+    it comes before the run ends, and a ``count`` run without a deadline ends, once its last
+    probe is sent, after twice the longest RTT so far (at least ``interval``) if any reply
+    came, else after ``linger`` (``exit_wait_us``).  ``interval`` 0: the next probe as soon as
+    none is in flight, else after 10 ms.  No payload means iputils' default: the fill (byte
+    i = i, or the request's pattern) with each probe's send time as a struct timeval over its
+    first 16 octets (``stamp_payload``); an explicit payload is sent as given.  No ident means
     ``os.getpid() & 0xFFFF`` (a datagram socket binds to it as its local port, the
     identifier the kernel writes).  TOS, source address and device go to the socket
     (``net.open_ping_socket``), and so does -M (``pmtu_discovery``): a frag-needed or Packet
@@ -34,7 +38,8 @@ The command line (``python -m handrolled.ping HOST``) is ``handrolled.cli.ping``
 Replies are matched by source, identifier and sequence; a reply with a bad checksum or a
 payload unlike the one that probe carried is CORRUPT (counted as an error, not as received); a
 second reply to an answered probe is a DUPLICATE; ICMP errors quoting our probe are
-TIME_EXCEEDED / UNREACHABLE.  A reply later than ``timeout`` leaves the probe TIMEOUT.
+TIME_EXCEEDED / UNREACHABLE.  A reply later than ``timeout`` leaves the probe TIMEOUT (with
+``linger``, only one that comes after the run has ended).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ __all__ = [
     "SEED_NO_ANSWER",
     "Pinger",
     "default_fill",
+    "exit_wait_us",
     "ping",
     "run_ping",
     "stamp_payload",
@@ -107,7 +113,7 @@ class _Sent:
     seq: int
     message: bytes
     send_ns: int
-    deadline_ns: int  # monotonic
+    deadline_ns: int | None  # monotonic; None: waits until the run ends
     payload: bytes = b""
     settled: Probe | None = None
     duplicates: list[Probe] = field(default_factory=list)
@@ -132,7 +138,7 @@ class Pinger:
         ident: int,
         payload: bytes,
         ttl: int,
-        timeout: float = 1.0,
+        timeout: float | None = 1.0,
         clock: Callable[[], int] = net.monotonic_ns,
         timestamped: bool = False,
         user_latency: bool = False,
@@ -142,7 +148,8 @@ class Pinger:
         self.address = address
         self.payload = payload
         self.ttl = ttl
-        self.timeout_ns = int(timeout * NS_PER_S)
+        # None: no probe expires on its own (iputils' -W); expire(None) settles them at the end
+        self.timeout_ns = None if timeout is None else int(timeout * NS_PER_S)
         self.clock = clock
         self.timestamped = timestamped
         self.user_latency = user_latency
@@ -179,7 +186,7 @@ class Pinger:
         before = net.now_ns()
         payload = stamp_payload(self.payload, before) if self.timestamped else self.payload
         message = self._encode(seq, payload)
-        deadline = self.clock() + self.timeout_ns
+        deadline = None if self.timeout_ns is None else self.clock() + self.timeout_ns
         try:
             send_ns = self.sock.send(message, self.address)
         except OSError as exc:  # e.g. ENETUNREACH: the probe is lost, say why
@@ -201,7 +208,7 @@ class Pinger:
         return None
 
     def _track(
-        self, seq: int, message: bytes, send_ns: int, deadline: int, payload: bytes
+        self, seq: int, message: bytes, send_ns: int, deadline: int | None, payload: bytes
     ) -> _Sent:
         entry = _Sent(seq, message, send_ns, deadline, payload)
         old = self.sent.get(seq)
@@ -253,7 +260,7 @@ class Pinger:
         """Settle as TIMEOUT every probe whose wait is over (all of them if ``now_ns`` is None)."""
         out = []
         while (entry := self._first_waiting()) is not None:
-            if now_ns is not None and now_ns < entry.deadline_ns:
+            if now_ns is not None and (entry.deadline_ns is None or now_ns < entry.deadline_ns):
                 break  # and so are all sent after it
             out.append(self._settle(entry, Outcome.TIMEOUT))
         return out
@@ -384,6 +391,7 @@ def run_ping(
     on_probe: Callable[[Probe], None] | None = None,
     sock: net.IcmpSocket | None = None,
     on_send: Callable[[int], None] | None = None,
+    linger: float | None = None,
 ) -> PingResult:
     """Ping as ``request`` says; see the module docstring."""
     address, version = names.resolve(request.host, request.family if sock is None else sock.family)
@@ -424,13 +432,13 @@ def run_ping(
             ident=chosen,
             payload=payload,
             ttl=ttl if ttl is not None else sock.get_ttl(),
-            timeout=request.timeout,
+            timeout=request.timeout if linger is None else None,
             timestamped=request.timestamped,
             user_latency=request.user_latency,
             source=source,
         )
         try:
-            _drive(pinger, request, start, on_probe, on_send)
+            _drive(pinger, request, start, on_probe, on_send, linger)
         except KeyboardInterrupt as exc:
             # Ctrl-C: what is still in flight is lost; hand the statistics so far to the caller.
             for probe in pinger.expire():
@@ -460,22 +468,40 @@ def _answers(probe: Probe) -> bool:
     return probe.outcome is Outcome.REPLY or probe.outcome in _ERRORS
 
 
+def exit_wait_us(received: int, tmax_us: int, interval_ms: int, linger_ms: int) -> int:
+    """iputils' __schedule_exit(): how long a -c run without -w waits once its last probe is
+    sent, in microseconds: twice the longest RTT so far, at least the interval, if any reply
+    came; else the linger time (-W).  0: no limit (setitimer() with a zero value arms nothing,
+    so only the answers or an interrupt end the run)."""
+    if received:
+        return max(2 * tmax_us, 1000 * interval_ms)
+    return 1000 * linger_ms
+
+
 def _drive(
     pinger: Pinger,
     request: PingRequest,
     start: int,
     on_probe: Callable[[Probe], None] | None,
     on_send: Callable[[int], None] | None,
+    linger: float | None = None,
 ) -> None:
     """iputils' main loop: send on schedule, read what comes back, stop when it says.
 
-    Without a deadline: ``count`` probes (None: no end), then until each has settled.  With a
+    Without a deadline: ``count`` probes (None: no end), then until each has settled, or with
+    ``linger`` until ``count`` answers or exit_wait_us() after the last probe.  With a
     deadline: probes keep going until ``count`` answers or the first ICMP error (iputils
     20221126 main_loop), or the deadline.  ``interval`` 0: the next probe as soon as nothing is
     in flight, else MIN_INTERVAL_NS after the last (pinger()'s bound for -i 0 and -f).
     """
     count, seq_start = request.count, request.seq_start
     by_time = request.deadline is not None
+    # iputils keeps -W and -i in whole milliseconds (int(optval * 1000)), RTTs in microseconds
+    lingering = linger is not None and count is not None and not by_time
+    linger_ms = int(linger * 1000) if linger is not None else 0
+    interval_ms = int(request.interval * 1000)
+    timed = request.payload_size >= PING_TIMESTAMP_SIZE  # iputils' rts->timing
+    nreceived = tmax_us = 0
     end = start + int(request.deadline * NS_PER_S) if by_time else None
     interval_ns = int(request.interval * NS_PER_S)
     next_send = start
@@ -484,15 +510,24 @@ def _drive(
     stop = False
 
     def settle(probe: Probe) -> None:
-        nonlocal answered, stop
+        nonlocal answered, stop, nreceived, tmax_us
         _emit(on_probe, probe)
         if _answers(probe):
             answered += 1
+            nreceived += probe.outcome not in _ERRORS  # iputils counts errors apart
+        echoed = probe.outcome in (Outcome.REPLY, Outcome.CORRUPT, Outcome.DUPLICATE)
+        if timed and echoed and probe.rtt_ms is not None and "checksum" not in probe.note:
+            tmax_us = max(tmax_us, round(probe.rtt_ms * 1000))  # gather_statistics(), dups too
         if by_time and probe.outcome in _ERRORS:
             stop = True  # iputils: "if (rts->deadline && rts->nerrors) break;"
 
     while not stop:
         now = net.monotonic_ns()
+        if lingering and end is None and sent >= (count or 0):
+            # schedule_exit(): armed after the last send; a zero wait arms nothing and is
+            # worked out again on the next pass (a reply may have come by then)
+            wait_us = exit_wait_us(nreceived, tmax_us, interval_ms, linger_ms)
+            end = now + wait_us * 1000 if wait_us else None
         if end is not None and now >= end:
             break
         if count is not None and answered >= count:

@@ -14,6 +14,13 @@ only below 2 ms, as iputils).  The statistics are iputils' own arithmetic on the
 a wrong payload still as received).  Exit codes as iputils' finish(): 1 if nothing came back,
 or with ``-w`` fewer replies than ``-c`` asked for; else 0; 2 on bad input or an error.
 
+``-W`` is iputils' linger time (``rts->lingertime``, default MAXWAIT 10 s, 0 for no limit), not
+a wait per probe: a reply counts whenever it comes before ping ends, and a ``-c`` run without
+``-w`` ends once every probe is answered or, after its last probe is sent, when twice the
+longest RTT so far (at least the interval) has passed if any reply came, else ``-W``
+(__schedule_exit()).  With ``-w``, or without ``-c``, ``-W`` changes nothing.  The scapy
+engine (``--impl reference``) has no linger: it waits ``-W`` for each probe.
+
 A bad checksum is reported as gather_statistics() words it ("(BAD CHECKSUM!)", "+N corrupted"),
 which iputils 20221126 never reaches for IPv4 (it passes 0 for csfailed; fixed upstream in
 bacf1b7, iputils 20240905).  Where this differs from iputils on purpose: a reply from
@@ -46,7 +53,7 @@ from handrolled.errors import UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType, TimeExceededCode
 from handrolled.ping import LOCAL_EMSGSIZE, run_ping
 from handrolled.ping_stats import summarize
-from handrolled.requests import PING_MAX_PATTERN, PING_TIMESTAMP_SIZE, PingRequest
+from handrolled.requests import MAX_SECONDS, PING_MAX_PATTERN, PING_TIMESTAMP_SIZE, PingRequest
 from handrolled.results import Outcome, PingResult, Probe
 
 __all__ = [
@@ -61,6 +68,7 @@ __all__ = [
 
 Runner = Callable[..., PingResult]
 MIN_USER_INTERVAL = 0.002  # iputils' MINUSERINTERVAL (2 ms): the fastest a non-root user may go
+MAXWAIT = 10.0  # iputils' default linger time (-W), seconds
 TOS_MAX = 255
 
 # iputils' wording for ICMP destination unreachable codes (RFC 792, RFC 1812 §5.2.7.1).
@@ -164,7 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("host")
     p.add_argument("-c", dest="count", type=int, default=None, help="stop after N replies")
     p.add_argument("-i", dest="interval", type=float, default=None, help="seconds between probes")
-    p.add_argument("-W", dest="timeout", type=float, default=1.0, help="seconds to wait per reply")
+    p.add_argument(
+        "-W", dest="timeout", type=float, default=MAXWAIT,
+        help="seconds to wait for a response when none came (default 10; 0: no limit)",
+    )  # fmt: skip
     p.add_argument("-w", dest="deadline", type=float, default=None, help="stop after N seconds")
     p.add_argument("-s", dest="size", type=int, default=None, help="payload bytes (default 56)")
     p.add_argument("-t", dest="ttl", type=int, default=None, help="IP TTL / hop limit")
@@ -223,7 +234,8 @@ def request_from_args(args: argparse.Namespace) -> PingRequest:
         args.host,
         count=args.count,
         interval=interval,
-        timeout=args.timeout,
+        # -W 0 is iputils' "infinite timeout": the longest wait a request may hold
+        timeout=args.timeout if args.timeout != 0 else MAX_SECONDS,
         deadline=args.deadline,
         size=args.size,
         ttl=args.ttl,
@@ -555,9 +567,11 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
             # iputils setup(), after the header: only root may go faster than 2 ms (and flood)
             raise UsageError("cannot flood; minimal interval allowed for user is 2ms")
         printer = _Printer(args, request, family)
+        # the hand-rolled engine lingers as iputils' -W; the scapy one waits -W per probe
+        linger = {"linger": args.timeout} if runner is run_ping else {}
         result: PingResult | None
         try:
-            result = runner(request, on_probe=printer, on_send=printer.sent)
+            result = runner(request, on_probe=printer, on_send=printer.sent, **linger)
             probes, started = result.probes, result.started_ns
         except KeyboardInterrupt as exc:
             result = getattr(exc, "partial_result", None)

@@ -104,7 +104,7 @@ def test_summarize_single_and_none():
         ["-i=-1", "127.0.0.1"],
         ["-c", "zero", "127.0.0.1"],
         ["-c", "0", "127.0.0.1"],
-        ["-W", "0", "127.0.0.1"],
+        ["-W", "nan", "127.0.0.1"],  # iputils: "bad linger time: nan" (-W 0 is no limit)
         [],
     ],
 )
