@@ -27,7 +27,14 @@ EXIT_ERROR = 2  # bad input or a failure that stopped the job, as iputils and tr
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
+        # argparse quotes what the user typed as is: controls (a form feed, a newline) would
+        # break the one-line error, so they are shown escaped
+        raise UsageError(printable(message))
+
+
+def printable(text: str) -> str:
+    """One line whatever the user typed: controls and line separators shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def jsonable(value: object) -> object:
