@@ -3,8 +3,11 @@
 ``main(argv=None, runner=None) -> int`` parses argv into a ``TraceRequest`` (which checks every
 option before anything is sent or printed), runs it with ``runner`` (the hand-rolled engine,
 ``handrolled.traceroute.run_trace``, by default; ``wiretwin traceroute --impl reference``
-passes the scapy one) and prints each hop as it completes.  Exit status: 0 the destination
-answered, 1 it did not, 2 bad input or an error (one line on stderr).
+passes the scapy one) and prints each hop as it completes.  Exit status as traceroute 2.1's:
+0 once the trace is done, whether or not it reached the destination (its main() returns 0
+after do_it(), past !H, !N or a silent path alike); 2 bad input, an unknown host included
+(ex_error() and CLIF_parse()); 1 when the OS refuses a socket, a device, a source address or a
+send (error() after the system call); an error is one line on stderr.
 
 Run it as ``python -m handrolled.cli.traceroute`` or ``python -m handrolled.traceroute``.
 """
@@ -20,14 +23,14 @@ import sys
 from collections.abc import Callable
 
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
-from handrolled.errors import UsageError, WiretwinError
+from handrolled.errors import ResolveError, UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType
 from handrolled.requests import TRACE_DEFAULT_WAIT, TraceRequest
 from handrolled.results import Hop, Method, Outcome, Probe, TraceResult
 
 __all__ = [
-    "EXIT_NOT_REACHED",
-    "EXIT_REACHED",
+    "EXIT_OS_ERROR",
+    "EXIT_TRACED",
     "annotation",
     "backward_hops",
     "format_branches",
@@ -43,8 +46,8 @@ __all__ = [
     "result_to_json",
 ]
 
-EXIT_REACHED = 0
-EXIT_NOT_REACHED = 1
+EXIT_TRACED = 0  # traceroute(8): any trace that ran to its end, reached or not
+EXIT_OS_ERROR = 1  # traceroute(8)'s error(): a system call refused (perror, exit 1)
 
 # ICMP destination-unreachable codes -> traceroute(8)'s annotations (RFC 792, RFC 1812 §5.2.7.1)
 _UNREACH4 = {
@@ -395,11 +398,22 @@ def request_from_args(argv: list[str]) -> tuple[TraceRequest, Output]:
     return request, Output(args.numeric, args.json, args.back)
 
 
+def _error_status(exc: BaseException) -> int:
+    """traceroute 2.1's two error exits: 2 from ex_error() and CLIF_parse() (a bad option or
+    value, an unknown host: set_host() fails inside the parse), 1 from error() after a system
+    call the OS refused (socket, bind, setsockopt SO_BINDTODEVICE, send)."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    if isinstance(cause, OSError) and not isinstance(cause, ResolveError):
+        return EXIT_OS_ERROR
+    return EXIT_ERROR
+
+
 def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | None = None) -> int:
     """``traceroute [-I|-U|-T] [-4|-6] [-nF] [-q N] [-f N] [-m N] [-N N] [-w W] [-p P] [-s SRC]
     [-i IFACE] [-t TOS] [-z WAIT] [--back] HOST [PACKET_LEN]``; UDP probes by default.
 
-    Exit status: 0 the destination answered, 1 it did not, 2 an error (one line on stderr).
+    Exit status: 0 when the trace is done (reached or not, as traceroute 2.1), 2 bad input or
+    an unknown host, 1 the OS refused a socket, device, source or send (one line on stderr).
     """
     out = sys.stdout
     try:
@@ -429,7 +443,7 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
         raise
     except (WiretwinError, OSError) as exc:
         print(f"traceroute: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _error_status(exc)
     except KeyboardInterrupt:
         return 130
     confidence = request.confidence if request.multipath else None
@@ -440,7 +454,7 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
         out.write("\n")
     elif confidence is not None:
         print(format_multipath_end(result, confidence), file=out)
-    return EXIT_REACHED if result.reached else EXIT_NOT_REACHED
+    return EXIT_TRACED
 
 
 if __name__ == "__main__":

@@ -690,7 +690,7 @@ def test_lab_prohibited_host_is_marked_x(lab, family) -> None:
         "client",
         [sys.executable, "-m", "handrolled.traceroute", f"-{family}", "prohibited.lab.test"],
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 0  # traceroute(8) exits 0 after any finished trace
     assert proc.stdout.splitlines()[-1].count("!X") == 3
     assert _our_hops(result) == _system_hops(lab, "-I", family, "prohibited.lab.test")
 
@@ -724,7 +724,8 @@ def test_lab_cli(lab) -> None:
     bad = lab.exec("client", [*cmd, "nowhere.lab.test"])
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("traceroute: cannot resolve") and bad.stderr.count("\n") == 1
-    # the blackhole never answers: a short trace that does not reach it exits 1
+    # the blackhole never answers: a short trace that does not reach it still exits 0, as
+    # traceroute(8) does (its main() returns 0 after do_it())
     hole = lab.exec("client", [*cmd, "-n", "-q", "1", "-m", "8", "-w", "0.5", lab.blackhole4])
-    assert hole.returncode == 1, hole.stderr
+    assert hole.returncode == 0, hole.stderr
     assert "!" not in hole.stdout.splitlines()[-1]

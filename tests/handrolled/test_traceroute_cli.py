@@ -213,8 +213,8 @@ def test_sendwait_spaces_the_probes(lab) -> None:
     args = ["-4", "-n", "-q", "1", "-m", "4", "-z", "200", "target.lab.test"]  # >= 10: ms
     for argv in ([*OURS, *args], ["traceroute", *args]):
         proc, pkts = _captured(lab, argv)
-        # 4 hops do not reach TTL 7: ours exits 1, traceroute(8) 0 whatever happened
-        assert proc.returncode == (1 if argv[0] == sys.executable else 0), proc.stderr
+        # 4 hops do not reach TTL 7: traceroute(8) exits 0 whatever happened, and so do we
+        assert proc.returncode == 0, proc.stderr
         times = sorted(t for t, _ in pkts)
         assert len(times) == 4, argv
         gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(times)]
@@ -252,8 +252,9 @@ def test_interface(lab) -> None:
     iface = _client_iface(lab)
     _same_trace(*_both(lab, ["-4", "-n", "-q", "1", "-i", iface, "target.lab.test"]))
     ours, theirs = _both(lab, ["-4", "-n", "-i", "nosuchdev0", "target.lab.test"])
-    assert theirs.returncode != 0 and "No such device" in theirs.stderr
-    assert ours.returncode == 2 and "No such device" in ours.stderr
+    # traceroute(8)'s error() after setsockopt SO_BINDTODEVICE: exit 1
+    assert theirs.returncode == ours.returncode == 1, (ours.stderr, theirs.stderr)
+    assert "No such device" in theirs.stderr and "No such device" in ours.stderr
     assert ours.stderr.count("\n") == 1
 
 
@@ -309,7 +310,7 @@ def test_unprivileged_trace_matches_truth_and_traceroute8(lab, family, method) -
 def test_unprivileged_prohibited_host_marks_x(lab, family) -> None:
     args = [f"-{family}", "-n", "-q", "1", "prohibited.lab.test"]
     ours, theirs = _both(lab, args, unprivileged=True)
-    assert ours.returncode == 1  # ours: not reached; traceroute(8) exits 0 either way
+    assert ours.returncode == theirs.returncode == 0  # a finished trace, reached or not
     assert _hops(ours.stdout) == _hops(theirs.stdout)
     assert _hops(ours.stdout)[lab.prohibited.ttl][1] == ("!X",)
 
@@ -322,7 +323,7 @@ def test_unprivileged_probe_bytes_are_what_went_on_the_wire(lab, family, method)
     flag = ["-I"] if method is Method.ICMP else []
     argv = [*OURS, f"-{family}", "-n", "-q", "1", "-m", "3", "--json", *flag, "target.lab.test"]
     proc, pkts = _captured(lab, argv, family, unprivileged=True)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 0, proc.stderr  # -m 3 does not reach target: still 0
     header = 20 if family == 4 else 40
     wire = sorted(ip[header:] for _, ip in pkts)
     sent = sorted(
@@ -333,9 +334,9 @@ def test_unprivileged_probe_bytes_are_what_went_on_the_wire(lab, family, method)
 
 def test_unprivileged_tcp_is_refused_in_one_line(lab) -> None:
     ours, theirs = _both(lab, ["-4", "-n", "-T", "target.lab.test"], unprivileged=True)
-    assert theirs.returncode != 0  # traceroute(8) -T needs privileges too
+    # traceroute(8) -T needs privileges too: error_or_perm("socket"), exit 1
     assert theirs.stdout == ours.stdout == ""  # no header before the sockets are open
-    assert ours.returncode == 2 and ours.stderr.count("\n") == 1
+    assert ours.returncode == theirs.returncode == 1 and ours.stderr.count("\n") == 1
     assert "CAP_NET_RAW" in ours.stderr
 
 
@@ -355,7 +356,7 @@ def test_icmp_without_raw_or_ping_sockets_is_one_clear_line(host: str) -> None:
     proc = subprocess.run(
         ["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60
     )
-    assert "ours=2" in proc.stdout and "theirs=0" not in proc.stdout, proc
+    assert "ours=1" in proc.stdout and "theirs=1" in proc.stdout, proc  # error(): exit 1
     assert "traceroute to" not in proc.stdout  # no header: the socket never opened
     ours = [line for line in proc.stderr.splitlines() if line.startswith("traceroute: ")]
     assert len(ours) == 1 and "ping_group_range" in ours[0] and "CAP_NET_RAW" in ours[0]
