@@ -2,19 +2,19 @@
 
 API
 ---
-``run_ping(request, *, on_probe=None, sock=None, on_send=None, linger=None) -> PingResult``
+``run_ping(request, *, on_probe=None, sock=None, on_send=None) -> PingResult``
     Ping as the ``requests.PingRequest`` says (validated when it was built), as iputils'
     main loop does: ``count`` echo requests ``interval`` s apart (None: until the deadline or
     Ctrl-C), each waited for ``timeout`` s; with a ``deadline``, ``count`` answers end the run
-    early and so does the first ICMP error.  ``linger`` (seconds, 0 for no limit) waits as
-    iputils' -W instead of ``timeout``: no probe expires on its own, an answer counts whenever
-    it comes before the run ends, and a ``count`` run without a deadline ends, once its last
-    probe is sent, after twice the longest RTT so far (at least ``interval``) if any reply
-    came, else after ``linger`` (``exit_wait_us``).  ``interval`` 0: the next probe as soon as
-    none is in flight, else after 10 ms.  No payload means iputils' default: the fill (byte
-    i = i, or the request's pattern) with each probe's send time as a struct timeval over its
-    first 16 octets (``stamp_payload``); an explicit payload is sent as given.  No ident means
-    ``os.getpid() & 0xFFFF`` (a datagram socket binds to it as its local port, the
+    early and so does the first ICMP error.  The request's ``linger`` (seconds, 0 for no
+    limit) waits as iputils' -W instead of ``timeout``: no probe expires on its own, an answer
+    counts whenever it comes before the run ends, and a ``count`` run without a deadline ends,
+    once its last probe is sent, after twice the longest RTT so far (at least ``interval``) if
+    any reply came, else after ``linger`` (``exit_wait_us``).  ``interval`` 0: the next probe
+    as soon as none is in flight, else after 10 ms.  No payload means iputils' default: the
+    fill (byte i = i, or the request's pattern) with each probe's send time as a struct timeval
+    over its first 16 octets (``stamp_payload``); an explicit payload is sent as given.  No
+    ident means ``os.getpid() & 0xFFFF`` (a datagram socket binds to it as its local port, the
     identifier the kernel writes).  TOS, source address and device go to the socket
     (``net.open_ping_socket``), and so does -M (``pmtu_discovery``): a frag-needed or Packet
     Too Big settles its probe UNREACHABLE with the MTU it names in ``Probe.mtu``, a send the
@@ -391,7 +391,6 @@ def run_ping(
     on_probe: Callable[[Probe], None] | None = None,
     sock: net.IcmpSocket | None = None,
     on_send: Callable[[int], None] | None = None,
-    linger: float | None = None,
 ) -> PingResult:
     """Ping as ``request`` says; see the module docstring."""
     address, version = names.resolve(request.host, request.family if sock is None else sock.family)
@@ -432,13 +431,13 @@ def run_ping(
             ident=chosen,
             payload=payload,
             ttl=ttl if ttl is not None else sock.get_ttl(),
-            timeout=request.timeout if linger is None else None,
+            timeout=request.timeout if request.linger is None else None,
             timestamped=request.timestamped,
             user_latency=request.user_latency,
             source=source,
         )
         try:
-            _drive(pinger, request, start, on_probe, on_send, linger)
+            _drive(pinger, request, start, on_probe, on_send)
         except KeyboardInterrupt as exc:
             # Ctrl-C: what is still in flight is lost; hand the statistics so far to the caller.
             for probe in pinger.expire():
@@ -484,17 +483,16 @@ def _drive(
     start: int,
     on_probe: Callable[[Probe], None] | None,
     on_send: Callable[[int], None] | None,
-    linger: float | None = None,
 ) -> None:
     """iputils' main loop: send on schedule, read what comes back, stop when it says.
 
     Without a deadline: ``count`` probes (None: no end), then until each has settled, or with
-    ``linger`` until ``count`` answers or exit_wait_us() after the last probe.  With a
-    deadline: probes keep going until ``count`` answers or the first ICMP error (iputils
+    the request's ``linger`` until ``count`` answers or exit_wait_us() after the last probe.
+    With a deadline: probes keep going until ``count`` answers or the first ICMP error (iputils
     20221126 main_loop), or the deadline.  ``interval`` 0: the next probe as soon as nothing is
     in flight, else MIN_INTERVAL_NS after the last (pinger()'s bound for -i 0 and -f).
     """
-    count, seq_start = request.count, request.seq_start
+    count, seq_start, linger = request.count, request.seq_start, request.linger
     by_time = request.deadline is not None
     # iputils keeps -W and -i in whole milliseconds (int(optval * 1000)), RTTs in microseconds
     lingering = linger is not None and count is not None and not by_time

@@ -114,6 +114,11 @@ class PingRequest:
     (replies and ICMP errors) that ends the run early: probes go on being sent until then or
     until the deadline, and the first ICMP error ends it (iputils 20221126 main_loop).
     ``timeout``: how long each probe waits for its answer after it was sent (> 0).
+    ``linger``: iputils' -W linger time instead (seconds, 0: no limit): no probe expires on its
+    own, an answer counts whenever it comes before the run ends, and a ``count`` run without a
+    ``deadline`` ends, once its last probe is sent, after twice the longest RTT so far (at
+    least ``interval``) if any reply came, else after ``linger`` (__schedule_exit()); None:
+    ``timeout`` per probe.
     ``deadline``: stop everything that many seconds after the start (None: when every probe
     has settled).  ``interval`` 0: as fast as answers come back, at least every 10 ms (iputils'
     MININTERVAL bound for -i 0 and -f).
@@ -151,6 +156,7 @@ class PingRequest:
     interface: str | None = None
     user_latency: bool = False
     pmtu_discovery: str | None = None
+    linger: float | None = None
 
     def __post_init__(self) -> None:
         check_host("host", self.host)
@@ -162,6 +168,8 @@ class PingRequest:
             check_int("count", self.count, 1, PING_MAX_COUNT)
         check_seconds("interval", self.interval, allow_zero=True)  # 0: back to back (iputils -i 0)
         check_seconds("timeout", self.timeout)
+        if self.linger is not None:
+            check_seconds("linger", self.linger, allow_zero=True)  # -W 0: no limit (man ping)
         if self.deadline is not None:
             check_seconds("deadline", self.deadline)  # 0 would end the run before it starts
         if self.size is not None:

@@ -277,6 +277,20 @@ def summarize(probes: tuple[Probe, ...] | list[Probe]) -> PingSummary:
     )
 
 
+def linger_exit_after(replies: int, longest_rtt: float, interval: float, linger: float) -> float:
+    """How long iputils' ping -c N (no -w) still listens after sending its last probe, in
+    seconds: twice the longest round trip seen, but no less than the interval, once any echo
+    reply came; with none, the -W linger time.  0 means no limit (iputils arms no timer then).
+
+    ping_common.c __schedule_exit() works in whole milliseconds for -i and -W and in whole
+    microseconds for the round trip, so the inputs are cut to those units first.
+    """
+    if replies:
+        rtt_us = round(longest_rtt * 1_000_000)
+        return max(2 * rtt_us, 1000 * int(interval * 1000)) / 1_000_000
+    return int(linger * 1000) / 1000
+
+
 def run_ping(
     request: PingRequest,
     *,
@@ -293,12 +307,18 @@ def run_ping(
     its first 16 octets.  A second reply to an answered probe is a DUPLICATE probe.  The
     request was validated when it was built; what is left here needs the resolved family.
     ``on_send(seq)`` is called as each probe is about to go.
+
+    With ``request.linger`` (iputils' -W) no probe expires on its own and a late reply still
+    counts; a ``count`` run without a deadline ends once every probe is answered or at the
+    time :func:`linger_exit_after` gives, counted from its last send.
     """
     if request.socket_kind == "dgram":
         # Not a bad request but one this side cannot carry out: scapy builds the IP header.
         raise UsageError("socket kind 'dgram': the scapy reference only sends through raw sockets")
     host, count, interval, timeout = request.host, request.count, request.interval, request.timeout
-    deadline, seq_start = request.deadline, request.seq_start
+    deadline, seq_start, linger = request.deadline, request.seq_start, request.linger
+    if linger is not None:
+        timeout = math.inf  # -W: a reply counts whenever it comes before the run ends
     address, version = resolve(host, request.family)
     request.check_fits(version)
     fill = fill_payload(request.payload_size, request.pattern)
@@ -325,6 +345,11 @@ def run_ping(
     by_hash: dict[bytes, list[_Pending]] = {}
     finished: list[Probe] = []
     tally = {"answers": 0, "errors": 0}
+    # -W's end of run: only for a -c run without -w; armed (finite) once the last probe is out
+    lingering = linger is not None and count is not None and not by_time
+    exit_at = math.inf
+    timed = request.payload_size >= TIMEVAL.size  # iputils times replies only then
+    longest = [0.0]  # the longest RTT of an echo so far, seconds (duplicates too)
 
     def finish(item: _Pending, probe: Probe) -> None:
         if item.done is None:
@@ -338,6 +363,11 @@ def run_ping(
                 tally["answers"] += 1  # iputils' nreceived counts a wrong payload, not a bad sum
         else:
             item.duplicates.append(probe)
+        echo = probe.outcome in (Outcome.REPLY, Outcome.DUPLICATE) or (
+            probe.outcome is Outcome.CORRUPT and "checksum" not in probe.note
+        )
+        if timed and echo and probe.rtt_ms is not None:
+            longest[0] = max(longest[0], probe.rtt_ms / 1000)
         finished.append(probe)
         if on_probe is not None:
             on_probe(probe)
@@ -415,7 +445,12 @@ def run_ping(
                 if reply is not None and getattr(reply, "version", None) == version:
                     handle(reply)
             now = time.monotonic()
-            if now >= end_by or (by_time and tally["errors"]):
+            if lingering and exit_at == math.inf and sent_count >= (count or 0):
+                replies = tally["answers"] - tally["errors"]
+                wait = linger_exit_after(replies, longest[0], interval, linger or 0.0)
+                if wait > 0:  # nothing armed at 0: worked out again on the next pass
+                    exit_at = now + wait
+            if now >= min(end_by, exit_at) or (by_time and tally["errors"]):
                 break
             if count is not None and tally["answers"] >= count:
                 break
@@ -464,10 +499,14 @@ def run_ping(
             if not more and all(item.done is not None for item in pending.values()):
                 break
             # 4. Sleep until a reply, the next send, the earliest expiry or the deadline.
-            waits = [end_by - now] + [i.expires - wall for i in pending.values() if i.done is None]
+            waits = [end_by - now, exit_at - now]
+            waits += [i.expires - wall for i in pending.values() if i.done is None]
             if more:
                 waits.append(next_send - now)
-            select.select([sock], [], [], max(0.0, min(waits)))
+            pause = min(waits)
+            if pause == math.inf:  # nothing timed (-W 0, no answer yet): only an answer ends it
+                pause = 1.0
+            select.select([sock], [], [], max(0.0, pause))
     except KeyboardInterrupt as exc:
         exc.partial_result = _result(  # type: ignore[attr-defined]
             request, address, version, ident, payload, history, finish, probe_for, started_ns,

@@ -18,8 +18,9 @@ or with ``-w`` fewer replies than ``-c`` asked for; else 0; 2 on bad input or an
 a wait per probe: a reply counts whenever it comes before ping ends, and a ``-c`` run without
 ``-w`` ends once every probe is answered or, after its last probe is sent, when twice the
 longest RTT so far (at least the interval) has passed if any reply came, else ``-W``
-(__schedule_exit()).  With ``-w``, or without ``-c``, ``-W`` changes nothing.  The scapy
-engine (``--impl reference``) has no linger: it waits ``-W`` for each probe.
+(__schedule_exit()).  With ``-w``, or without ``-c``, ``-W`` changes nothing.  It travels in the
+request (``PingRequest.linger``), so both engines (``--impl handrolled`` and ``reference``)
+keep the same rule.
 
 A bad checksum is reported as gather_statistics() words it ("(BAD CHECKSUM!)", "+N corrupted"),
 which iputils 20221126 never reaches for IPv4 (it passes 0 for csfailed; fixed upstream in
@@ -53,7 +54,7 @@ from handrolled.errors import UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType, TimeExceededCode
 from handrolled.ping import LOCAL_EMSGSIZE, run_ping
 from handrolled.ping_stats import summarize
-from handrolled.requests import MAX_SECONDS, PING_MAX_PATTERN, PING_TIMESTAMP_SIZE, PingRequest
+from handrolled.requests import PING_MAX_PATTERN, PING_TIMESTAMP_SIZE, PingRequest
 from handrolled.results import Outcome, PingResult, Probe
 
 __all__ = [
@@ -173,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-c", dest="count", type=int, default=None, help="stop after N replies")
     p.add_argument("-i", dest="interval", type=float, default=None, help="seconds between probes")
     p.add_argument(
-        "-W", dest="timeout", type=float, default=MAXWAIT,
+        "-W", dest="linger", type=float, default=MAXWAIT,
         help="seconds to wait for a response when none came (default 10; 0: no limit)",
     )  # fmt: skip
     p.add_argument("-w", dest="deadline", type=float, default=None, help="stop after N seconds")
@@ -234,8 +235,7 @@ def request_from_args(args: argparse.Namespace) -> PingRequest:
         args.host,
         count=args.count,
         interval=interval,
-        # -W 0 is iputils' "infinite timeout": the longest wait a request may hold
-        timeout=args.timeout if args.timeout != 0 else MAX_SECONDS,
+        linger=args.linger,  # iputils' -W, not a per-probe timeout; 0: no limit
         deadline=args.deadline,
         size=args.size,
         ttl=args.ttl,
@@ -567,11 +567,9 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
             # iputils setup(), after the header: only root may go faster than 2 ms (and flood)
             raise UsageError("cannot flood; minimal interval allowed for user is 2ms")
         printer = _Printer(args, request, family)
-        # the hand-rolled engine lingers as iputils' -W; the scapy one waits -W per probe
-        linger = {"linger": args.timeout} if runner is run_ping else {}
         result: PingResult | None
         try:
-            result = runner(request, on_probe=printer, on_send=printer.sent, **linger)
+            result = runner(request, on_probe=printer, on_send=printer.sent)
             probes, started = result.probes, result.started_ns
         except KeyboardInterrupt as exc:
             result = getattr(exc, "partial_result", None)
