@@ -8,6 +8,7 @@ IPv4's total length counts 20 + 8 header octets (RFC 791 §3.1, iputils -s 65507
 IPv6's payload length 8 (RFC 8200 §3, iputils -6 -s 65527).  Where iputils accepts a value
 that has no meaning (-w 0, which it reads as "no deadline") the request refuses it rather than
 guess; -W 0 is iputils' "infinite timeout" (man ping) and is accepted (test_ping_linger_lab.py).
+-W is the request's ``linger``, so a bad one gets the same verdict from either implementation.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ BAD_REQUESTS = [
     ({"timeout": 1e10}, "timeout"),
     ({"timeout": float("nan")}, "timeout"),
     ({"timeout": "1"}, "timeout"),
+    # -W: iputils refuses a negative or NaN linger time and one beyond INT_MAX ms
+    ({"linger": -1}, "linger"),
+    ({"linger": -0.001}, "linger"),
+    ({"linger": float("nan")}, "linger"),
+    ({"linger": float("inf")}, "linger"),
+    ({"linger": 1e10}, "linger"),
+    ({"linger": MAX_SECONDS + 1}, "linger"),
+    ({"linger": "2"}, "linger"),
+    ({"linger": True}, "linger"),
     ({"deadline": 0}, "deadline"),
     ({"deadline": -3.0}, "deadline"),
     ({"deadline": 1e306}, "deadline"),
@@ -120,6 +130,10 @@ def test_bad_request_is_refused_naming_the_rule(kwargs: dict, field: str) -> Non
         {"interface": "lo"},
         {"interface": "x" * 15},
         {"user_latency": True},
+        {"linger": 0},  # -W 0: man ping's "infinite timeout"
+        {"linger": 0.001},
+        {"linger": MAX_SECONDS},
+        {"linger": 2, "count": 3, "deadline": 5.0},
     ],
 )
 def test_good_request_is_accepted(kwargs: dict) -> None:
@@ -152,6 +166,10 @@ BAD_COMMAND_LINES = [
     ["-w", "0", "127.0.0.1"],
     ["-c", "0", "127.0.0.1"],
     ["-W", "1e10", "127.0.0.1"],
+    ["-W=-1", "127.0.0.1"],  # iputils: "bad linger time: -1"
+    ["-W", "nan", "127.0.0.1"],
+    ["-W", "inf", "127.0.0.1"],
+    ["-W", "86400.5", "127.0.0.1"],
     ["-w", "1e306", "127.0.0.1"],
     ["-i", "nan", "127.0.0.1"],
     ["-i=-1", "127.0.0.1"],
@@ -180,6 +198,36 @@ def test_bad_command_line_same_verdict_from_both_implementations(argv, capsys) -
         verdicts[impl] = (status, err)
     assert verdicts["handrolled"] == verdicts["reference"]
     assert verdicts["handrolled"][0] == 2
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "1e10", "86400.5"])
+def test_bad_w_names_the_linger_time_on_both_sides(value: str, capsys) -> None:
+    # -W is the request's linger time on either side, not a per-probe timeout
+    for impl in ("handrolled", "reference"):
+        assert wiretwin.main(["ping", "--impl", impl, f"-W={value}", "127.0.0.1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ping: linger {float(value)}: must be"), (impl, err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "linger"),
+    [
+        (["h"], 10.0),  # iputils' MAXWAIT
+        (["-W", "2", "h"], 2.0),
+        (["-W", "0", "h"], 0.0),  # no limit, kept as 0 for the engines to read
+        (["-c", "3", "-w", "9", "-W", "0.5", "h"], 0.5),
+    ],
+)
+def test_cli_puts_w_into_the_request(argv: list[str], linger: float) -> None:
+    request = request_from_args(_parser().parse_args(argv))
+    assert request.linger == linger
+    assert request.timeout == PingRequest("h").timeout  # -W no longer sets a per-probe wait
+
+
+def test_linger_is_unset_unless_asked_for() -> None:
+    # the seed and compare build requests without it: the per-probe timeout, as before
+    assert PingRequest("h").linger is None
+    assert PingRequest("h", timeout=3).linger is None
 
 
 @pytest.mark.parametrize(
