@@ -10,9 +10,10 @@ elsewhere hits every command alike:
 - ``ping -c 1 target.lab.test`` (iputils) against ``wiretwin ping -c 1 target.lab.test``, and
   ``ping -c 3 -i 0.2`` against ``wiretwin ping -c 3 -i 0.2`` (a run with waits of its own);
 - anchors, no network: ``true``, ``python -I -S -c pass`` (the bare interpreter),
-  ``python -c pass`` (with ``site``, as every program of the venv starts: the editable install's
-  finder is part of it) and ``python -c 'import argparse, dataclasses, ...'`` (the standard
-  modules a client cannot do without): what no laziness of ours can remove.
+  ``python -c pass`` (with ``site``, as every program of the venv starts; .ci/setup installs in
+  setuptools' compat editable mode, a path in a .pth, so no import hook is part of it) and
+  ``python -c 'import argparse, dataclasses, ...'`` (the standard modules a client cannot do
+  without): what no laziness of ours can remove.
 
 Prints the median and minimum wall time of each and the ratio of the medians to the C tool's
 (issue 15's goal: 1.3x or less), with a plain verdict, then ``goal`` lines for issue 15's two
