@@ -51,7 +51,9 @@ def call_python(
 def _import_handrolled_from(root: Path) -> None:
     """Make ``handrolled`` (and every submodule imported later) come from ``root/handrolled``.
 
-    An editable install's import hook outranks PYTHONPATH, so the package is loaded explicitly.
+    Loaded explicitly, by path: whichever way the project is installed (a strict editable
+    install's import hook, a path in a .pth, the working directory first on sys.path), no
+    other copy can win.
     """
     import importlib.util
 
