@@ -1,6 +1,7 @@
 """What the local benchmarks (bench_codec, bench_smtp, bench_smtp_sessions) share: the
 command line (two sizes, ``--quick``, ``--json``), the 10th percentile they report, and the
-goal lines (a measured figure beside its goal, with a plain met / NOT met)."""
+goal lines (a measured figure beside its goal, with a plain met / NOT met; bench_startup
+uses that verdict too)."""
 
 from __future__ import annotations
 
