@@ -181,6 +181,13 @@ def _clients(port: int, loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[
     }
 
 
+def _floor_line(rate: dict[str, float], prefix: str = "") -> str:
+    return (
+        f"{prefix}the floor client / smtplib = {rate[FLOOR] / rate['smtplib']:.2f}x: the most a "
+        "client that waits for 354 gets from this server, against smtplib"
+    )
+
+
 def _setting_lines(setting: str, rate: dict[str, float]) -> list[str]:
     """Ratio lines for a setting other than the default, each naming it."""
     ours, theirs, floor = rate["wiretwin send_session"], rate["smtplib"], rate[FLOOR]
@@ -192,10 +199,7 @@ def _setting_lines(setting: str, rate: dict[str, float]) -> list[str]:
         f"{ours / rate['aiosmtplib']:.2f}x; / the floor client = {ours / floor:.2f}x"
     ]
     if setting != CANNED:
-        lines.append(
-            f"[{LABELS[setting]}] the floor client / smtplib = {floor / theirs:.2f}x: the most "
-            "a client that waits for 354 gets from this server, against smtplib"
-        )
+        lines.append(_floor_line(rate, f"[{LABELS[setting]}] "))
     return lines
 
 
@@ -243,12 +247,13 @@ def run(rounds: int, per_chunk: int) -> dict:
     for setting, count in accepted.items():
         if count != sent[setting]:
             raise SystemExit(f"{LABELS[setting]} accepted {count} messages, {sent[setting]} sent")
+    rates = {key: 1.0 / _common.p10(times) for key, times in samples.items()}
     rows = [
         {
             "client": _label(name, setting),
             "connections": "one for all",
             "server": LABELS[setting],
-            "messages_per_s": 1.0 / _common.p10(times),
+            "messages_per_s": rates[setting, name],
             "median_messages_per_s": 1.0 / statistics.median(times),
             "server_busy": statistics.median(busy[setting, name]),
         }
@@ -257,13 +262,10 @@ def run(rounds: int, per_chunk: int) -> dict:
     ratios: list[str] = []
     goals: list[str] = []
     for setting in settings:
-        rate = {name: 1.0 / _common.p10(t) for (at, name), t in samples.items() if at == setting}
+        rate = {name: r for (at, name), r in rates.items() if at == setting}
         if setting == DEFAULT:  # the goal's anchor: the same aiosmtpd, as it runs by default
             ratios, goals = bench_smtp.session_lines(rate)
-            ratios.append(
-                f"the floor client / smtplib = {rate[FLOOR] / rate['smtplib']:.2f}x: the most a "
-                "client that waits for 354 gets from this server, against smtplib"
-            )
+            ratios.append(_floor_line(rate))
         else:
             ratios += _setting_lines(setting, rate)
     if UVLOOP not in settings:
