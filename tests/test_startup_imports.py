@@ -6,35 +6,13 @@ every module the run imported (CPython's own import tracing, not our code's acco
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
+from import_trace import imported as _imported
 
 # Never on a client's path: the scapy twin, the harness and the lab, the report's libraries.
 FORBIDDEN = ("scapy", "reference", "tabulate", "jinja2", "matplotlib", "junitparser", "compare")
 # Standard modules a traceroute run has no use for (argparse's shutil brings bz2 and lzma).
 HEAVY_STDLIB = ("shutil", "bz2", "lzma", "json", "asyncio", "ssl", "email", "http", "subprocess")
-
-
-def _imported(argv: list[str]) -> set[str]:
-    env = {**os.environ, "COLUMNS": "100"}
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    modules = set()
-    for line in proc.stderr.splitlines():
-        if line.startswith("import time:") and "|" in line:
-            name = line.rsplit("|", 1)[1].strip()
-            if name != "package":  # the report's own header line
-                modules.add(name)
-    assert modules, proc.stderr
-    return modules
 
 
 def _bad(modules: set[str], roots: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:

@@ -7,11 +7,8 @@ modules a run loaded is read from CPython's own ``-X importtime`` report, not fr
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
+from import_trace import imported
 
 from handrolled import requests, requests_smtp, results, results_smtp
 
@@ -28,19 +25,8 @@ NOT_ON_A_CLIENT_RUN = (
 
 
 def _imported(argv: list[str]) -> set[str]:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "100"},
-    )
-    names = {
-        line.rsplit("|", 1)[1].strip()
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-    assert "handrolled.results" in names, proc.stderr
+    names = imported(argv)
+    assert "handrolled.results" in names, sorted(names)
     return names
 
 
