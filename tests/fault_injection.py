@@ -26,20 +26,21 @@ class Fault:
     more: tuple[tuple[str, str], ...] = ()  # further (old, new) patches of the same file
 
 
-def clean_copy(tmp_path: Path) -> Path:
-    """An unpatched copy of handrolled/ (the injection path itself must be innocent)."""
-    root = tmp_path / "clean"
+def _copy(root: Path) -> Path:
     shutil.copytree(
         ROOT / "handrolled", root / "handrolled", ignore=shutil.ignore_patterns("__pycache__")
     )
     return root
 
 
+def clean_copy(tmp_path: Path) -> Path:
+    """An unpatched copy of handrolled/ (the injection path itself must be innocent)."""
+    return _copy(tmp_path / "clean")
+
+
 def patched_copy(tmp_path: Path, fault: Fault) -> Path:
-    root = tmp_path / "patched"
-    shutil.copytree(
-        ROOT / "handrolled", root / "handrolled", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    """A copy of handrolled/ with ``fault`` patched into it."""
+    root = _copy(tmp_path / "patched")
     target = root / "handrolled" / fault.file
     target.write_text(patched_source(target.read_text(), fault))
     return root
