@@ -29,7 +29,9 @@ API
 ``Pinger(sock, address, *, ident, payload, ttl, ...)``: the matching engine: ``send(seq)``,
     ``handle(received) -> list[Probe]``, ``expire(now_ns) -> list[Probe]``, ``next_deadline()``.
 The statistics (``summarize``) are ``handrolled.ping_stats``.
-``default_fill(size, pattern)``, ``stamp_payload(fill, now_ns)``: iputils' payload.
+The rules it applies (iputils' payload, how an error or reply settles a probe, the -c/-W end
+of a run) are pure functions in ``handrolled.ping_rules``; ``default_fill``, ``stamp_payload``
+and ``exit_wait_us`` are re-exported here.
 ``ping(host, timeout=1) -> list[str]``: the seed contract ([min, avg, max, stdev] as strings;
     four timestamped echo requests a second apart).
 
@@ -49,7 +51,6 @@ import dataclasses
 import errno
 import logging
 import os
-import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,16 +59,24 @@ from handrolled import names, net, sockopts
 from handrolled.errors import MalformedPacket, ResolveError, UsageError
 from handrolled.icmp import (
     EchoMessage,
-    Icmp6Type,
     IcmpError,
-    IcmpType,
-    UnreachCode,
     decode_icmp,
     decode_icmp6,
-    default_payload,
     encode_echo_request,
 )
 from handrolled.ip import decode_ipv4
+from handrolled.ping_rules import (
+    ERRORS,
+    MIN_INTERVAL_NS,
+    NS_PER_S,
+    answers,
+    default_fill,
+    error_outcome,
+    exit_wait_us,
+    payload_difference,
+    stamp_payload,
+    too_big_mtu,
+)
 from handrolled.ping_stats import summarize
 from handrolled.requests import PING_TIMESTAMP_SIZE, PingRequest
 from handrolled.results import Implementation, Outcome, PingResult, Probe
@@ -85,27 +94,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SEED_NO_ANSWER = ["0", "0.0", "0", "0.0"]
-NS_PER_S = 1_000_000_000
-MIN_INTERVAL_NS = 10_000_000  # iputils' MININTERVAL: -i 0 / -f send at least every 10 ms
-_TIMEVAL = struct.Struct("@ll")  # struct timeval: tv_sec, tv_usec (native longs)
 LOCAL_EMSGSIZE = "local error: message too long"  # the note of a send refused with EMSGSIZE
-
-
-def default_fill(size: int, pattern: bytes | None = None) -> bytes:
-    """iputils' payload before its timestamp: byte i = i (mod 256), or ``pattern`` repeated
-    from the first payload octet (-p; iputils' fill() covers the timestamp area too)."""
-    if pattern:
-        return (pattern * (size // len(pattern) + 1))[:size]
-    return default_payload(size)
-
-
-def stamp_payload(fill: bytes, now_ns: int) -> bytes:
-    """``fill`` with its first 16 octets replaced by ``now_ns`` as a struct timeval, as iputils'
-    pinger() writes the send time (host byte order); a shorter payload carries no timestamp."""
-    if len(fill) < PING_TIMESTAMP_SIZE or _TIMEVAL.size != PING_TIMESTAMP_SIZE:
-        return fill
-    sec, nsec = divmod(now_ns, NS_PER_S)
-    return _TIMEVAL.pack(sec, nsec // 1000) + fill[PING_TIMESTAMP_SIZE:]
 
 
 @dataclass(slots=True)
@@ -288,7 +277,7 @@ class Pinger:
             msg = decode_icmp6(r.data) if self.sock.v6 else decode_icmp(r.data)
             if not isinstance(msg, EchoMessage) or msg.ident != self.ident:
                 return []
-            common["mtu"] = _too_big_mtu(err.icmp_type, err.icmp_code, err.info, self.sock.v6)
+            common["mtu"] = too_big_mtu(err.icmp_type, err.icmp_code, err.info, self.sock.v6)
             return self._settle_error(msg.seq, err.icmp_type, err.icmp_code, r, common)
         data = r.data
         if r.has_ip_header:
@@ -317,7 +306,7 @@ class Pinger:
             if msg.checksum_ok is False:
                 note = "bad checksum"
             elif msg.payload != entry.payload:
-                note = _payload_difference(entry.payload, msg.payload)
+                note = payload_difference(entry.payload, msg.payload)
             outcome = Outcome.CORRUPT if note else Outcome.REPLY
             return [self._settle(entry, outcome, note=note, **fields)]
         if isinstance(msg, IcmpError):
@@ -325,7 +314,7 @@ class Pinger:
             if echo is None or echo[0] != self.ident or msg.quoted.dst != self.address:
                 return []
             note = "" if msg.checksum_ok is not False else "bad checksum on ICMP error"
-            common["mtu"] = _too_big_mtu(msg.icmp_type, msg.code, msg.info, self.sock.v6)
+            common["mtu"] = too_big_mtu(msg.icmp_type, msg.code, msg.info, self.sock.v6)
             return self._settle_error(echo[1], msg.icmp_type, msg.code, r, common, note)
         return []
 
@@ -336,7 +325,7 @@ class Pinger:
         entry = self.sent.get(seq)
         if entry is None or entry.settled is not None:
             return []
-        outcome = _error_outcome(icmp_type, self.sock.v6)
+        outcome = error_outcome(icmp_type, self.sock.v6)
         if outcome is None:
             return []
         rtt_ms = (r.recv_ns - entry.send_ns) / 1e6
@@ -351,38 +340,6 @@ class Pinger:
                 out.append(entry.settled)
             out.extend(entry.duplicates)
         return tuple(out)
-
-
-_UNREACHABLE_TYPES = {
-    False: (IcmpType.DEST_UNREACHABLE, IcmpType.PARAMETER_PROBLEM),
-    True: (Icmp6Type.DEST_UNREACHABLE, Icmp6Type.PACKET_TOO_BIG, Icmp6Type.PARAMETER_PROBLEM),
-}
-
-
-def _too_big_mtu(icmp_type: int, code: int, info: int, v6: bool) -> int | None:
-    """The MTU a too-big error names: frag-needed's next-hop MTU (RFC 1191 §4: the low 16 bits
-    of the word after the checksum; ee_info on the error queue) or Packet Too Big's (RFC 4443
-    §3.2); None for any other error."""
-    if v6:
-        return info if icmp_type == Icmp6Type.PACKET_TOO_BIG else None
-    if icmp_type == IcmpType.DEST_UNREACHABLE and code == UnreachCode.FRAGMENTATION_NEEDED:
-        return info & 0xFFFF
-    return None
-
-
-def _error_outcome(icmp_type: int, v6: bool) -> Outcome | None:
-    if icmp_type == (Icmp6Type.TIME_EXCEEDED if v6 else IcmpType.TIME_EXCEEDED):
-        return Outcome.TIME_EXCEEDED
-    if icmp_type in _UNREACHABLE_TYPES[v6]:
-        return Outcome.UNREACHABLE
-    return None
-
-
-def _payload_difference(sent: bytes, got: bytes) -> str:
-    if len(sent) != len(got):
-        return f"payload length {len(got)}, sent {len(sent)}"
-    at = next(i for i, (a, b) in enumerate(zip(sent, got, strict=True)) if a != b)
-    return f"payload byte {at} is {got[at]:#04x}, sent {sent[at]:#04x}"
 
 
 def run_ping(
@@ -457,26 +414,6 @@ def _emit(on_probe: Callable[[Probe], None] | None, probe: Probe) -> None:
         on_probe(probe)
 
 
-_ERRORS = (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE)
-
-
-def _answers(probe: Probe) -> bool:
-    """Counts towards -c as iputils' nreceived + nerrors (not a duplicate, checksum good)."""
-    if probe.outcome is Outcome.CORRUPT:
-        return "checksum" not in probe.note  # a wrong payload is still a reply to iputils
-    return probe.outcome is Outcome.REPLY or probe.outcome in _ERRORS
-
-
-def exit_wait_us(received: int, tmax_us: int, interval_ms: int, linger_ms: int) -> int:
-    """iputils' __schedule_exit(): how long a -c run without -w waits once its last probe is
-    sent, in microseconds: twice the longest RTT so far, at least the interval, if any reply
-    came; else the linger time (-W).  0: no limit (setitimer() with a zero value arms nothing,
-    so only the answers or an interrupt end the run)."""
-    if received:
-        return max(2 * tmax_us, 1000 * interval_ms)
-    return 1000 * linger_ms
-
-
 def _drive(
     pinger: Pinger,
     request: PingRequest,
@@ -510,13 +447,13 @@ def _drive(
     def settle(probe: Probe) -> None:
         nonlocal answered, stop, nreceived, tmax_us
         _emit(on_probe, probe)
-        if _answers(probe):
+        if answers(probe):
             answered += 1
-            nreceived += probe.outcome not in _ERRORS  # iputils counts errors apart
+            nreceived += probe.outcome not in ERRORS  # iputils counts errors apart
         echoed = probe.outcome in (Outcome.REPLY, Outcome.CORRUPT, Outcome.DUPLICATE)
         if timed and echoed and probe.rtt_ms is not None and "checksum" not in probe.note:
             tmax_us = max(tmax_us, round(probe.rtt_ms * 1000))  # gather_statistics(), dups too
-        if by_time and probe.outcome in _ERRORS:
+        if by_time and probe.outcome in ERRORS:
             stop = True  # iputils: "if (rts->deadline && rts->nerrors) break;"
 
     while not stop:

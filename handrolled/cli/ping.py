@@ -35,21 +35,24 @@ Run it as ``python -m handrolled.ping HOST`` (or ``python -m handrolled.cli.ping
 from __future__ import annotations
 
 import argparse
-import bisect
 import dataclasses
 import functools
 import json
-import math
 import os
 import re
-import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from handrolled import names
-from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
+from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, printable, run_module
+from handrolled.cli.ping_statistics import (
+    IputilsStats,
+    bad_checksum,
+    iputils_stats,
+    statistics_lines,
+    whole_us,
+)
 from handrolled.errors import UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType, TimeExceededCode
 from handrolled.ping import LOCAL_EMSGSIZE, run_ping
@@ -133,11 +136,6 @@ def _format_us(us: int) -> str:
     if us >= 1000:
         return f"{(us + 5) // 1000}.{((us + 5) % 1000) // 10:02d}"
     return f"{us // 1000}.{us % 1000:03d}"
-
-
-def _us(rtt_ms: float | None) -> int:
-    """An RTT as iputils holds it: whole microseconds."""
-    return max(0, round((rtt_ms or 0.0) * 1000))
 
 
 def parse_pattern(text: str) -> bytes:
@@ -268,15 +266,6 @@ def _icmp_part(data: bytes | None) -> bytes:
     return data
 
 
-def _float32(value: float) -> float:
-    """printf("%g", (float)x): iputils computes the loss in single precision."""
-    return struct.unpack("f", struct.pack("f", value))[0]
-
-
-def _bad_checksum(probe: Probe) -> bool:
-    return probe.outcome is Outcome.CORRUPT and "checksum" in probe.note.lower()
-
-
 def _wrong_byte(probe: Probe) -> tuple[int, int, int] | None:
     """iputils' data check: the first payload octet from 16 on that differs from the one sent,
     as (index, sent, got); None when they agree there."""
@@ -285,99 +274,6 @@ def _wrong_byte(probe: Probe) -> tuple[int, int, int] | None:
         if i >= len(got) or got[i] != sent[i]:
             return (i, sent[i], got[i] if i < len(got) else 0)
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class IputilsStats:
-    """The figures of iputils' finish(), from raw probes, in its integer microseconds."""
-
-    transmitted: int
-    received: int
-    duplicates: int
-    corrupted: int
-    errors: int
-    time_ms: int
-    rtt_us: tuple[int, int, int, int] | None  # min, avg, max, mdev
-    pipe: int
-    ewma_us: int  # rtt/8 of iputils' moving average (its ``rts->rtt`` is 8 times this)
-    ipg_us: int
-
-    @property
-    def loss(self) -> str:
-        lost = (self.transmitted - self.received) * 100.0 / self.transmitted
-        return f"{_float32(lost):g}"
-
-
-def iputils_stats(probes: tuple[Probe, ...] | list[Probe], started_ns: int) -> IputilsStats:
-    """iputils' counters from probes: received = replies (a wrong payload included, a bad
-    checksum not), duplicates, corrupted (bad checksum), errors (ICMP errors); RTT figures over
-    replies and duplicates alike, mdev as its integer square root."""
-    sent = sorted(p.send_ns for p in probes if p.outcome is not Outcome.DUPLICATE)
-    received = duplicates = corrupted = errors = 0
-    trips: list[int] = []
-    ewma = 0
-    pipe = -1
-    for p in probes:
-        if _bad_checksum(p):
-            corrupted += 1
-            continue
-        if p.outcome in (Outcome.TIME_EXCEEDED, Outcome.UNREACHABLE):
-            errors += 1
-        elif p.outcome is Outcome.DUPLICATE:
-            duplicates += 1
-        elif p.outcome in (Outcome.REPLY, Outcome.CORRUPT):
-            received += 1
-        else:
-            continue
-        if p.recv_ns is not None and p.outcome is not Outcome.DUPLICATE:
-            # acknowledge(): how many were sent by the time this answer came, less its place
-            place = bisect.bisect_left(sent, p.send_ns) + 1
-            pipe = max(pipe, bisect.bisect_right(sent, p.recv_ns) - place + 1)
-        if p.outcome in (Outcome.REPLY, Outcome.CORRUPT, Outcome.DUPLICATE):
-            t = _us(p.rtt_ms)
-            trips.append(t)
-            ewma = t * 8 if not ewma else ewma + t - int(ewma / 8)
-    time_ms = (sent[-1] - sent[0] + 500_000) // 1_000_000 if len(sent) > 1 else 0
-    rtt = None
-    if received and trips:
-        total = received + duplicates
-        tsum, tsum2 = sum(trips), float(sum(t * t for t in trips))
-        avg = tsum // total
-        if tsum < 2**31 - 1:
-            var = int((tsum2 - (tsum * tsum) // total) / total)
-        else:
-            var = int(tsum2 / total - avg * avg)
-        rtt = (min(trips), avg, max(trips), math.isqrt(var) if var > 0 else 0)
-    ipg = (sent[-1] - sent[0]) // 1000 // (len(sent) - 1) if len(sent) > 1 else 0
-    return IputilsStats(
-        len(sent), received, duplicates, corrupted, errors, time_ms, rtt, pipe, ewma // 8, ipg
-    )
-
-
-def _ms3(us: int) -> str:
-    return f"{us // 1000}.{us % 1000:03d}"
-
-
-def statistics_lines(host: str, stats: IputilsStats, *, timing: bool, fast: bool) -> list[str]:
-    """iputils' finish() block, without its leading newline.  ``fast``: -i 0 or -f (ipg/ewma)."""
-    parts = [f"{stats.transmitted} packets transmitted", f"{stats.received} received"]
-    if stats.duplicates:
-        parts.append(f"+{stats.duplicates} duplicates")
-    if stats.corrupted:
-        parts.append(f"+{stats.corrupted} corrupted")
-    if stats.errors:
-        parts.append(f"+{stats.errors} errors")
-    if stats.transmitted:
-        parts.append(f"{stats.loss}% packet loss")
-        parts.append(f"time {stats.time_ms}ms")
-    figures = []
-    if stats.received and timing and stats.rtt_us is not None:
-        figures.append("rtt min/avg/max/mdev = " + "/".join(_ms3(v) for v in stats.rtt_us) + " ms")
-    if stats.pipe > 1:
-        figures.append(f"pipe {stats.pipe}")
-    if stats.received and fast and stats.transmitted > 1:
-        figures.append(f"ipg/ewma {_ms3(stats.ipg_us)}/{_ms3(stats.ewma_us)} ms")
-    return [f"--- {host} ping statistics ---", ", ".join(parts), ", ".join(figures)]
 
 
 class _Printer:
@@ -427,7 +323,7 @@ class _Printer:
 
     def __call__(self, probe: Probe) -> None:
         self.collected.append(probe)
-        bad_sum = _bad_checksum(probe)
+        bad_sum = bad_checksum(probe)
         if probe.outcome in (Outcome.REPLY, Outcome.CORRUPT) and not bad_sum:
             self.answered.add(probe.seq)
         if self.silent:
@@ -470,7 +366,7 @@ class _Printer:
             self._write(line + " (truncated)\n")
             return
         if self.timing:
-            line += f" time={_format_us(_us(probe.rtt_ms))} ms"
+            line += f" time={_format_us(whole_us(probe.rtt_ms))} ms"
         if probe.outcome is Outcome.DUPLICATE:
             line += " (DUP!)"
         if bad_sum:
@@ -491,11 +387,6 @@ class _Printer:
 def _local_error(probe: Probe) -> bool:
     """A send the kernel refused past the path MTU (EMSGSIZE), not an ICMP error."""
     return probe.outcome is Outcome.UNREACHABLE and probe.note == LOCAL_EMSGSIZE
-
-
-def _printable(text: str) -> str:
-    """One line whatever the user typed: controls and line separators shown escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _exit_status(stats: IputilsStats, request: PingRequest) -> int:
@@ -584,7 +475,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         raise  # the reader left (``| head``): common.run_module ends quietly
     except (WiretwinError, OSError) as exc:
         sys.stdout.flush()
-        print(f"ping: {_printable(str(exc))}", file=sys.stderr)
+        print(f"ping: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     stats = iputils_stats(probes, started)
     if args.json:
