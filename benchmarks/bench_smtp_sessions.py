@@ -194,7 +194,7 @@ def _setting_lines(setting: str, rate: dict[str, float]) -> list[str]:
     goal = bench_smtp.SESSION_GOAL
     lines = [
         f"[{LABELS[setting]}] wiretwin session / smtplib, each over one connection = "
-        f"{ours / theirs:.2f}x ({ours:.0f} vs {theirs:.0f} msgs/s; 1.5x would be "
+        f"{ours / theirs:.2f}x ({ours:.0f} vs {theirs:.0f} msgs/s; {goal}x would be "
         f"{_common.verdict(ours / theirs >= goal)} in this setting); / aiosmtplib = "
         f"{ours / rate['aiosmtplib']:.2f}x; / the floor client = {ours / floor:.2f}x"
     ]
