@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from handrolled.errors import UsageError
-from handrolled.results import Family, Method
+from handrolled.results import Family, Method, lazy_names
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see results.py)
 
@@ -450,15 +450,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> object:
-    if name in _SMTP_NAMES:
-        from handrolled import requests_smtp
-
-        value = getattr(requests_smtp, name)
-        globals()[name] = value  # found once; later lookups are ordinary attribute reads
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_SMTP_NAMES})
+__getattr__, __dir__ = lazy_names(globals(), "handrolled.requests_smtp", _SMTP_NAMES)

@@ -180,15 +180,26 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> object:
-    if name in _SMTP_TYPES:
-        from handrolled import results_smtp
+def lazy_names(namespace: dict[str, object], source: str, names: frozenset[str]) -> tuple:
+    """PEP 562 ``(__getattr__, __dir__)`` for the module whose globals are ``namespace``: each
+    of ``names`` is read from module ``source``, imported on its first use, and kept in
+    ``namespace``, so later lookups are ordinary attribute reads."""
 
-        value = getattr(results_smtp, name)
-        globals()[name] = value  # found once; later lookups are ordinary attribute reads
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> object:
+        if name in names:
+            import sys
+
+            # the import statement's own machinery (importlib.import_module bypasses it, and
+            # with it -X importtime's report, which tests/test_startup_lazy.py reads)
+            __import__(source)
+            value = namespace[name] = getattr(sys.modules[source], name)
+            return value
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *names})
+
+    return __getattr__, __dir__
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_SMTP_TYPES})
+__getattr__, __dir__ = lazy_names(globals(), "handrolled.results_smtp", _SMTP_TYPES)
