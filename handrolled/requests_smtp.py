@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 
 from handrolled.errors import UsageError
-from handrolled.requests import check_host, check_int, check_seconds
+from handrolled.requests import _SMTP_NAMES, check_host, check_int, check_seconds
 
-__all__ = ["SMTP_DEFAULT_HELO", "SMTP_MAX_SESSION_MESSAGES", "MailRequest", "MailSessionRequest"]
+# the names handrolled.requests serves on first use: listed once, there
+__all__ = sorted(_SMTP_NAMES)
 
 SMTP_DEFAULT_HELO = "wiretwin.invalid"  # RFC 2606 §2: a name that can never be anyone's
 

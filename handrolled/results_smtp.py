@@ -11,18 +11,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from handrolled.results import Implementation
+from handrolled.results import _SMTP_TYPES, Implementation
 
-__all__ = [
-    "Direction",
-    "MessageOutcome",
-    "RecipientOutcome",
-    "Reply",
-    "SmtpResult",
-    "SmtpSessionResult",
-    "SmtpStage",
-    "TranscriptLine",
-]
+# the names handrolled.results serves on first use: listed once, there
+__all__ = sorted(_SMTP_TYPES)
 
 
 class Direction(enum.Enum):
