@@ -21,7 +21,7 @@ SCENARIO = "-M do"  # both families' "ping -N -M do -s SIZE narrow (path MTU)"
 FAULTS = [
     Fault(
         "a wrong MTU read from frag-needed (next-hop MTU - 8)",
-        "ping.py",
+        "ping_rules.py",
         "return info & 0xFFFF",
         "return (info & 0xFFFF) - 8",
         "ping",
@@ -30,7 +30,7 @@ FAULTS = [
     ),
     Fault(
         "a wrong MTU read from Packet Too Big (the whole word shifted)",
-        "ping.py",
+        "ping_rules.py",
         "return info if icmp_type == Icmp6Type.PACKET_TOO_BIG else None",
         "return info >> 1 if icmp_type == Icmp6Type.PACKET_TOO_BIG else None",
         "ping",
