@@ -27,6 +27,8 @@ log = logging.getLogger("handrolled.smtp")  # one logger for the client's dialog
 
 REDACTED = b"<redacted>"
 _SECRET = frozenset({proto.Command.AUTH, proto.Command.AUTH_RESPONSE})  # see _redact
+_SEND_LATE = "timed out after {:g} s sending"
+_REPLY_LATE = "no complete reply within {:g} s"
 RECV_SIZE = 4096
 
 
@@ -108,24 +110,29 @@ class SmtpSession:
         deadline = None
         try:
             while written < len(wire):
-                # Speed: the first send has the whole timeout, which the socket already holds
-                # (no settimeout, an ioctl, on the common path); only a send that took part of
-                # the group needs the clock and a shorter timeout for the rest.
-                remaining = self.timeout
-                if deadline is None:
-                    deadline = self.monotonic() + remaining
-                else:
-                    remaining = deadline - self.monotonic()
-                    if remaining <= 0:
-                        raise WiretwinTimeout(f"timed out after {self.timeout:g} s sending")
-                self._settimeout(remaining)
+                deadline = self._bound(deadline, _SEND_LATE)
                 try:
                     # speed: the whole group as it is; a memoryview slice only for a remainder
                     written += self.sock.send(memoryview(wire)[written:] if written else wire)
                 except (TimeoutError, BlockingIOError) as exc:  # Python's or the kernel's
-                    raise WiretwinTimeout(f"timed out after {self.timeout:g} s sending") from exc
+                    raise WiretwinTimeout(_SEND_LATE.format(self.timeout)) from exc
         finally:
             self._record_sent(events, datas, written)
+
+    def _bound(self, deadline: float | None, late: str) -> float:
+        """Bound the next socket call of a step by what is left of its timeout; the step's
+        deadline (None: its first call).  Speed: the first call has the whole timeout, which
+        the socket already holds (no settimeout, an ioctl, on the common path); only a later
+        one needs a shorter timeout.  WiretwinTimeout ``late`` once nothing is left."""
+        if deadline is None:
+            remaining = self.timeout
+            deadline = self.monotonic() + remaining
+        else:
+            remaining = deadline - self.monotonic()
+            if remaining <= 0:
+                raise WiretwinTimeout(late.format(self.timeout))
+        self._settimeout(remaining)
+        return deadline
 
     def _settimeout(self, seconds: float) -> None:
         if seconds == self._sock_timeout:
@@ -183,18 +190,11 @@ class SmtpSession:
                 return event
             if isinstance(event, proto.ConnectionClosed):
                 raise RemoteProtocolError("the server closed the connection")
-            remaining = self.timeout  # speed: as in send, the first wait needs no clock
-            if deadline is None:
-                deadline = self.monotonic() + remaining
-            else:
-                remaining = deadline - self.monotonic()
-                if remaining <= 0:
-                    raise WiretwinTimeout(f"no complete reply within {self.timeout:g} s")
-            self._settimeout(remaining)
+            deadline = self._bound(deadline, _REPLY_LATE)
             try:
                 data = self.sock.recv(RECV_SIZE)
             except (TimeoutError, BlockingIOError) as exc:  # Python's timeout or the kernel's
-                raise WiretwinTimeout(f"no complete reply within {self.timeout:g} s") from exc
+                raise WiretwinTimeout(_REPLY_LATE.format(self.timeout)) from exc
             # Each reply is stamped with the time its bytes arrived: truer than when it is
             # parsed, and (speed) one clock read per recv, not one per reply.
             self._received_ns = self.clock_ns()
