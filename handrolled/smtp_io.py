@@ -26,7 +26,7 @@ __all__ = ["SmtpSession"]
 log = logging.getLogger("handrolled.smtp")  # one logger for the client's dialogue
 
 REDACTED = b"<redacted>"
-_SECRET = frozenset({proto.Command.AUTH, proto.Command.AUTH_RESPONSE})  # see _redact
+_SECRET = proto._SECRET  # the commands that may carry secrets (see _redact)
 _SEND_LATE = "timed out after {:g} s sending"
 _REPLY_LATE = "no complete reply within {:g} s"
 RECV_SIZE = 4096
