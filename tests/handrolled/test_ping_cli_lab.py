@@ -67,7 +67,7 @@ def test_source_address_header_matches_iputils(lab, family: int) -> None:
     ("flag", "message"),
     [
         (["-I", "nosuch0"], "ping: SO_BINDTODEVICE nosuch0: No such device\n"),
-        (["-I", "192.0.2.1"], "ping: bind: Cannot assign requested address\n"),
+        (["-I", "203.0.113.250"], "ping: bind: Cannot assign requested address\n"),
     ],
 )
 def test_bad_interface_or_source_refused_as_iputils(lab, flag, message) -> None:

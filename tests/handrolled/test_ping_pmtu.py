@@ -48,8 +48,8 @@ def _small(lab, family: int) -> int:
 
 def test_bad_mode_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="pmtu_discovery 'probe'"):
-        PingRequest("192.0.2.1", pmtu_discovery="probe")
-    assert PingRequest("192.0.2.1", pmtu_discovery="do").pmtu_discovery == "do"
+        PingRequest("203.0.113.250", pmtu_discovery="probe")
+    assert PingRequest("203.0.113.250", pmtu_discovery="do").pmtu_discovery == "do"
 
 
 def test_cli_bad_mode_exits_2(capsys) -> None:

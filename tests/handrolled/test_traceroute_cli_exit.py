@@ -62,7 +62,7 @@ def test_a_finished_trace_exits_0_reached_or_not(lab, family, node, flags, mark)
         (["nowhere.lab.test"], 2),  # unknown host: refused while parsing the command line
         (["-q", "0", "TARGET"], 2),  # ex_error("no more than 10 probes per hop")
         (["-f", "9", "-m", "3", "TARGET"], 2),  # ex_error("first hop out of range")
-        (["-s", "192.0.2.1", "TARGET"], 1),  # error("bind"): not an address of ours
+        (["-s", "203.0.113.250", "TARGET"], 1),  # error("bind"): in the lab range, held by no node
         (["-i", "nosuchdev0", "TARGET"], 1),  # error("setsockopt SO_BINDTODEVICE")
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
