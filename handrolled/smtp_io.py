@@ -79,7 +79,11 @@ class SmtpSession:
         self.sock = sock
         self.timeout = timeout
         self.conn = proto.ClientConnection(pipelining=pipelining)
-        self.transcript: list[TranscriptLine] = []
+        self._transcript: list[TranscriptLine] = []
+        # Speed: replies read and not yet in the transcript, as (answer, when its bytes came,
+        # inside TLS).  A pipelined session reads a group's replies and writes the next group
+        # at once; their lines are made after that write (_hear), while the server works.
+        self._heard: list[tuple[proto.Answer, int, bool]] = []
         self.clock_ns = clock_ns
         self.monotonic = monotonic
         self.tls: str | None = None
@@ -152,13 +156,16 @@ class SmtpSession:
     ) -> None:
         now, end, debug = self.clock_ns(), 0, log.isEnabledFor(logging.DEBUG)
         tls = self.tls is not None
+        if self._heard:  # the replies read before this write come first
+            self._hear()
+        transcript = self._transcript
         for event, data in zip(events, datas, strict=True):
             end += len(data)
             if end > written:
                 return
             shown, redacted = _redact(event, data) if event.command in _SECRET else (data, False)
-            self._unanswered.append(len(self.transcript))
-            self.transcript.append(TranscriptLine(Direction.SENT, shown, now, redacted, tls))
+            self._unanswered.append(len(transcript))
+            transcript.append(TranscriptLine(Direction.SENT, shown, now, redacted, tls))
             if debug:
                 log.debug("-> %r", shown)
 
@@ -172,13 +179,7 @@ class SmtpSession:
             if isinstance(event, proto.Answer):
                 if self._unanswered:
                     self._unanswered.popleft()
-                tls, expected = self.tls is not None, event.verdict is not proto.Verdict.FAIL
-                for raw in event.raw:
-                    self.transcript.append(
-                        TranscriptLine(
-                            Direction.RECEIVED, raw, self._received_ns, False, tls, expected
-                        )
-                    )
+                self._heard.append((event, self._received_ns, self.tls is not None))
                 if log.isEnabledFor(logging.DEBUG):
                     for raw in event.raw:
                         log.debug("<- %r", raw)
@@ -216,6 +217,23 @@ class SmtpSession:
         self.conn.tls_established()
         self.tls = "starttls"
         self.tls_cipher = _cipher(self.sock)
+
+    def _hear(self) -> None:
+        """Move the replies read into the transcript, a line each (``expected`` False for a
+        refusal, swaks' ``<**``)."""
+        append, received = self._transcript.append, Direction.RECEIVED
+        for answer, time_ns, tls in self._heard:
+            expected = answer.verdict is not proto.Verdict.FAIL
+            for raw in answer.raw:
+                append(TranscriptLine(received, raw, time_ns, False, tls, expected))
+        self._heard.clear()
+
+    @property
+    def transcript(self) -> list[TranscriptLine]:
+        """Every line sent and received so far, in order (the list itself)."""
+        if self._heard:
+            self._hear()
+        return self._transcript
 
     def lines(self) -> tuple[TranscriptLine, ...]:
         """The transcript; a command the dialogue ended before answering is not expected."""

@@ -89,9 +89,13 @@ class _Message(_Outcome):
 
 
 def _final(session: SmtpSession, message: _Message | None) -> None:
-    """Read the reply to a final dot; ``message`` None: the empty body that closed a DATA no
+    """Read the reply to a final dot into ``message`` (see _settled)."""
+    _settled(message, session.read())
+
+
+def _settled(message: _Message | None, answer: proto.Answer) -> None:
+    """The reply to a final dot; ``message`` None: the empty body that closed a DATA no
     recipient was accepted for (RFC 2920 §3.1), whose reply decides nothing."""
-    answer = session.read()
     if message is None:
         return
     message.final_reply = answer.reply
@@ -101,27 +105,37 @@ def _final(session: SmtpSession, message: _Message | None) -> None:
         message.refused(answer)
 
 
-def _replies(session: SmtpSession, message: _Message, rcpts: int) -> bool:
-    """Read a group's MAIL, RCPT... and DATA replies into ``message``; True if DATA got 354.
-    The message is finished unless its content is to go."""
-    mail = session.read()
-    message.stage = SmtpStage.RCPT
-    last = mail
-    for _ in range(rcpts):
-        last = session.read()
-        _record_rcpt(message, last)
-    message.stage = SmtpStage.DATA
-    data = session.read()
-    go = data.verdict is proto.Verdict.OK
-    if mail.verdict is not proto.Verdict.OK:
-        message.refused(mail)
-    elif not any(r.accepted for r in message.recipients):
-        message.refused(last, ("every recipient was refused",))
-    elif not go:
-        message.refused(data)
-    else:
-        message.stage = SmtpStage.CONTENT
-    return go
+def _record(
+    answers: list[proto.Answer], earlier: _Message | None, message: _Message, rcpts: int
+) -> None:
+    """A group's replies, in order, into the messages they decide: a final dot's into
+    ``earlier``, MAIL's, each RCPT's and DATA's into ``message`` (``answers`` may stop
+    short: the replies read before the dialogue ended).  The message is finished unless its
+    content is to go."""
+    mail = last = None
+    seen = 0
+    for answer in answers:
+        command = answer.command
+        if command is proto.Command.CONTENT:
+            _settled(earlier, answer)
+        elif command is proto.Command.MAIL:
+            mail = last = answer
+            message.stage = SmtpStage.RCPT if rcpts else SmtpStage.DATA
+        elif command is proto.Command.RCPT:
+            _record_rcpt(message, answer)
+            last, seen = answer, seen + 1
+            if seen == rcpts:
+                message.stage = SmtpStage.DATA
+        elif command is proto.Command.DATA and mail is not None and last is not None:
+            if mail.verdict is not proto.Verdict.OK:
+                message.refused(mail)
+            elif not any(r.accepted for r in message.recipients):
+                message.refused(last, ("every recipient was refused",))
+            elif answer.verdict is not proto.Verdict.OK:
+                message.refused(answer)
+            else:
+                message.stage = SmtpStage.CONTENT
+        # an RSET's reply decides nothing: a refused RSET shows in the next MAIL's reply
 
 
 def _closing(exc: _ServerClosing, earlier: _Message | None, message: _Message) -> None:
@@ -137,6 +151,10 @@ def _closing(exc: _ServerClosing, earlier: _Message | None, message: _Message) -
     message.refused(exc.answer)
 
 
+# A group's replies and what they decide, recorded once the next group is written.
+_Heard = tuple[list[proto.Answer], _Message | None, _Message]
+
+
 def _pipelined(
     session: SmtpSession,
     r: MailSessionRequest,
@@ -144,33 +162,65 @@ def _pipelined(
     messages: list[_Message],
     out: _Outcome,
 ) -> None:
-    """RFC 2920 §3.1: [content,] MAIL, RCPT..., DATA per write; the last content with QUIT."""
+    """RFC 2920 §3.1: [content,] MAIL, RCPT..., DATA per write; the last content with QUIT.
+
+    Speed: the server is idle from its 354 until the next group arrives, so nothing else
+    lies between reading a 354 and writing that group.  The replies are parsed as they come
+    (the state machine must see them before it lets the content go), the few verdicts that
+    decide the next write are read off them, and the outcomes and transcript lines are made
+    after that write, while the server is busy with it.
+    """
     mail = proto.MailFrom(r.mail.mail_from, params)
     group = (mail, *(proto.RcptTo(a) for a in r.mail.recipients), proto.Data())
+    rcpts = len(group) - 2
     body, empty = proto.Content(r.mail.message), proto.Content(b"")
     carry: tuple[proto.Content, _Message | None] | None = None  # content opening the next group
+    heard: _Heard | None = None  # the last group's replies, not yet recorded
+    ok = proto.Verdict.OK
     for _ in range(r.count):
         # RFC 5321 §4.1.1.5: a transaction MAIL opened and no dot ended is aborted first
         reset = carry is None and session.conn.in_transaction
-        session.send(*((carry[0],) if carry else (proto.Rset(),) if reset else ()), *group)
+        lead = (carry[0],) if carry else (proto.Rset(),) if reset else ()
+        try:
+            session.send(*lead, *group)
+        finally:
+            if heard is not None:
+                _record(*heard, rcpts)
         message = _Message()  # counted once its MAIL is on the wire
         messages.append(message)
+        earlier = carry[1] if carry else None
+        heard, answers = None, []
         try:
-            if carry:
-                _final(session, carry[1])
-            elif reset:
-                session.read()  # a refused RSET shows in the next MAIL's reply
-            go = _replies(session, message, len(group) - 2)
-        except _ServerClosing as exc:  # 421 (RFC 5321 §3.8): it still answers a command
-            _closing(exc, carry[1] if carry else None, message)
+            for _ in range(len(lead) + len(group)):
+                answers.append(session.read())
+        except BaseException as exc:
+            _record(answers, earlier, message, rcpts)
+            if isinstance(exc, _ServerClosing):  # 421 (RFC 5321 §3.8): it still answers
+                _closing(exc, earlier, message)
             raise
-        carry = ((body, message) if not message.finished else (empty, None)) if go else None
+        heard = (answers, earlier, message)
+        # RFC 2920 §3.1: the content only after DATA's 354; when MAIL or every RCPT was
+        # refused and DATA still got 354, an empty body (a lone dot) ends that DATA
+        if answers[-1].verdict is not ok:
+            carry = None
+        elif answers[len(lead)].verdict is ok and any(
+            a.verdict is ok for a in answers[-1 - rcpts : -1]
+        ):
+            carry = (body, message)
+        else:
+            carry = (empty, None)
     out.stage = SmtpStage.QUIT
     if carry is None:
+        if heard is not None:
+            _record(*heard, rcpts)
         if _quit(session):
             out.stage = SmtpStage.DONE
         return
-    session.send(carry[0], proto.Quit())
+    try:
+        session.send(carry[0], proto.Quit())
+    finally:
+        if heard is not None:
+            _record(*heard, rcpts)
     try:
         _final(session, carry[1])
     except _ServerClosing as exc:  # a 421 to the last dot: kept with its message
