@@ -21,7 +21,9 @@ API
     nothing); ``.can_send(command) -> bool``; ``.receive_data(data)``
     (``b""`` means EOF);
     ``.next_event() -> Answer | ConnectionClosed | NEED_DATA``; ``.tls_established()``;
-    ``.state``, ``.extensions``, ``.pipelining``, ``.pending``, ``.in_transaction`` (MAIL
+    ``.foresee(line, events)`` (the bytes ``send_all(events)`` will make once ``line``, a
+    go-ahead heard before, arrives: None when not known); ``.state``, ``.extensions``,
+    ``.pipelining``, ``.pending``, ``.in_transaction`` (MAIL
     accepted and no dot or RSET since: the next MAIL needs RSET first).  With PIPELINING the
     groups are MAIL, RCPT..., DATA, which the previous message's content or an RSET may open,
     and the content then QUIT (RFC 2920 §3.1).
@@ -735,14 +737,7 @@ class ClientConnection:
         # it reads: the state, the commands awaiting replies, whether a transaction is open,
         # the MAIL parameters, the extensions (a change clears this memo) and the events
         # themselves.  Kept by identity: the memo holds the events, so their ids stay theirs.
-        key = (
-            tuple(map(id, events)),
-            self.state,
-            tuple([command for command, _ in self.pending]),
-            self.in_transaction,
-            self.mail_params,
-            self.want_pipelining,
-        )
+        key = self._group_key(events, self.state, tuple([c for c, _ in self.pending]))
         done = self._groups.get(key)
         if done is not None:
             _, self.state, self.mail_params, awaited, wires = done
@@ -761,6 +756,53 @@ class ClientConnection:
             done = (tuple(events), self.state, self.mail_params, awaited, tuple(wires))
             self._groups[key] = done
         return wires
+
+    def _group_key(self, events: Sequence[Event], state: State, awaited: tuple) -> tuple:
+        return (
+            tuple(map(id, events)),
+            state,
+            awaited,
+            self.in_transaction,
+            self.mail_params,
+            self.want_pipelining,
+        )
+
+    def foresee(self, line: bytes, events: Sequence[Event]) -> bytes | None:
+        """The bytes ``send_all(events)`` would return once exactly ``line`` is received,
+        when that is already known; else None.  Changes nothing.
+
+        Known when ``line`` would complete the one reply awaited (nothing else buffered or
+        half read), as a success this connection has already heard for that command and
+        argument, which moves only the state (not a MAIL, EHLO, HELO or transaction-ending
+        reply; not back to READY); and ``send_all`` has already made ``events`` from the
+        state that reply leads to.  For a pipelining driver (RFC 2920 §3.1), the 354 to
+        DATA: it may write what this returns as soon as ``line`` arrives, then feeds
+        ``line`` and calls ``send_all(events)``, which returns these bytes.
+        """
+        if (
+            len(self.pending) != 1
+            or self._buffer
+            or self._reply_code is not None
+            or self._eof
+            or self.state is State.ERROR
+        ):
+            return None
+        answer = self._answers.get((*self.pending[0], line))
+        if answer is None or answer.verdict is not Verdict.OK or answer.reply.code == 421:
+            return None
+        command = answer.command
+        state = _ON_GOT[self.state].get((command, Verdict.OK))
+        if (
+            state is None
+            or state is State.READY
+            or command is Command.MAIL
+            or command is Command.EHLO
+            or command is Command.HELO
+            or command in _ENDS_TRANSACTION
+        ):
+            return None  # the reply would change more than the state (see _apply)
+        done = self._groups.get(self._group_key(events, state, ()))
+        return None if done is None else b"".join(done[4])
 
     def _ending(self) -> bool:
         """A pending dot or RSET will end the open transaction before the next MAIL."""

@@ -367,6 +367,48 @@ def test_a_group_sent_again_is_judged_again():
     assert conn.state is State.READY and conn.pending == []
 
 
+def test_foresee_says_what_may_follow_a_go_ahead_heard_before():
+    """foresee(line, events): the bytes send_all(events) returns once exactly ``line``
+    arrives, only when the machine has already judged that line a success for the one
+    reply awaited and made ``events`` from the state it leads to; it changes nothing.  What
+    it foresees after 354 is what RFC 2920 §3.1 lets follow: the content (RFC 5321
+    §4.1.1.4), and the next group behind it."""
+    conn = ready()
+    group = (MailFrom("a@x.test"), RcptTo("b@x.test"), Data())
+    follow = (Content(b"hi\r\n"), *group)
+    wire = b"hi\r\n.\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+    conn.send_all(group)
+    feed(conn, b"250 ok\r\n250 ok\r\n")
+    assert conn.foresee(b"354 go\r\n", follow) is None  # never heard: not known
+    feed(conn, b"354 go\r\n")
+    assert b"".join(conn.send_all(follow)) == wire
+    feed(conn, b"250 queued\r\n250 ok\r\n")
+    assert conn.foresee(b"354 go\r\n", follow) is None  # RCPT's reply is awaited too
+    feed(conn, b"250 ok\r\n")
+    before = (conn.state, list(conn.pending), conn.in_transaction, conn.buffered)
+    assert conn.foresee(b"354 go\r\n", follow) == wire
+    assert conn.foresee(b"354 other text\r\n", follow) is None  # another line
+    assert conn.foresee(b"354 go\r\n", (Content(b"hi\r\n"), Quit())) is None  # not made yet
+    assert (conn.state, list(conn.pending), conn.in_transaction, conn.buffered) == before
+    conn.receive_data(b"354 g")
+    assert conn.foresee(b"354 go\r\n", follow) is None  # half a line is buffered
+    feed(conn, b"o\r\n")
+    assert b"".join(conn.send_all(follow)) == wire  # what was foreseen
+    # a refusal heard before is never a go-ahead: 554 to DATA, the content must not go
+    feed(conn, b"250 queued\r\n250 ok\r\n250 ok\r\n554 no\r\n")
+    reset = (Rset(), *group)
+    conn.send_all(reset)  # made in READY, a transaction open
+    feed(conn, b"250 ok\r\n250 ok\r\n250 ok\r\n")
+    assert conn.foresee(b"554 no\r\n", follow) is None
+    assert conn.foresee(b"354 go\r\n", follow) == wire  # from the same state as before
+    # a reply that changes more than the state is not foreseen: the dot's leads to READY
+    # and ends the transaction (RFC 5321 §3.3), so the group made in READY with a
+    # transaction open says nothing of what may follow it
+    feed(conn, b"354 go\r\n")
+    conn.send(Content(b"hi\r\n"))
+    assert conn.in_transaction and conn.foresee(b"250 queued\r\n", reset) is None
+
+
 def test_refused_greeting_allows_only_quit():
     conn = ClientConnection()
     assert answer(conn, b"554 no service\r\n").verdict is Verdict.FAIL
