@@ -109,8 +109,13 @@ class SmtpSession:
         it has been handed to the kernel.
         """
         datas = self.conn.send_all(events)
-        wire = b"".join(datas)
-        written = 0
+        self._write(events, datas, b"".join(datas))
+
+    def _write(
+        self, events: tuple[proto.Event, ...], datas: list[bytes], wire: bytes, written: int = 0
+    ) -> None:
+        """Hand ``wire`` (``datas`` joined) to the kernel from octet ``written`` on, then
+        record what went."""
         deadline = None
         try:
             while written < len(wire):
@@ -173,7 +178,11 @@ class SmtpSession:
 
     def read(self) -> proto.Answer:
         """The next reply; raises RemoteProtocolError, WiretwinTimeout or OSError."""
-        deadline: float | None = None  # speed: the clock is read only if we must wait
+        return self._read(None)
+
+    def _read(self, deadline: float | None) -> proto.Answer:
+        # deadline None: the reply's first recv, when it needs one (speed: the clock is read
+        # only if we must wait)
         while True:
             event = self.conn.next_event()
             if isinstance(event, proto.Answer):
@@ -192,14 +201,72 @@ class SmtpSession:
             if isinstance(event, proto.ConnectionClosed):
                 raise RemoteProtocolError("the server closed the connection")
             deadline = self._bound(deadline, _REPLY_LATE)
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except (TimeoutError, BlockingIOError) as exc:  # Python's timeout or the kernel's
-                raise WiretwinTimeout(_REPLY_LATE.format(self.timeout)) from exc
-            # Each reply is stamped with the time its bytes arrived: truer than when it is
-            # parsed, and (speed) one clock read per recv, not one per reply.
-            self._received_ns = self.clock_ns()
-            self.conn.receive_data(data)
+            self.conn.receive_data(self._recv())
+
+    def _recv(self) -> bytes:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (TimeoutError, BlockingIOError) as exc:  # Python's timeout or the kernel's
+            raise WiretwinTimeout(_REPLY_LATE.format(self.timeout)) from exc
+        # Each reply is stamped with the time its bytes arrived: truer than when it is
+        # parsed, and (speed) one clock read per recv, not one per reply.
+        self._received_ns = self.clock_ns()
+        return data
+
+    def read_then_send(
+        self, events: tuple[proto.Event, ...], go_ahead: bytes | None, into: list[proto.Answer]
+    ) -> proto.Answer:
+        """The next reply, appended to ``into``; when it is a success, ``events`` go out
+        right after it as one write (as ``send``), else nothing is sent.
+
+        Speed (RFC 2920 §3.1: after DATA's 354 the content, and the next group behind it):
+        the server waits from its 354 until these bytes arrive.  ``go_ahead`` is the line of
+        a success heard before (the last 354); when the state machine foresees what
+        ``events`` make once that line arrives (``ClientConnection.foresee``) and exactly
+        that line comes, those bytes are written before anything else is done; the line is
+        then fed to the state machine and ``events`` sent through it, which makes the
+        same bytes, and only then are the transcript and the caller's bookkeeping done.
+        """
+        wire = None if go_ahead is None else self.conn.foresee(go_ahead, events)
+        deadline = None
+        if wire is not None:
+            deadline = self._bound(None, _REPLY_LATE)
+            data = self._recv()
+            if data == go_ahead:
+                return self._go(events, wire, data, into)
+            self.conn.receive_data(data)  # something else: read it as any reply
+        answer = self._read(deadline)
+        into.append(answer)
+        if answer.verdict is proto.Verdict.OK:
+            self.send(*events)
+        return answer
+
+    def _go(
+        self,
+        events: tuple[proto.Event, ...],
+        wire: bytes,
+        data: bytes,
+        into: list[proto.Answer],
+    ) -> proto.Answer:
+        """``data``, the foreseen go-ahead, has arrived: ``wire`` first, then the rest."""
+        written, error = 0, None
+        try:
+            written = self.sock.send(wire)  # the server's wait ends here
+        except OSError as exc:  # the state machine must still hear the reply and the send
+            error = exc
+        self.conn.receive_data(data)
+        answer = self._read(None)  # whole in the buffer: no recv
+        into.append(answer)
+        datas = self.conn.send_all(events)  # the bytes foreseen (ClientConnection.foresee)
+        if error is not None:
+            self._record_sent(events, datas, 0)
+            if isinstance(error, TimeoutError | BlockingIOError):  # Python's or the kernel's
+                raise WiretwinTimeout(_SEND_LATE.format(self.timeout)) from error
+            raise error
+        # a remainder the kernel did not take gets a bound of its own (at worst twice the
+        # timeout for the whole write)
+        self._write(events, datas, wire, written)
+        return answer
 
     def command(self, event: proto.Event) -> proto.Answer:
         self.send(event)

@@ -17,8 +17,12 @@ Speed: a pipelined message costs one send and a recv per segment the server writ
 4 system calls against aiosmtpd, which writes each reply on its own; smtplib makes 16 and
 waits out four round trips).  The bytes of a repeated group come from the codec's cache,
 its replies' Answers too (smtp_protocol), and the kernel bounds each call (smtp_io).  What
-is left is the wait for 354, which no client may skip (RFC 2920 §3.1): the server's own
-work bounds the rate (benchmarks/bench_smtp_sessions.py sets a floor client beside ours).
+is left is the wait for 354, which no client may skip (RFC 2920 §3.1), and the server's own
+work bounds the rate: it is idle from its 354 until the next group arrives, so that is the
+one stretch where the client's time counts.  There the client only checks that the bytes
+are the 354 it foresaw and writes (SmtpSession.read_then_send, ClientConnection.foresee);
+parsing, outcomes and the transcript come after the write, while the server works
+(benchmarks/bench_smtp_sessions.py sets a floor client beside ours and times that stretch).
 
 API
 ---
@@ -151,10 +155,6 @@ def _closing(exc: _ServerClosing, earlier: _Message | None, message: _Message) -
     message.refused(exc.answer)
 
 
-# A group's replies and what they decide, recorded once the next group is written.
-_Heard = tuple[list[proto.Answer], _Message | None, _Message]
-
-
 def _pipelined(
     session: SmtpSession,
     r: MailSessionRequest,
@@ -164,68 +164,65 @@ def _pipelined(
 ) -> None:
     """RFC 2920 §3.1: [content,] MAIL, RCPT..., DATA per write; the last content with QUIT.
 
-    Speed: the server is idle from its 354 until the next group arrives, so nothing else
-    lies between reading a 354 and writing that group.  The replies are parsed as they come
-    (the state machine must see them before it lets the content go), the few verdicts that
-    decide the next write are read off them, and the outcomes and transcript lines are made
+    Speed: the server is idle from its 354 until the next group arrives, so nothing lies
+    between reading a 354 and writing that group but the check that it is the 354 we
+    expect (SmtpSession.read_then_send).  What follows the 354 is decided before it comes,
+    from the replies to the dot, MAIL and RCPT; the outcomes and transcript lines are made
     after that write, while the server is busy with it.
     """
     mail = proto.MailFrom(r.mail.mail_from, params)
     group = (mail, *(proto.RcptTo(a) for a in r.mail.recipients), proto.Data())
     rcpts = len(group) - 2
-    body, empty = proto.Content(r.mail.message), proto.Content(b"")
-    carry: tuple[proto.Content, _Message | None] | None = None  # content opening the next group
-    heard: _Heard | None = None  # the last group's replies, not yet recorded
+    body, empty, quit_ = proto.Content(r.mail.message), proto.Content(b""), proto.Quit()
+    # What follows a 354 (made once: the state machine remembers groups by their events):
+    # this message, or an empty body when MAIL or every RCPT was refused (RFC 2920 §3.1: a
+    # DATA that got 354 anyway is ended by a lone dot); then the next group, or QUIT.
+    follow = {
+        (good, last): (body if good else empty, *((quit_,) if last else group))
+        for good in (True, False)
+        for last in (True, False)
+    }
     ok = proto.Verdict.OK
-    for _ in range(r.count):
-        # RFC 5321 §4.1.1.5: a transaction MAIL opened and no dot ended is aborted first
-        reset = carry is None and session.conn.in_transaction
-        lead = (carry[0],) if carry else (proto.Rset(),) if reset else ()
-        try:
-            session.send(*lead, *group)
-        finally:
-            if heard is not None:
-                _record(*heard, rcpts)
+    sent = False  # this message's group went out behind the last content
+    earlier: _Message | None = None  # the message whose content opens this group
+    go_ahead: bytes | None = None  # the last 354, as it came
+    for i in range(r.count):
+        lead = 1 if sent else 0  # a reply to read before MAIL's: the last dot's, or RSET's
+        if not sent:
+            earlier = None
+            # RFC 5321 §4.1.1.5: a transaction MAIL opened and no dot ended is aborted first
+            if session.conn.in_transaction:
+                session.send(proto.Rset(), *group)
+                lead = 1
+            else:
+                session.send(*group)
         message = _Message()  # counted once its MAIL is on the wire
         messages.append(message)
-        earlier = carry[1] if carry else None
-        heard, answers = None, []
+        answers: list[proto.Answer] = []
         try:
-            for _ in range(len(lead) + len(group)):
+            for _ in range(lead + 1 + rcpts):  # all but DATA's
                 answers.append(session.read())
+            good = answers[lead].verdict is ok and any(a.verdict is ok for a in answers[lead + 1 :])
+            data = session.read_then_send(follow[good, i == r.count - 1], go_ahead, answers)
         except BaseException as exc:
             _record(answers, earlier, message, rcpts)
             if isinstance(exc, _ServerClosing):  # 421 (RFC 5321 §3.8): it still answers
                 _closing(exc, earlier, message)
             raise
-        heard = (answers, earlier, message)
-        # RFC 2920 §3.1: the content only after DATA's 354; when MAIL or every RCPT was
-        # refused and DATA still got 354, an empty body (a lone dot) ends that DATA
-        if answers[-1].verdict is not ok:
-            carry = None
-        elif answers[len(lead)].verdict is ok and any(
-            a.verdict is ok for a in answers[-1 - rcpts : -1]
-        ):
-            carry = (body, message)
-        else:
-            carry = (empty, None)
+        _record(answers, earlier, message, rcpts)  # after the write: the server is busy
+        sent = data.verdict is ok
+        go_ahead = data.raw[0] if sent else None
+        earlier = message if good else None
     out.stage = SmtpStage.QUIT
-    if carry is None:
-        if heard is not None:
-            _record(*heard, rcpts)
+    if not sent:
         if _quit(session):
             out.stage = SmtpStage.DONE
         return
     try:
-        session.send(carry[0], proto.Quit())
-    finally:
-        if heard is not None:
-            _record(*heard, rcpts)
-    try:
-        _final(session, carry[1])
+        _final(session, earlier)
     except _ServerClosing as exc:  # a 421 to the last dot: kept with its message
-        if carry[1] is not None:
-            _closing(exc, carry[1], carry[1])
+        if earlier is not None:
+            _closing(exc, earlier, earlier)
         raise
     try:
         if session.read().verdict is proto.Verdict.OK:

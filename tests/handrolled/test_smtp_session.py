@@ -117,6 +117,103 @@ def test_a_refusal_in_message_k_affects_only_message_k(where, pipelining):
         assert group in handler.chunks
 
 
+# What the scripted server answers each message's DATA with, the 354 alone in a write of its
+# own as aiosmtpd sends it: the same line again, another text, a line split in two, a
+# refusal, then the same line again.
+DATA_REPLIES = [b"354 go\r\n"] * 2 + [b"354 go on\r\n", (b"354 g", b"o\r\n"), b"451 4.3.0 no\r\n"]
+DATA_REPLIES += [b"354 go\r\n"] * 3
+MAIL_LINE = f"MAIL FROM:<{SENDER}>\r\n".encode()  # no SIZE: the script does not offer it
+
+
+def _varied_354s(peer: ScriptPeer) -> None:
+    """RFC 2920 §3.1: content only after DATA's 354; in the same write the next group (or
+    QUIT).  The replies before DATA's come first, DATA's ``DATA_REPLIES[n]`` a moment
+    later, as a server that works through each command sends them."""
+    peer.send(b"220 x\r\n")
+    peer.expect(b"EHLO")
+    peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+    lead = b""  # the reply to what opened the group: the last dot, or RSET
+    for reply in DATA_REPLIES:
+        if lead == b"250 ok\r\n":
+            peer.expect(b"RSET")
+        for line in (MAIL_LINE, WIRE_RCPT, b"DATA\r\n"):
+            assert peer.readline() == line
+        peer.send(lead + b"250 ok\r\n250 ok\r\n")
+        time.sleep(0.02)
+        for part in reply if isinstance(reply, tuple) else (reply,):
+            peer.send(part)
+            time.sleep(0.02)
+        if reply == b"451 4.3.0 no\r\n":
+            lead = b"250 ok\r\n"  # MAIL's transaction is open: RSET opens the next group
+            continue
+        assert peer.read_data() == WIRE_CONTENT
+        lead = b"250 queued\r\n"
+    assert peer.readline() == b"QUIT\r\n"  # in the write of the last content
+    peer.send(lead + b"221 bye\r\n")
+
+
+def test_what_follows_each_354_is_right_whatever_the_354_looks_like(scripted_smtp_server):
+    """The content and the next group go out only after DATA's 354, whether that line is
+    the one heard before, another text, or split over two reads; after a refused DATA no
+    content goes and RSET opens the next group (RFC 5321 §4.1.1.5).  The transcript keeps
+    the dialogue's order, line by line, and every outcome its message."""
+    server = scripted_smtp_server(_varied_354s)
+    result = session(server.port, len(DATA_REPLIES))
+    assert server.error is None
+    assert [m.delivered for m in result.messages] == [True] * 4 + [False] + [True] * 3
+    fifth = result.messages[4]
+    assert fifth.stage is SmtpStage.DATA and fifth.refusal.code == 451 and not fifth.final_reply
+    assert result.error is None and result.stage is SmtpStage.DONE
+    S, R = Direction.SENT, Direction.RECEIVED
+    group = [(S, MAIL_LINE), (S, WIRE_RCPT), (S, b"DATA\r\n")]
+    want, lead = list(group), []
+    for reply in DATA_REPLIES:
+        line = b"".join(reply) if isinstance(reply, tuple) else reply
+        want += [*lead, (R, b"250 ok\r\n"), (R, b"250 ok\r\n"), (R, line)]
+        if line.startswith(b"451"):
+            want += [(S, b"RSET\r\n"), *group]
+            lead = [(R, b"250 ok\r\n")]
+        else:
+            want += [(S, WIRE_CONTENT)]
+            lead = [(R, b"250 queued\r\n")]
+            want += group
+    want[-3:] = [(S, b"QUIT\r\n")]  # the last content goes with QUIT
+    want += [*lead, (R, b"221 bye\r\n")]
+    lines = [(t.direction, t.data) for t in result.transcript]
+    assert lines[lines.index((S, MAIL_LINE)) :] == want
+    refused = [t for t in result.transcript if t.data == b"451 4.3.0 no\r\n"]
+    assert [t.expected for t in refused] == [False]  # swaks' <**
+    stamps = [t.time_ns for t in result.transcript]
+    assert stamps == sorted(stamps)
+
+
+def test_a_354_with_more_behind_it_sends_no_content(scripted_smtp_server):
+    """A 354 that comes with a reply nobody asked for behind it (RFC 2920 §3.1 replies answer
+    commands, one each): the server broke the protocol, so the content does not go, even
+    though the 354 line is the one heard before."""
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"220 x\r\n")
+        peer.expect(b"EHLO")
+        peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+        for n in range(2):
+            for verb in (b"MAIL", b"RCPT", b"DATA"):
+                peer.expect(verb)
+            peer.send((b"250 queued\r\n" if n else b"") + b"250 ok\r\n250 ok\r\n")
+            time.sleep(0.02)
+            peer.send(b"354 go\r\n" + (b"250 stray\r\n" if n else b""))
+            if not n:
+                assert peer.read_data() == WIRE_CONTENT
+        assert peer.readline() == b""  # the client closed: no content, no QUIT
+
+    server = scripted_smtp_server(script)
+    result = session(server.port, 3)
+    assert server.error is None
+    assert [m.delivered for m in result.messages] == [True, False, False]
+    assert "unexpected data" in result.error and result.messages[1].stage is SmtpStage.CONTENT
+    assert sent(result).count(WIRE_CONTENT) == 1
+
+
 def _closing_at_third_rcpt(pipelined: bool):
     """A server that accepts two messages, then answers the third RCPT with 421 and closes."""
 
