@@ -73,12 +73,17 @@ class _Message(_Outcome):
         super().__init__()
         self.stage = SmtpStage.MAIL
         self.finished = False
+        # Speed: a delivered message's outcome is made when its dot's reply is recorded,
+        # while the server works (nothing changes it after), not all at the session's end.
+        self.sealed: MessageOutcome | None = None
 
     def refused(self, answer: proto.Answer, lead: tuple[str, ...] = ()) -> None:
         failed(_Refused(answer, lead), self)
         self.finished = True
 
     def outcome(self, why: str | None) -> MessageOutcome:
+        if self.sealed is not None:
+            return self.sealed
         error = self.error
         if not self.finished and not self.delivered:
             error = f"not delivered: {why or 'the session ended'}"
@@ -105,6 +110,7 @@ def _settled(message: _Message | None, answer: proto.Answer) -> None:
     message.final_reply = answer.reply
     if answer.verdict is proto.Verdict.OK:
         message.delivered = message.finished = True
+        message.sealed = message.outcome(None)
     else:
         message.refused(answer)
 
