@@ -214,6 +214,36 @@ def test_a_354_with_more_behind_it_sends_no_content(scripted_smtp_server):
     assert sent(result).count(WIRE_CONTENT) == 1
 
 
+def test_a_354_that_never_comes_times_out_and_keeps_what_was_decided(scripted_smtp_server):
+    """The third DATA is never answered: the wait for that 354 is bounded by the timeout
+    like any other (no content goes without it, RFC 2920 §3.1); the second message's dot
+    was answered before it, so only the third and later are not delivered."""
+
+    def script(peer: ScriptPeer) -> None:
+        peer.send(b"220 x\r\n")
+        peer.expect(b"EHLO")
+        peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+        for n in range(3):
+            for verb in (b"MAIL", b"RCPT", b"DATA"):
+                peer.expect(verb)
+            peer.send((b"250 queued\r\n" if n else b"") + b"250 ok\r\n250 ok\r\n")
+            if n == 2:
+                break
+            time.sleep(0.02)
+            peer.send(b"354 go\r\n")
+            assert peer.read_data() == WIRE_CONTENT
+        assert peer.readline() == b""  # nothing more came: no content, no QUIT
+
+    server = scripted_smtp_server(script)
+    result = session(server.port, 4, timeout=1.0)
+    assert server.error is None
+    assert [m.delivered for m in result.messages] == [True, True, False, False]
+    third = result.messages[2]
+    assert third.stage is SmtpStage.DATA and "no complete reply within 1 s" in third.error
+    assert result.messages[3].error.startswith("not sent")
+    assert sent(result).count(WIRE_CONTENT) == 2
+
+
 def _closing_at_third_rcpt(pipelined: bool):
     """A server that accepts two messages, then answers the third RCPT with 421 and closes."""
 
