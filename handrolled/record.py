@@ -1,0 +1,214 @@
+"""Records: the contract's value types, with a frozen dataclass's behaviour and no start-up cost.
+
+Pure: no I/O.
+
+Why not ``dataclasses``
+-----------------------
+``@dataclass(frozen=True)`` writes the source of six methods for each class (``__init__``,
+``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__``, ``__delattr__``) and compiles each when
+the class is created, and the module imports ``inspect``.  On this project's 2-core machine
+that was about 1 ms a class, 30 classes on a traceroute's path: 44 ms of the 85 ms that
+``wiretwin traceroute`` spent before its first probe, where traceroute(8) sends within 2 ms
+(benchmarks/bench_startup.py, issue 15).  A ``Record`` subclass is made by reading its
+annotations once (tens of microseconds): ``__repr__``, ``__eq__``, ``__hash__`` and
+immutability are shared methods of this base, and only ``__init__`` is compiled, the first time
+the class is instantiated, so a run pays for the types it uses and no others.
+
+What a record does (the frozen dataclass's rules; tests/test_record.py holds them against
+``dataclasses`` itself)
+------------------------------------------------------------------------------------------
+- Fields are the class's annotated names in order, after those of its record bases; a name
+  given a value in the class body has that default.  A field without a default may not
+  follow one with a default (``TypeError`` when the class is made).  ``factory(f)`` as a
+  default calls ``f()`` for each instance (dataclasses' ``default_factory``).
+- ``__init__(self, *fields)`` takes them positionally or by name, then calls
+  ``__post_init__()`` if the class has one (it may set fields with ``object.__setattr__``).
+- Equal when of the very same class with equal fields; hashed by the fields; ``repr`` is
+  ``Name(a=1, b='x')``; ``__match_args__`` is the field names.
+- Frozen: assigning or deleting an attribute raises ``FrozenRecordError`` (an
+  ``AttributeError``, as ``dataclasses.FrozenInstanceError`` is).  ``class C(Record,
+  frozen=False)`` makes a mutable record instead: assignable, and unhashable (``__hash__``
+  is None), as a non-frozen dataclass with ``eq=True``.  A subclass is what its base is; it
+  may not change that.
+- ``replace(record, **changes)`` and ``fields(record_or_class)`` stand in for
+  ``dataclasses.replace`` and ``dataclasses.fields`` (names, not Field objects); records copy
+  and pickle (their state is the fields' values, in order).
+
+Records are slotted, as ``dataclass(slots=True)`` makes them, but made once: the metaclass
+writes ``__slots__`` into the class body before the class exists (moving the defaults, which
+would clash with the slots, into ``__record_defaults__``), where ``dataclass(slots=True)``
+makes the class a second time.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a client never uses it)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar, dataclass_transform
+
+    R = TypeVar("R", bound="Record")
+else:
+
+    def dataclass_transform(**_: object):  # type checkers read Record as dataclass-like
+        return lambda cls: cls
+
+
+__all__ = ["FrozenRecordError", "Record", "factory", "fields", "replace"]
+
+
+class FrozenRecordError(AttributeError):
+    """An assignment to, or deletion of, an attribute of a frozen record."""
+
+
+class factory:
+    """A default made afresh for each instance: ``addresses: set[str] = factory(set)``."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def __repr__(self) -> str:
+        return f"factory({self.make!r})"
+
+
+def _first_init(self: Record, *args: object, **kwargs: object) -> None:
+    """Compile the class's own ``__init__``, put it in the class, and run it."""
+    cls = type(self)
+    cls.__init__ = init = _compile_init(cls)
+    init(self, *args, **kwargs)
+
+
+def _compile_init(cls: type[Record]) -> Callable[..., None]:
+    """``def __init__(self, a, b=<default>): _set(self, 'a', a); ...`` (``_set`` is
+    ``object.__setattr__``, past the frozen record's own): the one piece of generated code, as
+    fast as a hand-written ``__init__``."""
+    scope: dict[str, object] = {"_set": object.__setattr__}
+    params, body = ["self"], []
+    for i, name in enumerate(cls.__record_fields__):
+        default = cls.__record_defaults__.get(name, _NO_DEFAULT)
+        if default is _NO_DEFAULT:
+            params.append(name)
+        else:
+            scope[f"_default_{i}"] = default
+            params.append(f"{name}=_default_{i}")
+            if isinstance(default, factory):  # a fresh value each time: the marker stands in
+                body.append(f"    if {name} is _default_{i}: {name} = _default_{i}.make()")
+        body.append(f"    _set(self, {name!r}, {name})")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")
+    body = body or ["    pass"]
+    source = f"def __init__({', '.join(params)}):\n" + "\n".join(body) + "\n"
+    exec(compile(source, f"<record {cls.__module__}.{cls.__qualname__}>", "exec"), scope)
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init  # type: ignore[return-value]
+
+
+_NO_DEFAULT = object()
+
+
+class _RecordType(type):
+    """Makes each record class once, with its fields' ``__slots__`` and a stub ``__init__``."""
+
+    def __new__(
+        mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], *, frozen: bool | None = None
+    ) -> _RecordType:
+        names: list[str] = []
+        defaults: dict[str, object] = {}
+        inherited = None
+        for base in reversed([c for b in bases for c in b.__mro__]):  # bases' fields first
+            if "__record_fields__" in base.__dict__ and base.__record_fields__:
+                names += [n for n in base.__record_fields__ if n not in names]
+                defaults.update(base.__record_defaults__)
+            if "__record_frozen__" in base.__dict__ and base is not _root:
+                inherited = base.__record_frozen__
+        if frozen is None:
+            frozen = True if inherited is None else inherited
+        elif inherited is not None and frozen != inherited:  # dataclasses' rule too
+            raise TypeError(f"{name}: frozen={frozen} under a frozen={inherited} record")
+        own: list[str] = []
+        for field, annotation in ns.get("__annotations__", {}).items():
+            if str(annotation).startswith(("ClassVar", "typing.ClassVar")):
+                continue
+            if field not in names:
+                names.append(field)
+                own.append(field)
+            if field in ns:  # a slot and a class attribute cannot share a name
+                defaults[field] = ns.pop(field)
+            else:
+                defaults.pop(field, None)
+        for i in range(1, len(names)):  # dataclasses' rule
+            if names[i - 1] in defaults and names[i] not in defaults:
+                raise TypeError(
+                    f"{name}: field {names[i]!r} without a default follows {names[i - 1]!r}"
+                )
+        ns["__slots__"] = tuple(own)
+        ns["__record_fields__"] = ns["__match_args__"] = tuple(names)
+        ns["__record_defaults__"] = defaults
+        ns["__record_frozen__"] = frozen
+        ns.setdefault("__init__", _first_init)
+        if not frozen:
+            ns["__setattr__"] = object.__setattr__
+            ns["__delattr__"] = object.__delattr__
+            ns["__hash__"] = None  # mutable and compared by value, as dataclasses does
+        return super().__new__(mcls, name, bases, ns)
+
+
+_root = None  # Record, once made (its own fields are none, its frozen flag is the default)
+
+
+@dataclass_transform(frozen_default=True)
+class Record(metaclass=_RecordType):
+    """Base of the contract's value types: subclass it and annotate the fields."""
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in _items(self))
+        return f"{type(self).__qualname__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return _values(self) == _values(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(_values(self))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenRecordError(f"cannot assign to field {name!r} of a frozen record")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenRecordError(f"cannot delete field {name!r} of a frozen record")
+
+    def __getstate__(self) -> tuple:  # slots, no __dict__: copy and pickle go through these
+        return _values(self)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__record_fields__, state, strict=True):
+            object.__setattr__(self, name, value)
+
+
+_root = Record
+
+
+def _values(record: Record) -> tuple:
+    return tuple([getattr(record, name) for name in record.__record_fields__])
+
+
+def _items(record: Record) -> list[tuple[str, object]]:
+    return [(name, getattr(record, name)) for name in record.__record_fields__]
+
+
+def fields(record: Record | type[Record]) -> tuple[str, ...]:
+    """The field names of a record or record class, in order (``dataclasses.fields``)."""
+    return record.__record_fields__
+
+
+def replace(record: R, /, **changes: object) -> R:
+    """A new record of the same class, ``changes`` applied, ``__post_init__`` run again
+    (``dataclasses.replace``)."""
+    unknown = set(changes) - set(record.__record_fields__)
+    if unknown:
+        raise TypeError(f"{type(record).__qualname__} has no field {sorted(unknown)[0]!r}")
+    return type(record)(**{**dict(_items(record)), **changes})
