@@ -7,13 +7,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from compare import packets, tolerance, wire
 from compare.lab import Lab
 from compare.lab import faults as lab_faults
 from compare.scenario import Context, Difference, Row, SideRun, Sides, both_ran, run_side
 from handrolled.errors import ResolveError
+from handrolled.record import replace
 from handrolled.requests import PingRequest
 from handrolled.results import Outcome, PingResult
 

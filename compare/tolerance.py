@@ -9,11 +9,11 @@ implementation measured, but for the stamps taken in the kernel a little beside 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
 
+from handrolled.record import fields
 from handrolled.results import Outcome, PingSummary, Probe
 
 # A side's RTTs and summary against the same numbers recomputed here from its integer-ns
@@ -70,7 +70,7 @@ def summary_mismatches(summary: PingSummary, probes: Sequence[Probe]) -> list[st
     """Where a side's own summary differs from the recomputation (empty: they agree)."""
     mine = recompute(probes)
     problems = []
-    for name in (f.name for f in dataclasses.fields(PingSummary)):
+    for name in fields(PingSummary):
         theirs, ours = getattr(summary, name), getattr(mine, name)
         if name == "loss_percent":
             if abs(theirs - ours) > 1e-9:

@@ -7,7 +7,8 @@ Speed (issue 17) comes from a few choices, each commented where it is made: stru
 once; the RFC 1071 sum as ``int.from_bytes`` modulo 0xFFFF (``handrolled.checksum``), added
 to the header's words by arithmetic instead of summing a concatenated copy; type tests against
 plain ints instead of enum members; one ``bytes()`` conversion per call; parsed addresses
-cached.  Messages stay frozen, slotted dataclasses (``benchmarks/bench_codec.py`` measures).
+cached.  Messages stay frozen, slotted records (handrolled/record.py;
+``benchmarks/bench_codec.py`` measures).
 
 API
 ---
@@ -46,7 +47,6 @@ import enum
 import functools
 import ipaddress
 import struct
-from dataclasses import dataclass
 
 from handrolled.checksum import (
     checksum_verifies,
@@ -57,6 +57,7 @@ from handrolled.checksum import (
 )
 from handrolled.errors import MalformedPacket, UsageError
 from handrolled.ip import IpProto, IPv4Header, IPv6Header, decode_ipv4, decode_ipv6
+from handrolled.record import Record
 
 __all__ = [
     "DestinationUnreachable",
@@ -313,13 +314,13 @@ def encode_icmp_error(
         raise UsageError(f"bad ICMP error field: {exc}") from exc
 
 
-# The decoded messages are frozen, slotted dataclasses.  __slots__ makes them smaller and their
-# fields quicker to read; frozen costs about 0.15 us a field when building one (each field
-# goes through object.__setattr__), which a NamedTuple would avoid, but a NamedTuple equals
-# any tuple of the same values and cannot be given to dataclasses.replace: the decoder is
-# fast enough (see benchmarks/bench_codec.py) with the stricter type.
-@dataclass(frozen=True, slots=True)
-class EchoMessage:
+# The decoded messages are frozen, slotted records (handrolled/record.py: a frozen dataclass's
+# behaviour, made without compiling six methods per class at import).  __slots__ makes them
+# smaller and their fields quicker to read; frozen costs about 0.1 us a field when building
+# one (each field goes through object.__setattr__), which a NamedTuple would avoid, but a
+# NamedTuple equals any tuple of the same values: the decoder is fast enough (see
+# benchmarks/bench_codec.py) with the stricter type.
+class EchoMessage(Record):
     icmp_type: int
     code: int
     checksum: int
@@ -334,8 +335,7 @@ class EchoMessage:
         return self.icmp_type == (_ECHO_REPLY6 if self.v6 else _ECHO_REPLY4)
 
 
-@dataclass(frozen=True, slots=True)
-class QuotedDatagram:
+class QuotedDatagram(Record):
     """The invoking datagram quoted by an ICMP error (RFC 792: IP header + first 64 bits)."""
 
     header: IPv4Header | IPv6Header
@@ -374,8 +374,7 @@ class QuotedDatagram:
         return struct.unpack_from("!HH", self.data, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class IcmpError:
+class IcmpError(Record):
     icmp_type: int
     code: int
     checksum: int
@@ -385,28 +384,23 @@ class IcmpError:
     checksum_ok: bool | None = True
 
 
-@dataclass(frozen=True, slots=True)
 class TimeExceeded(IcmpError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
 class DestinationUnreachable(IcmpError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
 class ParameterProblem(IcmpError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
 class PacketTooBig(IcmpError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class OtherIcmp:
+class OtherIcmp(Record):
     icmp_type: int
     code: int
     checksum: int

@@ -6,7 +6,7 @@ Pure: no socket, time or random imports.  Addresses are canonical text (``"198.5
 API
 ---
 ``IPv4Header``
-    frozen dataclass: version, ihl (32-bit words), tos, total_length, identification,
+    frozen record: version, ihl (32-bit words), tos, total_length, identification,
     flags (3 bits: ``IPv4Flags.DF``/``MF``), fragment_offset (8-byte units), ttl, protocol,
     checksum, src, dst, options (raw bytes, IHL > 5), checksum_ok (computed by the decoder).
     ``header_length`` is ``ihl * 4``.
@@ -35,10 +35,10 @@ import functools
 import ipaddress
 import operator
 import struct
-from dataclasses import dataclass
 
 from handrolled.checksum import checksum_verifies, internet_checksum
 from handrolled.errors import MalformedPacket, UsageError
+from handrolled.record import Record
 
 __all__ = [
     "IPV4_MIN_HEADER",
@@ -105,8 +105,7 @@ class IPv4Flags(enum.IntFlag):
     RESERVED = 4
 
 
-@dataclass(frozen=True, slots=True)
-class IPv4Header:
+class IPv4Header(Record):
     src: str
     dst: str
     protocol: int = IpProto.ICMP
@@ -147,7 +146,7 @@ def decode_ipv4(data: bytes, *, truncated_ok: bool = False) -> tuple[IPv4Header,
         raise MalformedPacket(f"IPv4 total length {total_length} < header length {header_length}")
     if total_length > len(data) and not truncated_ok:
         raise MalformedPacket(f"IPv4 total length {total_length} > {len(data)} bytes present")
-    # Speed: positional arguments, in the dataclass's field order; matching 14 keywords by name
+    # Speed: positional arguments, in the record's field order; matching 14 keywords by name
     # costs about a microsecond more per header.
     header = IPv4Header(
         _address_text(src),  # src
@@ -201,8 +200,7 @@ def encode_ipv4(header: IPv4Header, payload: bytes = b"") -> bytes:
     return raw + options + bytes(payload)
 
 
-@dataclass(frozen=True, slots=True)
-class IPv6Header:
+class IPv6Header(Record):
     src: str
     dst: str
     next_header: int = IpProto.ICMPV6

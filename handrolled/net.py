@@ -51,10 +51,10 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from handrolled.errors import RawSocketPermissionError, UsageError
 from handrolled.icmp import Icmp6Type, IcmpType
+from handrolled.record import Record
 from handrolled.results import Family
 from handrolled.sockopts import bind_device, set_pmtu_discovery, set_tos, strerror
 
@@ -138,8 +138,7 @@ def monotonic_ns() -> int:
     return time.monotonic_ns()
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedError:
+class QueuedError(Record):
     """An ICMP error a datagram socket learnt of through its error queue (IP_RECVERR)."""
 
     icmp_type: int
@@ -149,8 +148,7 @@ class QueuedError:
     info: int
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(Record):
     """One datagram (or error-queue entry) read from an ``IcmpSocket``, raw or datagram."""
 
     data: bytes
@@ -179,8 +177,7 @@ def _offender(raw: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Ancillary:
+class Ancillary(Record):
     """What recvmsg's control messages said about a datagram (None: not reported)."""
 
     recv_ns: int | None = None  # SO_TIMESTAMPNS: the kernel's receive stamp
@@ -222,8 +219,7 @@ def parse_ancillary(ancdata: list) -> Ancillary:
     return Ancillary(recv_ns, tx_ns, tx_key, ttl, queued)
 
 
-@dataclass(frozen=True, slots=True)
-class _TxStamp:
+class _TxStamp(Record):
     key: int  # SOF_TIMESTAMPING_OPT_ID: the packet's number on this socket
     time_ns: int
 

@@ -24,9 +24,9 @@ TTL (every flow probes every TTL), not per vertex.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from handrolled.icmp import encode_echo_request
+from handrolled.record import Record, factory
 from handrolled.results import Method
 from handrolled.transport import UdpDatagram, checksum_compensation, encode_udp
 
@@ -113,13 +113,12 @@ def stopping_table(confidence: float = 0.95, up_to: int = 10) -> tuple[int, ...]
     return tuple(stopping_point(k, confidence) for k in range(1, up_to + 1))
 
 
-@dataclass
-class MdaHop:
+class MdaHop(Record, frozen=False):
     """One TTL of a multipath trace: the flows sent and the addresses that answered."""
 
     ttl: int
     flows: int = 0
-    addresses: set[str] = field(default_factory=set)
+    addresses: set[str] = factory(set)
 
 
 class MdaPlanner:

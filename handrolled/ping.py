@@ -47,13 +47,11 @@ TIME_EXCEEDED / UNREACHABLE.  A reply later than ``timeout`` leaves the probe TI
 from __future__ import annotations
 
 import collections
-import dataclasses
 import errno
 import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from handrolled import names, net, sockopts
 from handrolled.errors import MalformedPacket, ResolveError, UsageError
@@ -78,6 +76,7 @@ from handrolled.ping_rules import (
     too_big_mtu,
 )
 from handrolled.ping_stats import summarize
+from handrolled.record import Record, factory, replace
 from handrolled.requests import PING_TIMESTAMP_SIZE, PingRequest
 from handrolled.results import Implementation, Outcome, PingResult, Probe
 
@@ -97,15 +96,14 @@ SEED_NO_ANSWER = ["0", "0.0", "0", "0.0"]
 LOCAL_EMSGSIZE = "local error: message too long"  # the note of a send refused with EMSGSIZE
 
 
-@dataclass(slots=True)
-class _Sent:
+class _Sent(Record, frozen=False):
     seq: int
     message: bytes
     send_ns: int
     deadline_ns: int | None  # monotonic; None: waits until the run ends
     payload: bytes = b""
     settled: Probe | None = None
-    duplicates: list[Probe] = field(default_factory=list)
+    duplicates: list[Probe] = factory(list)
 
 
 class Pinger:
@@ -257,7 +255,7 @@ class Pinger:
     def handle(self, received: net.Received) -> list[Probe]:
         """Match one received message; return the probes it settles (usually zero or one)."""
         if self.user_latency:  # -U: the time read in user space as the receive call returned
-            received = dataclasses.replace(received, recv_ns=net.now_ns(), kernel_timestamp=False)
+            received = replace(received, recv_ns=net.now_ns(), kernel_timestamp=False)
         try:
             return self._handle(received)
         except MalformedPacket as exc:

@@ -1,9 +1,9 @@
 """The input contract shared by handrolled/, reference/ and compare/: one request per job.
 
-A request is a frozen dataclass validated once, in ``__post_init__``: every rule raises
-``UsageError`` with one line that names the field and the rule.  The command lines build a
-request, the harness builds one and hands the *same object* to both implementations, so a bad
-input gets the same verdict whichever side runs it.  Checks that need the resolved address
+A request is a frozen record (handrolled/record.py) validated once, in ``__post_init__``: every
+rule raises ``UsageError`` with one line that names the field and the rule.  The command lines
+build a request, the harness builds one and hands the *same object* to both implementations, so
+a bad input gets the same verdict whichever side runs it.  Checks that need the resolved address
 family (does the payload fit an IPv4 packet?) are methods here too, called by both engines.
 
 Data and validation only: no sockets, no clocks, no name resolution (pure; see
@@ -15,9 +15,9 @@ traceroute do not create them at start-up (see handrolled/results.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from handrolled.errors import UsageError
+from handrolled.record import Record
 from handrolled.results import Family, Method, lazy_names
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see results.py)
@@ -105,8 +105,7 @@ def _check_interface(name: object) -> None:
 PING_PMTU_MODES = ("do", "want", "dont")  # ping -M
 
 
-@dataclass(frozen=True, slots=True)
-class PingRequest:
+class PingRequest(Record):
     """One ping job: echo requests to ``host``, ``interval`` s apart.
 
     ``count``: how many to send; None: until the deadline or until interrupted (iputils without
@@ -266,8 +265,7 @@ def _trace_interface(name: object) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class TraceRequest:
+class TraceRequest(Record):
     """One traceroute job: probes to ``host`` with TTL ``first_ttl``..``max_hops``.
 
     ``method``: ICMP echo, UDP or TCP SYN probes.  ``port``: UDP base destination port (probe

@@ -1,8 +1,8 @@
 """The result contract shared by handrolled/, reference/ and compare/.
 
-Data only: frozen, slotted dataclasses and enums, no I/O and no behaviour beyond trivial
-derived views.  Both implementations fill these in from raw observations; compare/ reads them
-and recomputes every summary from the raw probes as a third opinion.
+Data only: frozen, slotted records (handrolled/record.py) and enums, no I/O and no behaviour
+beyond trivial derived views.  Both implementations fill these in from raw observations;
+compare/ reads them and recomputes every summary from the raw probes as a third opinion.
 
 Conventions
 -----------
@@ -15,16 +15,18 @@ Conventions
 
 Start-up
 --------
-A frozen, slotted dataclass is compiled from generated source when its module is imported
-(about a millisecond each on a small machine), so the SMTP types, which ping and traceroute
-never use, live in handrolled/results_smtp.py and load on first use through this module
-(PEP 562 ``__getattr__``): ``from handrolled.results import SmtpResult`` works as before.
+The ICMP clients' types are ``Record``s, which cost tens of microseconds to make where a frozen
+dataclass compiles six methods at import (about a millisecond each on a small machine:
+handrolled/record.py).  The SMTP types, still dataclasses, which ping and traceroute never use,
+live in handrolled/results_smtp.py and load on first use through this module (PEP 562
+``__getattr__``): ``from handrolled.results import SmtpResult`` works as before.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from handrolled.record import Record
 
 # typing.TYPE_CHECKING without importing typing, which a client run has no other use for (~3 ms)
 TYPE_CHECKING = False
@@ -64,8 +66,7 @@ class Implementation(enum.Enum):
     SMTPLIB = "smtplib"  # the standard library's smtplib, the second SMTP witness
 
 
-@dataclass(frozen=True, slots=True)
-class Probe:
+class Probe(Record):
     """One probe sent and what came back for it.
 
     ``sent`` is exactly what was handed to the socket: for an ICMP socket the ICMP message
@@ -100,8 +101,7 @@ class Probe:
     mtu: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PingSummary:
+class PingSummary(Record):
     """iputils-style statistics; RTTs in milliseconds, None when nothing came back."""
 
     transmitted: int
@@ -116,8 +116,7 @@ class PingSummary:
     mdev_ms: float | None = None  # iputils' mdev: population standard deviation
 
 
-@dataclass(frozen=True, slots=True)
-class PingResult:
+class PingResult(Record):
     target: str  # as the user gave it
     address: str  # what it resolved to
     family: Family
@@ -131,16 +130,14 @@ class PingResult:
     elapsed_ms: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Hop:
+class Hop(Record):
     """One TTL of a trace: every probe sent with that TTL, in the order sent."""
 
     ttl: int
     probes: tuple[Probe, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class TraceResult:
+class TraceResult(Record):
     target: str
     address: str
     family: Family

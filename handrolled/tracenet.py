@@ -42,10 +42,10 @@ import logging
 import select
 import socket
 import time
-from dataclasses import dataclass
 
 from handrolled import names, net
 from handrolled.errors import RawSocketPermissionError, UsageError
+from handrolled.record import Record
 from handrolled.results import Family, Method
 
 __all__ = ["RawReceived", "TraceSockets", "source_for"]
@@ -71,8 +71,7 @@ _CMSG_SPACE = 512
 KINDS = ("auto", "raw", "dgram")
 
 
-@dataclass(frozen=True, slots=True)
-class RawReceived:
+class RawReceived(Record):
     """One datagram (or error-queue entry) read from one of a trace's receivers.
 
     ``kind`` says which receiver and so how ``data`` reads:

@@ -17,7 +17,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from handrolled import paths
 from handrolled import transport as tp
@@ -33,6 +32,7 @@ from handrolled.icmp import (
 )
 from handrolled.ip import IpProto, decode_ipv4
 from handrolled.paths import MdaPlanner
+from handrolled.record import Record
 from handrolled.results import Hop, Method, Outcome, Probe
 from handrolled.tracenet import RawReceived
 
@@ -56,8 +56,7 @@ TCP_WINDOW = 64240  # what Linux advertises in a SYN on Ethernet (44 * 1460)
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Match:
+class _Match(Record):
     k: int
     outcome: Outcome
     final: bool

@@ -21,7 +21,7 @@ checked for the user by ``handrolled.requests.TraceRequest``; the scheduler only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from handrolled.record import Record
 
 __all__ = ["WAIT_PRECISION", "Slot", "TraceScheduler"]
 
@@ -30,8 +30,7 @@ __all__ = ["WAIT_PRECISION", "Slot", "TraceScheduler"]
 WAIT_PRECISION = 0.001
 
 
-@dataclass(slots=True)
-class Slot:
+class Slot(Record, frozen=False):
     """Bookkeeping for one probe."""
 
     index: int

@@ -53,13 +53,11 @@ annotation such as !X), TIMEOUT, CORRUPT (matched but the checksum or echoed pay
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from handrolled import paths
 from handrolled import transport as tp
@@ -77,6 +75,7 @@ from handrolled.icmp import (
 from handrolled.ip import IpProto, decode_ipv4
 from handrolled.names import ReverseResolver
 from handrolled.names import resolve as resolve_host
+from handrolled.record import Record, replace
 from handrolled.requests import TraceRequest
 from handrolled.results import Family, Hop, Implementation, Method, Outcome, Probe, TraceResult
 from handrolled.tracenet import RawReceived, TraceSockets, source_for
@@ -121,8 +120,7 @@ def build_packet(ident: int | None = None, seq: int = 1, payload: bytes | None =
 # -- the tracer --------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Sent:
+class _Sent(Record, frozen=False):
     """What we know about a probe once sent."""
 
     k: int
@@ -452,7 +450,7 @@ class Tracer(MtuProbing):
         """``probe`` with the reverse name of who answered it (with resolving on)."""
         if self.resolver is None or probe.reply_from is None:
             return probe
-        return dataclasses.replace(probe, reply_name=self.resolver.name(probe.reply_from))
+        return replace(probe, reply_name=self.resolver.name(probe.reply_from))
 
 
 def run_trace(

@@ -29,7 +29,6 @@ import enum
 import functools
 import operator
 import struct
-from dataclasses import dataclass
 
 from handrolled.checksum import (
     checksum_verifies,
@@ -39,6 +38,7 @@ from handrolled.checksum import (
 )
 from handrolled.errors import MalformedPacket, UsageError
 from handrolled.ip import IpProto
+from handrolled.record import Record
 
 __all__ = [
     "TCP_MIN_HEADER",
@@ -103,8 +103,7 @@ def transport_checksum_ok(src: str, dst: str, protocol: int, segment: bytes) -> 
     return checksum_verifies(segment, _pseudo_sum(src, dst, protocol, len(segment)))
 
 
-@dataclass(frozen=True, slots=True)
-class UdpDatagram:
+class UdpDatagram(Record):
     src_port: int
     dst_port: int
     payload: bytes = b""
@@ -140,8 +139,7 @@ def decode_udp(data: bytes) -> UdpDatagram:
     return UdpDatagram(src_port, dst_port, data[UDP_HEADER:length], length, csum)  # field order
 
 
-@dataclass(frozen=True, slots=True)
-class TcpSegment:
+class TcpSegment(Record):
     src_port: int
     dst_port: int
     seq: int = 0
@@ -204,7 +202,7 @@ def decode_tcp(data: bytes) -> TcpSegment:
         raise MalformedPacket(f"TCP data offset {offset} < 5")
     if header_length > len(data):
         raise MalformedPacket(f"TCP data offset says {header_length} bytes, got {len(data)}")
-    # Speed: positional arguments, in the dataclass's field order (keywords are matched by
+    # Speed: positional arguments, in the record's field order (keywords are matched by
     # name on every call).
     return TcpSegment(
         src_port,
@@ -221,8 +219,7 @@ def decode_tcp(data: bytes) -> TcpSegment:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class TcpQuoted:
+class TcpQuoted(Record):
     """The part of a TCP header an ICMPv4 error is sure to quote (RFC 792: 64 bits)."""
 
     src_port: int

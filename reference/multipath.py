@@ -15,9 +15,9 @@ from __future__ import annotations
 import select
 import time
 from collections import deque
-from dataclasses import replace
 from typing import Any
 
+from handrolled.record import replace
 from handrolled.requests import TraceRequest
 from handrolled.results import Hop, Outcome, Probe
 from reference.common import open_l3, reply_fields, reverse_names, to_ns

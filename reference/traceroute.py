@@ -45,10 +45,11 @@ import select
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from handrolled.errors import ResolveError, UsageError
+from handrolled.record import replace
 from handrolled.requests import TraceRequest
 from handrolled.results import Hop, Implementation, Method, Outcome, Probe, TraceResult
 from reference.common import (

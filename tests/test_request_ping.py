@@ -13,7 +13,6 @@ guess; -W 0 is iputils' "infinite timeout" (man ping) and is accepted (test_ping
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import socket
 
@@ -24,6 +23,7 @@ from compare import cli as wiretwin
 from handrolled import ping as handrolled_ping
 from handrolled.cli.ping import _parser, request_from_args
 from handrolled.errors import UsageError
+from handrolled.record import FrozenRecordError
 from handrolled.requests import MAX_SECONDS, PingRequest
 from handrolled.results import Outcome, PingResult
 
@@ -139,7 +139,7 @@ def test_bad_request_is_refused_naming_the_rule(kwargs: dict, field: str) -> Non
 def test_good_request_is_accepted(kwargs: dict) -> None:
     request = PingRequest("127.0.0.1", **kwargs)
     assert pickle.loads(pickle.dumps(request)) == request  # what compare sends to a child
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenRecordError):
         request.count = 9  # type: ignore[misc]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from handrolled import record
 from handrolled import transport as tp
 from handrolled.errors import UsageError
 from handrolled.icmp import (
@@ -86,7 +87,7 @@ def probe(p: Params, ttl: int | None = None) -> bytes:
     if what == "tcp":
         dport = p.dport if p.dport is not None else 80
         seg = tp.TcpSegment(sport, dport, seq=p.seq, flags=tp.TcpFlags.SYN, window=TCP_WINDOW)
-        body = tp.encode_tcp(dataclasses.replace(seg, payload=p.payload), src=src, dst=dst)
+        body = tp.encode_tcp(record.replace(seg, payload=p.payload), src=src, dst=dst)
         return _ip(p, src, dst, IpProto.TCP, ttl, body)
     if what != "icmp":
         raise UsageError(f"unknown probe {what!r} (choose from {', '.join(PROBES)})")

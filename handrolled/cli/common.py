@@ -2,8 +2,8 @@
 
 ``Parser``: an ``argparse.ArgumentParser`` whose ``error`` raises ``UsageError`` (the CLI prints
 it as one line and exits 2, like iputils) instead of printing usage and exiting.
-``jsonable(value)``: results as JSON-ready data: dataclasses as dicts, bytes as hex, enums by
-value, tuples as lists.  The one encoder for all three clients.
+``jsonable(value)``: results as JSON-ready data: records and dataclasses as dicts, bytes as
+hex, enums by value, tuples as lists.  The one encoder for all three clients.
 ``run_module(main, argv)``: what ``python -m handrolled.X`` runs: logging to stderr, and a
 reader that leaves early (``... | head``) ending the program quietly instead of a traceback.
 """
@@ -11,7 +11,6 @@ reader that leaves early (``... | head``) ending the program quietly instead of 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import enum
 import logging
 import os
@@ -19,13 +18,33 @@ import sys
 from collections.abc import Callable, Sequence
 
 from handrolled.errors import UsageError
+from handrolled.record import Record, fields
 
-__all__ = ["EXIT_ERROR", "Parser", "jsonable", "run_module"]
+__all__ = ["EXIT_ERROR", "Formatter", "Parser", "jsonable", "run_module"]
 
 EXIT_ERROR = 2  # bad input or a failure that stopped the job, as iputils and traceroute(8)
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's help layout, its width found without ``import shutil`` (which brings bz2,
+    lzma and zlib along: a few ms of every start-up, as argparse makes a formatter for every
+    ``add_argument``); COLUMNS first, as shutil does."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(1).columns
+        except (OSError, ValueError):
+            columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 class Parser(argparse.ArgumentParser):
+    """The three clients' parser: ``Formatter`` unless told otherwise, one-line errors."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse quotes what the user typed as is: controls (a form feed, a newline) would
         # break the one-line error, so they are shown escaped
@@ -38,7 +57,11 @@ def printable(text: str) -> str:
 
 
 def jsonable(value: object) -> object:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if isinstance(value, Record):
+        return {name: jsonable(getattr(value, name)) for name in fields(value)}
+    if hasattr(type(value), "__dataclass_fields__"):  # the SMTP types (imported by then)
+        import dataclasses
+
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, bytes):
         return value.hex()

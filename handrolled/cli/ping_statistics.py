@@ -11,8 +11,8 @@ from __future__ import annotations
 import bisect
 import math
 import struct
-from dataclasses import dataclass
 
+from handrolled.record import Record
 from handrolled.results import Outcome, Probe
 
 __all__ = ["IputilsStats", "bad_checksum", "iputils_stats", "statistics_lines", "whole_us"]
@@ -32,8 +32,7 @@ def bad_checksum(probe: Probe) -> bool:
     return probe.outcome is Outcome.CORRUPT and "checksum" in probe.note.lower()
 
 
-@dataclass(frozen=True, slots=True)
-class IputilsStats:
+class IputilsStats(Record):
     """The figures of iputils' finish(), from raw probes, in its integer microseconds."""
 
     transmitted: int

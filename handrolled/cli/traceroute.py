@@ -14,10 +14,7 @@ Run it as ``python -m handrolled.cli.traceroute`` or ``python -m handrolled.trac
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import functools
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -25,6 +22,7 @@ from collections.abc import Callable
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
 from handrolled.errors import ResolveError, UsageError, WiretwinError
 from handrolled.icmp import Icmp6Type, IcmpType
+from handrolled.record import Record, replace
 from handrolled.requests import TRACE_DEFAULT_WAIT, TraceRequest
 from handrolled.results import Hop, Method, Outcome, Probe, TraceResult
 
@@ -248,18 +246,6 @@ def format_multipath_end(result: TraceResult, confidence: float) -> str:
     )
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's help layout, its width found without ``import shutil`` (which brings bz2,
-    lzma and zlib along: a few ms of every start-up); COLUMNS first, as shutil does."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(1).columns
-        except (OSError, ValueError):
-            columns = 80
-        super().__init__(prog, width=columns - 2)
-
-
 def resolve_like_traceroute8(host: str, family: int | None) -> tuple[str, int]:
     """(address, family) of ``host``; without -4/-6 its IPv4 address when it has one, as
     traceroute(8) (man traceroute: "If resolving a host name returns both IPv4 and IPv6
@@ -279,7 +265,6 @@ def _parser() -> Parser:
     p = Parser(
         prog="traceroute",
         description="Hand-rolled traceroute (wiretwin).",
-        formatter_class=_Formatter,
     )
     p.add_argument("host")
     p.add_argument(
@@ -320,8 +305,7 @@ def _parser() -> Parser:
     return p
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Output:
+class Output(Record):
     """How the command line prints (not part of the request)."""
 
     numeric: bool = False
@@ -422,11 +406,11 @@ def main(argv: list[str] | None = None, runner: Callable[..., TraceResult] | Non
             from handrolled.traceroute import run_trace as runner
         on_hop = on_start = None
         address, fam = resolve_like_traceroute8(request.host, request.family)
-        request = dataclasses.replace(request, family=fam)
+        request = replace(request, family=fam)
         if not opts.json:
             length = packet_length(request.method, fam, request.data_len(fam))
             header = format_header(request.host, address, request.max_hops, length)
-            request = dataclasses.replace(request, host=address, family=fam)  # as announced
+            request = replace(request, host=address, family=fam)  # as announced
 
             def on_start() -> None:  # once the sockets are open, as traceroute(8)
                 print(header, file=out, flush=True)

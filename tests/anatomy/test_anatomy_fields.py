@@ -24,6 +24,7 @@ from compare.anatomy.build import KINDS, PROBES, Params, build
 from compare.anatomy.render_text import render_terminal
 from handrolled.checksum import internet_checksum
 from handrolled.errors import MalformedPacket
+from handrolled.record import fields
 
 CASES = [
     (kind, v6, probe)
@@ -175,7 +176,7 @@ def test_a_corrupted_decoder_value_is_marked_as_a_disagreement(monkeypatch):
 
 
 def _fields(header) -> dict:
-    return {name: getattr(header, name) for name in header.__dataclass_fields__}
+    return {name: getattr(header, name) for name in fields(header)}
 
 
 def test_terminal_fits_100_columns():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import pytest
 from hypothesis import given
@@ -31,6 +30,7 @@ from handrolled.icmp import (
     encode_icmp_error,
 )
 from handrolled.ip import IpProto, IPv4Header, IPv6Header, decode_ipv4
+from handrolled.record import FrozenRecordError
 
 P56 = default_payload(56)
 P16 = bytes(range(16))
@@ -301,6 +301,6 @@ def test_decode_accepts_bytearray_and_memoryview():
 
 def test_decoded_messages_are_immutable():
     msg = decode_icmp(ECHO4_REPLY)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenRecordError):
         msg.seq = 2  # type: ignore[misc]
     assert not hasattr(msg, "__dict__")  # slotted

@@ -13,7 +13,6 @@ another address) and Ctrl-C sent to a ping that runs without ``-c``.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -32,6 +31,7 @@ from ping_cli_shared import OURS, ROOT, RTT, counts, shape_of
 
 from handrolled.cli import ping as cli
 from handrolled.ping import run_ping
+from handrolled.record import replace
 
 HERE = os.path.abspath(__file__)
 
@@ -399,9 +399,7 @@ def _capped_runner(calls: list, sends: list):
             if inner is not None:
                 inner(seq)
 
-        request = dataclasses.replace(
-            request, deadline=0.05, count=None, interval=max(request.interval, 0.01)
-        )
+        request = replace(request, deadline=0.05, count=None, interval=max(request.interval, 0.01))
         return run_ping(request, **{**kwargs, "on_send": on_send})
 
     return runner
