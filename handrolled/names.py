@@ -16,6 +16,8 @@ API
 ``reverse_name(address) -> str | None``: PTR / hosts-file name, None when there is none.
 ``ReverseResolver``: ``reverse_name`` per distinct address in a few daemon threads, cached,
     each wait bounded (``.request(addr)`` starts a lookup, ``.name(addr)`` collects it).
+``idna_encoded(host) -> str | bytes``: what to hand getaddrinfo so that an ASCII name does not
+    load the IDNA codec.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from handrolled.sockopts import bind_device, strerror
 __all__ = [
     "ReverseResolver",
     "check_source_address",
+    "idna_encoded",
     "path_mtu",
     "resolve",
     "reverse_name",
@@ -45,7 +48,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _idna_encoded(host: str) -> str | bytes:
+def idna_encoded(host: str) -> str | bytes:
     """``host`` as getaddrinfo would send it: the bytes themselves when the IDNA codec would
     return them unchanged (ASCII, every label 1-63 octets, RFC 1035 §2.3.4; an empty last label
     is the root's), else the text, for getaddrinfo to encode (and refuse) itself.
@@ -65,7 +68,7 @@ def resolve(host: str, family: Family | None = None) -> tuple[str, Family]:
     """Resolve ``host`` to (canonical address, 4 or 6): the first getaddrinfo answer."""
     af = socket.AF_UNSPEC if family is None else address_family(family)
     try:
-        infos = socket.getaddrinfo(_idna_encoded(host), None, af, socket.SOCK_RAW)
+        infos = socket.getaddrinfo(idna_encoded(host), None, af, socket.SOCK_RAW)
     except (socket.gaierror, UnicodeError) as exc:
         raise ResolveError(host, str(exc.args[-1] if exc.args else exc)) from exc
     for fam, _type, _proto, _name, sockaddr in infos:

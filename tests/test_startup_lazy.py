@@ -13,7 +13,10 @@ from import_trace import imported
 from handrolled import requests, requests_smtp, results, results_smtp
 
 # Modules a numeric traceroute or a ping has no use for: SMTP's types, typing (only type
-# checkers read results.Family's Literal), queue (the reverse-DNS threads), the IDNA codec.
+# checkers read results.Family's Literal), queue (the reverse-DNS threads), the IDNA codec;
+# dataclasses and the inspect it imports (the contract's types are handrolled.record's
+# Records), shutil (argparse's terminal width; cli.common.Formatter finds it itself), json
+# (only --json prints it).
 NOT_ON_A_CLIENT_RUN = (
     "handrolled.results_smtp",
     "handrolled.requests_smtp",
@@ -21,6 +24,10 @@ NOT_ON_A_CLIENT_RUN = (
     "queue",
     "encodings.idna",
     "unicodedata",
+    "dataclasses",
+    "inspect",
+    "shutil",
+    "json",
 )
 
 
@@ -93,6 +100,14 @@ def test_a_numeric_trace_loads_none_of_them() -> None:
     # a real trace over loopback by name, so the resolver runs (getaddrinfo) too
     loaded = _imported(["-m", "handrolled.traceroute", "-n", "-q", "1", "-w", "1", "localhost"])
     assert "handrolled.tracenet" in loaded  # it did run the engine
+    assert sorted(loaded & set(NOT_ON_A_CLIENT_RUN)) == []
+
+
+@pytest.mark.root
+def test_a_numeric_ping_loads_none_of_them() -> None:
+    # one echo over loopback by name through the wiretwin front end, statistics printed
+    loaded = _imported(["-m", "compare.cli", "ping", "-n", "-c", "1", "-W", "1", "localhost"])
+    assert "handrolled.ping" in loaded and "handrolled.cli.ping_statistics" in loaded
     assert sorted(loaded & set(NOT_ON_A_CLIENT_RUN)) == []
 
 
