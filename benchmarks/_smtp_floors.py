@@ -7,7 +7,8 @@
 - ``floor_client(port)``: the least a client can do that still waits for 354 before the
   content (RFC 2920 §3.1): canned command bytes, no reply parsed beyond finding the 354, no
   transcript, no outcomes.  Against aiosmtpd its rate is the most any such client could get
-  from that server; it checks nothing, so the server's count is what shows it delivered.
+  from that server while it reads each reply as it comes (a recv per segment, as every
+  client here does); it checks nothing, so the server's count is what shows it delivered.
 """
 
 from __future__ import annotations

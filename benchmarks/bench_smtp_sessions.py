@@ -10,8 +10,10 @@ time adds to the server's and the two figures differ.
 Clients, over one connection each, sending bench_smtp's message: smtplib (``sendmail`` again
 and again), aiosmtplib (the same on one event loop), wiretwin ``send_session`` (transactions
 back to back, pipelined across them, RFC 2920 §3.1), and the floor client
-(``_smtp_floors``: canned bytes pipelined the same way, waiting only for 354; the most any
-client that obeys RFC 2920 §3.1 gets from a server).  Chunks of ``--per-chunk`` messages,
+(``_smtp_floors``: canned bytes pipelined the same way, waiting only for 354; the most a
+client that obeys RFC 2920 §3.1 and reads each reply as it comes gets from a server; one
+that had the kernel wake it once per group, SO_RCVLOWAT, would spare the server a wake-up
+per reply, at the cost of its replies' timestamps).  Chunks of ``--per-chunk`` messages,
 interleaved round by round; rate = 1 / the 10th-percentile chunk's per-message time, the
 median beside it; each server's count of accepted messages is checked against those sent.
 The server's CPU time over each chunk, as a share of the chunk's wall time, shows how near a
@@ -184,7 +186,8 @@ def _clients(port: int, loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[
 def _floor_line(rate: dict[str, float], prefix: str = "") -> str:
     return (
         f"{prefix}the floor client / smtplib = {rate[FLOOR] / rate['smtplib']:.2f}x: the most a "
-        "client that waits for 354 gets from this server, against smtplib"
+        "client that reads each reply as it comes and waits for 354 gets from this server, "
+        "against smtplib"
     )
 
 
