@@ -11,9 +11,9 @@ Clients, over one connection each, sending bench_smtp's message: smtplib (``send
 and again), aiosmtplib (the same on one event loop), wiretwin ``send_session`` (transactions
 back to back, pipelined across them, RFC 2920 §3.1), and the floor client
 (``_smtp_floors``: canned bytes pipelined the same way, waiting only for 354; the most a
-client that obeys RFC 2920 §3.1 and reads each reply as it comes gets from a server; one
-that had the kernel wake it once per group, SO_RCVLOWAT, would spare the server a wake-up
-per reply, at the cost of its replies' timestamps).  Chunks of ``--per-chunk`` messages,
+client that obeys RFC 2920 §3.1 and reads each reply as it comes gets from a server; a
+variant the kernel woke once per group, SO_RCVLOWAT, was no faster against aiosmtpd on a
+quiet machine here).  Chunks of ``--per-chunk`` messages,
 interleaved round by round; rate = 1 / the 10th-percentile chunk's per-message time, the
 median beside it; each server's count of accepted messages is checked against those sent.
 The server's CPU time over each chunk, as a share of the chunk's wall time, shows how near a
