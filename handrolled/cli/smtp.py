@@ -98,6 +98,12 @@ def _check_field(name: str, value: str) -> None:
             )
 
 
+# What the email package raises on a value it cannot take.  IndexError too: its structured-header
+# parser (email._header_value_parser) runs off the end of some malformed values, such as an
+# address that is one unclosed quote ('"'), instead of raising HeaderParseError.
+_EMAIL_ERRORS = (ValueError, TypeError, IndexError, email.errors.MessageError)
+
+
 def compose_message(
     mail_from: str,
     recipients: Sequence[str],
@@ -132,13 +138,14 @@ def compose_message(
     for name, value in fields:
         try:
             msg[name] = value
-        except (ValueError, TypeError, email.errors.MessageError) as exc:
+        except _EMAIL_ERRORS as exc:
             # the email package's own parse of a structured field (an address, a date)
-            raise UsageError(f"header {name}: {str(exc).splitlines()[0]}") from exc
+            why = "cannot be parsed" if isinstance(exc, IndexError) else str(exc).splitlines()[0]
+            raise UsageError(f"header {name}: {why}") from exc
     msg.set_content(body)
     try:
         return msg.as_bytes(policy=policy)
-    except (ValueError, TypeError, email.errors.MessageError) as exc:
+    except _EMAIL_ERRORS as exc:
         raise UsageError(f"cannot compose the message: {str(exc).splitlines()[0]}") from exc
 
 
