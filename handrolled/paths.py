@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 from handrolled.icmp import encode_echo_request
-from handrolled.record import Record, factory
+from handrolled.record import Record, field
 from handrolled.results import Method
 from handrolled.transport import UdpDatagram, checksum_compensation, encode_udp
 
@@ -118,7 +118,7 @@ class MdaHop(Record, frozen=False):
 
     ttl: int
     flows: int = 0
-    addresses: set[str] = factory(set)
+    addresses: set[str] = field(default_factory=set)
 
 
 class MdaPlanner:

@@ -76,7 +76,7 @@ from handrolled.ping_rules import (
     too_big_mtu,
 )
 from handrolled.ping_stats import summarize
-from handrolled.record import Record, factory, replace
+from handrolled.record import Record, field, replace
 from handrolled.requests import PING_TIMESTAMP_SIZE, PingRequest
 from handrolled.results import Implementation, Outcome, PingResult, Probe
 
@@ -103,7 +103,7 @@ class _Sent(Record, frozen=False):
     deadline_ns: int | None  # monotonic; None: waits until the run ends
     payload: bytes = b""
     settled: Probe | None = None
-    duplicates: list[Probe] = factory(list)
+    duplicates: list[Probe] = field(default_factory=list)
 
 
 class Pinger:

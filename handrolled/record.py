@@ -19,8 +19,9 @@ What a record does (the frozen dataclass's rules; tests/test_record.py holds the
 ------------------------------------------------------------------------------------------
 - Fields are the class's annotated names in order, after those of its record bases; a name
   given a value in the class body has that default.  A field without a default may not
-  follow one with a default (``TypeError`` when the class is made).  ``factory(f)`` as a
-  default calls ``f()`` for each instance (dataclasses' ``default_factory``).
+  follow one with a default (``TypeError`` when the class is made).  ``field(default=...,
+  default_factory=..., repr=...)`` gives a field dataclasses.field's options: a default made
+  afresh for each instance, a field left out of ``repr`` (secrets stay out of logs).
 - ``__init__(self, *fields)`` takes them positionally or by name, then calls
   ``__post_init__()`` if the class has one (it may set fields with ``object.__setattr__``).
 - Equal when of the very same class with equal fields; hashed by the fields; ``repr`` is
@@ -42,6 +43,8 @@ makes the class a second time.
 
 from __future__ import annotations
 
+from operator import attrgetter  # loaded already: collections, which every start imports, uses it
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a client never uses it)
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -54,23 +57,33 @@ else:
         return lambda cls: cls
 
 
-__all__ = ["FrozenRecordError", "Record", "factory", "fields", "replace"]
+__all__ = ["FrozenRecordError", "Record", "field", "fields", "replace"]
 
 
 class FrozenRecordError(AttributeError):
     """An assignment to, or deletion of, an attribute of a frozen record."""
 
 
-class factory:
-    """A default made afresh for each instance: ``addresses: set[str] = factory(set)``."""
+_NO_DEFAULT: Any = object()
 
-    __slots__ = ("make",)
 
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self.make = make
+class field:
+    """A field's options, as ``dataclasses.field``'s: ``default``, ``default_factory`` (a
+    default made afresh for each instance: ``addresses: set[str] = field(default_factory=set)``),
+    ``repr=False`` (left out of ``repr``: secrets stay out of logs)."""
 
-    def __repr__(self) -> str:
-        return f"factory({self.make!r})"
+    __slots__ = ("default", "default_factory", "repr")
+
+    def __init__(
+        self,
+        *,
+        default: object = _NO_DEFAULT,
+        default_factory: Callable[[], object] | None = None,
+        repr: bool = True,
+    ) -> None:
+        if default is not _NO_DEFAULT and default_factory is not None:
+            raise ValueError("cannot specify both default and default_factory")
+        self.default, self.default_factory, self.repr = default, default_factory, repr
 
 
 def _first_init(self: Record, *args: object, **kwargs: object) -> None:
@@ -93,8 +106,9 @@ def _compile_init(cls: type[Record]) -> Callable[..., None]:
         else:
             scope[f"_default_{i}"] = default
             params.append(f"{name}=_default_{i}")
-            if isinstance(default, factory):  # a fresh value each time: the marker stands in
-                body.append(f"    if {name} is _default_{i}: {name} = _default_{i}.make()")
+            if isinstance(default, field):  # a fresh value each time: the field stands in
+                make = f"_default_{i}.default_factory()"
+                body.append(f"    if {name} is _default_{i}: {name} = {make}")
         body.append(f"    _set(self, {name!r}, {name})")
     if hasattr(cls, "__post_init__"):
         body.append("    self.__post_init__()")
@@ -106,9 +120,6 @@ def _compile_init(cls: type[Record]) -> Callable[..., None]:
     return init  # type: ignore[return-value]
 
 
-_NO_DEFAULT = object()
-
-
 class _RecordType(type):
     """Makes each record class once, with its fields' ``__slots__`` and a stub ``__init__``."""
 
@@ -117,11 +128,13 @@ class _RecordType(type):
     ) -> _RecordType:
         names: list[str] = []
         defaults: dict[str, object] = {}
+        hidden: set[str] = set()
         inherited = None
         for base in reversed([c for b in bases for c in b.__mro__]):  # bases' fields first
             if "__record_fields__" in base.__dict__ and base.__record_fields__:
                 names += [n for n in base.__record_fields__ if n not in names]
                 defaults.update(base.__record_defaults__)
+                hidden |= set(base.__record_fields__) - set(base.__record_shown__)
             if "__record_frozen__" in base.__dict__ and base is not _root:
                 inherited = base.__record_frozen__
         if frozen is None:
@@ -129,16 +142,25 @@ class _RecordType(type):
         elif inherited is not None and frozen != inherited:  # dataclasses' rule too
             raise TypeError(f"{name}: frozen={frozen} under a frozen={inherited} record")
         own: list[str] = []
-        for field, annotation in ns.get("__annotations__", {}).items():
+        for attr, annotation in ns.get("__annotations__", {}).items():
             if str(annotation).startswith(("ClassVar", "typing.ClassVar")):
                 continue
-            if field not in names:
-                names.append(field)
-                own.append(field)
-            if field in ns:  # a slot and a class attribute cannot share a name
-                defaults[field] = ns.pop(field)
+            if attr not in names:
+                names.append(attr)
+                own.append(attr)
+            value = ns.pop(attr, _NO_DEFAULT)  # a slot and a class attribute cannot share a name
+            shown = True
+            if isinstance(value, field):
+                shown = value.repr
+                value = value if value.default_factory is not None else value.default
+            if shown:
+                hidden.discard(attr)
             else:
-                defaults.pop(field, None)
+                hidden.add(attr)
+            if value is _NO_DEFAULT:
+                defaults.pop(attr, None)
+            else:
+                defaults[attr] = value  # a field with a default_factory stands for it
         for i in range(1, len(names)):  # dataclasses' rule
             if names[i - 1] in defaults and names[i] not in defaults:
                 raise TypeError(
@@ -146,6 +168,12 @@ class _RecordType(type):
                 )
         ns["__slots__"] = tuple(own)
         ns["__record_fields__"] = ns["__match_args__"] = tuple(names)
+        ns["__record_shown__"] = tuple(n for n in names if n not in hidden)
+        # the fields' values as a tuple, for eq and hash: attrgetter does it in C
+        many = attrgetter(*names) if len(names) > 1 else None
+        ns["__record_values__"] = staticmethod(
+            many or (lambda record, names=tuple(names): tuple(getattr(record, n) for n in names))
+        )
         ns["__record_defaults__"] = defaults
         ns["__record_frozen__"] = frozen
         ns.setdefault("__init__", _first_init)
@@ -164,16 +192,16 @@ class Record(metaclass=_RecordType):
     """Base of the contract's value types: subclass it and annotate the fields."""
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={value!r}" for name, value in _items(self))
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__record_shown__)
         return f"{type(self).__qualname__}({shown})"
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is self.__class__:
-            return _values(self) == _values(other)
+            return self.__record_values__(self) == other.__record_values__(other)
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(_values(self))
+        return hash(self.__record_values__(self))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenRecordError(f"cannot assign to field {name!r} of a frozen record")
@@ -182,7 +210,7 @@ class Record(metaclass=_RecordType):
         raise FrozenRecordError(f"cannot delete field {name!r} of a frozen record")
 
     def __getstate__(self) -> tuple:  # slots, no __dict__: copy and pickle go through these
-        return _values(self)
+        return self.__record_values__(self)
 
     def __setstate__(self, state: tuple) -> None:
         for name, value in zip(self.__record_fields__, state, strict=True):
@@ -192,12 +220,8 @@ class Record(metaclass=_RecordType):
 _root = Record
 
 
-def _values(record: Record) -> tuple:
-    return tuple([getattr(record, name) for name in record.__record_fields__])
-
-
-def _items(record: Record) -> list[tuple[str, object]]:
-    return [(name, getattr(record, name)) for name in record.__record_fields__]
+def _items(record: Record) -> dict[str, object]:
+    return {name: getattr(record, name) for name in record.__record_fields__}
 
 
 def fields(record: Record | type[Record]) -> tuple[str, ...]:
@@ -211,4 +235,4 @@ def replace(record: R, /, **changes: object) -> R:
     unknown = set(changes) - set(record.__record_fields__)
     if unknown:
         raise TypeError(f"{type(record).__qualname__} has no field {sorted(unknown)[0]!r}")
-    return type(record)(**{**dict(_items(record)), **changes})
+    return type(record)(**{**_items(record), **changes})

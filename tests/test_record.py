@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handrolled.record import FrozenRecordError, Record, factory, fields, replace
+from handrolled.record import FrozenRecordError, Record, field, fields, replace
 
 values = st.one_of(
     st.none(),
@@ -172,7 +172,7 @@ def test_post_init_runs_on_construction_and_on_replace() -> None:
 
 class Tally(Record, frozen=False):
     name: str
-    seen: set = factory(set)
+    seen: set = field(default_factory=set)
 
 
 @dataclasses.dataclass
@@ -207,3 +207,31 @@ def test_frozenness_is_inherited_and_cannot_change() -> None:
         @dataclasses.dataclass(frozen=True)
         class FrozenDC(TallyDC):
             pass
+
+
+class Login(Record):
+    user: str
+    secret: str = field(repr=False)
+    tries: int = field(default=3)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoginDC:
+    user: str
+    secret: str = dataclasses.field(repr=False)
+    tries: int = dataclasses.field(default=3)
+
+
+class Relogin(Login):
+    note: str = ""
+
+
+@given(st.text(max_size=5), st.text(min_size=1, max_size=8))
+def test_field_options_as_dataclasses_field(user, secret) -> None:
+    ours, theirs = Login(user, secret), LoginDC(user, secret)
+    assert _repr_body(ours) == _repr_body(theirs)  # the secret is left out of both
+    assert ours.tries == theirs.tries == 3 and ours.secret == secret
+    assert ours != Login(user, secret + "x")  # compared all the same
+    assert "secret=" not in repr(Relogin(user, secret))  # a subclass keeps it hidden
+    with pytest.raises(ValueError):
+        field(default=1, default_factory=list)
