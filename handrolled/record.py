@@ -21,7 +21,8 @@ What a record does (the frozen dataclass's rules; tests/test_record.py holds the
   given a value in the class body has that default.  A field without a default may not
   follow one with a default (``TypeError`` when the class is made).  ``field(default=...,
   default_factory=..., repr=...)`` gives a field dataclasses.field's options: a default made
-  afresh for each instance, a field left out of ``repr`` (secrets stay out of logs).
+  afresh for each instance, a field left out of ``repr`` (secrets stay out of logs).  After
+  ``_: KW_ONLY`` the fields are keyword-only (and exempt from that rule), as in dataclasses.
 - ``__init__(self, *fields)`` takes them positionally or by name, then calls
   ``__post_init__()`` if the class has one (it may set fields with ``object.__setattr__``).
 - Equal when of the very same class with equal fields; hashed by the fields; ``repr`` is
@@ -57,7 +58,12 @@ else:
         return lambda cls: cls
 
 
-__all__ = ["FrozenRecordError", "Record", "field", "fields", "replace"]
+__all__ = ["KW_ONLY", "FrozenRecordError", "Record", "field", "fields", "replace"]
+
+
+class KW_ONLY:
+    """``_: KW_ONLY`` in a record's body: the fields after it are keyword-only, as
+    ``dataclasses.KW_ONLY`` makes them (read from the annotation's text, never called)."""
 
 
 class FrozenRecordError(AttributeError):
@@ -98,14 +104,15 @@ def _compile_init(cls: type[Record]) -> Callable[..., None]:
     ``object.__setattr__``, past the frozen record's own): the one piece of generated code, as
     fast as a hand-written ``__init__``."""
     scope: dict[str, object] = {"_set": object.__setattr__}
-    params, body = ["self"], []
+    params, keywords, body = ["self"], [], []
     for i, name in enumerate(cls.__record_fields__):
         default = cls.__record_defaults__.get(name, _NO_DEFAULT)
+        listed = keywords if name in cls.__record_keyword_only__ else params
         if default is _NO_DEFAULT:
-            params.append(name)
+            listed.append(name)
         else:
             scope[f"_default_{i}"] = default
-            params.append(f"{name}=_default_{i}")
+            listed.append(f"{name}=_default_{i}")
             if isinstance(default, field):  # a fresh value each time: the field stands in
                 make = f"_default_{i}.default_factory()"
                 body.append(f"    if {name} is _default_{i}: {name} = {make}")
@@ -113,6 +120,8 @@ def _compile_init(cls: type[Record]) -> Callable[..., None]:
     if hasattr(cls, "__post_init__"):
         body.append("    self.__post_init__()")
     body = body or ["    pass"]
+    if keywords:
+        params += ["*", *keywords]
     source = f"def __init__({', '.join(params)}):\n" + "\n".join(body) + "\n"
     exec(compile(source, f"<record {cls.__module__}.{cls.__qualname__}>", "exec"), scope)
     init = scope["__init__"]
@@ -129,12 +138,14 @@ class _RecordType(type):
         names: list[str] = []
         defaults: dict[str, object] = {}
         hidden: set[str] = set()
+        keyword_only: set[str] = set()
         inherited = None
         for base in reversed([c for b in bases for c in b.__mro__]):  # bases' fields first
             if "__record_fields__" in base.__dict__ and base.__record_fields__:
                 names += [n for n in base.__record_fields__ if n not in names]
                 defaults.update(base.__record_defaults__)
                 hidden |= set(base.__record_fields__) - set(base.__record_shown__)
+                keyword_only |= base.__record_keyword_only__
             if "__record_frozen__" in base.__dict__ and base is not _root:
                 inherited = base.__record_frozen__
         if frozen is None:
@@ -142,9 +153,15 @@ class _RecordType(type):
         elif inherited is not None and frozen != inherited:  # dataclasses' rule too
             raise TypeError(f"{name}: frozen={frozen} under a frozen={inherited} record")
         own: list[str] = []
+        after_marker = False
         for attr, annotation in ns.get("__annotations__", {}).items():
             if str(annotation).startswith(("ClassVar", "typing.ClassVar")):
                 continue
+            if str(annotation) in ("KW_ONLY", "dataclasses.KW_ONLY"):  # `_: KW_ONLY`
+                after_marker = True
+                continue
+            if after_marker:
+                keyword_only.add(attr)
             if attr not in names:
                 names.append(attr)
                 own.append(attr)
@@ -161,14 +178,17 @@ class _RecordType(type):
                 defaults.pop(attr, None)
             else:
                 defaults[attr] = value  # a field with a default_factory stands for it
-        for i in range(1, len(names)):  # dataclasses' rule
-            if names[i - 1] in defaults and names[i] not in defaults:
+        positional = [n for n in names if n not in keyword_only]
+        for i in range(1, len(positional)):  # dataclasses' rule (keyword-only fields aside)
+            if positional[i - 1] in defaults and positional[i] not in defaults:
                 raise TypeError(
-                    f"{name}: field {names[i]!r} without a default follows {names[i - 1]!r}"
+                    f"{name}: field {positional[i]!r} without a default follows"
+                    f" {positional[i - 1]!r}"
                 )
         ns["__slots__"] = tuple(own)
         ns["__record_fields__"] = ns["__match_args__"] = tuple(names)
         ns["__record_shown__"] = tuple(n for n in names if n not in hidden)
+        ns["__record_keyword_only__"] = frozenset(keyword_only)
         # the fields' values as a tuple, for eq and hash: attrgetter does it in C
         many = attrgetter(*names) if len(names) > 1 else None
         ns["__record_values__"] = staticmethod(

@@ -8,9 +8,8 @@ wording as the other requests.  Pure (tests/test_boundaries.py).
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass, field
-
 from handrolled.errors import UsageError
+from handrolled.record import KW_ONLY, Record, field
 from handrolled.requests import _SMTP_NAMES, check_host, check_int, check_seconds
 
 # the names handrolled.requests serves on first use: listed once, there
@@ -30,8 +29,7 @@ def _shown(value: str) -> str:
     return repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
 
 
-@dataclass(frozen=True, slots=True)
-class MailRequest:
+class MailRequest(Record):
     """One delivery attempt: ``message`` from ``mail_from`` to ``recipients`` via ``server``.
 
     ``mail_from`` "" is the null reverse-path (``MAIL FROM:<>``, RFC 5321 §4.5.5).
@@ -141,8 +139,7 @@ class MailRequest:
 SMTP_MAX_SESSION_MESSAGES = 1_000_000  # our bound on one session (smtp-source -m has none)
 
 
-@dataclass(frozen=True, slots=True)
-class MailSessionRequest:
+class MailSessionRequest(Record):
     """``count`` copies of ``mail.message`` over one connection: mail transactions back to
     back without RSET (RFC 5321 §3.3), pipelined across transactions where the server offers
     PIPELINING and ``mail.pipelining`` allows it (RFC 2920 §3.1)."""

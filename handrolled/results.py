@@ -15,10 +15,10 @@ Conventions
 
 Start-up
 --------
-The ICMP clients' types are ``Record``s, which cost tens of microseconds to make where a frozen
+The contract's types are ``Record``s, which cost tens of microseconds to make where a frozen
 dataclass compiles six methods at import (about a millisecond each on a small machine:
-handrolled/record.py).  The SMTP types, still dataclasses, which ping and traceroute never use,
-live in handrolled/results_smtp.py and load on first use through this module (PEP 562
+handrolled/record.py).  The SMTP types, which ping and traceroute never use, live in
+handrolled/results_smtp.py and load on first use through this module (PEP 562
 ``__getattr__``): ``from handrolled.results import SmtpResult`` works as before.
 """
 

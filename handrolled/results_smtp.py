@@ -2,15 +2,14 @@
 
 Import these from ``handrolled.results`` like the rest of the contract; they live here so that
 ping and traceroute, which never need them, do not create them at start-up (see the note in
-handrolled/results.py).  Data only, the same conventions: frozen, slotted dataclasses and enums,
-times in ns since the epoch.  Pure (tests/test_boundaries.py).
-"""
+handrolled/results.py).  Data only, the same conventions: frozen, slotted records and enums,
+times in ns since the epoch.  Pure (tests/test_boundaries.py)."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 
+from handrolled.record import Record, field
 from handrolled.results import _SMTP_TYPES, Implementation
 
 # the names handrolled.results serves on first use: listed once, there
@@ -22,8 +21,7 @@ class Direction(enum.Enum):
     RECEIVED = "<-"  # server to client
 
 
-@dataclass(frozen=True, slots=True)
-class TranscriptLine:
+class TranscriptLine(Record):
     """One line (or block: the message body is one entry) of an SMTP dialogue.
 
     ``data`` is the exact bytes including the CRLF.  A redacted entry (AUTH secrets) has
@@ -41,8 +39,7 @@ class TranscriptLine:
     expected: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(Record):
     code: int
     lines: tuple[str, ...]  # the text of each line, without code, separator or CRLF
 
@@ -51,8 +48,7 @@ class Reply:
         return "\n".join(self.lines)
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientOutcome:
+class RecipientOutcome(Record):
     address: str
     reply: Reply
     accepted: bool  # 2xx to RCPT TO
@@ -75,8 +71,7 @@ class SmtpStage(enum.Enum):
     DONE = "done"
 
 
-@dataclass(frozen=True, slots=True)
-class SmtpResult:
+class SmtpResult(Record):
     server: str
     port: int
     mail_from: str
@@ -98,8 +93,7 @@ class SmtpResult:
     tls_cipher: str | None = None  # "TLSv1.3:TLS_AES_256_GCM_SHA384:256", as swaks shows it
 
 
-@dataclass(frozen=True, slots=True)
-class MessageOutcome:
+class MessageOutcome(Record):
     """One message of an SMTP session: what became of its mail transaction (RFC 5321 §3.3).
 
     ``stage`` is where its transaction ended (DONE: the final dot answered 250); ``refusal``
@@ -116,8 +110,7 @@ class MessageOutcome:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SmtpSessionResult:
+class SmtpSessionResult(Record):
     """Many messages over one connection: one ``MessageOutcome`` per message asked for, in
     order, and the session's own transcript, stage and error (why it ended early)."""
 

@@ -6,7 +6,6 @@ handrolled.smtp_session (many over one connection).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import select
 import socket
@@ -19,6 +18,7 @@ from collections.abc import Callable
 
 from handrolled import smtp_protocol as proto
 from handrolled.errors import RemoteProtocolError, SmtpReplyError, WiretwinError, WiretwinTimeout
+from handrolled.record import replace
 from handrolled.results import Direction, TranscriptLine
 
 __all__ = ["SmtpSession"]
@@ -306,7 +306,7 @@ class SmtpSession:
         """The transcript; a command the dialogue ended before answering is not expected."""
         lines = list(self.transcript)
         for i in self._unanswered:
-            lines[i] = dataclasses.replace(lines[i], expected=False)
+            lines[i] = replace(lines[i], expected=False)
         return tuple(lines)
 
     def close(self) -> None:

@@ -49,10 +49,10 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 from handrolled.errors import LocalProtocolError, RemoteProtocolError
+from handrolled.record import Record, field
 from handrolled.results import Reply
 
 __all__ = [
@@ -164,25 +164,21 @@ class Verdict(enum.Enum):
 # --- events the client sends ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Ehlo:
+class Ehlo(Record):
     name: str
     command: ClassVar[Command] = Command.EHLO
 
 
-@dataclass(frozen=True, slots=True)
-class Helo:
+class Helo(Record):
     name: str
     command: ClassVar[Command] = Command.HELO
 
 
-@dataclass(frozen=True, slots=True)
-class StartTls:
+class StartTls(Record):
     command: ClassVar[Command] = Command.STARTTLS
 
 
-@dataclass(frozen=True, slots=True)
-class Auth:
+class Auth(Record):
     """``AUTH mechanism [initial-response]``; the response is already base64 (RFC 4954 §4)."""
 
     mechanism: str
@@ -190,16 +186,14 @@ class Auth:
     command: ClassVar[Command] = Command.AUTH
 
 
-@dataclass(frozen=True, slots=True)
-class AuthResponse:
+class AuthResponse(Record):
     """One base64 line answering a 334 challenge, or ``*`` to cancel (RFC 4954 §4)."""
 
     response: str = field(repr=False)
     command: ClassVar[Command] = Command.AUTH_RESPONSE
 
 
-@dataclass(frozen=True, slots=True)
-class MailFrom:
+class MailFrom(Record):
     """``MAIL FROM:<address> [params]``; ``address`` may be empty (the null reverse-path)."""
 
     address: str
@@ -207,38 +201,32 @@ class MailFrom:
     command: ClassVar[Command] = Command.MAIL
 
 
-@dataclass(frozen=True, slots=True)
-class RcptTo:
+class RcptTo(Record):
     address: str
     params: tuple[str, ...] = ()
     command: ClassVar[Command] = Command.RCPT
 
 
-@dataclass(frozen=True, slots=True)
-class Data:
+class Data(Record):
     command: ClassVar[Command] = Command.DATA
 
 
-@dataclass(frozen=True, slots=True)
-class Content:
+class Content(Record):
     """The RFC 5322 message as given; ``send`` normalises, dot-stuffs and ends it."""
 
     message: bytes = field(repr=False)
     command: ClassVar[Command] = Command.CONTENT
 
 
-@dataclass(frozen=True, slots=True)
-class Rset:
+class Rset(Record):
     command: ClassVar[Command] = Command.RSET
 
 
-@dataclass(frozen=True, slots=True)
-class Noop:
+class Noop(Record):
     command: ClassVar[Command] = Command.NOOP
 
 
-@dataclass(frozen=True, slots=True)
-class Quit:
+class Quit(Record):
     command: ClassVar[Command] = Command.QUIT
 
 
@@ -249,8 +237,7 @@ Event = (
 # --- events the client receives -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(Record):
     """A complete reply and the command it answers.
 
     ``argument`` is the address for MAIL/RCPT and the name for EHLO/HELO, so a driver can pair
@@ -264,8 +251,7 @@ class Answer:
     raw: tuple[bytes, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(Record):
     """The server closed the connection where that is allowed (after QUIT, or when idle)."""
 
 
@@ -279,13 +265,11 @@ NEED_DATA = _NeedData()  # next_event(): no complete reply buffered yet
 # --- the transition table -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Send:
+class _Send(Record):
     command: Command
 
 
-@dataclass(frozen=True, slots=True)
-class _Got:
+class _Got(Record):
     command: Command
     verdict: Verdict
 
@@ -362,7 +346,7 @@ TRANSITIONS: dict[tuple[State, _Send | _Got], State] = {
 }
 del S, C, V
 # Speed: TRANSITIONS indexed by state, so a move is two lookups of identity-hashed keys
-# instead of hashing a (state, dataclass) pair; TRANSITIONS stays the one table.
+# instead of hashing a (state, record) pair; TRANSITIONS stays the one table.
 _SEND = {c: _Send(c) for c in Command}
 _ON_SEND: dict[State, dict[Command, State]] = {s: {} for s in State}
 _ON_GOT: dict[State, dict[tuple[Command, Verdict], State]] = {s: {} for s in State}

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handrolled.record import FrozenRecordError, Record, field, fields, replace
+from handrolled.record import KW_ONLY, FrozenRecordError, Record, field, fields, replace
 
 values = st.one_of(
     st.none(),
@@ -235,3 +235,31 @@ def test_field_options_as_dataclasses_field(user, secret) -> None:
     assert "secret=" not in repr(Relogin(user, secret))  # a subclass keeps it hidden
     with pytest.raises(ValueError):
         field(default=1, default_factory=list)
+
+
+class Envelope(Record):
+    server: str
+    port: int = 25
+    _: KW_ONLY
+    sender: str
+    copies: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnvelopeDC:
+    server: str
+    port: int = 25
+    _: dataclasses.KW_ONLY
+    sender: str
+    copies: int = 1
+
+
+def test_keyword_only_fields_as_dataclasses_kw_only() -> None:
+    assert _repr_body(Envelope("mx", sender="a")) == _repr_body(EnvelopeDC("mx", sender="a"))
+    assert fields(Envelope) == tuple(f.name for f in dataclasses.fields(EnvelopeDC))
+    for cls in (Envelope, EnvelopeDC):
+        with pytest.raises(TypeError):
+            cls("mx", 25, "a")  # sender is keyword-only
+        with pytest.raises(TypeError):
+            cls("mx")  # and required
+    assert replace(Envelope("mx", sender="a"), copies=2).copies == 2

@@ -14,7 +14,6 @@ printable characters and white space (no VT, FF, NEL, U+2028).
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 
 import pytest
@@ -24,6 +23,7 @@ import reference.smtp
 from compare import cli as wiretwin
 from handrolled import smtp as handrolled_smtp
 from handrolled.errors import UsageError
+from handrolled.record import FrozenRecordError
 from handrolled.requests import MAX_SECONDS, MailRequest
 
 SENDER, RCPT = "a@x.test", "b@x.test"
@@ -141,7 +141,7 @@ def test_good_request_is_accepted(kwargs: dict) -> None:
     request = _request(**kwargs)
     assert isinstance(request.recipients, tuple)
     assert pickle.loads(pickle.dumps(request)) == request  # what compare sends to a child
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenRecordError):
         request.port = 26  # type: ignore[misc]
     assert "pw" not in repr(request)  # the password stays out of logs and reprs
 

@@ -2,7 +2,7 @@
 
 ``Parser``: an ``argparse.ArgumentParser`` whose ``error`` raises ``UsageError`` (the CLI prints
 it as one line and exits 2, like iputils) instead of printing usage and exiting.
-``jsonable(value)``: results as JSON-ready data: records and dataclasses as dicts, bytes as
+``jsonable(value)``: results as JSON-ready data: records as dicts, bytes as
 hex, enums by value, tuples as lists.  The one encoder for all three clients.
 ``run_module(main, argv)``: what ``python -m handrolled.X`` runs: logging to stderr, and a
 reader that leaves early (``... | head``) ending the program quietly instead of a traceback.
@@ -59,10 +59,6 @@ def printable(text: str) -> str:
 def jsonable(value: object) -> object:
     if isinstance(value, Record):
         return {name: jsonable(getattr(value, name)) for name in fields(value)}
-    if hasattr(type(value), "__dataclass_fields__"):  # the SMTP types (imported by then)
-        import dataclasses
-
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, enum.Enum):

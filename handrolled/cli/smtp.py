@@ -16,7 +16,6 @@ Run it as ``python -m handrolled.smtp ...`` (or ``python -m handrolled.cli.smtp`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import email.errors
 import email.policy
 import email.utils
@@ -29,6 +28,7 @@ from email.message import EmailMessage
 
 from handrolled.cli.common import EXIT_ERROR, Parser, jsonable, run_module
 from handrolled.errors import UsageError, WiretwinError
+from handrolled.record import replace
 from handrolled.requests import SMTP_DEFAULT_HELO, MailRequest, MailSessionRequest
 from handrolled.results import Direction, SmtpResult, SmtpSessionResult, SmtpStage
 from handrolled.smtp import send_mail
@@ -341,7 +341,7 @@ def request_from_args(args: argparse.Namespace) -> MailRequest:
         timeout=args.timeout,
         pipelining=not args.no_pipelining,
     )
-    return dataclasses.replace(envelope, message=_message(args), auth=_auth(args))
+    return replace(envelope, message=_message(args), auth=_auth(args))
 
 
 def session_status(result: SmtpSessionResult) -> int:
