@@ -14,7 +14,8 @@ smtplib never looks up the host's FQDN):
   (``sendmail`` again and again, RFC 5321 §3.3: transactions back to back);
 - aiosmtplib, the same two ways, on one event loop made before timing starts;
 - wiretwin ``send_session`` (``wiretwin smtp --count N``): a chunk over one connection,
-  pipelined across transactions (RFC 2920 §3.1), against the goal of 1.5x smtplib's rate.
+  pipelined across transactions (RFC 2920 §3.1), against 1.5x smtplib's rate: a figure of this
+  setting only; issue 17's goal is judged by bench_smtp_sessions.py, server in its own process.
 
 Each round times a chunk of ``--per-chunk`` messages from every client in turn (interleaved,
 so that load from other processes falls on all alike).  Rate = 1 / the 10th percentile of the
@@ -250,7 +251,18 @@ def run(rounds: int, per_chunk: int) -> dict:
     ratios = [f"ratio {a} / {b} = {ra / rb:.2f} (rates)" for a, ra, b, rb in pairs]
     one = {name: r for (name, connections), r in rate.items() if connections == one_for_all}
     more, goals = session_lines(one)
-    ratios += more
+    # Here the server shares this process's interpreter lock, so the client's CPU time adds to
+    # the server's: a figure of this setting, not issue 17's goal, which is judged with the
+    # server in a process of its own (bench_smtp_sessions.py), as a real MTA runs.
+    ratios += more + [
+        line.replace(
+            "goal ",
+            "in this setting (server in a thread; the goal is judged by bench_smtp_sessions.py): ",
+            1,
+        )
+        for line in goals
+    ]
+    goals = []
     return {
         "benchmark": "smtp",
         "python": platform.python_version(),

@@ -51,11 +51,16 @@ def test_codec_benchmark_reports_both_goals():
 
 @pytest.mark.parametrize("script", ["bench_smtp.py", "bench_smtp_sessions.py"])
 def test_smtp_benchmarks_state_the_session_goal_beside_the_measured_ratio(script: str):
-    # issue 17: wiretwin's session >= 1.5x smtplib's rate, both over one connection
+    # issue 17: wiretwin's session >= 1.5x smtplib's rate, both over one connection to the
+    # same aiosmtpd; the goal line is the one with the server in its own process, and the
+    # in-process benchmark states the same comparison as a figure of its own setting
     proc = _run(BENCH / script, "--quick")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     goals = [line for line in lines if line.startswith("goal ")]
+    if script == "bench_smtp.py":
+        assert goals == [], proc.stdout
+        goals = [line for line in lines if line.startswith("in this setting ")]
     assert len(goals) == 1 and goals[0].endswith(("met", "NOT met")), proc.stdout
     ratio = next(line for line in lines if "session (one connection) / smtplib (one" in line)
     measured = ratio.split(" = ")[1].split()[0]
@@ -71,7 +76,7 @@ def test_run_all_writes_the_markdown_report(tmp_path: Path):
     assert "- machine: " in text and "CPUs" in text and "- Python: " in text
     assert "| wiretwin send_mail" in text and "| ours " in text
     assert "## SMTP sessions, server in its own process" in text  # local, never skipped
-    assert text.count("- goal ") == 4  # codec's two, each SMTP benchmark's session goal
+    assert text.count("- goal ") == 3  # codec's two, the SMTP session goal (own process)
     assert text.count("Skipped: --skip-lab") >= 2  # bench_ping, bench_traceroute and any newer
 
 
