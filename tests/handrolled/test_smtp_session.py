@@ -125,13 +125,18 @@ DATA_REPLIES += [b"354 go\r\n"] * 3
 MAIL_LINE = f"MAIL FROM:<{SENDER}>\r\n".encode()  # no SIZE: the script does not offer it
 
 
+def _greet_pipelining(peer: ScriptPeer) -> None:
+    """A scripted server's opening: its banner, then an EHLO reply offering PIPELINING."""
+    peer.send(b"220 x\r\n")
+    peer.expect(b"EHLO")
+    peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+
+
 def _varied_354s(peer: ScriptPeer) -> None:
     """RFC 2920 §3.1: content only after DATA's 354; in the same write the next group (or
     QUIT).  The replies before DATA's come first, DATA's ``DATA_REPLIES[n]`` a moment
     later, as a server that works through each command sends them."""
-    peer.send(b"220 x\r\n")
-    peer.expect(b"EHLO")
-    peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+    _greet_pipelining(peer)
     lead = b""  # the reply to what opened the group: the last dot, or RSET
     for reply in DATA_REPLIES:
         if lead == b"250 ok\r\n":
@@ -193,9 +198,7 @@ def test_a_354_with_more_behind_it_sends_no_content(scripted_smtp_server):
     though the 354 line is the one heard before."""
 
     def script(peer: ScriptPeer) -> None:
-        peer.send(b"220 x\r\n")
-        peer.expect(b"EHLO")
-        peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+        _greet_pipelining(peer)
         for n in range(2):
             for verb in (b"MAIL", b"RCPT", b"DATA"):
                 peer.expect(verb)
@@ -220,9 +223,7 @@ def test_a_354_that_never_comes_times_out_and_keeps_what_was_decided(scripted_sm
     was answered before it, so only the third and later are not delivered."""
 
     def script(peer: ScriptPeer) -> None:
-        peer.send(b"220 x\r\n")
-        peer.expect(b"EHLO")
-        peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+        _greet_pipelining(peer)
         for n in range(3):
             for verb in (b"MAIL", b"RCPT", b"DATA"):
                 peer.expect(verb)
@@ -387,9 +388,7 @@ def test_421_to_the_last_dot_is_kept_with_the_last_message(scripted_smtp_server)
     §3.8): that message is not delivered and keeps the reply, the first one is delivered."""
 
     def script(peer: ScriptPeer) -> None:
-        peer.send(b"220 x\r\n")
-        peer.expect(b"EHLO")
-        peer.send(b"250-x\r\n250-PIPELINING\r\n250 HELP\r\n")
+        _greet_pipelining(peer)
         for n in range(2):
             for verb in (b"MAIL", b"RCPT", b"DATA"):
                 peer.expect(verb)
