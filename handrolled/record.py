@@ -8,7 +8,7 @@ Why not ``dataclasses``
 ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__``, ``__delattr__``) and compiles each when
 the class is created, and the module imports ``inspect``.  On this project's 2-core machine
 that was about 1 ms a class, 30 classes on a traceroute's path: 44 ms of the 85 ms that
-``wiretwin traceroute`` spent before its first probe, where traceroute(8) sends within 2 ms
+``wiretwin traceroute`` spent before its first probe, where traceroute(8) sends within a few ms
 (benchmarks/bench_startup.py, issue 15).  A ``Record`` subclass is made by reading its
 annotations once (tens of microseconds): ``__repr__``, ``__eq__``, ``__hash__`` and
 immutability are shared methods of this base, and only ``__init__`` is compiled, the first time
