@@ -20,7 +20,7 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def _positive(kind: type) -> Callable[[str], float]:
+def positive(kind: type) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = kind(text)
@@ -46,7 +46,7 @@ def main(
     its help) and ``--json``; print ``report(run(*sizes))`` and write the result as JSON."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     dests = [
-        parser.add_argument(flag, type=_positive(kind), default=default, help=text).dest
+        parser.add_argument(flag, type=positive(kind), default=default, help=text).dest
         for flag, kind, default, text in sizes
     ]
     parser.add_argument("--quick", action="store_true", help=quick[1])
