@@ -2,8 +2,8 @@
 
 ``Parser``: an ``argparse.ArgumentParser`` whose ``error`` raises ``UsageError`` (the CLI prints
 it as one line and exits 2, like iputils) instead of printing usage and exiting.
-``jsonable(value)``: results as JSON-ready data: records as dicts, bytes as
-hex, enums by value, tuples as lists.  The one encoder for all three clients.
+``jsonable(value)``: results as JSON-ready data: records as dicts, bytes as hex, enums by value,
+tuples as lists.  The one encoder for all three clients.
 ``run_module(main, argv)``: what ``python -m handrolled.X`` runs: logging to stderr, and a
 reader that leaves early (``... | head``) ending the program quietly instead of a traceback.
 """
