@@ -93,8 +93,10 @@ class field:
 
 
 def _first_init(self: Record, *args: object, **kwargs: object) -> None:
-    """Compile the class's own ``__init__``, put it in the class, and run it."""
-    cls = type(self)
+    """Compile the ``__init__`` of the class this stub stands in (the first in ``self``'s MRO
+    that still has it: ``type(self)``, or a base a subclass's own ``__init__`` calls through
+    ``super()``), put it in that class, and run it."""
+    cls = next(c for c in type(self).__mro__ if c.__dict__.get("__init__") is _first_init)
     cls.__init__ = init = _compile_init(cls)
     init(self, *args, **kwargs)
 
@@ -139,15 +141,18 @@ class _RecordType(type):
         defaults: dict[str, object] = {}
         hidden: set[str] = set()
         keyword_only: set[str] = set()
-        inherited = None
-        for base in reversed([c for b in bases for c in b.__mro__]):  # bases' fields first
-            if "__record_fields__" in base.__dict__ and base.__record_fields__:
-                names += [n for n in base.__record_fields__ if n not in names]
-                defaults.update(base.__record_defaults__)
-                hidden |= set(base.__record_fields__) - set(base.__record_shown__)
-                keyword_only |= base.__record_keyword_only__
-            if "__record_frozen__" in base.__dict__ and base is not _root:
+        inherited = None  # the record bases' frozen flag (Record's own is None: not yet said)
+        for base in reversed(bases):  # each record base holds its own bases' fields already
+            if not isinstance(base, _RecordType):
+                continue
+            names += [n for n in base.__record_fields__ if n not in names]
+            defaults.update(base.__record_defaults__)
+            hidden |= set(base.__record_fields__) - set(base.__record_shown__)
+            keyword_only |= base.__record_keyword_only__
+            if base.__record_frozen__ is not None:
                 inherited = base.__record_frozen__
+        if "__annotate__" in ns and "__annotations__" not in ns:  # Python 3.14, no PEP 563
+            raise TypeError(f"{name}: a record's module needs `from __future__ import annotations`")
         if frozen is None:
             frozen = True if inherited is None else inherited
         elif inherited is not None and frozen != inherited:  # dataclasses' rule too
@@ -174,6 +179,11 @@ class _RecordType(type):
                 hidden.discard(attr)
             else:
                 hidden.add(attr)
+            if value is not _NO_DEFAULT and type(value).__hash__ is None:  # dataclasses' rule
+                raise ValueError(
+                    f"{name}.{attr}: mutable default {type(value).__name__}: use"
+                    " field(default_factory=...)"
+                )
             if value is _NO_DEFAULT:
                 defaults.pop(attr, None)
             else:
@@ -186,7 +196,8 @@ class _RecordType(type):
                     f" {positional[i - 1]!r}"
                 )
         ns["__slots__"] = tuple(own)
-        ns["__record_fields__"] = ns["__match_args__"] = tuple(names)
+        ns["__record_fields__"] = tuple(names)
+        ns["__match_args__"] = tuple(positional)  # keyword-only fields are not matched by place
         ns["__record_shown__"] = tuple(n for n in names if n not in hidden)
         ns["__record_keyword_only__"] = frozenset(keyword_only)
         # the fields' values as a tuple, for eq and hash: attrgetter does it in C
@@ -195,8 +206,11 @@ class _RecordType(type):
             many or (lambda record, names=tuple(names): tuple(getattr(record, n) for n in names))
         )
         ns["__record_defaults__"] = defaults
-        ns["__record_frozen__"] = frozen
+        ns["__record_frozen__"] = frozen if bases else None  # Record itself leaves it open
         ns.setdefault("__init__", _first_init)
+        if frozen and "__eq__" in ns and "__hash__" not in ns:
+            # Python drops the hash of a class that defines __eq__; a frozen dataclass keeps one
+            ns["__hash__"] = _hash
         if not frozen:
             ns["__setattr__"] = object.__setattr__
             ns["__delattr__"] = object.__delattr__
@@ -204,7 +218,8 @@ class _RecordType(type):
         return super().__new__(mcls, name, bases, ns)
 
 
-_root = None  # Record, once made (its own fields are none, its frozen flag is the default)
+def _hash(record: Record) -> int:
+    return hash(record.__record_values__(record))
 
 
 @dataclass_transform(frozen_default=True)
@@ -220,8 +235,7 @@ class Record(metaclass=_RecordType):
             return self.__record_values__(self) == other.__record_values__(other)
         return NotImplemented
 
-    def __hash__(self) -> int:
-        return hash(self.__record_values__(self))
+    __hash__ = _hash
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenRecordError(f"cannot assign to field {name!r} of a frozen record")
@@ -237,13 +251,6 @@ class Record(metaclass=_RecordType):
             object.__setattr__(self, name, value)
 
 
-_root = Record
-
-
-def _items(record: Record) -> dict[str, object]:
-    return {name: getattr(record, name) for name in record.__record_fields__}
-
-
 def fields(record: Record | type[Record]) -> tuple[str, ...]:
     """The field names of a record or record class, in order (``dataclasses.fields``)."""
     return record.__record_fields__
@@ -251,8 +258,6 @@ def fields(record: Record | type[Record]) -> tuple[str, ...]:
 
 def replace(record: R, /, **changes: object) -> R:
     """A new record of the same class, ``changes`` applied, ``__post_init__`` run again
-    (``dataclasses.replace``)."""
-    unknown = set(changes) - set(record.__record_fields__)
-    if unknown:
-        raise TypeError(f"{type(record).__qualname__} has no field {sorted(unknown)[0]!r}")
-    return type(record)(**{**_items(record), **changes})
+    (``dataclasses.replace``); an unknown field is the ``__init__``'s TypeError."""
+    values = {name: getattr(record, name) for name in record.__record_fields__}
+    return type(record)(**{**values, **changes})

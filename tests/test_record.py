@@ -1,8 +1,9 @@
-"""handrolled.record against its oracle, the standard library's frozen dataclass.
+"""handrolled.record against its oracle, the standard library's dataclasses.
 
-Each record class here has a twin made by ``dataclasses.dataclass(frozen=True, slots=True)``
-from the same body; whatever a frozen dataclass does (construction, equality, hashing, repr,
-replace, copying, pickling, the rules for fields and defaults) the record must do too.
+Most record classes here have a twin made by ``dataclasses.dataclass`` from the same body
+(frozen and slotted, or plain for the mutable one, ``Tally``); whatever the dataclass does
+(construction, equality, hashing, repr, replace, copying, pickling, the rules for fields and
+defaults) the record must do too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
@@ -67,11 +69,16 @@ def _repr_body(obj: object) -> str:
     return text[text.index("(") :]
 
 
+def _same_repr(ours: object, theirs: object) -> bool:
+    """The record's repr is its twin's, the twin's name less its "DC" suffix."""
+    return repr(ours) == repr(theirs).replace("DC(", "(", 1)
+
+
 @given(values, values, values)
 def test_a_record_behaves_as_a_frozen_dataclass(x, y, label) -> None:
     ours, theirs = Point(x, y, label=label), PointDC(x, y, label=label)
     assert fields(ours) == tuple(f.name for f in dataclasses.fields(theirs))
-    assert _repr_body(ours) == _repr_body(theirs) and repr(ours).startswith("Point(")
+    assert _same_repr(ours, theirs)
     assert (ours == Point(x, y, label)) == (theirs == PointDC(x, y, label))
     assert hash(ours) == hash(theirs)  # both hash the tuple of the fields
     assert Point.__match_args__ == PointDC.__match_args__
@@ -263,3 +270,111 @@ def test_keyword_only_fields_as_dataclasses_kw_only() -> None:
         with pytest.raises(TypeError):
             cls("mx")  # and required
     assert replace(Envelope("mx", sender="a"), copies=2).copies == 2
+
+
+class Kinds(Record):
+    tag: ClassVar[str] = "k"  # a class attribute, not a field
+    n: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KindsDC:
+    tag: ClassVar[str] = "k"
+    n: int = 0
+
+
+def test_a_classvar_is_no_field_as_in_dataclasses() -> None:
+    assert fields(Kinds) == tuple(f.name for f in dataclasses.fields(KindsDC)) == ("n",)
+    assert Kinds.tag == KindsDC.tag == "k" and _same_repr(Kinds(1), KindsDC(1))
+    assert Kinds(1) == Kinds(1) and hash(Kinds(1)) == hash(KindsDC(1))
+
+
+class LateEnvelope(Envelope):
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LateEnvelopeDC(EnvelopeDC):
+    note: str = ""
+
+
+def test_keyword_only_fields_stay_so_in_a_subclass_and_are_not_matched_by_place() -> None:
+    assert Envelope.__match_args__ == EnvelopeDC.__match_args__ == ("server", "port")
+    assert LateEnvelope.__match_args__ == LateEnvelopeDC.__match_args__
+    assert _same_repr(
+        LateEnvelope("mx", 2, "n", sender="a"), LateEnvelopeDC("mx", 2, "n", sender="a")
+    )
+    for cls in (LateEnvelope, LateEnvelopeDC):
+        with pytest.raises(TypeError):
+            cls("mx", 25, "a", 1)  # sender and copies are keyword-only in the subclass too
+
+
+class Required(Base):
+    b: object  # the base's default taken away again
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequiredDC(BaseDC):
+    b: object
+
+
+class Shown(Login):
+    secret: str = "s"  # declared again, plainly: shown again
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShownDC(LoginDC):
+    secret: str = "s"
+
+
+def test_a_field_declared_again_takes_the_new_declaration_as_in_dataclasses() -> None:
+    for cls in (Required, RequiredDC):
+        with pytest.raises(TypeError):
+            cls(1)  # b has no default any more
+    assert _same_repr(Required(1, 2), RequiredDC(1, 2))
+    assert _same_repr(Shown("u"), ShownDC("u")) and "secret='s'" in repr(Shown("u"))
+
+
+def test_a_mutable_default_is_refused_as_dataclasses_does() -> None:
+    with pytest.raises(ValueError):
+
+        @dataclasses.dataclass(frozen=True)
+        class BadDC:
+            items: list = []  # noqa: RUF008 (the mistake under test)
+
+    with pytest.raises(ValueError):
+
+        class Bad(Record):
+            items: list = []
+
+
+class Loose(Record):
+    x: int
+
+    def __eq__(self, other: object) -> bool:  # equal whatever x is
+        return isinstance(other, Loose)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LooseDC:
+    x: int
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LooseDC)
+
+
+def test_a_frozen_record_with_its_own_eq_keeps_a_hash_as_a_frozen_dataclass() -> None:
+    assert Loose(1) == Loose(2) and LooseDC(1) == LooseDC(2)
+    assert hash(Loose(3)) == hash(LooseDC(3)) == hash((3,))
+
+
+def test_a_subclass_init_calling_super_init_builds_the_base_init() -> None:
+    class Base2(Record):  # made here, so no instance of it exists yet
+        x: object
+
+    class Scaled(Base2):
+        def __init__(self, x: object) -> None:  # a subclass's own __init__ over the record's
+            super().__init__(x * 10)
+
+    assert Scaled(1).x == 10 and Scaled(1).x == 10  # the first call leaves Scaled's own alone
+    assert Base2(1).x == 1
