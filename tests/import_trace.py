@@ -10,6 +10,12 @@ import sys
 
 def imported(argv: list[str]) -> set[str]:
     """Every module ``python -X importtime ARGV`` imported."""
+    return traced_run(argv)[0]
+
+
+def traced_run(argv: list[str]) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """``python -X importtime ARGV``: the modules it imported, and the process (its exit
+    status and output, for a test to check that the run did what it names)."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", *argv],
         capture_output=True,
@@ -24,4 +30,4 @@ def imported(argv: list[str]) -> set[str]:
             if name != "package":  # the report's own header line
                 modules.add(name)
     assert modules, proc.stderr
-    return modules
+    return modules, proc
