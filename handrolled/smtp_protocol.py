@@ -21,8 +21,8 @@ API
     nothing); ``.can_send(command) -> bool``; ``.receive_data(data)``
     (``b""`` means EOF);
     ``.next_event() -> Answer | ConnectionClosed | NEED_DATA``; ``.tls_established()``;
-    ``.foresee(line, events)`` (the bytes ``send_all(events)`` will make once ``line``, a
-    go-ahead heard before, arrives: None when not known); ``.state``, ``.extensions``,
+    ``.foresee(line, events)`` (the bytes ``send_all(events)`` will make once ``line``,
+    DATA's 354 heard before, arrives: None when not known); ``.state``, ``.extensions``,
     ``.pipelining``, ``.pending``, ``.in_transaction`` (MAIL
     accepted and no dot or RSET since: the next MAIL needs RSET first).  With PIPELINING the
     groups are MAIL, RCPT..., DATA, which the previous message's content or an RSET may open,
@@ -755,13 +755,13 @@ class ClientConnection:
         """The bytes ``send_all(events)`` would return once exactly ``line`` is received,
         when that is already known; else None.  Changes nothing.
 
-        Known when ``line`` would complete the one reply awaited (nothing else buffered or
-        half read), as a success this connection has already heard for that command and
-        argument, which moves only the state (not a MAIL, EHLO, HELO or transaction-ending
-        reply; not back to READY); and ``send_all`` has already made ``events`` from the
-        state that reply leads to.  For a pipelining driver (RFC 2920 §3.1), the 354 to
-        DATA: it may write what this returns as soon as ``line`` arrives, then feeds
-        ``line`` and calls ``send_all(events)``, which returns these bytes.
+        Known for one reply only, DATA's go-ahead (RFC 2920 §3.1: after the 354, the content
+        and the next group behind it), which moves nothing but the state (see ``_apply``):
+        when it is the one reply awaited (nothing else buffered or half read), ``line`` is a
+        354 this connection has already heard to the same DATA, and ``send_all`` has already
+        made ``events`` from the state it leads to.  A pipelining driver may write what this
+        returns as soon as ``line`` arrives, then feed ``line`` and call ``send_all(events)``,
+        which returns these bytes.
         """
         if (
             len(self.pending) != 1
@@ -772,20 +772,10 @@ class ClientConnection:
         ):
             return None
         answer = self._answers.get((*self.pending[0], line))
-        if answer is None or answer.verdict is not Verdict.OK or answer.reply.code == 421:
+        if answer is None or answer.command is not Command.DATA or answer.verdict is not Verdict.OK:
             return None
-        command = answer.command
-        state = _ON_GOT[self.state].get((command, Verdict.OK))
-        if (
-            state is None
-            or state is State.READY
-            or command is Command.MAIL
-            or command is Command.EHLO
-            or command is Command.HELO
-            or command in _ENDS_TRANSACTION
-        ):
-            return None  # the reply would change more than the state (see _apply)
-        done = self._groups.get(self._group_key(events, state, ()))
+        state = _ON_GOT[self.state].get((Command.DATA, Verdict.OK))
+        done = None if state is None else self._groups.get(self._group_key(events, state, ()))
         return None if done is None else b"".join(done[4])
 
     def _ending(self) -> bool:

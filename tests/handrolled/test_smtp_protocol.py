@@ -401,9 +401,9 @@ def test_foresee_says_what_may_follow_a_go_ahead_heard_before():
     feed(conn, b"250 ok\r\n250 ok\r\n250 ok\r\n")
     assert conn.foresee(b"554 no\r\n", follow) is None
     assert conn.foresee(b"354 go\r\n", follow) == wire  # from the same state as before
-    # a reply that changes more than the state is not foreseen: the dot's leads to READY
-    # and ends the transaction (RFC 5321 §3.3), so the group made in READY with a
-    # transaction open says nothing of what may follow it
+    # only DATA's go-ahead is foreseen: the dot's reply leads to READY and ends the
+    # transaction (RFC 5321 §3.3), so the group made in READY with a transaction open says
+    # nothing of what may follow it
     feed(conn, b"354 go\r\n")
     conn.send(Content(b"hi\r\n"))
     assert conn.in_transaction and conn.foresee(b"250 queued\r\n", reset) is None
