@@ -5,6 +5,7 @@ RFC 2920 §3.1 (the content opens the next group), and from what the server reco
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -402,3 +403,43 @@ def test_421_to_the_last_dot_is_kept_with_the_last_message(scripted_smtp_server)
     assert first.delivered and not last.delivered
     assert last.final_reply.code == 421 and last.refusal.code == 421
     assert last.stage is SmtpStage.CONTENT and result.refusal.code == 421
+
+
+class _SendFails:
+    """A connected socket whose ``send`` raises ConnectionResetError from its n-th call on
+    (the peer gone as a group was written); everything else is the real socket's."""
+
+    def __init__(self, sock, fail_at: int) -> None:
+        self._sock, self._fail_at, self._calls = sock, fail_at, 0
+
+    def send(self, data) -> int:
+        self._calls += 1
+        if self._calls >= self._fail_at:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return self._sock.send(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def test_a_write_that_fails_right_after_a_foreseen_354_ends_the_session_with_that_error():
+    """Writes: EHLO, the first group, the first content with the second group, then (after
+    the second 354, the one foreseen) the second content with the third group, which fails:
+    the error is the reset itself, not a wait for replies to content that never went, and
+    the second message is not delivered."""
+
+    def connect(host: str, port: int, timeout: float):
+        return _SendFails(socket.create_connection((host, port), timeout=timeout), fail_at=4)
+
+    with serve_recording(RecordingHandler()) as server:
+        mail = MailRequest(
+            "127.0.0.1", server.port, mail_from=SENDER, recipients=(RCPT,), message=MESSAGE,
+            timeout=5.0,
+        )  # fmt: skip
+        started = time.monotonic()
+        result = send_session(MailSessionRequest(mail, 3), connect=connect)
+    assert time.monotonic() - started < 4.0  # no wait for a reply that cannot come
+    assert "reset" in (result.error or "").lower(), result.error
+    assert [m.delivered for m in result.messages] == [True, False, False]
+    assert sent(result).count(WIRE_CONTENT) == 1  # only the first content went
+    assert len(server.messages) == 1
