@@ -29,6 +29,10 @@ REDACTED = b"<redacted>"
 _SECRET = proto._SECRET  # the commands that may carry secrets (see _redact)
 _SEND_LATE = "timed out after {:g} s sending"
 _REPLY_LATE = "no complete reply within {:g} s"
+_SEND_TIMEOUTS = (
+    TimeoutError,
+    BlockingIOError,
+)  # a send Python timed out, or the kernel (SO_SNDTIMEO)
 RECV_SIZE = 4096
 
 
@@ -123,10 +127,13 @@ class SmtpSession:
                 try:
                     # speed: the whole group as it is; a memoryview slice only for a remainder
                     written += self.sock.send(memoryview(wire)[written:] if written else wire)
-                except (TimeoutError, BlockingIOError) as exc:  # Python's or the kernel's
-                    raise WiretwinTimeout(_SEND_LATE.format(self.timeout)) from exc
+                except _SEND_TIMEOUTS as exc:
+                    raise self._send_late() from exc
         finally:
             self._record_sent(events, datas, written)
+
+    def _send_late(self) -> WiretwinTimeout:
+        return WiretwinTimeout(_SEND_LATE.format(self.timeout))
 
     def _bound(self, deadline: float | None, late: str) -> float:
         """Bound the next socket call of a step by what is left of its timeout; the step's
@@ -260,8 +267,8 @@ class SmtpSession:
         datas = self.conn.send_all(events)  # the bytes foreseen (ClientConnection.foresee)
         if error is not None:
             self._record_sent(events, datas, 0)
-            if isinstance(error, TimeoutError | BlockingIOError):  # Python's or the kernel's
-                raise WiretwinTimeout(_SEND_LATE.format(self.timeout)) from error
+            if isinstance(error, _SEND_TIMEOUTS):
+                raise self._send_late() from error
             raise error
         # a remainder the kernel did not take gets a bound of its own (at worst twice the
         # timeout for the whole write)

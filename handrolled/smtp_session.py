@@ -97,11 +97,6 @@ class _Message(_Outcome):
         )
 
 
-def _final(session: SmtpSession, message: _Message | None) -> None:
-    """Read the reply to a final dot into ``message`` (see _settled)."""
-    _settled(message, session.read())
-
-
 def _settled(message: _Message | None, answer: proto.Answer) -> None:
     """The reply to a final dot; ``message`` None: the empty body that closed a DATA no
     recipient was accepted for (RFC 2920 §3.1), whose reply decides nothing."""
@@ -130,13 +125,13 @@ def _record(
             _settled(earlier, answer)
         elif command is proto.Command.MAIL:
             mail = last = answer
-            message.stage = SmtpStage.RCPT if rcpts else SmtpStage.DATA
+            message.stage = SmtpStage.RCPT  # a MailRequest has one recipient at least
         elif command is proto.Command.RCPT:
             _record_rcpt(message, answer)
             last, seen = answer, seen + 1
             if seen == rcpts:
                 message.stage = SmtpStage.DATA
-        elif command is proto.Command.DATA and mail is not None and last is not None:
+        elif command is proto.Command.DATA and mail is not None:  # (last is set with mail)
             if mail.verdict is not proto.Verdict.OK:
                 message.refused(mail)
             elif not any(r.accepted for r in message.recipients):
@@ -195,7 +190,6 @@ def _pipelined(
     for i in range(r.count):
         lead = 1 if sent else 0  # a reply to read before MAIL's: the last dot's, or RSET's
         if not sent:
-            earlier = None
             # RFC 5321 §4.1.1.5: a transaction MAIL opened and no dot ended is aborted first
             if session.conn.in_transaction:
                 session.send(proto.Rset(), *group)
@@ -218,14 +212,14 @@ def _pipelined(
         _record(answers, earlier, message, rcpts)  # after the write: the server is busy
         sent = data.verdict is ok
         go_ahead = data.raw[0] if sent else None
-        earlier = message if good else None
+        earlier = message if good and sent else None
     out.stage = SmtpStage.QUIT
     if not sent:
         if _quit(session):
             out.stage = SmtpStage.DONE
         return
     try:
-        _final(session, earlier)
+        _settled(earlier, session.read())  # the last dot's reply
     except _ServerClosing as exc:  # a 421 to the last dot: kept with its message
         if earlier is not None:
             _closing(exc, earlier, earlier)
