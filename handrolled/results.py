@@ -16,7 +16,7 @@ Conventions
 Start-up
 --------
 The contract's types are ``Record``s, which cost tens of microseconds to make where a frozen
-dataclass compiles six methods at import (about a millisecond each on a small machine:
+dataclass compiles six methods at import (about a millisecond a class on a small machine:
 handrolled/record.py).  The SMTP types, which ping and traceroute never use, live in
 handrolled/results_smtp.py and load on first use through this module (PEP 562
 ``__getattr__``): ``from handrolled.results import SmtpResult`` works as before.
