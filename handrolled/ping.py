@@ -456,7 +456,7 @@ def _drive(
 
     while not stop:
         now = net.monotonic_ns()
-        if lingering and end is None and sent >= count:  # type: ignore[operator] (lingering: count set)
+        if lingering and end is None and sent >= count:  # type: ignore[operator] (set)
             # schedule_exit(): armed after the last send; a zero wait arms nothing and is
             # worked out again on the next pass (a reply may have come by then)
             wait_us = exit_wait_us(nreceived, tmax_us, interval_ms, linger_ms)
